@@ -1,0 +1,33 @@
+"""The Runnable protocol, run configuration, errors and state rules. Depends on nothing of ours."""
+
+from prefect_beluga.core.config import RunConfig, ensure_config
+from prefect_beluga.core.errors import (
+    BelugaError,
+    ChainTimeoutError,
+    GraphError,
+    GraphRecursionError,
+    GraphValidationError,
+    StateConflictError,
+    StepOutputError,
+    ValidationError,
+)
+from prefect_beluga.core.retry import is_permanent, should_retry
+from prefect_beluga.core.runnable import Runnable, RunnableCallable, coerce_to_runnable
+
+__all__ = [
+    "BelugaError",
+    "ChainTimeoutError",
+    "GraphError",
+    "GraphRecursionError",
+    "GraphValidationError",
+    "RunConfig",
+    "Runnable",
+    "RunnableCallable",
+    "StateConflictError",
+    "StepOutputError",
+    "ValidationError",
+    "coerce_to_runnable",
+    "ensure_config",
+    "is_permanent",
+    "should_retry",
+]

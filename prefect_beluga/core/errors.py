@@ -1,0 +1,61 @@
+"""The exceptions raised by prefect-beluga.
+
+Every exception of ours derives from `BelugaError`:
+
+    BelugaError
+    ├── ValidationError (ValueError)       bad input or misuse; never retried
+    │   ├── StepOutputError                a step returned something other than a dict
+    │   └── GraphValidationError           a graph failed `compile()` validation
+    ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
+    └── GraphError                         a graph failed while running
+        ├── GraphRecursionError            a loop exceeded `recursion_limit`
+        └── StateConflictError             concurrent nodes wrote one key differently
+
+A step that raises keeps its own exception type: the chain re-raises it unchanged, with a note
+naming the step and its position (see `add_step_note`).
+"""
+
+from __future__ import annotations
+
+
+class BelugaError(Exception):
+    """Base class of every error raised by prefect-beluga."""
+
+
+class ValidationError(BelugaError, ValueError):
+    """Bad input or misuse of the API. Permanent: never retried."""
+
+
+class StepOutputError(ValidationError):
+    """A step returned something other than a dict."""
+
+
+class GraphValidationError(ValidationError):
+    """A graph is malformed: unknown node, missing entry point, unconditional cycle, ..."""
+
+
+class ChainTimeoutError(BelugaError, TimeoutError):
+    """A chain did not finish within its `timeout`."""
+
+
+class GraphError(BelugaError):
+    """A graph failed while running."""
+
+
+class GraphRecursionError(GraphError):
+    """A loop in a graph ran more times than the graph's `recursion_limit` allows."""
+
+
+class StateConflictError(GraphError):
+    """Two concurrent nodes wrote different values to one state key that has no reducer."""
+
+
+def add_step_note(exc: BaseException, note: str) -> BaseException:
+    """Attach `note` (e.g. "in step 'fetch' (2 of 3) of chain 'rag'") to `exc`, once."""
+    notes = getattr(exc, "__notes__", None) or []
+    if note not in notes:
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        else:  # Python 3.10
+            exc.__notes__ = [*notes, note]
+    return exc

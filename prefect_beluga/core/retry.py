@@ -1,0 +1,53 @@
+"""Which errors are worth retrying."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Union
+
+from prefect_beluga.core.errors import ValidationError
+
+RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]]
+
+# 4xx replies that say "try again": request timeout, conflict, rate limited.
+_RETRYABLE_4XX = frozenset({408, 409, 429})
+
+
+def status_code_of(exc: BaseException) -> int | None:
+    """The HTTP status an SDK error carries, if any (openai: `status_code`; pinecone: `status`)."""
+    for attribute in ("status_code", "status"):
+        value = getattr(exc, attribute, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None)
+    value = getattr(response, "status_code", None)
+    return value if isinstance(value, int) else None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True for errors a retry cannot fix.
+
+    Those are this package's validation errors, authentication and permission errors, and
+    4xx replies other than 408, 409 and 429. Everything else (timeouts, connection errors,
+    5xx, rate limits, exceptions from user code) is considered transient.
+    """
+    if isinstance(exc, (ValidationError, PermissionError)):
+        return True
+    name = type(exc).__name__
+    if "Authentication" in name or "Unauthorized" in name or "Forbidden" in name:
+        return True
+    status = status_code_of(exc)
+    return status is not None and 400 <= status < 500 and status not in _RETRYABLE_4XX
+
+
+def should_retry(exc: BaseException, retry_on: RetryOn | None = None) -> bool:
+    """Whether `exc` deserves another attempt under the `retry_on` setting.
+
+    `retry_on` may be an exception type, a tuple of them, or a predicate; it replaces the
+    default (`not is_permanent(exc)`), so it can narrow or widen what is retried.
+    """
+    if retry_on is None:
+        return not is_permanent(exc)
+    if isinstance(retry_on, type) or isinstance(retry_on, tuple):
+        return isinstance(exc, retry_on)
+    return bool(retry_on(exc))

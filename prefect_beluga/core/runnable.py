@@ -1,0 +1,163 @@
+"""The Runnable protocol and the coercion of plain callables into Runnables."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from prefect_beluga.core._sync import run_sync
+from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
+from prefect_beluga.core.errors import ValidationError
+
+
+class Runnable:
+    """A unit of work that maps an input dict to an output dict.
+
+    Subclasses implement `invoke` (sync) or `ainvoke` (async), whichever is natural; the
+    other one, `batch`/`abatch` and `stream`/`astream` come for free. A sync `invoke` is run
+    in a worker thread when called from async code, so it never blocks the event loop.
+
+    Examples:
+        >>> class SimpleStep(Runnable):
+        ...     def __init__(self, name):
+        ...         self.name = name
+        ...     def invoke(self, input, config=None):
+        ...         return {"output": f"Result from {self.name}"}
+        >>> SimpleStep("step1").invoke({"input": "test"})
+        {'output': 'Result from step1'}
+    """
+
+    name: str
+
+    def __getattr__(self, attribute: str) -> Any:
+        # `name` defaults to the class name when a subclass does not set one.
+        if attribute == "name":
+            return type(self).__name__
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+
+    def invoke(self, input: Any, config: ConfigLike = None) -> Any:
+        """Run on one input and return the output."""
+        if type(self).ainvoke is Runnable.ainvoke:
+            raise NotImplementedError(f"{type(self).__name__} must implement invoke or ainvoke")
+        return run_sync(self.ainvoke(input, config))
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
+        """Async `invoke`."""
+        if type(self).invoke is Runnable.invoke:
+            raise NotImplementedError(f"{type(self).__name__} must implement invoke or ainvoke")
+        return await asyncio.to_thread(self.invoke, input, config)
+
+    def batch(
+        self, inputs: Sequence[Any], config: ConfigLike = None, *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Run on many inputs concurrently (at most `config.max_concurrency` at a time)."""
+        return run_sync(self.abatch(inputs, config, return_exceptions=return_exceptions))
+
+    async def abatch(
+        self, inputs: Sequence[Any], config: ConfigLike = None, *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Async `batch`; results come back in input order."""
+        run_config = ensure_config(config)
+        limit = asyncio.Semaphore(run_config.max_concurrency or len(inputs) or 1)
+
+        async def one(item: Any) -> Any:
+            async with limit:
+                return await self.ainvoke(item, run_config)
+
+        return await asyncio.gather(
+            *(one(item) for item in inputs), return_exceptions=return_exceptions
+        )
+
+    def stream(self, input: Any, config: ConfigLike = None) -> Iterator[Any]:
+        """Yield output chunks as they are produced (by default: the one final output)."""
+        chunks = self.astream(input, config)
+        try:
+            while True:
+                try:
+                    yield run_sync(chunks.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            run_sync(chunks.aclose())
+
+    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[Any]:
+        """Async `stream`."""
+        yield await self.ainvoke(input, config)
+
+
+class RunnableCallable(Runnable):
+    """A sync or async function taking the input dict, as a Runnable named after it.
+
+    The function may also accept a second argument, the `RunConfig` of the call.
+    """
+
+    def __init__(self, func: Callable[..., Any], name: str | None = None) -> None:
+        if not callable(func):
+            raise ValidationError(f"expected a callable, got {type(func).__name__}")
+        self.func = func
+        self.name = name or _callable_name(func)
+        self._is_async = _is_async_callable(func)
+        self._takes_config = _accepts_second_argument(func)
+
+    def _arguments(self, input: Any, config: ConfigLike) -> tuple[Any, ...]:
+        return (input, ensure_config(config)) if self._takes_config else (input,)
+
+    def invoke(self, input: Any, config: ConfigLike = None) -> Any:
+        if self._is_async:
+            return run_sync(self.func(*self._arguments(input, config)))
+        return self.func(*self._arguments(input, config))
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
+        if self._is_async:
+            return await self.func(*self._arguments(input, config))
+        return await asyncio.to_thread(self.func, *self._arguments(input, config))
+
+    def __repr__(self) -> str:
+        return f"RunnableCallable({self.name!r})"
+
+
+def coerce_to_runnable(obj: Any, *, where: str) -> Runnable:
+    """Return `obj` as a Runnable: Runnables as they are, callables wrapped.
+
+    Raises:
+        ValidationError: `obj` is neither (the message names `where`, e.g. "step 2 of chain 'x'").
+    """
+    if isinstance(obj, Runnable):
+        return obj
+    if callable(obj) and not isinstance(obj, type):
+        return RunnableCallable(obj)
+    raise ValidationError(
+        f"{where} must be a Runnable or a callable taking a dict, got {type(obj).__name__}: {obj!r:.80}"
+    )
+
+
+def _callable_name(func: Callable[..., Any]) -> str:
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__name__", None) or type(func).__name__
+    return "lambda" if name == "<lambda>" else name
+
+
+def _is_async_callable(func: Callable[..., Any]) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+        getattr(func, "__call__", None)
+    )
+
+
+def _accepts_second_argument(func: Callable[..., Any]) -> bool:
+    try:
+        parameters = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+__all__ = ["Runnable", "RunnableCallable", "coerce_to_runnable"]

@@ -1,0 +1,42 @@
+"""Conversation memory for chains.
+
+Examples:
+    >>> from prefect_beluga import Chain, memory
+    >>> chat = Chain([answer], memory=memory.new_memory(memory.MemoryType.WINDOW, k=3))
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.memory.base import BaseMemory
+from prefect_beluga.memory.buffer import BufferMemory, WindowMemory
+
+
+class MemoryType(str, Enum):
+    """The kinds of memory `new_memory` builds."""
+
+    BUFFER = "buffer"
+    WINDOW = "window"
+
+
+_MEMORY_CLASSES: dict[MemoryType, type[BaseMemory]] = {
+    MemoryType.BUFFER: BufferMemory,
+    MemoryType.WINDOW: WindowMemory,
+}
+
+
+def new_memory(memory_type: MemoryType | str = MemoryType.BUFFER, **options: Any) -> BaseMemory:
+    """Build a memory of `memory_type` (a `MemoryType` or its name) with `options`."""
+    try:
+        kind = MemoryType(memory_type.value if isinstance(memory_type, MemoryType) else str(memory_type).lower())
+    except ValueError:
+        raise ValidationError(
+            f"unknown memory type {memory_type!r}; expected one of {[m.name for m in MemoryType]}"
+        ) from None
+    return _MEMORY_CLASSES[kind](**options)
+
+
+__all__ = ["BaseMemory", "BufferMemory", "MemoryType", "WindowMemory", "new_memory"]

@@ -1,0 +1,195 @@
+"""Chain: steps run in order, each one a Prefect task run.
+
+Examples:
+    Three steps, retried by Prefect, inside one flow run named "tutorial":
+
+    >>> from prefect_beluga import Chain
+    >>> chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
+    >>> chain.invoke({"input": "test"})
+
+    Called inside your own flow, the chain becomes a subflow of your flow run:
+
+    >>> @flow
+    ... def nightly():
+    ...     return chain.invoke("today's news")
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Union
+
+import anyio
+
+from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
+from prefect_beluga.core.errors import ChainTimeoutError, ValidationError, add_step_note
+from prefect_beluga.core.retry import RetryOn
+from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
+from prefect_beluga.core.state import coerce_input, merge
+from prefect_beluga.memory.base import BaseMemory
+from prefect_beluga.orchestration.runtime import body_flow, run_body
+from prefect_beluga.orchestration.stream import StreamSink, stream_updates
+from prefect_beluga.orchestration.tasks import RetryPolicy, call_args, runnable_task
+
+ErrorHandler = Callable[[BaseException], Union[BaseException, dict[str, Any], None]]
+
+
+class Chain(Runnable):
+    """Runs steps in order; each step sees the previous state updated with its output.
+
+    Every step runs as a Prefect task named after it, with the chain's retry policy as the
+    task's retry policy. Outside a flow run, `invoke` starts one flow run named after the
+    chain; inside a flow run it nests as a subflow (or, with `subflow=False`, as tasks of the
+    caller's flow run).
+
+    Args:
+        steps: Runnables, or functions / coroutine functions taking the state dict and
+            returning a dict of updates.
+        name: Name of the chain's flow (default "chain").
+        timeout: Seconds the whole chain may take; past it, `ChainTimeoutError`.
+        retries: Extra attempts per step after the first (Prefect's count; Beluga's
+            `WithChainRetries(n)` counts total attempts, so it maps to `retries=n - 1`).
+        retry_delay: Seconds between attempts, or a list of them for backoff.
+        retry_jitter: Prefect's retry jitter factor.
+        retry_on: What to retry: exception type(s) or a predicate. Default: every error but
+            permanent ones (validation, authentication/permission, 4xx other than 408/409/429).
+        step_timeout: Seconds one attempt of one step may take (Prefect task timeout).
+        error_handler: Called with the exception of a step that finally failed; returns the
+            exception to raise, or a dict to use as the chain's result (None re-raises).
+        memory: Conversation memory: its variables are loaded into the input before the
+            first step; the input/output pair is saved after the last.
+        subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
+
+    Examples:
+        >>> chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
+        ...               retry_delay=[1, 2], memory=memory.new_memory("buffer"))
+        >>> chain.invoke("What is Prefect?")["output"]
+    """
+
+    def __init__(
+        self,
+        steps: Sequence[Runnable | Callable[..., Any]],
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float | Sequence[float] = 0.0,
+        retry_jitter: float | None = None,
+        retry_on: RetryOn | None = None,
+        step_timeout: float | None = None,
+        error_handler: ErrorHandler | None = None,
+        memory: BaseMemory | None = None,
+        subflow: bool = True,
+    ) -> None:
+        self.name = name or "chain"
+        if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+            raise ValidationError(
+                f"chain {self.name!r}: steps must be a list of Runnables or callables, "
+                f"got {type(steps).__name__}"
+            )
+        if not steps:
+            raise ValidationError(f"chain {self.name!r} has no steps; give it at least one")
+        if timeout is not None and not timeout > 0:
+            raise ValidationError(f"chain {self.name!r}: timeout must be > 0 seconds, got {timeout!r}")
+        if error_handler is not None and not callable(error_handler):
+            raise ValidationError(f"chain {self.name!r}: error_handler must be callable")
+        if memory is not None and not isinstance(memory, BaseMemory):
+            raise ValidationError(
+                f"chain {self.name!r}: memory must come from memory.new_memory(...), "
+                f"got {type(memory).__name__}"
+            )
+        self.steps: tuple[Runnable, ...] = tuple(
+            coerce_to_runnable(step, where=self._where(i, len(steps)))
+            for i, step in enumerate(steps)
+        )
+        self.timeout = timeout
+        self.retry_policy = RetryPolicy(
+            retries=retries,
+            retry_delay=retry_delay,
+            retry_jitter=retry_jitter,
+            retry_on=retry_on,
+            timeout=step_timeout,
+        )
+        self.error_handler = error_handler
+        self.memory = memory
+        self.subflow = subflow
+        self._tasks = [
+            runnable_task(
+                step,
+                name=step.name,
+                where=self._where(i, len(self.steps), step),
+                policy=self.retry_policy,
+            )
+            for i, step in enumerate(self.steps)
+        ]
+        self._flow = body_flow(self.name, self._run, description=f"Chain of {len(self.steps)} steps")
+
+    def _where(self, index: int, count: int, step: Runnable | None = None) -> str:
+        named = f" {step.name!r}" if step is not None else ""
+        return f"step{named} ({index + 1} of {count}) of chain {self.name!r}"
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        state = coerce_input(input, where=f"chain {self.name!r}")
+        return await run_body(self._flow, self._run, state, ensure_config(config), subflow=self.subflow)
+
+    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[dict[str, Any]]:
+        """Yield `{step_name: output}` as each step finishes, then `{"__end__": result}`."""
+        async for update in stream_updates(self, input, config):
+            yield update
+
+    async def _run(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+        """The chain's body: runs inside its flow run (or inline in the caller's)."""
+        initial = dict(state)
+        if self.memory is not None:
+            state = merge(state, self.memory.load_memory_variables(state))
+        current: list[int] = [0]
+        deadline = None
+        try:
+            with anyio.fail_after(self.timeout) as deadline:
+                result = await self._run_steps(state, config, current)
+        except TimeoutError:
+            if deadline is None or not deadline.cancel_called:
+                raise  # a step's own timeout, not the chain's
+            step = self.steps[current[0]]
+            raise ChainTimeoutError(
+                f"chain {self.name!r} exceeded its timeout of {self.timeout}s while running "
+                f"{self._where(current[0], len(self.steps), step)}"
+            ) from None
+        if self.memory is not None:
+            self.memory.save_context(initial, result)
+        return result
+
+    async def _run_steps(
+        self, state: dict[str, Any], config: RunConfig, current: list[int]
+    ) -> dict[str, Any]:
+        sink = StreamSink.current(self)
+        previous: dict[str, Any] | None = None
+        for index, (step, step_task) in enumerate(zip(self.steps, self._tasks)):
+            current[0] = index
+            try:
+                previous = await step_task(call_args(state), config, previous)
+            except Exception as exc:
+                add_step_note(exc, f"in {self._where(index, len(self.steps), step)}")
+                return self._handle_failure(exc)
+            state = merge(state, previous)
+            if sink is not None:
+                sink.put({step.name: previous})
+        return state
+
+    def _handle_failure(self, exc: Exception) -> dict[str, Any]:
+        if self.error_handler is None:
+            raise exc
+        handled = self.error_handler(exc)
+        if handled is None or handled is exc:
+            raise exc
+        if isinstance(handled, BaseException):
+            raise handled from exc
+        if isinstance(handled, dict):
+            return handled
+        raise ValidationError(
+            f"chain {self.name!r}: error_handler must return an exception, a dict or None, "
+            f"got {type(handled).__name__}"
+        ) from exc
+
+    def __repr__(self) -> str:
+        return f"Chain(name={self.name!r}, steps={[s.name for s in self.steps]})"

@@ -1,0 +1,22 @@
+"""The Orchestrator facade of the Beluga API: one place to create chains and graphs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.orchestration.chain import Chain
+
+
+class Orchestrator:
+    """Creates chains (and, as they land, graphs and workflows).
+
+    Examples:
+        >>> orchestrator = Orchestrator()
+        >>> chain = orchestrator.create_chain([step1, step2], retries=2)
+    """
+
+    def create_chain(self, steps: Sequence[Runnable | Callable[..., Any]], **options: Any) -> Chain:
+        """A `Chain` of `steps`; `options` are Chain's keyword arguments."""
+        return Chain(steps, **options)
