@@ -13,6 +13,7 @@ from prefect_beluga.core import (
     BelugaError,
     ChainTimeoutError,
     GraphError,
+    GraphNodesFailed,
     GraphRecursionError,
     GraphValidationError,
     RunConfig,
@@ -21,13 +22,18 @@ from prefect_beluga.core import (
     StepOutputError,
     ValidationError,
 )
-from prefect_beluga.orchestration import Chain, Orchestrator
+from prefect_beluga.orchestration import END, Chain, CompiledGraph, Graph, GraphRun, Orchestrator
 
 __all__ = [
     "BelugaError",
     "Chain",
     "ChainTimeoutError",
+    "CompiledGraph",
+    "END",
+    "Graph",
     "GraphError",
+    "GraphNodesFailed",
+    "GraphRun",
     "GraphRecursionError",
     "GraphValidationError",
     "Orchestrator",

@@ -9,7 +9,8 @@ Every exception of ours derives from `BelugaError`:
     ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
     └── GraphError                         a graph failed while running
         ├── GraphRecursionError            a loop exceeded `recursion_limit`
-        └── StateConflictError             concurrent nodes wrote one key differently
+        ├── StateConflictError             concurrent nodes wrote one key differently
+        └── GraphNodesFailed               with fail_fast=False: every node failure
 
 A step that raises keeps its own exception type: the chain re-raises it unchanged, with a note
 naming the step and its position (see `add_step_note`).
@@ -59,3 +60,11 @@ def add_step_note(exc: BaseException, note: str) -> BaseException:
         else:  # Python 3.10
             exc.__notes__ = [*notes, note]
     return exc
+
+
+class GraphNodesFailed(GraphError):
+    """With `fail_fast=False`: one or more nodes failed; `failures` maps node name to error."""
+
+    def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
+        super().__init__(message)
+        self.failures = failures

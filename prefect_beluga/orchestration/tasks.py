@@ -72,13 +72,21 @@ class RetryPolicy:
         return isinstance(exc, BaseException) and should_retry(exc, self.retry_on)
 
 
-def runnable_task(runnable: Runnable, *, name: str, where: str, policy: RetryPolicy) -> Task:
+def runnable_task(
+    runnable: Runnable,
+    *,
+    name: str,
+    where: str,
+    policy: RetryPolicy,
+    tags: Sequence[str] = (),
+) -> Task:
     """A Prefect async task that runs `runnable` on a state dict and checks its output.
 
     Call it as `await step(state, config, upstream)`: `state` is passed quoted (Prefect does
     not walk it), `upstream` holds the exact objects parent tasks returned, which is how
     Prefect records the edges between task runs (`task_inputs`) and draws them in the UI.
-    `where` (e.g. "step 2 of chain 'rag'") names the step in validation errors.
+    `where` (e.g. "step 2 of chain 'rag'") names the step in validation errors. `tags` go on
+    every task run, so Prefect's tag concurrency limits apply to it.
     """
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
@@ -97,6 +105,7 @@ def runnable_task(runnable: Runnable, *, name: str, where: str, policy: RetryPol
         retry_jitter_factor=policy.retry_jitter,
         retry_condition_fn=policy._retry_condition,
         timeout_seconds=policy.timeout,
+        tags=list(tags),
         cache_policy=NONE,
         persist_result=False,
     )
