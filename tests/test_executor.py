@@ -325,3 +325,27 @@ def test_sync_invoke_and_batch():
     graph = conditional_graph()
     assert graph.invoke("hi")["final"] == "SHORT"
     assert [r["final"] for r in graph.batch(["hi", "a long question"])] == ["SHORT", "LONG"]
+
+
+async def test_prefect_tag_concurrency_limits_apply_to_tagged_nodes():
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    async with get_client() as client:
+        await client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name="tag:beluga-test-llm", limit=1)
+        )
+    running, peak = [0], [0]
+
+    async def call_llm(state):
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await asyncio.sleep(0.2)
+        running[0] -= 1
+        return {}
+
+    graph = Graph(name="limited", artifact=False)
+    for name in ("a", "b", "c"):
+        graph.add_node(name, call_llm, tags=["beluga-test-llm"])
+    graph.set_entry_point(["a", "b", "c"]).set_finish_point(["a", "b", "c"])
+    await graph.ainvoke({})
+    assert peak[0] == 1
