@@ -1,0 +1,67 @@
+"""The Embedder protocol: text in, vectors out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from prefect_beluga.core.config import ConfigLike
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.runnable import Runnable
+
+
+class Embedder(Runnable, ABC):
+    """Turns texts into vectors of a fixed `dimension`.
+
+    Implement `aembed_documents`; the rest follows. As a Runnable it maps
+    `{"texts": [...]}` to `{"embeddings": [...]}` and `{"input": str}` to `{"embedding": [...]}`.
+
+    Examples:
+        >>> vectors = embedder.embed_documents(["a", "b"])
+        >>> query_vector = await embedder.aembed_query("what is a?")
+    """
+
+    dimension: int
+
+    @abstractmethod
+    async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors for `texts`, in order."""
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """The vector of one query text."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError(f"{type(self).__name__}: the query must be a non-empty str, got {text!r}")
+        return (await self.aembed_documents([text]))[0]
+
+    def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        from prefect_beluga.core._sync import run_sync
+
+        return run_sync(self.aembed_documents(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        from prefect_beluga.core._sync import run_sync
+
+        return run_sync(self.aembed_query(text))
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        if isinstance(input, dict) and "texts" in input:
+            return {"embeddings": await self.aembed_documents(input["texts"])}
+        if isinstance(input, dict) and "input" in input:
+            return {"embedding": await self.aembed_query(input["input"])}
+        raise ValidationError(
+            f"{type(self).__name__} expects {{'texts': [...]}} or {{'input': str}}, got {input!r:.80}"
+        )
+
+
+def check_texts(texts: Sequence[str], *, where: str) -> list[str]:
+    """`texts` as a list, or a `ValidationError` naming the first bad item."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValidationError(f"{where}: expected a list of str, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValidationError(f"{where}: item {index} is {type(text).__name__}, expected str")
+    return list(texts)
+
+
+__all__ = ["Embedder", "check_texts"]
