@@ -12,7 +12,7 @@ from prefect_beluga.core.errors import (
     StepOutputError,
     ValidationError,
 )
-from prefect_beluga.core.retry import is_permanent, should_retry
+from prefect_beluga.core.retry import is_permanent, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable, RunnableCallable, coerce_to_runnable
 
 __all__ = [
@@ -31,5 +31,6 @@ __all__ = [
     "coerce_to_runnable",
     "ensure_config",
     "is_permanent",
+    "retry_after_of",
     "should_retry",
 ]

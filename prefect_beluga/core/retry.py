@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Union
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Union
 
 from prefect_beluga.core.errors import ValidationError
 
@@ -51,3 +53,35 @@ def should_retry(exc: BaseException, retry_on: RetryOn | None = None) -> bool:
     if isinstance(retry_on, type) or isinstance(retry_on, tuple):
         return isinstance(exc, retry_on)
     return bool(retry_on(exc))
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait (`Retry-After` / `retry-after-ms`), if it said.
+
+    Reads the headers of the HTTP response an SDK error carries (openai: `exc.response`,
+    pinecone: `exc.headers`); accepts delta-seconds and HTTP dates.
+    """
+    response = getattr(exc, "response", None)
+    headers: Any = getattr(response, "headers", None) or getattr(exc, "headers", None)
+    if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())

@@ -9,6 +9,7 @@ LLM pipeline is rarely worth hashing its inputs on every call (see DESIGN.md, pe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,13 @@ from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.core.retry import RetryOn, should_retry
+from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
+
+
+# Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
+MAX_RETRY_AFTER = 300.0
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,27 @@ class RetryPolicy:
                 f"retry_on must be an exception type, a tuple of them or a predicate, got {self.retry_on!r}"
             )
 
-    def _retry_condition(self, task: Task, task_run: TaskRun, state: State) -> bool:
+    def delay_before(self, retry: int) -> float:
+        """The configured delay before retry number `retry` (1 for the first retry)."""
+        if isinstance(self.retry_delay, tuple):
+            return float(self.retry_delay[min(retry, len(self.retry_delay)) - 1])
+        return float(self.retry_delay)
+
+    async def _retry_condition(self, task: Task, task_run: TaskRun, state: State) -> bool:
+        """Prefect's `retry_condition_fn`: spare permanent errors, honour `Retry-After`.
+
+        When the server asked for a longer wait than the policy's delay (a 429 or 503 with
+        `Retry-After`), the difference is waited here, before Prefect schedules the retry.
+        """
         exc = state.data
-        return isinstance(exc, BaseException) and should_retry(exc, self.retry_on)
+        if not isinstance(exc, BaseException) or not should_retry(exc, self.retry_on):
+            return False
+        asked = retry_after_of(exc)
+        if asked is not None:
+            extra = min(asked, MAX_RETRY_AFTER) - self.delay_before(max(task_run.run_count, 1))
+            if extra > 0:
+                await asyncio.sleep(extra)
+        return True
 
 
 def runnable_task(
