@@ -3,3 +3,5 @@
 from prefect_beluga.embeddings.base import Embedder
 
 __all__ = ["Embedder"]
+from prefect_beluga.embeddings.openai import OpenAIEmbedder  # noqa: E402
+__all__ += ["OpenAIEmbedder"]

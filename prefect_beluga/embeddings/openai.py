@@ -1,0 +1,212 @@
+"""OpenAI embeddings through the official SDK, batched by count and by token budget.
+
+    >>> from prefect_beluga.embeddings import OpenAIEmbedder
+    >>> embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
+    >>> vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
+    >>> len(vectors), len(vectors[0])
+    (2, 1536)
+
+Texts are grouped into requests of at most `batch_size` inputs and `max_batch_tokens` tokens
+(counted with tiktoken, offline); the requests run concurrently, at most `max_concurrency` at a
+time, and the vectors come back in input order. A text longer than the model's per-input limit
+(8191 tokens) is rejected with a `ValidationError` naming its index — it is not split or cut,
+since one input must give one vector (split long documents first, e.g. with
+`prefect_beluga.tokens.split_by_tokens`). As with the chat model, the SDK's retries are off:
+the Prefect retry policy of the step retries failed calls (429/5xx/connection errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr
+
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.embeddings.base import Embedder, check_texts
+from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key, scrub
+from prefect_beluga.tokens import encoding_for
+
+#: Native vector sizes of OpenAI's embedding models.
+MODEL_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+#: OpenAI's limits: tokens per input, inputs per request, tokens per request.
+MAX_INPUT_TOKENS = 8191
+MAX_BATCH_SIZE = 2048
+MAX_BATCH_TOKENS = 300_000
+
+
+class OpenAIEmbedder(Embedder):
+    """Embeddings from OpenAI's API (or a compatible server, via `base_url`).
+
+    Args:
+        model: Embedding model name.
+        api_key: API key; `OPENAI_API_KEY` is read when None. Missing both is a ValidationError.
+        base_url: API root of an OpenAI-compatible server.
+        dimension: Vector size. For text-embedding-3 models a size below the native one is
+            requested from the API (`dimensions`); for other models it is only checked. Required
+            for models not in `MODEL_DIMENSIONS`.
+        batch_size: Most inputs per request (OpenAI allows 2048).
+        max_batch_tokens: Most tokens per request (OpenAI allows 300,000).
+        max_concurrency: Most requests in flight at once, per `embed_documents` call.
+        max_input_tokens: Longest input accepted, in tokens (the model's limit: 8191).
+        timeout: Seconds one HTTP request may take.
+
+    Examples:
+        >>> OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
+        >>> OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+    """
+
+    def __init__(
+        self,
+        model: str = "text-embedding-3-small",
+        *,
+        api_key: SecretStr | str | None = None,
+        base_url: str | None = None,
+        dimension: int | None = None,
+        batch_size: int = 512,
+        max_batch_tokens: int = MAX_BATCH_TOKENS,
+        max_concurrency: int = 4,
+        max_input_tokens: int = MAX_INPUT_TOKENS,
+        timeout: float = 60.0,
+    ) -> None:
+        where = f"OpenAIEmbedder({model!r})"
+        if not isinstance(model, str) or not model:
+            raise ValidationError(f"OpenAIEmbedder: model must be a non-empty str, got {model!r}")
+        for option, value, low, high in (
+            ("batch_size", batch_size, 1, MAX_BATCH_SIZE),
+            ("max_batch_tokens", max_batch_tokens, 1, None),
+            ("max_concurrency", max_concurrency, 1, None),
+            ("max_input_tokens", max_input_tokens, 1, None),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                limit = f"between {low} and {high}" if high else f">= {low}"
+                raise ValidationError(f"{where}: {option} must be an int {limit}, got {value!r}")
+        if max_input_tokens > max_batch_tokens:
+            raise ValidationError(
+                f"{where}: max_input_tokens ({max_input_tokens}) exceeds max_batch_tokens "
+                f"({max_batch_tokens}): an input that long could never be sent"
+            )
+        native = MODEL_DIMENSIONS.get(model)
+        if dimension is None:
+            if native is None:
+                raise ValidationError(
+                    f"{where}: unknown model, so its vector size is unknown; pass dimension="
+                )
+            dimension = native
+        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
+            raise ValidationError(f"{where}: dimension must be an int >= 1, got {dimension!r}")
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValidationError(f"{where}: timeout must be > 0 seconds, got {timeout!r}")
+        self.model = model
+        self.dimension = dimension
+        self.base_url = base_url
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_concurrency = max_concurrency
+        self.max_input_tokens = max_input_tokens
+        self.name = f"embed:{model}"
+        # Ask the API for the size only where it can shorten vectors (text-embedding-3).
+        self._send_dimensions = model.startswith("text-embedding-3") and dimension != native
+        self._api_key = resolve_api_key(api_key, where=where)
+        self._clients = ClientPerLoop(
+            api_key=self._api_key.get_secret_value(), base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    def __repr__(self) -> str:
+        base = f", base_url={self.base_url!r}" if self.base_url else ""
+        return f"OpenAIEmbedder(model={self.model!r}, dimension={self.dimension}{base})"
+
+    def batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """The indexes of `texts` grouped into requests (by count and token budget).
+
+        Raises:
+            ValidationError: a text is empty or longer than `max_input_tokens` (named by index).
+        """
+        texts = check_texts(texts, where=f"{self!r}")
+        encoding = encoding_for(self.model)
+        counts = encoding.encode_ordinary_batch(texts) if len(texts) > 1 else [encoding.encode_ordinary(t) for t in texts]
+        batches: list[list[int]] = []
+        current: list[int] = []
+        budget = 0
+        for index, (text, ids) in enumerate(zip(texts, counts)):
+            size = len(ids)
+            if not text.strip():
+                raise ValidationError(f"{self!r}: text {index} is empty; the API rejects empty inputs")
+            if size > self.max_input_tokens:
+                raise ValidationError(
+                    f"{self!r}: text {index} is {size} tokens, over the model's limit of "
+                    f"{self.max_input_tokens}; split it first (e.g. prefect_beluga.tokens.split_by_tokens)"
+                )
+            if current and (len(current) >= self.batch_size or budget + size > self.max_batch_tokens):
+                batches.append(current)
+                current, budget = [], 0
+            current.append(index)
+            budget += size
+        if current:
+            batches.append(current)
+        return batches
+
+    async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors for `texts`, in input order; `[]` for no texts."""
+        texts = check_texts(texts, where=f"{self!r}")
+        if not texts:
+            return []
+        batches = self.batches(texts)
+        limit = asyncio.Semaphore(self.max_concurrency)
+        results: list[list[float] | None] = [None] * len(texts)
+
+        async def run(indexes: list[int]) -> None:
+            async with limit:
+                vectors = await self._request([texts[i] for i in indexes])
+            for index, vector in zip(indexes, vectors):
+                results[index] = vector
+
+        tasks = [asyncio.ensure_future(run(b)) for b in batches]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return results  # type: ignore[return-value]
+
+    async def _request(self, batch: list[str]) -> list[list[float]]:
+        params: dict[str, Any] = {"model": self.model, "input": batch}
+        if self._send_dimensions:
+            params["dimensions"] = self.dimension
+        client = self._clients.get()
+        try:
+            response = await client.embeddings.create(**params)
+        except json.JSONDecodeError as exc:
+            raise ProviderResponseError(
+                f"{self!r}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
+            ) from None
+        except Exception as exc:
+            raise scrub(exc, self._api_key)
+        data = list(getattr(response, "data", None) or [])
+        if len(data) != len(batch):
+            raise ProviderResponseError(
+                f"{self!r}: the server returned {len(data)} embeddings for {len(batch)} inputs"
+            )
+        data.sort(key=lambda item: item.index)
+        vectors = []
+        for item in data:
+            vector = list(item.embedding)
+            if len(vector) != self.dimension:
+                raise ValidationError(
+                    f"{self!r}: the server returned vectors of dimension {len(vector)}, expected "
+                    f"{self.dimension}; set dimension= to the model's vector size"
+                )
+            vectors.append(vector)
+        return vectors
+
+
+__all__ = ["MAX_BATCH_SIZE", "MAX_BATCH_TOKENS", "MAX_INPUT_TOKENS", "MODEL_DIMENSIONS", "OpenAIEmbedder"]
