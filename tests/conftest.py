@@ -85,3 +85,7 @@ async def read_subflow_runs(parent_flow_run_id: uuid.UUID) -> list[FlowRun]:
                 parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in parent_tasks])
             )
         )
+
+
+# The loopback OpenAI-compatible server (prefect_beluga.testing), as the `openai_server` fixture.
+from prefect_beluga.testing.openai_server import openai_server  # noqa: E402,F401
