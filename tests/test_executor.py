@@ -123,9 +123,10 @@ async def test_branch_not_taken_is_skipped_and_the_join_waits_only_for_the_taken
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
         )
-    picture = artifacts[0].data
-    assert artifacts[0].type == "markdown" and picture.startswith("```mermaid")
-    assert "class long skipped" in picture
+    summary = artifacts[0].data
+    assert artifacts[0].type == "markdown"
+    assert "| long | skipped (branch not taken) | 0 |" in summary and "| short | ran | 1 |" in summary
+    assert "```mermaid\nflowchart TD" in summary and "class long skipped" in summary
 
 
 async def test_router_returning_a_list_runs_several_branches_and_end_stops_one():
@@ -349,3 +350,23 @@ async def test_prefect_tag_concurrency_limits_apply_to_tagged_nodes():
     graph.set_entry_point(["a", "b", "c"]).set_finish_point(["a", "b", "c"])
     await graph.ainvoke({})
     assert peak[0] == 1
+
+
+async def test_the_artifact_reports_failed_and_cancelled_nodes(run_name):
+    async def slow(state):
+        await asyncio.sleep(5)
+        return {}
+
+    def boom(state):
+        raise RuntimeError("boom")
+
+    graph = Graph(name="reported").add_node("slow", slow).add_node("boom", boom)
+    graph.set_entry_point(["slow", "boom"]).set_finish_point(["slow", "boom"])
+    with pytest.raises(RuntimeError):
+        await graph.ainvoke({}, RunConfig(run_name=run_name))
+    flow_run = await read_flow_run(run_name)
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id]))
+        )
+    assert "| boom | failed | 1 |" in artifacts[0].data and "| slow | cancelled | 1 |" in artifacts[0].data

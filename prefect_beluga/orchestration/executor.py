@@ -74,7 +74,9 @@ class _Execution:
         self.resolved: dict[str, Token] = {}
         self.tokens: dict[str, dict[str, Token]] = {name: {} for name in graph.nodes}
         self.skipped: dict[str, None] = {}
-        self.failures: dict[str, BaseException] = {}
+        self.failures: dict[str, BaseException] = {}  # with fail_fast=False
+        self.failed: dict[str, None] = {}  # every node that failed
+        self.completed: Counter[str] = Counter()
         self.running: set[asyncio.Task[None]] = set()
         self.fatal: BaseException | None = None
         self.settled = asyncio.Event()
@@ -172,6 +174,7 @@ class _Execution:
             return
         self.activations[activation.id] = activation
         self.latest[node] = activation
+        self.completed[node] += 1
         if self.sink is not None:
             self.sink.put({node: output})
         self.resolve(node, activation, choices)
@@ -184,6 +187,7 @@ class _Execution:
 
     def fail(self, node: str, exc: BaseException) -> None:
         add_step_note(exc, f"in node {node!r} of graph {self.graph.name!r}")
+        self.failed[node] = None
         if self.graph.fail_fast or isinstance(exc, GraphError):
             self.abort(exc)
         else:
@@ -294,10 +298,36 @@ async def _report(execution: _Execution) -> None:
     if skipped:
         get_run_logger().info("Skipped node(s) %s: their branches were not taken", skipped)
     if graph.artifact:
-        picture = graph.to_mermaid(
-            ran={n: c for n, c in execution.runs.items() if c}, skipped=skipped, failed=list(execution.failures)
-        )
         await acreate_markdown_artifact(
-            markdown=f"```mermaid\n{picture}\n```",
-            description=f"Graph {graph.name!r}: green ran, grey skipped, red failed",
+            markdown=_summary(execution, skipped),
+            description=f"Graph {graph.name!r}: what ran, what was skipped",
         )
+
+
+def _summary(execution: _Execution, skipped: list[str]) -> str:
+    """Markdown for the flow run's artifact: a table per node, then the Mermaid picture.
+
+    The Prefect UI renders the table; it shows Mermaid as source, which any Mermaid viewer
+    (GitHub, mermaid.live) draws, coloured by outcome.
+    """
+    graph = execution.graph
+    rows = ["| node | outcome | runs |", "| --- | --- | --- |"]
+    for name in graph.nodes:
+        runs = execution.runs[name]
+        if name in execution.failed:
+            outcome = "failed"
+        elif runs > execution.completed[name]:
+            outcome = "cancelled"
+        elif name in skipped:
+            outcome = "skipped (branch not taken)"
+        elif runs:
+            outcome = "ran"
+        else:
+            outcome = "did not run"
+        rows.append(f"| {name} | {outcome} | {runs} |")
+    picture = graph.to_mermaid(
+        ran={n: c for n, c in execution.runs.items() if c},
+        skipped=skipped,
+        failed=list(execution.failed),
+    )
+    return f"### Graph `{graph.name}`\n\n" + "\n".join(rows) + f"\n\n```mermaid\n{picture}\n```\n"
