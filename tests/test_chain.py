@@ -411,3 +411,16 @@ def test_steps_are_coerced_and_named():
     chain = Chain([retrieve, generate, SimpleStep("publish")], name="c")
     assert [s.name for s in chain.steps] == ["retrieve", "generate", "publish"]
     assert repr(chain) == "Chain(name='c', steps=['retrieve', 'generate', 'publish'])"
+
+
+async def test_memory_in_a_file_store_carries_a_conversation_across_runs_and_sessions(tmp_path):
+    def reply(state):
+        return {"output": f"seen {state['history'].count('Human:')} earlier turn(s)"}
+
+    def chat():  # a fresh chain and memory each time, as in a new flow-run process
+        store = memory.FileMemoryStore(tmp_path)
+        return Chain([reply], name="persistent-chat", memory=memory.new_memory("buffer", store=store))
+
+    assert (await chat().ainvoke({"input": "one", "session_id": "alice"}))["output"] == "seen 0 earlier turn(s)"
+    assert (await chat().ainvoke({"input": "two", "session_id": "alice"}))["output"] == "seen 1 earlier turn(s)"
+    assert (await chat().ainvoke({"input": "one", "session_id": "bob"}))["output"] == "seen 0 earlier turn(s)"

@@ -43,7 +43,7 @@ def test_new_memory_accepts_the_enum_or_its_name(spelling):
 
 
 def test_new_memory_rejects_an_unknown_type_listing_the_known_ones():
-    with pytest.raises(ValidationError, match=r"unknown memory type 'summary'; expected one of \['BUFFER', 'WINDOW'\]"):
+    with pytest.raises(ValidationError, match=r"unknown memory type 'summary'; expected one of \['BUFFER', 'WINDOW', 'TOKEN_WINDOW'\]"):
         memory.new_memory("summary")
 
 
@@ -98,3 +98,63 @@ def test_concurrent_saves_lose_no_turn():
 def test_base_memory_is_abstract():
     with pytest.raises(TypeError):
         BaseMemory()  # type: ignore[abstract]
+
+
+def test_token_window_keeps_the_latest_turns_that_fit():
+    from prefect_beluga.memory import TokenWindowMemory
+    from prefect_beluga.tokens import count_tokens
+
+    window = memory.new_memory(MemoryType.TOKEN_WINDOW, max_tokens=30)
+    assert isinstance(window, TokenWindowMemory)
+    for i in range(10):
+        window.save_context({"input": f"question number {i} about prefect"}, {"output": f"answer {i}"})
+    kept = window.turns()
+    assert kept and kept[-1] == ("question number 9 about prefect", "answer 9")
+    assert len(kept) < 10
+    assert count_tokens(window.load_memory_variables()["history"]) <= 30
+
+
+def test_sessions_do_not_see_each_other():
+    buffer = BufferMemory()
+    buffer.save_context({"input": "I am alice", "session_id": "alice"}, {"output": "hi alice"})
+    buffer.save_context({"input": "I am bob", "session_id": "bob"}, {"output": "hi bob"})
+    assert buffer.load_memory_variables({"session_id": "alice"}) == {"history": "Human: I am alice\nAI: hi alice"}
+    assert buffer.turns("bob") == [("I am bob", "hi bob")]
+    assert buffer.turns() == []  # the default session is untouched
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "a/b", "x" * 129, 42])
+def test_session_ids_are_checked(bad):
+    with pytest.raises(ValidationError, match="session_id must be"):
+        BufferMemory(session_id=bad)
+
+
+def test_file_store_persists_across_memory_objects(tmp_path):
+    first = memory.new_memory("window", k=2, store=memory.FileMemoryStore(tmp_path), session_id="s1")
+    first.save_context({"input": "q1"}, {"output": "a1"})
+    first.save_context({"input": "q2"}, {"output": "a2"})
+    again = memory.new_memory("window", k=2, store=memory.FileMemoryStore(tmp_path), session_id="s1")
+    assert again.turns() == [("q1", "a1"), ("q2", "a2")]
+    again.clear()
+    assert first.turns() == []
+
+
+def test_file_store_loses_no_turn_under_concurrent_processes(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from prefect_beluga.memory import BufferMemory, FileMemoryStore\n"
+        "m = BufferMemory(store=FileMemoryStore(sys.argv[1]), session_id='shared')\n"
+        "for j in range(25): m.save_context({'input': sys.argv[2] + str(j)}, {'output': 'a'})\n"
+    )
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"p{i}-"]) for i in range(3)]
+    assert all(w.wait(timeout=120) == 0 for w in workers)
+    turns = BufferMemory(store=memory.FileMemoryStore(tmp_path), session_id="shared").turns()
+    assert len(turns) == 75 and len(set(turns)) == 75
+
+
+def test_a_corrupt_memory_file_is_a_clear_error(tmp_path):
+    (tmp_path / "s.json").write_text("{not json")
+    with pytest.raises(ValidationError, match="is not a list of \\[input, output\\] pairs"):
+        BufferMemory(store=memory.FileMemoryStore(tmp_path), session_id="s").turns()

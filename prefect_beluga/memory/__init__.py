@@ -1,8 +1,14 @@
-"""Conversation memory for chains.
+"""Conversation memory for chains, per session, optionally persisted across flow runs.
 
 Examples:
     >>> from prefect_beluga import Chain, memory
     >>> chat = Chain([answer], memory=memory.new_memory(memory.MemoryType.WINDOW, k=3))
+    >>> chat.invoke({"input": "hi", "session_id": "alice"})
+
+    Kept in files, so a scheduled deployment continues the conversation in its next run:
+
+    >>> store = memory.FileMemoryStore("/data/beluga-memory")
+    >>> chat = Chain([answer], memory=memory.new_memory("token_window", max_tokens=1500, store=store))
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.memory.base import BaseMemory
-from prefect_beluga.memory.buffer import BufferMemory, WindowMemory
+from prefect_beluga.memory.buffer import BufferMemory, TokenWindowMemory, WindowMemory
+from prefect_beluga.memory.store import FileMemoryStore, InMemoryStore, MemoryStore
 
 
 class MemoryType(str, Enum):
@@ -20,11 +27,13 @@ class MemoryType(str, Enum):
 
     BUFFER = "buffer"
     WINDOW = "window"
+    TOKEN_WINDOW = "token_window"
 
 
 _MEMORY_CLASSES: dict[MemoryType, type[BaseMemory]] = {
     MemoryType.BUFFER: BufferMemory,
     MemoryType.WINDOW: WindowMemory,
+    MemoryType.TOKEN_WINDOW: TokenWindowMemory,
 }
 
 
@@ -39,4 +48,14 @@ def new_memory(memory_type: MemoryType | str = MemoryType.BUFFER, **options: Any
     return _MEMORY_CLASSES[kind](**options)
 
 
-__all__ = ["BaseMemory", "BufferMemory", "MemoryType", "WindowMemory", "new_memory"]
+__all__ = [
+    "BaseMemory",
+    "BufferMemory",
+    "FileMemoryStore",
+    "InMemoryStore",
+    "MemoryStore",
+    "MemoryType",
+    "TokenWindowMemory",
+    "WindowMemory",
+    "new_memory",
+]

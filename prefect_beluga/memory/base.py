@@ -2,51 +2,71 @@
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.memory.store import InMemoryStore, MemoryStore, Turn, check_session_id
+
+DEFAULT_SESSION = "default"
 
 
 class BaseMemory(ABC):
     """Conversation memory: what a chain remembers between invocations.
 
     A chain with `memory=` merges `load_memory_variables(input)` into its input before the
-    first step and calls `save_context(input, output)` after the last.
+    first step and calls `save_context(input, output)` after the last. Turns are kept per
+    session: the input's `session_id` key when present, else the memory's `session_id` —
+    so one memory serves many users without cross-talk.
 
     Args:
         memory_key: State key under which the rendered history is loaded.
         input_key: State key holding the user's turn.
         output_key: State key holding the reply.
+        session_id: The session used when the input names none.
+        store: Where turns are kept (default: this process; `FileMemoryStore` persists them
+            across flow runs and processes).
     """
 
     def __init__(
-        self, *, memory_key: str = "history", input_key: str = "input", output_key: str = "output"
+        self,
+        *,
+        memory_key: str = "history",
+        input_key: str = "input",
+        output_key: str = "output",
+        session_id: str = DEFAULT_SESSION,
+        store: MemoryStore | None = None,
     ) -> None:
+        if store is not None and not isinstance(store, MemoryStore):
+            raise ValidationError(f"{type(self).__name__}: store must be a MemoryStore, got {type(store).__name__}")
         self.memory_key = memory_key
         self.input_key = input_key
         self.output_key = output_key
-        self._lock = threading.Lock()
+        self.session_id = check_session_id(session_id)
+        self.store = store if store is not None else InMemoryStore()
+
+    def session_of(self, inputs: Mapping[str, Any] | None) -> str:
+        """The session a call belongs to: `inputs["session_id"]`, else the memory's own."""
+        if inputs and inputs.get("session_id") is not None:
+            return check_session_id(inputs["session_id"])
+        return self.session_id
 
     @abstractmethod
-    def turns(self) -> list[tuple[str, str]]:
-        """The remembered (input, output) pairs, oldest first."""
+    def select(self, turns: list[Turn]) -> list[Turn]:
+        """The turns to show the model, from all the session's turns."""
 
-    @abstractmethod
-    def _append(self, user: str, reply: str) -> None: ...
+    def turns(self, session_id: str | None = None) -> list[Turn]:
+        """The remembered (input, output) pairs shown to the model, oldest first."""
+        return self.select(self.store.load(session_id or self.session_id))
 
-    @abstractmethod
-    def clear(self) -> None:
-        """Forget everything."""
+    def clear(self, session_id: str | None = None) -> None:
+        """Forget the session."""
+        self.store.clear(session_id or self.session_id)
 
     def load_memory_variables(self, inputs: Mapping[str, Any] | None = None) -> dict[str, str]:
-        """Return `{memory_key: "Human: ...\\nAI: ..."}` for the remembered turns."""
-        lines = []
-        for user, reply in self.turns():
-            lines += [f"Human: {user}", f"AI: {reply}"]
-        return {self.memory_key: "\n".join(lines)}
+        """Return `{memory_key: "Human: ...\\nAI: ..."}` for the session's remembered turns."""
+        return {self.memory_key: render(self.turns(self.session_of(inputs)))}
 
     def save_context(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
         """Remember one turn: `inputs[input_key]` and `outputs[output_key]`."""
@@ -56,5 +76,9 @@ class BaseMemory(ABC):
                     f"{type(self).__name__}.save_context: {name} has no {key!r} key "
                     f"(keys: {sorted(values)}); set {name[:-1]}_key= to the key that holds the turn"
                 )
-        with self._lock:
-            self._append(str(inputs[self.input_key]), str(outputs[self.output_key]))
+        self.store.append(self.session_of(inputs), (str(inputs[self.input_key]), str(outputs[self.output_key])))
+
+
+def render(turns: list[Turn]) -> str:
+    """Turns as a transcript: `Human: ...` / `AI: ...` lines."""
+    return "\n".join(line for user, reply in turns for line in (f"Human: {user}", f"AI: {reply}"))

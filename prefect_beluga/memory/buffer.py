@@ -1,12 +1,12 @@
-"""Buffer memory (every turn) and window memory (the last `k` turns)."""
+"""Buffer memory (every turn), window memory (the last `k`) and token-window memory."""
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.memory.base import BaseMemory
+from prefect_beluga.memory.base import BaseMemory, render
+from prefect_beluga.memory.store import Turn
 
 
 class BufferMemory(BaseMemory):
@@ -19,39 +19,47 @@ class BufferMemory(BaseMemory):
         {'history': 'Human: hi\\nAI: hello'}
     """
 
-    def __init__(self, **keys: Any) -> None:
-        super().__init__(**keys)
-        self._turns: list[tuple[str, str]] = []
-
-    def turns(self) -> list[tuple[str, str]]:
-        return list(self._turns)
-
-    def _append(self, user: str, reply: str) -> None:
-        self._turns.append((user, reply))
-
-    def clear(self) -> None:
-        self._turns.clear()
+    def select(self, turns: list[Turn]) -> list[Turn]:
+        return turns
 
 
 class WindowMemory(BaseMemory):
     """Remembers the last `k` turns.
 
     Examples:
-        >>> memory = WindowMemory(k=1)
+        >>> memory = WindowMemory(k=3)
     """
 
-    def __init__(self, k: int = 5, **keys: Any) -> None:
-        if not isinstance(k, int) or k < 1:
+    def __init__(self, k: int = 5, **options: Any) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValidationError(f"WindowMemory: k must be an int >= 1, got {k!r}")
-        super().__init__(**keys)
+        super().__init__(**options)
         self.k = k
-        self._turns: deque[tuple[str, str]] = deque(maxlen=k)
 
-    def turns(self) -> list[tuple[str, str]]:
-        return list(self._turns)
+    def select(self, turns: list[Turn]) -> list[Turn]:
+        return turns[-self.k:]
 
-    def _append(self, user: str, reply: str) -> None:
-        self._turns.append((user, reply))
 
-    def clear(self) -> None:
-        self._turns.clear()
+class TokenWindowMemory(BaseMemory):
+    """Remembers the most recent turns whose transcript fits in `max_tokens` (tiktoken count).
+
+    Examples:
+        >>> memory = TokenWindowMemory(max_tokens=1000, model="gpt-4o-mini")
+    """
+
+    def __init__(self, max_tokens: int = 2000, model: str | None = None, **options: Any) -> None:
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise ValidationError(f"TokenWindowMemory: max_tokens must be an int >= 1, got {max_tokens!r}")
+        super().__init__(**options)
+        self.max_tokens = max_tokens
+        self.model = model
+
+    def select(self, turns: list[Turn]) -> list[Turn]:
+        from prefect_beluga.tokens import count_tokens
+
+        kept: list[Turn] = []
+        for turn in reversed(turns):
+            if count_tokens(render([turn, *kept]), self.model) > self.max_tokens:
+                break
+            kept.insert(0, turn)
+        return kept
