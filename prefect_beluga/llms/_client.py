@@ -30,9 +30,9 @@ def resolve_api_key(api_key: SecretStr | str | None, *, where: str) -> SecretStr
         value = api_key
     if value is None:
         value = os.environ.get(OPENAI_API_KEY_ENV)
-    if not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
         raise ValidationError(f"{where}: api_key must be a str or SecretStr, got {type(value).__name__}")
-    if not value.strip():
+    if not value or not value.strip():
         raise ValidationError(
             f"{where} needs an OpenAI API key: pass api_key=..., set the {OPENAI_API_KEY_ENV} "
             "environment variable, or load the configuration from its Prefect block "

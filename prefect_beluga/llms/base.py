@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import pydantic
+
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
@@ -172,8 +174,12 @@ def _to_message(item: Any, index: int, where: str) -> AnyMessage:
         fields = {k: v for k, v in item.items() if k not in ("role", "type", "content")}
         try:
             return cls(content, **fields)  # type: ignore[return-value]
-        except Exception as exc:  # pydantic: unknown or missing fields, e.g. tool_call_id
-            raise ValidationError(f"{where}: message {index} ({role}) is invalid: {exc}") from None
+        except pydantic.ValidationError as exc:  # unknown or missing fields, e.g. tool_call_id
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)
+            )
+            raise ValidationError(f"{where}: message {index} ({role}) is invalid: {problems}") from None
     raise ValidationError(
         f"{where}: message {index} is a {type(item).__name__}; expected a SystemMessage, "
         f"HumanMessage, AIMessage, ToolMessage or a {{'role', 'content'}} dict"

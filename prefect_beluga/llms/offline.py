@@ -46,8 +46,9 @@ class OfflineChatModel(ChatModel):
 
     The question is the last human message; the context is everything before it (system
     prompts, retrieved documents, earlier turns) — or, when there is nothing before it, the
-    rest of that message. The reply quotes the `max_sentences` context sentences that share the
-    most words with the question, in their original order, after `OFFLINE_PREFIX`. When no
+    rest of that message. The reply quotes the (at most `max_sentences`) context sentences that
+    share the most words with the question — leaving out any sharing less than half as many as
+    the best one — in their original order, after `OFFLINE_PREFIX`. When no
     sentence shares a word with the question, it says that it cannot answer from the context.
     Usage is counted with tiktoken.
 
@@ -105,7 +106,9 @@ class OfflineChatModel(ChatModel):
                 "so this offline model can only quote the context it is given.)"
             )
         else:
-            best = sorted(scored, reverse=True)[: self.max_sentences]
+            # The best sentences, leaving out those sharing less than half as many words.
+            top = max(score for score, _, _ in scored)
+            best = sorted((s for s in scored if 2 * s[0] >= top), reverse=True)[: self.max_sentences]
             chosen = [s for _, _, s in sorted(best, key=lambda item: -item[1])]
             reply = OFFLINE_PREFIX + " ".join(chosen)
         if self.config.max_tokens is not None:
