@@ -65,6 +65,7 @@ class RecordedRequest:
     headers: dict[str, str]  # lower-cased names
     body: Any  # the parsed JSON body, or None
     raw: bytes = b""
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic())
 
     @property
     def bearer(self) -> str | None:
