@@ -273,6 +273,22 @@ async def test_retry_after_of_a_real_429(openai_server):
     assert seen == [12.0, 0.25, 0.0, None]
 
 
+def test_models_pickle_and_work_after(openai_server):
+    from prefect_beluga.embeddings import OpenAIEmbedder
+
+    model = model_for(openai_server)
+    model.generate("before")  # a client exists now; it is rebuilt, not pickled
+    assert pickle.loads(pickle.dumps(model)).generate("after").content == "Echo: after"
+    embedder = OpenAIEmbedder(api_key=KEY, base_url=openai_server.base_url, dimension=16)
+    assert len(pickle.loads(pickle.dumps(embedder)).embed_query("q")) == 16
+
+
+def test_openai_base_url_is_not_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    model = OpenAIChatModel(Config(api_key=KEY))
+    assert model._clients._options["base_url"] == "https://api.openai.com/v1"
+
+
 # --- retries through the Prefect policy of a chain step -----------------------------------------
 
 

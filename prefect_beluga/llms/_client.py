@@ -16,6 +16,9 @@ from prefect_beluga.core.errors import BelugaError, ValidationError
 #: The environment variable read for the OpenAI API key when none is given.
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 
+#: Used when no `base_url` is given (passed explicitly, so the SDK's OPENAI_BASE_URL is not read).
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
 
 class ProviderResponseError(BelugaError):
     """A provider answered with something that is not a valid reply (malformed JSON, no
@@ -49,6 +52,8 @@ class ClientPerLoop:
     """
 
     def __init__(self, **client_options: Any) -> None:
+        if client_options.get("base_url") is None:
+            client_options["base_url"] = DEFAULT_BASE_URL
         self._options = client_options
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -115,4 +120,4 @@ def scrub(exc: BaseException, secret: SecretStr, _seen: set[int] | None = None) 
     return exc
 
 
-__all__ = ["OPENAI_API_KEY_ENV", "ClientPerLoop", "ProviderResponseError", "resolve_api_key", "scrub"]
+__all__ = ["DEFAULT_BASE_URL", "OPENAI_API_KEY_ENV", "ClientPerLoop", "ProviderResponseError", "resolve_api_key", "scrub"]

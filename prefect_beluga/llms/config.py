@@ -17,7 +17,8 @@ class Config(BaseModel):
 
     The API key is a `SecretStr`: it shows as `'**********'` in reprs, logs and Prefect
     parameters. Nothing is read from the environment except `OPENAI_API_KEY`, and only when
-    `api_key` is None and the provider is "openai" (see `resolved_api_key`).
+    `api_key` is None and the provider is "openai" (see `resolved_api_key`); in particular
+    `OPENAI_BASE_URL` is not (the SDK itself still reads `OPENAI_ORG_ID` / `OPENAI_PROJECT_ID`).
 
     Args:
         provider: Provider name registered with `Factory` ("openai", "offline", or your own).
