@@ -1,7 +1,7 @@
 """Embedders: the protocol, OpenAI's API and an offline hashing embedder."""
 
 from prefect_beluga.embeddings.base import Embedder
+from prefect_beluga.embeddings.hashing import HashingEmbedder
+from prefect_beluga.embeddings.openai import OpenAIEmbedder
 
-__all__ = ["Embedder"]
-from prefect_beluga.embeddings.openai import OpenAIEmbedder  # noqa: E402
-__all__ += ["OpenAIEmbedder"]
+__all__ = ["Embedder", "HashingEmbedder", "OpenAIEmbedder"]

@@ -2,5 +2,13 @@
 
 from prefect_beluga.rag.loaders import load_documents
 from prefect_beluga.rag.splitter import TokenTextSplitter
+from prefect_beluga.rag.steps import GenerationStep, RetrievalStep, build_rag_chain, format_context
 
-__all__ = ["TokenTextSplitter", "load_documents"]
+__all__ = [
+    "GenerationStep",
+    "RetrievalStep",
+    "TokenTextSplitter",
+    "build_rag_chain",
+    "format_context",
+    "load_documents",
+]

@@ -1,0 +1,151 @@
+"""The tutorial's RetrievalStep and GenerationStep, and the RAG chain built from them.
+
+Examples:
+    >>> rag = build_rag_chain(store, embedder, llm, k=3, retries=2)
+    >>> answer = rag.invoke("What is Prefect?")
+    >>> answer["output"], answer["sources"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prefect_beluga.core.config import ConfigLike
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.embeddings.base import Embedder
+from prefect_beluga.llms.base import ChatModel
+from prefect_beluga.memory.base import BaseMemory
+from prefect_beluga.orchestration.chain import Chain
+from prefect_beluga.schema import Document, HumanMessage, SystemMessage
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Answer the question using only the numbered context passages below, and cite the "
+    "passages you used as [1], [2], ... If they do not contain the answer, say you don't know.\n\n"
+    "{context}"
+)
+
+
+def source_of(document: Document) -> str:
+    """A citation for a chunk: its `source`, with `#chunk` when it has one."""
+    source = str(document.metadata.get("source", document.id or "unknown"))
+    chunk = document.metadata.get("chunk")
+    return f"{source}#{chunk}" if chunk is not None else source
+
+
+def format_context(documents: Sequence[Document]) -> str:
+    """Documents as numbered passages: `[1] (source) text`."""
+    return "\n\n".join(f"[{n}] ({source_of(d)}) {d.page_content}" for n, d in enumerate(documents, 1))
+
+
+def _question(state: Any, key: str, where: str) -> str:
+    if isinstance(state, str):
+        return state
+    question = state.get(key) if isinstance(state, Mapping) else None
+    if not isinstance(question, str) or not question.strip():
+        raise ValidationError(f"{where} needs a non-empty question under {key!r}, got {question!r:.80}")
+    return question
+
+
+class RetrievalStep(Runnable):
+    """Finds the `k` chunks most similar to the question.
+
+    Output: `{"documents": [Document, ...], "scores": [float, ...], "context": str}`.
+
+    Args:
+        store: The vector store to search.
+        embedder: Embeds the question (the same embedder that embedded the chunks).
+        k: How many chunks to return.
+        filter: Metadata filter passed to the store.
+        query_key: State key holding the question.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        embedder: Embedder,
+        k: int = 4,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        query_key: str = "input",
+        name: str = "retrieve",
+    ) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValidationError(f"RetrievalStep: k must be an int >= 1, got {k!r}")
+        if not isinstance(embedder, Embedder):
+            raise ValidationError(f"RetrievalStep: embedder must be an Embedder, got {type(embedder).__name__}")
+        self.store, self.embedder, self.k = store, embedder, k
+        self.filter, self.query_key, self.name = filter, query_key, name
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        question = _question(input, self.query_key, f"step {self.name!r}")
+        documents, scores = await self.store.asimilarity_search_by_query(
+            question, self.k, self.embedder, filter=self.filter
+        )
+        return {"documents": list(documents), "scores": list(scores), "context": format_context(documents)}
+
+
+class GenerationStep(Runnable):
+    """Answers the question from the retrieved context, citing sources.
+
+    Output: `{"output": str, "sources": [str, ...], "usage": {...}, "model": str}`.
+
+    Args:
+        llm: The chat model.
+        system_prompt: A template with `{context}` (the numbered passages).
+        query_key: State key holding the question.
+    """
+
+    def __init__(
+        self,
+        llm: ChatModel,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        *,
+        query_key: str = "input",
+        name: str = "generate",
+    ) -> None:
+        if not isinstance(llm, ChatModel):
+            raise ValidationError(f"GenerationStep: llm must be a ChatModel, got {type(llm).__name__}")
+        if "{context}" not in system_prompt:
+            raise ValidationError("GenerationStep: system_prompt must contain '{context}'")
+        self.llm, self.system_prompt, self.query_key, self.name = llm, system_prompt, query_key, name
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        where = f"step {self.name!r}"
+        question = _question(input, self.query_key, where)
+        documents = input.get("documents") if isinstance(input, Mapping) else None
+        if documents is None:
+            raise ValidationError(f"{where} needs 'documents' in its input: run a RetrievalStep before it")
+        system = self.system_prompt.replace("{context}", format_context(documents))
+        history = input.get("history")
+        if history:
+            system += f"\n\nConversation so far:\n{history}"
+        reply = await self.llm.agenerate([SystemMessage(system), HumanMessage(question)])
+        return {
+            "output": reply.content,
+            "sources": list(dict.fromkeys(source_of(d) for d in documents)),
+            "usage": reply.usage.model_dump(),
+            "model": reply.model,
+        }
+
+
+def build_rag_chain(
+    store: Any,
+    embedder: Embedder,
+    llm: ChatModel,
+    *,
+    k: int = 4,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    filter: Mapping[str, Any] | None = None,
+    memory: BaseMemory | None = None,
+    name: str = "rag",
+    **chain_options: Any,
+) -> Chain:
+    """A two-step Chain — retrieve, then generate — with the chain's retry policy on both."""
+    return Chain(
+        [RetrievalStep(store, embedder, k, filter=filter), GenerationStep(llm, system_prompt)],
+        name=name,
+        memory=memory,
+        **chain_options,
+    )
