@@ -1,20 +1,29 @@
-"""The README's main job: the Beluga tutorial's chain and graph, run as Prefect flows.
+"""The README's main job: the Beluga tutorial on Prefect, then a RAG pipeline over bundled docs.
 
-Until the RAG quickstart lands, this runs the tutorial's examples: a three-step chain with
-retries, a timeout and memory, and the step-3 graph whose two branches run concurrently.
+Runs on Prefect's embedded (ephemeral) API unless PREFECT_API_URL points at a server. With
+OPENAI_API_KEY set it uses OpenAI for embeddings and answers; without it, the offline hashing
+embedder and the offline extractive model (which says so in every answer).
 
-Runs on Prefect's embedded (ephemeral) API unless PREFECT_API_URL points at a server.
+    python flows/quickstart.py
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 # Quiet the embedded server's usage telemetry, which also contends for its SQLite database.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect_beluga import Chain, Orchestrator, Runnable, memory
+from prefect_beluga import Orchestrator, Runnable, embeddings, llms, memory, rag, vectorstores  # noqa: E402
+
+DOCS = Path(__file__).parent / "docs"
+QUESTIONS = [
+    "What is machine learning?",
+    "How does retrieval-augmented generation answer a question?",
+    "How are Prefect tasks retried?",
+]
 
 
 class SimpleStep(Runnable):
@@ -27,8 +36,14 @@ class SimpleStep(Runnable):
         return {"output": f"Result from {self.name}"}
 
 
-def main() -> None:
-    orchestrator = Orchestrator()
+def timed(label: str, call):
+    started = time.perf_counter()
+    result = call()
+    print(f"{label} ({time.perf_counter() - started:.2f}s): {result}")
+    return result
+
+
+def tutorial(orchestrator: Orchestrator) -> None:
     chain = orchestrator.create_chain(
         [SimpleStep("step1"), SimpleStep("step2"), SimpleStep("step3")],
         name="tutorial-chain",
@@ -37,12 +52,8 @@ def main() -> None:
         retry_delay=2.0,
         memory=memory.new_memory(memory.MemoryType.BUFFER),
     )
-    started = time.perf_counter()
-    result = chain.invoke({"input": "test"})
-    print(f"chain result ({time.perf_counter() - started:.2f}s): {result}")
-    started = time.perf_counter()
-    result = chain.invoke({"input": "and again"})
-    print(f"chain with memory ({time.perf_counter() - started:.2f}s): {result}")
+    timed("chain", lambda: chain.invoke({"input": "test"}))
+    timed("chain with memory", lambda: chain.invoke({"input": "and again"}))
 
     graph = orchestrator.create_graph(name="tutorial-graph")
     graph.add_node("step1", SimpleStep("node1"))
@@ -53,10 +64,35 @@ def main() -> None:
     graph.set_entry_point(["step1"])
     graph.set_finish_point(["step2", "step3"])
     print(graph.to_mermaid())
+    timed("graph", lambda: graph.invoke({"input": "test"}))
+
+
+def rag_pipeline() -> None:
+    if os.environ.get("OPENAI_API_KEY"):
+        embedder = embeddings.OpenAIEmbedder()
+        llm = llms.Factory().create_provider("openai", llms.Config(provider="openai", model_name="gpt-4o-mini"))
+    else:
+        print("OPENAI_API_KEY is not set: using the offline hashing embedder and the offline extractive model.")
+        embedder = embeddings.HashingEmbedder()
+        llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
+    store = vectorstores.InMemoryVectorStore()
+    chunks = rag.TokenTextSplitter(chunk_size=120, chunk_overlap=20).split_documents(rag.load_documents(DOCS))
     started = time.perf_counter()
-    result = graph.invoke({"input": "test"})
-    print(f"graph result ({time.perf_counter() - started:.2f}s): {result}")
-    print("See the runs in the Prefect UI: `prefect server start`, then open http://127.0.0.1:4200")
+    store.add_documents(chunks, embedder)
+    print(f"ingested {len(chunks)} chunks from {DOCS} in {time.perf_counter() - started:.2f}s")
+    chain = rag.build_rag_chain(store, embedder, llm, k=2, retries=2, retry_delay=1.0)
+    for question in QUESTIONS:
+        started = time.perf_counter()
+        answer = chain.invoke(question)
+        print(f"\nQ: {question}\nA: {answer['output']}\n   sources: {', '.join(answer['sources'])}"
+              f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens)")
+
+
+def main() -> None:
+    tutorial(Orchestrator())
+    rag_pipeline()
+    print("\nSee the runs in the Prefect UI: run `prefect server start`, set "
+          "PREFECT_API_URL=http://127.0.0.1:4200/api, run this again, and open http://127.0.0.1:4200")
 
 
 if __name__ == "__main__":

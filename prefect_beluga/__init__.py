@@ -8,7 +8,7 @@ Examples:
     {'input': 'hello', 'output': 'HELLO'}
 """
 
-from prefect_beluga import memory
+from prefect_beluga import embeddings, llms, memory, rag, schema, vectorstores
 from prefect_beluga.core import (
     BelugaError,
     ChainTimeoutError,
@@ -42,5 +42,10 @@ __all__ = [
     "StateConflictError",
     "StepOutputError",
     "ValidationError",
+    "embeddings",
+    "llms",
     "memory",
+    "rag",
+    "schema",
+    "vectorstores",
 ]

@@ -5,7 +5,8 @@ import prefect_beluga
 EXPECTED = {
     "BelugaError", "Chain", "ChainTimeoutError", "CompiledGraph", "END", "Graph", "GraphError",
     "GraphNodesFailed", "GraphRecursionError", "GraphRun", "GraphValidationError", "Orchestrator",
-    "RunConfig", "Runnable", "StateConflictError", "StepOutputError", "ValidationError", "memory",
+    "RunConfig", "Runnable", "StateConflictError", "StepOutputError", "ValidationError",
+    "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
 }
 
 
