@@ -315,6 +315,17 @@ def test_stream_yields_each_step_then_the_result():
     ]
 
 
+def test_sync_stream_of_a_chain_inside_a_sync_step_of_another():
+    # The inner stream runs where Prefect gives each sync call a fresh event loop; driving it
+    # chunk by chunk there failed with "Queue ... is bound to a different event loop".
+    inner = Chain(steps("a", "b"), name="inner")
+
+    def relay(state):
+        return {"updates": [next(iter(update)) for update in inner.stream(state["input"])]}
+
+    assert Chain([relay], name="outer").invoke("x")["updates"] == ["a", "b", "__end__"]
+
+
 async def test_astream_yields_each_step_then_the_result():
     updates = [u async for u in Chain(steps("a", "b"), name="astreamed").astream("x")]
     assert [next(iter(u)) for u in updates] == ["a", "b", "__end__"]

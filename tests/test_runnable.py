@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from contextlib import closing
+from itertools import islice
 
 import pytest
 
@@ -96,6 +98,48 @@ async def test_abatch_return_exceptions():
     )
     assert results[0] == {"ok": True}
     assert isinstance(results[1], ValueError)
+
+
+class Ticker(Runnable):
+    """Streams "tick 0", "tick 1", ...; then fails, or waits (for a consumer to stop it)."""
+
+    def __init__(self, ticks: int, then: str) -> None:
+        self.ticks, self.then, self.ending = ticks, then, None
+
+    async def astream(self, input, config=None):
+        try:
+            for i in range(self.ticks):
+                yield f"tick {i}"
+            if self.then == "fail":
+                raise ConnectionError("stream dropped")
+            await asyncio.sleep(30)
+            self.ending = "finished"
+        except (asyncio.CancelledError, GeneratorExit):
+            self.ending = "stopped"
+            raise
+
+
+def test_stream_raises_the_error_of_astream_after_the_chunks_before_it():
+    received = []
+    with pytest.raises(ConnectionError, match="stream dropped"):
+        for chunk in Ticker(2, then="fail").stream({}):
+            received.append(chunk)
+    assert received == ["tick 0", "tick 1"]
+
+
+def test_closing_a_stream_early_cancels_the_run():
+    ticker = Ticker(1, then="wait")
+    for chunk in ticker.stream({}):
+        assert chunk == "tick 0"
+        break
+    assert ticker.ending == "stopped"  # not left running to "finished"
+
+
+async def test_sync_stream_inside_a_running_loop():
+    asyncio.get_running_loop()  # this test body runs on the session's loop
+    assert list(Lower().stream({"input": "ABC"})) == [{"output": "abc"}]
+    with closing(Ticker(3, then="wait").stream({})) as chunks:
+        assert list(islice(chunks, 3)) == ["tick 0", "tick 1", "tick 2"]
 
 
 def test_runnable_with_neither_invoke_nor_ainvoke():

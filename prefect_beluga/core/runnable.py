@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
+import queue
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
@@ -72,16 +75,51 @@ class Runnable:
         )
 
     def stream(self, input: Any, config: ConfigLike = None) -> Iterator[Any]:
-        """Yield output chunks as they are produced (by default: the one final output)."""
-        chunks = self.astream(input, config)
+        """Yield output chunks as they are produced (by default: the one final output).
+
+        `astream` runs to the end as one coroutine on one event loop (see `run_sync`), fed
+        from a helper thread; chunks come back through a queue. (Driving it chunk by chunk with
+        `run_sync` breaks where each call gets a fresh loop, e.g. in a sync step of a chain.)
+        Closing the iterator early cancels the run.
+        """
+        chunks: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        stop = threading.Event()
+        running: dict[str, Any] = {}
+
+        async def pump() -> None:
+            running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+            if stop.is_set():
+                return
+            iterator = self.astream(input, config)
+            try:
+                async for chunk in iterator:
+                    chunks.put((True, chunk))
+                chunks.put((False, None))
+            except BaseException as exc:  # handed to the caller, cancellation included
+                chunks.put((False, exc))
+            finally:
+                await iterator.aclose()
+
+        context = contextvars.copy_context()  # the caller's flow run, tags, ...
+        helper = threading.Thread(
+            target=context.run, args=(run_sync, pump()), name=f"stream-{self.name}", daemon=True
+        )
+        helper.start()
         try:
             while True:
-                try:
-                    yield run_sync(chunks.__anext__())
-                except StopAsyncIteration:
+                more, item = chunks.get()
+                if more:
+                    yield item
+                elif item is None:
                     return
+                else:
+                    raise item
         finally:
-            run_sync(chunks.aclose())
+            stop.set()
+            task = running.get("task")
+            if task is not None and not task.done():
+                running["loop"].call_soon_threadsafe(task.cancel)
+            helper.join()
 
     async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[Any]:
         """Async `stream`."""
