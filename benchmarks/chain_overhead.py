@@ -1,0 +1,202 @@
+"""What a Chain costs on top of the same work written as a raw Prefect flow.
+
+Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its own):
+
+- ours: `await Chain([step] * n).ainvoke(...)`, n trivial async steps;
+- raw:  an `@flow` async function awaiting n `@task(cache_policy=NONE, persist_result=False)`
+        async tasks doing the same work, each fed the previous one's output;
+- lean: the same raw flow with the flow options a Chain's flow uses
+        (`validate_parameters=False, persist_result=False`), to separate those from the rest;
+
+for n = 3 and n = 13 steps, interleaved (ours and raw alternate, in rotating order, so drift
+lands on both sides alike), after a warm-up. Prints median, a trimmed mean (the middle 80 %),
+the spike count, the ratio ours/raw and the cost of each extra step.
+
+Between runs the benchmark idles `--gap` seconds (not timed). Back to back, the ephemeral
+SQLite API is still writing the previous run's task-run events when the next flow run is
+created; it answers 503 and Prefect's client retries ~2 s later, in about half the runs, for
+raw Prefect and Chain alike (PrefectHQ/prefect#18934). `--gap 0` shows that.
+
+    python benchmarks/chain_overhead.py [--repeat 40] [--gap 0.5] [--profile]
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# Before Prefect is imported: a private home (a shared SQLite database locks), no analytics.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-beluga-bench-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # busy CI
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+
+from prefect_beluga import Chain
+
+SMALL, LARGE = 3, 13
+SPIKE_SECONDS = 1.0  # a run this much slower than the median is an API retry spike
+
+
+async def add_one(state: dict[str, Any]) -> dict[str, Any]:
+    """The trivial step: the work itself costs nothing, so what is measured is overhead."""
+    return {"count": state["count"] + 1}
+
+
+def our_chain(steps: int) -> Chain:
+    return Chain([add_one] * steps, name=f"bench-chain-{steps}")
+
+
+@task(name="add_one", cache_policy=NONE, persist_result=False)
+async def raw_add_one(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "count": state["count"] + 1}
+
+
+def raw_flow(steps: int, lean: bool = False):
+    options = {"validate_parameters": False, "persist_result": False} if lean else {}
+
+    @flow(name=f"bench-{'lean' if lean else 'raw'}-{steps}", **options)
+    async def raw(state: dict[str, Any]) -> dict[str, Any]:
+        for _ in range(steps):
+            state = await raw_add_one(state)
+        return state
+
+    return raw
+
+
+SIDES = {
+    "ours": "Chain.ainvoke",
+    "raw": "raw @flow + @task",
+    "lean": "raw, lean flow options",
+}
+
+
+def trimmed_mean(samples: list[float], cut: float = 0.1) -> float:
+    ordered = sorted(samples)
+    k = int(len(ordered) * cut)
+    kept = ordered[k : len(ordered) - k] or ordered
+    return statistics.fmean(kept)
+
+
+async def measure(repeat: int, gap: float) -> dict[str, list[float]]:
+    chains = {n: our_chain(n) for n in (SMALL, LARGE)}
+    raws = {n: raw_flow(n) for n in (SMALL, LARGE)}
+    leans = {n: raw_flow(n, lean=True) for n in (SMALL, LARGE)}
+    runners: dict[str, Callable[[], Awaitable[Any]]] = {}
+    for n in (SMALL, LARGE):
+        runners[f"ours-{n}"] = lambda n=n: chains[n].ainvoke({"count": 0})
+        runners[f"raw-{n}"] = lambda n=n: raws[n]({"count": 0})
+        runners[f"lean-{n}"] = lambda n=n: leans[n]({"count": 0})
+
+    async def run(key: str) -> float:
+        start = time.perf_counter()
+        result = await runners[key]()
+        elapsed = time.perf_counter() - start
+        steps = int(key.split("-")[1])
+        assert result["count"] == steps, (key, result)
+        await asyncio.sleep(gap)  # let the API drain this run's events (not timed)
+        return elapsed
+
+    for key in runners:  # warm-up: API started, flows registered, clients open
+        for _ in range(3):
+            await run(key)
+
+    samples: dict[str, list[float]] = {key: [] for key in runners}
+    keys = list(runners)
+    for i in range(repeat):
+        shift = i % len(keys)  # rotate the order each round
+        for key in keys[shift:] + keys[:shift]:
+            samples[key].append(await run(key))
+        if (i + 1) % 10 == 0:
+            print(f"  round {i + 1}/{repeat}", file=sys.stderr, flush=True)
+    return samples
+
+
+def report(samples: dict[str, list[float]], repeat: int, gap: float) -> None:
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    trimmed = {k: trimmed_mean(v) for k, v in samples.items()}
+    spikes = {k: sum(s > median[k] + SPIKE_SECONDS for s in v) for k, v in samples.items()}
+
+    print(
+        f"\nChain overhead: {repeat} interleaved runs each, {gap} s idle between runs "
+        f"(ms per end-to-end run)\n"
+    )
+    print("| run | median | trimmed mean (middle 80%) | min | spikes > median + 1 s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for n in (SMALL, LARGE):
+        for side, title in SIDES.items():
+            key = f"{side}-{n}"
+            label = f"{title}, {n} steps"
+            print(
+                f"| {label} | {median[key] * 1e3:.0f} | {trimmed[key] * 1e3:.0f} | "
+                f"{min(samples[key]) * 1e3:.0f} | {spikes[key]} |"
+            )
+
+    print("\n| figure | median | trimmed mean |")
+    print("| --- | ---: | ---: |")
+    for n in (SMALL, LARGE):
+        for other in ("raw", "lean"):
+            print(
+                f"| ratio ours/{other}, {n} steps | "
+                f"{median[f'ours-{n}'] / median[f'{other}-{n}']:.2f}x | "
+                f"{trimmed[f'ours-{n}'] / trimmed[f'{other}-{n}']:.2f}x |"
+            )
+    extra = LARGE - SMALL
+    for side in SIDES:
+        per_step_median = (median[f"{side}-{LARGE}"] - median[f"{side}-{SMALL}"]) / extra
+        per_step_trimmed = (trimmed[f"{side}-{LARGE}"] - trimmed[f"{side}-{SMALL}"]) / extra
+        print(
+            f"| per extra step, {side} ({SMALL} -> {LARGE} steps) | {per_step_median * 1e3:.1f} ms | "
+            f"{per_step_trimmed * 1e3:.1f} ms |"
+        )
+
+
+async def profile(runs: int, gap: float) -> None:
+    """cProfile `runs` warm 3-step chain runs, and as many raw ones, to see where time goes.
+
+    The idle `gap` between runs is outside the profile.
+    """
+    import cProfile
+    import pstats
+
+    chain, raw = our_chain(SMALL), raw_flow(SMALL)
+    for _ in range(3):
+        await chain.ainvoke({"count": 0})
+        await raw({"count": 0})
+    for label, call in (("ours", lambda: chain.ainvoke({"count": 0})), ("raw", lambda: raw({"count": 0}))):
+        profiler = cProfile.Profile()
+        for _ in range(runs):
+            profiler.enable()
+            await call()
+            profiler.disable()
+            await asyncio.sleep(gap)
+        print(f"\n=== profile: {label}, {runs} runs of {SMALL} steps (top 40 by cumulative time)")
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=40, help="interleaved rounds (default 40)")
+    parser.add_argument(
+        "--gap", type=float, default=0.5, help="idle seconds between runs, not timed (default 0.5)"
+    )
+    parser.add_argument("--profile", action="store_true", help="also cProfile both sides")
+    args = parser.parse_args()
+    samples = asyncio.run(measure(args.repeat, args.gap))
+    report(samples, args.repeat, args.gap)
+    if args.profile:
+        asyncio.run(profile(20, args.gap))
+
+
+if __name__ == "__main__":
+    main()
