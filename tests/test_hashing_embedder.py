@@ -1,5 +1,6 @@
 """The offline hashing embedder."""
 
+import json
 import math
 import subprocess
 import sys
@@ -34,9 +35,14 @@ def test_shared_words_rank_the_relevant_passage_first():
 
 
 def test_vectors_are_the_same_in_another_process():
-    script = "from prefect_beluga.embeddings import HashingEmbedder; print(HashingEmbedder(32).embed_query('stable hashing'))"
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
-    assert other.strip() == str(HashingEmbedder(32).embed_query("stable hashing"))
+    script = (
+        "import json; from prefect_beluga.embeddings.hashing import HashingEmbedder; "
+        "print('VECTOR', json.dumps(HashingEmbedder(32).embed_text('stable hashing')))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = next(l for l in done.stdout.splitlines() if l.startswith("VECTOR "))
+    assert json.loads(line[len("VECTOR "):]) == HashingEmbedder(32).embed_text("stable hashing")
 
 
 def test_bad_input():
