@@ -1,4 +1,16 @@
-"""An offline embedder: lexical feature hashing, deterministic across processes."""
+"""An offline embedder: lexical feature hashing, deterministic across processes.
+
+    >>> from prefect_beluga.embeddings import HashingEmbedder
+    >>> embedder = HashingEmbedder(dimension=384)
+    >>> query = embedder.embed_query("What is machine learning?")
+    >>> passages = embedder.embed_documents(["Machine learning learns from data.", "Bananas are yellow."])
+    >>> [round(sum(q * p for q, p in zip(query, v)), 2) for v in passages]  # cosine: vectors are unit length
+    [0.83, 0.0]
+
+No network and no model files: the main job runs on it when no OpenAI key is set. It measures
+shared vocabulary, not meaning ("car" and "automobile" are unrelated to it); use a real embedder
+(`OpenAIEmbedder`) when synonyms matter.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +19,62 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings.base import Embedder, check_texts
 
-_WORD = re.compile(r"[a-z0-9]+")
-# Words too common to say what a text is about.
+# Letters and digits of any script; "_" and punctuation separate words.
+_WORD = re.compile(r"[^\W_]+")
+# Words too common to say what a text is about (used only when the text has other words).
 _STOPWORDS = frozenset(
     "a an and are as at be by can do does for from has have how i in is it its of on or so "
     "that the their there these this to was were what when where which who why will with you your".split()
 )
+# Inflections folded together so "retries" matches "retry" and "learning" matches "learn".
+# (suffix, replacement, shortest stem kept)
+_SUFFIXES = (("sses", "ss", 2), ("ies", "y", 2), ("ied", "y", 2), ("ing", "", 4), ("ed", "", 4), ("s", "", 3))
+_BIGRAM_WEIGHT = 0.5
+
+
+def _stem(word: str) -> str:
+    for suffix, replacement, shortest in _SUFFIXES:
+        if word.endswith(suffix):
+            stem = word[: -len(suffix)]
+            if len(stem) >= shortest and not (suffix == "s" and stem.endswith(("s", "u", "i"))):
+                return stem + replacement
+            return word
+    return word
+
+
+@lru_cache(maxsize=1 << 17)
+def _bucket(feature: str, dimension: int) -> tuple[int, float]:
+    """The bucket and sign of `feature`: BLAKE2b, so the same in every process."""
+    digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8, person=b"beluga-hash").digest()
+    return int.from_bytes(digest[:6], "little") % dimension, (1.0 if digest[7] & 1 else -1.0)
 
 
 class HashingEmbedder(Embedder):
-    """Embeds text offline by hashing its words and word pairs into `dimension` buckets.
+    """Embeds text offline by hashing its words and word pairs into `dimension` signed buckets.
 
-    Lowercased word unigrams and bigrams (common stop words left out) are hashed with BLAKE2b (stable across processes,
-    unlike Python's `hash`) into signed buckets, weighted by sublinear term frequency, then
-    L2-normalised — so cosine similarity measures shared vocabulary: a question that shares
-    words with a passage ranks it above unrelated ones. No network, no model files.
+    A text becomes its lowercased words (letters and digits of any script, simple inflections
+    folded: "retries" -> "retry"), common stop words left out unless nothing else is left, plus
+    the pairs of adjacent words. Each feature is hashed with BLAKE2b (stable across processes and
+    machines, unlike Python's salted `hash`) to a bucket and a sign, weighted by sublinear term
+    frequency (1 + log tf; pairs count half), and the vector is L2-normalised. Cosine similarity
+    then measures shared vocabulary: a question that shares words with a passage ranks it above
+    passages it shares none with, and identical texts score 1.
 
     Args:
-        dimension: Length of the vectors.
+        dimension: Length of the vectors (>= 8). More buckets mean fewer hash collisions.
+        name: Name of the embedder as a Runnable step.
 
     Examples:
+        Embed chunks and a question for the embedded store:
+
         >>> embedder = HashingEmbedder(dimension=384)
-        >>> vector = embedder.embed_query("What is Prefect?")
+        >>> store.add_documents(chunks, embedder)
+        >>> docs, scores = store.similarity_search_by_query("What is Prefect?", 3, embedder)
     """
 
     def __init__(self, dimension: int = 384, *, name: str = "hashing-embedder") -> None:
@@ -41,21 +83,28 @@ class HashingEmbedder(Embedder):
         self.dimension = dimension
         self.name = name
 
-    def _features(self, text: str) -> Counter[str]:
-        words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
-        return Counter(words + [f"{a} {b}" for a, b in zip(words, words[1:])])
+    def __repr__(self) -> str:
+        return f"HashingEmbedder(dimension={self.dimension})"
+
+    @staticmethod
+    def features(text: str) -> Counter[str]:
+        """The features of `text` and how often each occurs: words, then "word word" pairs."""
+        words = [_stem(w) for w in _WORD.findall(text.casefold())]
+        content = [w for w in words if w not in _STOPWORDS] or words
+        return Counter(content + [f"{a} {b}" for a, b in zip(content, content[1:])])
 
     def embed_text(self, text: str) -> list[float]:
-        """The vector of one text (all zeros for a text without words)."""
+        """The vector of one text (all zeros for a text without any word)."""
         vector = [0.0] * self.dimension
-        for feature, count in self._features(text).items():
-            digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
-            bucket = int.from_bytes(digest[:4], "little") % self.dimension
-            sign = 1.0 if digest[4] & 1 else -1.0
+        for feature, count in self.features(text).items():
+            bucket, sign = _bucket(feature, self.dimension)
             weight = 1.0 + math.log(count)
-            vector[bucket] += sign * (weight if " " not in feature else 0.5 * weight)
+            vector[bucket] += sign * (weight * _BIGRAM_WEIGHT if " " in feature else weight)
         norm = math.sqrt(sum(v * v for v in vector))
         return [v / norm for v in vector] if norm else vector
 
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
         return [self.embed_text(t) for t in check_texts(texts, where=type(self).__name__)]
+
+
+__all__ = ["HashingEmbedder"]
