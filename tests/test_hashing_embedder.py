@@ -1,6 +1,8 @@
 """The offline hashing embedder."""
 
+import json
 import math
+import os
 import subprocess
 import sys
 
@@ -65,10 +67,15 @@ def test_text_without_words_is_the_zero_vector():
 
 
 def test_vectors_are_the_same_in_another_process():
-    script = "from prefect_beluga.embeddings import HashingEmbedder; print(HashingEmbedder(32).embed_query('stable hashing'))"
-    env = {"PYTHONHASHSEED": "12345", "PATH": ""}
-    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env).stdout
-    assert other.strip() == str(HashingEmbedder(32).embed_query("stable hashing"))
+    script = (
+        "import json; from prefect_beluga.embeddings.hashing import HashingEmbedder; "
+        "print('VECTOR', json.dumps(HashingEmbedder(32).embed_text('stable hashing')))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another salt for Python's own hash()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    line = next(l for l in done.stdout.splitlines() if l.startswith("VECTOR "))
+    assert json.loads(line[len("VECTOR "):]) == HashingEmbedder(32).embed_text("stable hashing")
 
 
 async def test_it_is_an_embedder_and_a_runnable():
