@@ -1,6 +1,18 @@
-"""Vector stores: the protocol and the embedded numpy store (the default)."""
+"""Vector stores: the base class, the embedded numpy store (the default) and Pinecone.
 
-from prefect_beluga.vectorstores.base import VectorStore, document_id, matches
+    >>> from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
+"""
+
+from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, document_id, matches
 from prefect_beluga.vectorstores.inmemory import InMemoryVectorStore
+from prefect_beluga.vectorstores.pinecone import PineconeVectorStore
 
-__all__ = ["InMemoryVectorStore", "VectorStore", "document_id", "matches"]
+__all__ = [
+    "Filter",
+    "InMemoryVectorStore",
+    "PineconeVectorStore",
+    "VectorStore",
+    "check_filter",
+    "document_id",
+    "matches",
+]

@@ -1,9 +1,34 @@
-"""The VectorStore protocol, deterministic ids and metadata filters."""
+"""The VectorStore base class, deterministic ids and the metadata filter language.
+
+    >>> from prefect_beluga.embeddings import HashingEmbedder
+    >>> from prefect_beluga.schema import Document
+    >>> from prefect_beluga.vectorstores import InMemoryVectorStore
+    >>> store, embedder = InMemoryVectorStore(), HashingEmbedder()
+    >>> ids = store.add_documents([
+    ...     Document(page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}),
+    ...     Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
+    ... ], embedder)
+    >>> docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
+    >>> docs[0].metadata["source"]
+    'ml.md'
+
+Filters use Pinecone's metadata filter language, so a filter means the same on every store:
+
+    {"genre": "drama"}                               equality (short for {"$eq": "drama"})
+    {"year": {"$gte": 2020, "$lt": 2024}}            $eq $ne $gt $gte $lt $lte: all must hold
+    {"source": {"$in": ["a.md", "b.md"]}}            $in / $nin: one of / none of a list
+    {"title": {"$exists": True}}                     whether the field is present
+    {"$or": [{"genre": "drama"}, {"year": 2021}]}    $and / $or over a list of filters
+
+Several fields in one filter must all hold. A list-valued field (e.g. tags) matches `$eq`/`$in`
+when any of its items does, as in Pinecone. An unknown operator is a `ValidationError`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,63 +40,157 @@ from prefect_beluga.schema import Document
 
 Filter = Mapping[str, Any]
 
+_COMPARISONS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"})
+_MISSING = object()
+
 
 def document_id(document: Document) -> str:
-    """A stable id for a chunk: `document.id` if set, else a hash of its source and chunk
-    index (or, without a source, of its content). Re-ingesting the same chunks upserts them
-    instead of adding duplicates."""
+    """A stable id for a chunk, so re-ingesting the same chunks upserts instead of duplicating.
+
+    `document.id` when set; else a hash of `metadata["source"]` and `metadata["chunk"]` (the
+    chunk index the splitter adds); else, with a source but no chunk index, of the source and
+    the content; else of the content alone.
+    """
     if document.id:
         return document.id
-    source = document.metadata.get("source")
-    if source is not None:
-        key = json.dumps([str(source), document.metadata.get("chunk", 0)])
+    metadata = document.metadata
+    source = metadata.get("source")
+    if source is not None and metadata.get("chunk") is not None:
+        key = ["chunk", str(source), str(metadata["chunk"])]
+    elif source is not None:
+        key = ["source+content", str(source), document.page_content]
     else:
-        key = json.dumps(["content", document.page_content])
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+        key = ["content", document.page_content]
+    return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode("utf-8")).hexdigest()[:32]
+
+
+def check_filter(filter: Filter | None, *, where: str = "filter") -> dict[str, Any] | None:
+    """`filter` as a plain dict once its shape is valid; a `ValidationError` naming the problem."""
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise ValidationError(f"{where} must be a dict such as {{'source': 'a.md'}}, got {type(filter).__name__}")
+    for field, condition in filter.items():
+        if field in ("$and", "$or"):
+            if not isinstance(condition, Sequence) or isinstance(condition, str) or not condition:
+                raise ValidationError(f"{where}: {field} takes a non-empty list of filters, got {condition!r}")
+            for index, part in enumerate(condition):
+                check_filter(part, where=f"{where}[{field}][{index}]")
+            continue
+        if not isinstance(field, str) or not field or field.startswith("$"):
+            raise ValidationError(
+                f"{where}: unknown filter operator {field!r} at the top level; use a field name, $and or $or"
+            )
+        if not isinstance(condition, Mapping):
+            _check_operand(field, "$eq", condition, where)
+            continue
+        if not condition:
+            raise ValidationError(f"{where}: the condition for field {field!r} is empty")
+        for operator, operand in condition.items():
+            if operator not in _COMPARISONS:
+                raise ValidationError(
+                    f"{where}: unknown filter operator {operator!r} for field {field!r}; "
+                    f"use one of {', '.join(sorted(_COMPARISONS))}"
+                )
+            _check_operand(field, operator, operand, where)
+    return dict(filter)
+
+
+def _check_operand(field: str, operator: str, operand: Any, where: str) -> None:
+    if operator in ("$in", "$nin"):
+        if isinstance(operand, (str, bytes)) or not isinstance(operand, Sequence):
+            raise ValidationError(f"{where}: {operator} for field {field!r} takes a list, got {operand!r}")
+    elif operator == "$exists":
+        if not isinstance(operand, bool):
+            raise ValidationError(f"{where}: $exists for field {field!r} takes True or False, got {operand!r}")
+    elif operator in ("$gt", "$gte", "$lt", "$lte"):
+        if isinstance(operand, bool) or not isinstance(operand, numbers.Real):
+            raise ValidationError(f"{where}: {operator} for field {field!r} takes a number, got {operand!r}")
+    elif isinstance(operand, (Mapping, list, tuple)):
+        raise ValidationError(f"{where}: {operator} for field {field!r} takes a single value, got {operand!r}")
 
 
 def matches(metadata: Mapping[str, Any], filter: Filter | None) -> bool:
-    """Whether `metadata` passes `filter`: `{"field": value}` (equal), `{"field": {"$eq": v}}`,
-    `{"$ne": v}`, `{"$in": [...]}`, `{"$nin": [...]}`; all conditions must hold."""
+    """Whether `metadata` passes `filter` (the language in the module docstring)."""
     for field, condition in (filter or {}).items():
-        value = metadata.get(field)
+        if field == "$and":
+            if not all(matches(metadata, part) for part in condition):
+                return False
+            continue
+        if field == "$or":
+            if not any(matches(metadata, part) for part in condition):
+                return False
+            continue
+        value = metadata.get(field, _MISSING)
         if not isinstance(condition, Mapping):
             condition = {"$eq": condition}
         for operator, operand in condition.items():
-            if operator == "$eq":
-                ok = value == operand
-            elif operator == "$ne":
-                ok = value != operand
-            elif operator == "$in":
-                ok = value in operand
-            elif operator == "$nin":
-                ok = value not in operand
-            else:
-                raise ValidationError(f"unknown filter operator {operator!r} for field {field!r}; use $eq, $ne, $in or $nin")
-            if not ok:
+            if not _compare(value, operator, operand, field):
                 return False
     return True
 
 
+def _compare(value: Any, operator: str, operand: Any, field: str) -> bool:
+    values = value if isinstance(value, list) else [value]  # a list field matches through any item
+    if operator == "$exists":
+        return (value is not _MISSING) == operand
+    if operator == "$eq":
+        return any(_same(v, operand) for v in values)
+    if operator == "$ne":
+        return value is _MISSING or not any(_same(v, operand) for v in values)
+    if operator == "$in":
+        return any(_same(v, o) for v in values for o in operand)
+    if operator == "$nin":
+        return value is _MISSING or not any(_same(v, o) for v in values for o in operand)
+    if operator in ("$gt", "$gte", "$lt", "$lte"):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        return {"$gt": value > operand, "$gte": value >= operand,
+                "$lt": value < operand, "$lte": value <= operand}[operator]
+    raise ValidationError(f"unknown filter operator {operator!r} for field {field!r}")
+
+
+def _same(value: Any, operand: Any) -> bool:
+    # True == 1 in Python, not in a JSON filter: keep booleans apart from numbers.
+    return value == operand and isinstance(value, bool) == isinstance(operand, bool)
+
+
 def check_k(k: Any) -> int:
+    """`k` if it is a positive int, else a `ValidationError`."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValidationError(f"k must be an int >= 1, got {k!r}")
     return k
 
 
-class VectorStore(ABC):
-    """Stores documents with their vectors and finds the most similar ones.
+def check_ids(ids: Any, *, where: str) -> list[str]:
+    """`ids` as a list of non-empty strings, else a `ValidationError` naming the bad item."""
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise ValidationError(f"{where}: ids must be a list of str, got {type(ids).__name__}")
+    for index, id_ in enumerate(ids):
+        if not isinstance(id_, str) or not id_:
+            raise ValidationError(f"{where}: id {index} is {id_!r}, expected a non-empty str")
+    return list(ids)
 
-    Implement the async methods `aupsert`, `asimilarity_search_by_vector` and `adelete`;
-    the document-level and sync methods follow.
+
+class VectorStore(ABC):
+    """Stores documents with their vectors and finds the ones most similar to a query.
+
+    Subclasses implement the async primitives `aupsert`, `asimilarity_search_by_vector`,
+    `adelete` and `aget_by_ids`; the document-level methods and the sync twins (thin wrappers
+    that run the async method) follow. Scores are cosine similarities, best first. A store
+    knows nothing of Prefect: a chain or graph step that uses it becomes the Prefect task.
 
     Examples:
-        >>> ids = store.add_documents(chunks, embedder)
+        >>> ids = store.add_documents(chunks, embedder)          # upsert: same chunks, same ids
         >>> docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
-        >>> docs[0].get_content()
+        >>> docs[0].get_content(), docs[0].metadata, docs[0].id
+        >>> store.similarity_search_by_query("What is ML?", 3, embedder, filter={"source": "ml.md"})
+        >>> store.delete(ids[:1])
     """
 
     dimension: int | None = None
+
+    # -- what a store implements --------------------------------------------------------------
 
     @abstractmethod
     async def aupsert(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]) -> None:
@@ -81,57 +200,110 @@ class VectorStore(ABC):
     async def asimilarity_search_by_vector(
         self, vector: Sequence[float], k: int, *, filter: Filter | None = None
     ) -> tuple[list[Document], list[float]]:
-        """The `k` most similar documents to `vector` and their cosine scores, best first."""
+        """The `k` documents most similar to `vector` (passing `filter`) and their cosine scores, best first."""
 
     @abstractmethod
     async def adelete(self, ids: Sequence[str]) -> None:
         """Remove the documents under `ids` (unknown ids are ignored)."""
 
-    def check_vector(self, vector: Sequence[float], where: str) -> None:
-        if self.dimension is not None and len(vector) != self.dimension:
+    @abstractmethod
+    async def aget_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """The stored documents under `ids`, in that order; unknown ids are left out."""
+
+    async def adimension(self) -> int | None:
+        """The vector length the store holds, if known (a remote store may ask its server)."""
+        return self.dimension
+
+    # -- checks shared by every store ---------------------------------------------------------
+
+    def check_vector(self, vector: Sequence[float], where: str, dimension: int | None = None) -> None:
+        """A `ValidationError` if `vector`'s length is not the store's dimension."""
+        dimension = self.dimension if dimension is None else dimension
+        if dimension is not None and len(vector) != dimension:
             raise ValidationError(
                 f"{type(self).__name__}: {where} has dimension {len(vector)}, the store holds dimension "
-                f"{self.dimension}; use the embedder the store was built with"
+                f"{dimension}; use the embedder the store was built with"
             )
+
+    async def _check_embedder(self, embedder: Embedder, where: str) -> None:
+        if not isinstance(embedder, Embedder):
+            raise ValidationError(f"{where}: embedder must be an Embedder, got {type(embedder).__name__}")
+        have = getattr(embedder, "dimension", None)
+        want = await self.adimension()
+        if isinstance(have, int) and want is not None and have != want:
+            raise ValidationError(
+                f"{where}: the embedder {type(embedder).__name__} has dimension {have}, the store holds "
+                f"dimension {want}; use the embedder the store was built with"
+            )
+
+    # -- the document-level API ---------------------------------------------------------------
 
     async def aadd_documents(
         self, documents: Sequence[Document], embedder: Embedder, ids: Sequence[str] | None = None
     ) -> list[str]:
-        """Embed and upsert `documents`; returns their ids (deterministic: see `document_id`)."""
+        """Embed and upsert `documents`; returns their ids.
+
+        Ids are `ids` when given, else deterministic (`document_id`): adding the same chunks
+        again replaces them instead of duplicating them.
+        """
+        if isinstance(documents, (str, Document)) or not isinstance(documents, Sequence):
+            raise ValidationError(f"add_documents: expected a list of Document, got {type(documents).__name__}")
         documents = list(documents)
         for index, document in enumerate(documents):
             if not isinstance(document, Document):
                 raise ValidationError(f"add_documents: item {index} is {type(document).__name__}, expected Document")
-        if ids is not None and len(ids) != len(documents):
-            raise ValidationError(f"add_documents: {len(ids)} ids for {len(documents)} documents")
+        if ids is not None:
+            ids = check_ids(ids, where="add_documents")
+            if len(ids) != len(documents):
+                raise ValidationError(f"add_documents: {len(ids)} ids for {len(documents)} documents")
         ids = list(ids) if ids is not None else [document_id(d) for d in documents]
         if not documents:
             return []
+        await self._check_embedder(embedder, "add_documents")
         vectors = await embedder.aembed_documents([d.page_content for d in documents])
+        if len(vectors) != len(documents):
+            raise ValidationError(
+                f"add_documents: the embedder returned {len(vectors)} vectors for {len(documents)} documents"
+            )
         await self.aupsert(ids, vectors, [d.model_copy(update={"id": i}) for d, i in zip(documents, ids)])
         return ids
 
     async def asimilarity_search_by_query(
         self, query: str, k: int, embedder: Embedder, *, filter: Filter | None = None
     ) -> tuple[list[Document], list[float]]:
-        """The `k` documents most similar to `query` and their scores, best first."""
+        """The `k` documents most similar to `query` (passing `filter`) and their scores, best first."""
         if not isinstance(query, str) or not query.strip():
             raise ValidationError(f"similarity_search_by_query: the query must be a non-empty str, got {query!r}")
         check_k(k)
+        check_filter(filter)
+        await self._check_embedder(embedder, "similarity_search_by_query")
         return await self.asimilarity_search_by_vector(await embedder.aembed_query(query), k, filter=filter)
 
+    # -- sync twins ---------------------------------------------------------------------------
+
     def add_documents(self, documents: Sequence[Document], embedder: Embedder, ids: Sequence[str] | None = None) -> list[str]:
+        """Sync `aadd_documents`."""
         return run_sync(self.aadd_documents(documents, embedder, ids))
 
     def similarity_search_by_query(
         self, query: str, k: int, embedder: Embedder, *, filter: Filter | None = None
     ) -> tuple[list[Document], list[float]]:
+        """Sync `asimilarity_search_by_query`."""
         return run_sync(self.asimilarity_search_by_query(query, k, embedder, filter=filter))
 
     def similarity_search_by_vector(
         self, vector: Sequence[float], k: int, *, filter: Filter | None = None
     ) -> tuple[list[Document], list[float]]:
+        """Sync `asimilarity_search_by_vector`."""
         return run_sync(self.asimilarity_search_by_vector(vector, k, filter=filter))
 
     def delete(self, ids: Sequence[str]) -> None:
+        """Sync `adelete`."""
         run_sync(self.adelete(ids))
+
+    def get_by_ids(self, ids: Sequence[str]) -> list[Document]:
+        """Sync `aget_by_ids`."""
+        return run_sync(self.aget_by_ids(ids))
+
+
+__all__ = ["Filter", "VectorStore", "check_filter", "check_ids", "check_k", "document_id", "matches"]
