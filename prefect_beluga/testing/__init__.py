@@ -7,5 +7,6 @@
 """
 
 from prefect_beluga.testing.openai_server import Fault, OpenAIServer, RecordedRequest
+from prefect_beluga.testing.pinecone_server import PineconeServer
 
-__all__ = ["Fault", "OpenAIServer", "RecordedRequest"]
+__all__ = ["Fault", "OpenAIServer", "PineconeServer", "RecordedRequest"]
