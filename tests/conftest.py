@@ -89,3 +89,6 @@ async def read_subflow_runs(parent_flow_run_id: uuid.UUID) -> list[FlowRun]:
 
 # The loopback OpenAI-compatible server (prefect_beluga.testing), as the `openai_server` fixture.
 from prefect_beluga.testing.openai_server import openai_server  # noqa: E402,F401
+
+# The loopback Pinecone data-plane server (prefect_beluga.testing), as the `pinecone_server` fixture.
+from prefect_beluga.testing.pinecone_server import pinecone_server  # noqa: E402,F401
