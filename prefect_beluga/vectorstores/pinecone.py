@@ -25,7 +25,6 @@ import numbers
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import SecretStr
@@ -153,7 +152,6 @@ class PineconeVectorStore(VectorStore):
         self.timeout = float(timeout)
         self.sdk_max_retries = sdk_max_retries
         self._index: Any = None
-        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -162,7 +160,7 @@ class PineconeVectorStore(VectorStore):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_index"] = state["_executor"] = None  # connections and threads do not travel; the copy makes its own
+        state["_index"] = None  # connections do not travel; the copy reconnects on first use
         del state["_lock"]
         return state
 
@@ -179,34 +177,24 @@ class PineconeVectorStore(VectorStore):
             if self._index is None:
                 from pinecone import Pinecone
 
-                client = Pinecone(api_key=self.api_key.get_secret_value(), timeout=self.timeout,
-                                  connection_pool_maxsize=max(20, self.max_concurrency))
+                client = Pinecone(api_key=self.api_key.get_secret_value(), timeout=self.timeout)
                 index = client.Index(name=self.index_name or "", host=self.host or "")
                 _set_sdk_retries(index, self.sdk_max_retries)
                 self._index = index
             return self._index
 
     async def _call(self, method: str, /, **kwargs: Any) -> Any:
-        """Run a blocking SDK call on the store's own threads (`max_concurrency` of them), so
-        batches overlap, the event loop stays free, and asyncio's shared default pool (a handful
-        of threads) never caps the concurrency asked for."""
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="pinecone-store")
-            executor = self._executor
+        """Run a blocking SDK call in a worker thread, so batches overlap and the event loop stays free."""
 
         def call() -> Any:
             return getattr(self.index, method)(**kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await asyncio.to_thread(call)
 
     def close(self) -> None:
-        """Release the SDK's connections and the store's threads (both are made again if used)."""
+        """Release the SDK's connections (the store reconnects if used again)."""
         with self._lock:
             index, self._index = self._index, None
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
         if index is not None and hasattr(index, "close"):
             index.close()
 
