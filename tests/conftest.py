@@ -92,3 +92,7 @@ from prefect_beluga.testing.openai_server import openai_server  # noqa: E402,F40
 
 # The loopback Pinecone data-plane server (prefect_beluga.testing), as the `pinecone_server` fixture.
 from prefect_beluga.testing.pinecone_server import pinecone_server  # noqa: E402,F401
+
+# A real `prefect server start` on loopback (prefect_beluga.testing), as the module-scoped
+# `prefect_server` fixture, for tests that need several processes on one API.
+from prefect_beluga.testing.prefect_server import prefect_server  # noqa: E402,F401
