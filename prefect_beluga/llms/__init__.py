@@ -17,6 +17,7 @@ from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.factory import Factory, create_provider
 from prefect_beluga.llms.offline import OFFLINE_PREFIX, OfflineChatModel
 from prefect_beluga.llms.openai import OpenAIChatModel
+from prefect_beluga.llms.pricing import estimate_cost
 
 __all__ = [
     "OFFLINE_PREFIX",
@@ -28,4 +29,5 @@ __all__ = [
     "OpenAIChatModel",
     "ProviderResponseError",
     "create_provider",
+    "estimate_cost",
 ]
