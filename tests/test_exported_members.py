@@ -7,6 +7,9 @@ EXPECTED = {
     "GraphNodesFailed", "GraphRecursionError", "GraphRun", "GraphValidationError", "Orchestrator",
     "RunConfig", "Runnable", "StateConflictError", "StepOutputError", "ValidationError",
     "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
+    # Workflows (issue 6)
+    "UnknownWorkflowRun", "Workflow", "WorkflowCancelled", "WorkflowError", "WorkflowFailed",
+    "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "publish", "wait_for_signal",
 }
 
 

@@ -10,7 +10,13 @@ from prefect_beluga.core.errors import (
     GraphValidationError,
     StateConflictError,
     StepOutputError,
+    UnknownWorkflowRun,
     ValidationError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowFailed,
+    WorkflowNotDeployed,
+    WorkflowTimeout,
 )
 from prefect_beluga.core.retry import is_permanent, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable, RunnableCallable, coerce_to_runnable
@@ -27,7 +33,13 @@ __all__ = [
     "RunnableCallable",
     "StateConflictError",
     "StepOutputError",
+    "UnknownWorkflowRun",
     "ValidationError",
+    "WorkflowCancelled",
+    "WorkflowError",
+    "WorkflowFailed",
+    "WorkflowNotDeployed",
+    "WorkflowTimeout",
     "coerce_to_runnable",
     "ensure_config",
     "is_permanent",

@@ -7,10 +7,16 @@ Every exception of ours derives from `BelugaError`:
     │   ├── StepOutputError                a step returned something other than a dict
     │   └── GraphValidationError           a graph failed `compile()` validation
     ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
-    └── GraphError                         a graph failed while running
-        ├── GraphRecursionError            a loop exceeded `recursion_limit`
-        ├── StateConflictError             concurrent nodes wrote one key differently
-        └── GraphNodesFailed               with fail_fast=False: every node failure
+    ├── GraphError                         a graph failed while running
+    │   ├── GraphRecursionError            a loop exceeded `recursion_limit`
+    │   ├── StateConflictError             concurrent nodes wrote one key differently
+    │   └── GraphNodesFailed               with fail_fast=False: every node failure
+    └── WorkflowError                      a workflow run could not give a result
+        ├── UnknownWorkflowRun (LookupError)  no such run (or not of this workflow)
+        ├── WorkflowNotDeployed (ValidationError)  distributed execute without a deployment
+        ├── WorkflowFailed                 the run failed or crashed; `cause` is why
+        ├── WorkflowCancelled              the run was cancelled or terminated
+        └── WorkflowTimeout (TimeoutError)  `get_result`'s wait ran out; the run goes on
 
 A step that raises keeps its own exception type: the chain re-raises it unchanged, with a note
 naming the step and its position (see `add_step_note`).
@@ -68,3 +74,44 @@ class GraphNodesFailed(GraphError):
     def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class WorkflowError(BelugaError):
+    """A workflow run could not give a result. `workflow_id` and `run_id` name the run."""
+
+    def __init__(self, message: str, *, workflow_id: str | None = None, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+
+class UnknownWorkflowRun(WorkflowError, LookupError):
+    """No run with this id on the Prefect API, or it is a run of another workflow."""
+
+
+class WorkflowNotDeployed(WorkflowError, ValidationError):
+    """A distributed workflow was executed before it was deployed (or served)."""
+
+
+class WorkflowFailed(WorkflowError):
+    """The workflow run failed or crashed; `cause` holds the exception that ended it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        super().__init__(message, workflow_id=workflow_id, run_id=run_id)
+        self.cause = cause
+        self.__cause__ = cause
+
+
+class WorkflowCancelled(WorkflowError):
+    """The workflow run was cancelled (gracefully) or terminated (forcefully)."""
+
+
+class WorkflowTimeout(WorkflowError, TimeoutError):
+    """`get_result` waited `timeout` seconds and the run had not finished; it goes on."""

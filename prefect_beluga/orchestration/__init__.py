@@ -3,6 +3,22 @@
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import END, CompiledGraph, Graph, GraphRun
 from prefect_beluga.orchestration.orchestrator import Orchestrator
+from prefect_beluga.orchestration.signals import apublish, await_signal, publish, wait_for_signal
 from prefect_beluga.orchestration.tasks import RetryPolicy
+from prefect_beluga.orchestration.workflow import Workflow, WorkflowRun
 
-__all__ = ["END", "Chain", "CompiledGraph", "Graph", "GraphRun", "Orchestrator", "RetryPolicy"]
+__all__ = [
+    "END",
+    "Chain",
+    "CompiledGraph",
+    "Graph",
+    "GraphRun",
+    "Orchestrator",
+    "RetryPolicy",
+    "Workflow",
+    "WorkflowRun",
+    "apublish",
+    "await_signal",
+    "publish",
+    "wait_for_signal",
+]

@@ -1,4 +1,4 @@
-"""The Orchestrator facade of the Beluga API: one place to create chains and graphs."""
+"""The Orchestrator facade of the Beluga API: one place to create chains, graphs and workflows."""
 
 from __future__ import annotations
 
@@ -8,15 +8,19 @@ from typing import Any
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import Graph
+from prefect_beluga.orchestration.workflow import Workflow
 
 
 class Orchestrator:
-    """Creates chains and graphs (workflows come with the Workflow issue).
+    """Creates chains, graphs and workflows.
 
     Examples:
         >>> orchestrator = Orchestrator()
         >>> chain = orchestrator.create_chain([step1, step2], retries=2)
         >>> graph = orchestrator.create_graph(name="rag")
+        >>> workflow = orchestrator.create_workflow(chain, workflow_id="rag-workflow")
+        >>> workflow_id, run_id = workflow.execute({"input": "What is ML?"})
+        >>> workflow.get_result(workflow_id, run_id)
     """
 
     def create_chain(self, steps: Sequence[Runnable | Callable[..., Any]], **options: Any) -> Chain:
@@ -26,3 +30,11 @@ class Orchestrator:
     def create_graph(self, **options: Any) -> Graph:
         """An empty `Graph` builder; `options` are Graph's keyword arguments."""
         return Graph(**options)
+
+    def create_workflow(self, fn: Any, *, workflow_id: str | None = None, **options: Any) -> Workflow:
+        """A `Workflow` running `fn` (a function, Runnable, Chain, Graph or Prefect flow).
+
+        `workflow_id` is Beluga's `WithWorkflowID`; `options` are Workflow's keyword arguments
+        (`retries`, `retry_delay`, `timeout`, `result_storage`, `distributed`, ...).
+        """
+        return Workflow(fn, workflow_id=workflow_id, **options)

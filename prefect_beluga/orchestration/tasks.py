@@ -5,17 +5,26 @@ retry policy is the task's: `retries`, `retry_delay_seconds` (a list for backoff
 `retry_jitter_factor`, a `retry_condition_fn` that spares permanent errors, and
 `timeout_seconds` per attempt. Results are not cached or persisted by default: a step of an
 LLM pipeline is rarely worth hashing its inputs on every call (see DESIGN.md, performance).
+
+Inside a workflow run (see `workflow.py`) a step is durable instead: its result is persisted
+under a cache key made of the workflow's flow run id, the task run's name and a hash of its
+inputs (`WorkflowRunScoped`), so when that run is retried after its process died, the steps
+that had finished are read back, not run again. The switch is one context-variable lookup per
+call (`durable_run`); outside a workflow the task is exactly the cheap one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import Task
-from prefect.cache_policies import NONE
+from prefect.cache_policies import NONE, CachePolicy
+from prefect.context import TaskRunContext
+from prefect.utilities.hashing import hash_objects
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.utilities.annotations import quote
@@ -95,6 +104,70 @@ class RetryPolicy:
         return True
 
 
+# The flow run id of the workflow run this code runs in, set by the workflow's flow body; unset
+# (None) everywhere else. Steps run durably only while it is set.
+durable_run: ContextVar[str | None] = ContextVar("prefect_beluga_durable_run", default=None)
+
+
+@dataclass
+class WorkflowRunScoped(CachePolicy):
+    """Cache key: the workflow's flow run id + the task run's name + a hash of the step's input.
+
+    Scoped to one workflow run, so a retried run reuses its own finished steps and never
+    another run's. Inputs that cannot be hashed give no key: the step is simply recomputed.
+    """
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        run_id = durable_run.get()
+        if run_id is None:
+            return None
+        values = {
+            key: value.unquote() if isinstance(value, quote) else value
+            for key, value in (inputs or {}).items()
+            if key != "config"
+        }
+        digest = hash_objects(values)
+        if digest is None:
+            return None
+        return f"beluga-{run_id}-{task_ctx.task_run.name}-{digest}"
+
+
+WORKFLOW_RUN_SCOPED = WorkflowRunScoped()
+
+
+class StepTask(Task):
+    """A step's Prefect task that turns durable inside a workflow run (see the module docstring)."""
+
+    _durable_variant: Task | None = None
+
+    def durable(self) -> Task:
+        """This task with a run-scoped cache key and a persisted result (built once)."""
+        variant = self._durable_variant
+        if variant is None:
+            # Prefect's with_options returns a plain Task: its calls go straight to Prefect.
+            variant = Task.with_options(
+                self, cache_policy=WORKFLOW_RUN_SCOPED, persist_result=True
+            )
+            self._durable_variant = variant
+        return variant
+
+    def with_options(self, *args: Any, **kwargs: Any) -> Any:
+        task = super().with_options(*args, **kwargs)  # a plain Task
+        task.__class__ = StepTask  # stays durable-capable (e.g. a graph loop's `node[2]`)
+        return task
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if durable_run.get() is not None:
+            return self.durable()(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
 def runnable_task(
     runnable: Runnable,
     *,
@@ -117,7 +190,7 @@ def runnable_task(
         return check_output(output, where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
-    return Task(
+    return StepTask(
         run,
         name=name,
         task_run_name=name,

@@ -1,0 +1,93 @@
+"""Workflows used by tests/test_workflow*.py, at module level so workers can load them.
+
+Steps record each execution by appending a line to the file named in the input (`log`), so a
+test can count how often each step really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+from prefect import flow
+
+from prefect_beluga import Chain, Orchestrator, publish, wait_for_signal
+
+orchestrator = Orchestrator()
+
+
+def record(state: dict, line: str) -> None:
+    if state.get("log"):
+        with open(state["log"], "a") as f:
+            f.write(line + "\n")
+
+
+def add(state: dict) -> dict:
+    record(state, f"add {os.getpid()}")
+    return {
+        "sum": state["a"] + state["b"],
+        "pid": os.getpid(),
+        "worker": os.environ.get("BELUGA_TEST_WORKER", socket.gethostname()),
+    }
+
+
+adder = orchestrator.create_workflow(add, workflow_id="test-adder")
+
+
+def fail(state: dict) -> dict:
+    raise KeyError(f"no such thing: {state.get('what')}")
+
+
+failing = orchestrator.create_workflow(fail, workflow_id="test-failing")
+
+
+async def slow(state: dict) -> dict:
+    import asyncio
+
+    await asyncio.sleep(state.get("seconds", 30))
+    return {"slept": True}
+
+
+sleeper = orchestrator.create_workflow(slow, workflow_id="test-sleeper")
+
+
+def step1(state: dict) -> dict:
+    record(state, "step1")
+    return {"x": state["n"] + 1}
+
+
+def step2(state: dict) -> dict:
+    record(state, "step2")
+    return {"x": state["x"] * 10}
+
+
+def step3(state: dict) -> dict:
+    record(state, f"step3 {os.getpid()}")
+    gate = Path(state["gate"]) if state.get("gate") else None
+    while gate is not None and not gate.exists():  # first attempt: wait here to be killed
+        time.sleep(0.1)
+    return {"x": state["x"] + 3}
+
+
+durable_chain = Chain([step1, step2, step3], name="durable-chain")
+durable = orchestrator.create_workflow(durable_chain, workflow_id="test-durable")
+
+
+def review(state: dict) -> dict:
+    publish(stage="drafted", words=len(state["text"].split()))
+    verdict = wait_for_signal("approval", timeout=120)
+    publish(stage="reviewed")
+    return {"approved": bool(verdict["ok"]), "by": verdict.get("by")}
+
+
+reviewer = orchestrator.create_workflow(review, workflow_id="test-reviewer")
+
+
+@flow
+def multiply(x: int, y: int) -> int:
+    return x * y
+
+
+multiplier = orchestrator.create_workflow(multiply, workflow_id="test-multiplier")
