@@ -3,17 +3,36 @@
 Outside any flow run, `invoke` starts one flow run named after the chain or graph, on Prefect's
 async engine. Inside a flow run it nests: as a subflow by default (the UI groups its steps), or,
 with `subflow=False`, as task runs of the caller's flow run.
+
+Each top-level flow run would otherwise build two new Prefect API clients (the run's async
+client, and a sync one that reads the server's default result storage), each loading the CA
+bundle into a new SSL context: ~40-60 ms of CPU per run on a small machine, even against a
+plain-http local API. `run_body` hands Prefect one long-lived pair instead (see `api_clients`).
+
+Against the embedded SQLite API, creating a flow run while the server is writing task-run
+events fails with a 503 (SQLITE_BUSY_SNAPSHOT: the request's transaction read, then lost the
+write to another writer; it was rolled back) and Prefect's client retries 2 s later
+(PrefectHQ/prefect#18934). The shared async client first retries such a 503 itself, within
+tens of milliseconds (see `BusyRetryTransport`), before Prefect's own back-off applies.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
-from collections.abc import Awaitable, Callable
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import httpx
 from prefect import Flow, tags
-from prefect.context import FlowRunContext
+from prefect.context import AsyncClientContext, FlowRunContext, SyncClientContext
+from prefect.settings import get_current_settings
+from prefect.utilities.asyncutils import add_event_loop_shutdown_callback
 
 from prefect_beluga.core.config import RunConfig
 
@@ -62,6 +81,125 @@ async def run_body(
             flow = flow.with_options(flow_run_name=config.run_name)
         token = _starting_config.set(config)
         try:
-            return await flow(state)
+            async with api_clients():
+                return await flow(state)
         finally:
             _starting_config.reset(token)
+
+
+# -- long-lived API clients ------------------------------------------------------------------------
+
+# Per event loop, per API: an open async client context (a client is bound to its loop).
+_async_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, ...], AsyncClientContext]
+] = weakref.WeakKeyDictionary()
+# Per API: an open sync client context (httpx's sync client is thread-safe).
+_sync_clients: dict[tuple[str, ...], SyncClientContext] = {}
+_lock = threading.Lock()
+
+
+def _api_key() -> tuple[str, ...]:
+    """What a client is bound to: the API's address and credentials in the current settings."""
+    api = get_current_settings().api
+    secret = api.key.get_secret_value() if api.key else ""
+    auth = api.auth_string.get_secret_value() if api.auth_string else ""
+    return (str(api.url or ""), secret, auth)
+
+
+def _version_check_enabled() -> bool:
+    return get_current_settings().client.server_version_check_enabled
+
+
+class BusyRetryTransport(httpx.AsyncBaseTransport):
+    """Retries a 503 without `Retry-After` a few times within tens of milliseconds.
+
+    The Prefect server answers 503 (no `Retry-After`) only for database errors its client may
+    retry: the transaction was rolled back. On SQLite that is mostly a write that lost a race
+    with the server's own event writer, which is over in milliseconds; Prefect's client would
+    wait 2 s (then 4 s, ...). After `delays` the 503 goes up to it unchanged. A 503 with
+    `Retry-After` (maintenance, rate limits) is passed up at once.
+    """
+
+    delays = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.5)  # seconds, each with +-50 % jitter
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.retried = 0  # 503s absorbed here (for benchmarks and tests)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        for delay in self.delays:
+            response = await self.inner.handle_async_request(request)
+            if response.status_code != 503 or "retry-after" in response.headers:
+                return response
+            await response.aclose()
+            self.retried += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+        return await self.inner.handle_async_request(request)
+
+    async def __aenter__(self) -> BusyRetryTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _shared_async_context(key: tuple[str, ...]) -> AsyncClientContext:
+    loop = asyncio.get_running_loop()
+    by_api = _async_clients.setdefault(loop, {})
+    context = by_api.get(key)
+    if context is not None and not context.client._closed:
+        return context
+    context = AsyncClientContext()  # builds the client: the one SSL context this loop pays for
+    http = context.client._client
+    http._transport = BusyRetryTransport(http._transport)
+    await context.client.__aenter__()
+    by_api[key] = context
+
+    async def close() -> None:
+        if by_api.get(key) is context:
+            del by_api[key]
+        await context.client.__aexit__(None, None, None)
+
+    await add_event_loop_shutdown_callback(close)  # asyncio.run closes it with the loop
+    if _version_check_enabled():
+        await context.client.raise_for_api_version_mismatch_once()
+    return context
+
+
+def _shared_sync_context(key: tuple[str, ...]) -> SyncClientContext:
+    with _lock:
+        context = _sync_clients.get(key)
+        if context is None:
+            context = SyncClientContext()
+            context.client.__enter__()
+            _sync_clients[key] = context
+    return context
+
+
+@asynccontextmanager
+async def api_clients() -> AsyncIterator[None]:
+    """Make Prefect's engine reuse one async and one sync API client instead of new ones.
+
+    Prefect's engine looks for clients in `AsyncClientContext` / `SyncClientContext` and builds
+    new ones (and closes them) when there are none. Here they come from a cache: one async
+    client per event loop and API (closed when `asyncio.run` shuts the loop down), one sync
+    client per API and process. Contexts the caller already has are left alone.
+    """
+    key = _api_key()
+    tokens: list[tuple[Any, Any]] = []
+    current = AsyncClientContext.get()
+    if current is None or current.client._loop is not asyncio.get_running_loop():
+        shared = await _shared_async_context(key)
+        tokens.append((AsyncClientContext.__var__, AsyncClientContext.__var__.set(shared)))
+    if SyncClientContext.get() is None:
+        shared_sync = _shared_sync_context(key)
+        tokens.append((SyncClientContext.__var__, SyncClientContext.__var__.set(shared_sync)))
+    try:
+        yield
+    finally:
+        for var, token in reversed(tokens):
+            var.reset(token)
