@@ -21,7 +21,7 @@ import json
 from typing import Any
 
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
 
@@ -96,8 +96,9 @@ async def apublish(values: dict[str, Any] | None = None, **more: Any) -> dict[st
     async with get_client() as client:
         try:
             await client.delete_flow_run_input(flow_run_id=run_id, key=QUERY_KEY)
-        except ObjectNotFound:
-            pass
+        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+            if not _not_found(exc):
+                raise
         await client.create_flow_run_input(flow_run_id=run_id, key=QUERY_KEY, value=text)
     return merged
 
@@ -112,8 +113,16 @@ async def read_published(client: Any, run_id: Any) -> dict[str, Any]:
     for _ in range(3):  # a publish replaces the value: delete, then create
         try:
             return json.loads(await client.read_flow_run_input(flow_run_id=run_id, key=QUERY_KEY))
-        except ObjectNotFound:
+        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+            if not _not_found(exc):
+                raise
             import asyncio
 
             await asyncio.sleep(0.05)
     return {}
+
+
+def _not_found(exc: Exception) -> bool:
+    if isinstance(exc, ObjectNotFound):
+        return True
+    return getattr(getattr(exc, "response", None), "status_code", None) == 404

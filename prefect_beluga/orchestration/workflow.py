@@ -702,10 +702,14 @@ class _BackgroundRunner:
                     run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state"
                 )
         except asyncio.CancelledError:
+            # Stopped on purpose (cancel/terminate): Prefect's engine calls that a crash.
             async with get_client() as client:
                 current = await client.read_flow_run(flow_run.id)
-                if current.state is None or not current.state.is_final():
-                    await client.set_flow_run_state(flow_run.id, Cancelled(message="cancelled"), force=True)
+                if current.state is None or current.state.type != StateType.CANCELLED:
+                    message = (current.state.message if current.state and current.state.is_cancelling() else None)
+                    await client.set_flow_run_state(
+                        flow_run.id, Cancelled(message=message or "cancelled"), force=True
+                    )
         finally:
             watcher.cancel()
 
