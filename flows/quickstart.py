@@ -9,14 +9,23 @@ embedder and the offline extractive model (which says so in every answer).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 # Quiet the embedded server's usage telemetry, which also contends for its SQLite database.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# The embedded API starts in a subprocess; on a busy 2-core machine that can take over 20 s.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
-from prefect_beluga import Orchestrator, Runnable, embeddings, llms, memory, rag, vectorstores  # noqa: E402
+from prefect import flow  # noqa: E402
+from rag_answer import rag_answer  # noqa: E402
+from rag_ingest import rag_ingest  # noqa: E402
+
+from prefect_beluga import Orchestrator, Runnable, memory  # noqa: E402
+from prefect_beluga.artifacts import publish_answers  # noqa: E402
+from prefect_beluga.blocks import asave_default_blocks  # noqa: E402
 
 DOCS = Path(__file__).parent / "docs"
 QUESTIONS = [
@@ -36,14 +45,14 @@ class SimpleStep(Runnable):
         return {"output": f"Result from {self.name}"}
 
 
-def timed(label: str, call):
+async def timed(label: str, call):
     started = time.perf_counter()
-    result = call()
+    result = await call
     print(f"{label} ({time.perf_counter() - started:.2f}s): {result}")
     return result
 
 
-def tutorial(orchestrator: Orchestrator) -> None:
+async def tutorial(orchestrator: Orchestrator) -> None:
     chain = orchestrator.create_chain(
         [SimpleStep("step1"), SimpleStep("step2"), SimpleStep("step3")],
         name="tutorial-chain",
@@ -52,8 +61,8 @@ def tutorial(orchestrator: Orchestrator) -> None:
         retry_delay=2.0,
         memory=memory.new_memory(memory.MemoryType.BUFFER),
     )
-    timed("chain", lambda: chain.invoke({"input": "test"}))
-    timed("chain with memory", lambda: chain.invoke({"input": "and again"}))
+    await timed("chain", chain.ainvoke({"input": "test"}))
+    await timed("chain with memory", chain.ainvoke({"input": "and again"}))
 
     graph = orchestrator.create_graph(name="tutorial-graph")
     graph.add_node("step1", SimpleStep("node1"))
@@ -64,36 +73,33 @@ def tutorial(orchestrator: Orchestrator) -> None:
     graph.set_entry_point(["step1"])
     graph.set_finish_point(["step2", "step3"])
     print(graph.to_mermaid())
-    timed("graph", lambda: graph.invoke({"input": "test"}))
+    await timed("graph", graph.ainvoke({"input": "test"}))
 
 
-def rag_pipeline() -> None:
-    if os.environ.get("OPENAI_API_KEY"):
-        embedder = embeddings.OpenAIEmbedder()
-        llm = llms.Factory().create_provider("openai", llms.Config(provider="openai", model_name="gpt-4o-mini"))
-    else:
-        print("OPENAI_API_KEY is not set: using the offline hashing embedder and the offline extractive model.")
-        embedder = embeddings.HashingEmbedder()
-        llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
-    store = vectorstores.InMemoryVectorStore()
-    chunks = rag.TokenTextSplitter(chunk_size=120, chunk_overlap=20).split_documents(rag.load_documents(DOCS))
-    started = time.perf_counter()
-    store.add_documents(chunks, embedder)
-    print(f"ingested {len(chunks)} chunks from {DOCS} in {time.perf_counter() - started:.2f}s")
-    chain = rag.build_rag_chain(store, embedder, llm, k=2, retries=2, retry_delay=1.0)
+async def rag_pipeline() -> None:
+    for line in (await asave_default_blocks(overwrite=False)).values():
+        print(line)
+    report = await rag_ingest(str(DOCS), chunk_size=120, chunk_overlap=20)
+    print(f"ingest: {report['written']} chunks written, {report['unchanged']} unchanged "
+          f"(re-runs skip them), {report['seconds']}s")
+    answers = []
     for question in QUESTIONS:
         started = time.perf_counter()
-        answer = chain.invoke(question)
+        answer = await rag_answer(question)
+        answers.append({"question": question, **answer})
         print(f"\nQ: {question}\nA: {answer['output']}\n   sources: {', '.join(answer['sources'])}"
               f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens)")
+    await publish_answers(answers, key="quickstart-answers")
 
 
-def main() -> None:
-    tutorial(Orchestrator())
-    rag_pipeline()
+@flow(name="quickstart", log_prints=True)
+async def quickstart() -> None:
+    """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them."""
+    await tutorial(Orchestrator())
+    await rag_pipeline()
     print("\nSee the runs in the Prefect UI: run `prefect server start`, set "
           "PREFECT_API_URL=http://127.0.0.1:4200/api, run this again, and open http://127.0.0.1:4200")
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(quickstart())

@@ -96,3 +96,11 @@ from prefect_beluga.testing.pinecone_server import pinecone_server  # noqa: E402
 # A real `prefect server start` on loopback (prefect_beluga.testing), as the module-scoped
 # `prefect_server` fixture, for tests that need several processes on one API.
 from prefect_beluga.testing.prefect_server import prefect_server  # noqa: E402,F401
+
+# The deployable flows in flows/ are scripts, not a package: make them importable by tests
+# (`from rag_ingest import rag_ingest`), as Prefect does when it loads their entrypoints.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
+sys.path.insert(0, str(FLOWS_DIR))

@@ -27,6 +27,8 @@ from prefect_beluga.tokens import count_message_tokens, count_tokens
 
 #: Every reply of the offline model starts with this.
 OFFLINE_PREFIX = "[offline model] "
+#: The model name the offline model's replies report.
+OFFLINE_MODEL = "offline-extractive"
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)]|\[\d+\]))")
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -64,13 +66,15 @@ class OfflineChatModel(ChatModel):
 
     def __init__(self, config: Config | None = None, *, max_sentences: int = 3) -> None:
         if config is None:
-            config = Config(provider="offline", model_name="offline-extractive")
+            config = Config(provider="offline", model_name=OFFLINE_MODEL)
         elif not isinstance(config, Config):
             raise ValidationError(f"OfflineChatModel expects an llms.Config, got {type(config).__name__}")
         if not isinstance(max_sentences, int) or max_sentences < 1:
             raise ValidationError(f"max_sentences must be an int >= 1, got {max_sentences!r}")
-        if config.model_name == "gpt-4o-mini" and "model_name" not in config.model_fields_set:
-            config = config.with_options(model_name="offline-extractive")
+        # Whatever model a config names, the replies come from this extractive model (and are
+        # priced as such, at nothing).
+        if config.model_name != OFFLINE_MODEL:
+            config = config.with_options(model_name=OFFLINE_MODEL)
         self.config = config if config.provider else config.with_options(provider="offline")
         self.max_sentences = max_sentences
 

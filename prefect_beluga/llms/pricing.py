@@ -11,6 +11,7 @@ Examples:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +29,12 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
 }
 
 
+_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
 def price_of(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per million tokens for `model`, matching the longest known prefix."""
-    matches = [name for name in PRICES_PER_MILLION if model == name or model.startswith(f"{name}-")]
-    return PRICES_PER_MILLION[max(matches, key=len)] if matches else None
+    """(input, output) USD per million tokens for `model` or its dated snapshot, else None."""
+    return PRICES_PER_MILLION.get(_SNAPSHOT.sub("", model))
 
 
 def estimate_cost(model: str, usage: Usage | Mapping[str, Any]) -> float | None:

@@ -1,0 +1,124 @@
+"""Deployable flow: ingest a folder (or glob) of text/markdown into a vector store.
+
+Load -> split into token chunks -> keep only the chunks the store does not already hold ->
+embed and upsert them in batches (one task run per batch, retried by Prefect) -> drop the
+chunks a shrunken file no longer has. Chunk ids are deterministic and unchanged chunks are
+skipped, so re-running — on a schedule, or after a run was killed midway — never duplicates
+anything and embeds only what is missing. Progress shows as a progress artifact.
+
+The embedder and the store are blocks chosen by name (see `blocks/create_blocks.py`):
+
+    python flows/rag_ingest.py flows/docs
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
+from prefect.cache_policies import NONE
+
+from prefect_beluga import rag
+from prefect_beluga.blocks import (
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    EmbedderBlock,
+    load_vector_store_block,
+)
+from prefect_beluga.core.retry import is_permanent
+from prefect_beluga.embeddings.base import Embedder
+from prefect_beluga.schema import Document
+from prefect_beluga.vectorstores.base import VectorStore
+
+BUNDLED_DOCS = Path(__file__).parent / "docs"
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry everything but permanent errors (bad input, auth, 4xx)."""
+    return not is_permanent(state.data)
+
+
+# Tasks here take the store and embedder objects as arguments: no cache policy, so Prefect never
+# hashes (or persists) them — they hold clients and, for remote stores, credentials.
+_OPTIONS: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
+_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _transient}
+
+
+@task(name="load-and-split", **_OPTIONS)
+async def load_and_split(source: str, chunk_size: int, chunk_overlap: int) -> list[Document]:
+    return rag.TokenTextSplitter(chunk_size, chunk_overlap).split_documents(rag.load_documents(source))
+
+
+@task(name="find-new-chunks", **_OPTIONS, **_RETRIES)
+async def find_new_chunks(chunks: list[Document], store: VectorStore) -> list[Document]:
+    return await rag.new_or_changed(chunks, store)
+
+
+@task(name="embed-and-upsert", **_OPTIONS, **_RETRIES)
+async def embed_and_upsert(batch: list[Document], store: VectorStore, embedder: Embedder) -> int:
+    await store.aadd_documents(batch, embedder)
+    return len(batch)
+
+
+@task(name="delete-stale-chunks", **_OPTIONS, **_RETRIES)
+async def delete_stale_chunks(chunks: list[Document], store: VectorStore) -> int:
+    stale = await rag.stale_ids(chunks, store)
+    if stale:
+        await store.adelete(stale)
+    return len(stale)
+
+
+@flow(name="rag-ingest")
+async def rag_ingest(
+    source: str = str(BUNDLED_DOCS),
+    embedder_block: str = DEFAULT_EMBEDDER_BLOCK,
+    vector_store_block: str = DEFAULT_STORE_BLOCK,
+    chunk_size: int = 400,
+    chunk_overlap: int = 50,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Ingest `source` (a file, folder or glob) into the store block `vector_store_block`.
+
+    Returns counts: chunks found, written, unchanged (skipped) and stale (deleted).
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    embedder = (await EmbedderBlock.aload(embedder_block)).get_embedder()
+    store_block = await load_vector_store_block(vector_store_block)
+    store = store_block.get_store()
+
+    chunks = await load_and_split(source, chunk_size, chunk_overlap)
+    todo = await find_new_chunks(chunks, store)
+    logger.info("%d chunks in %s: %d new or changed, %d unchanged", len(chunks), source, len(todo), len(chunks) - len(todo))
+
+    progress = await acreate_progress_artifact(0.0 if todo else 100.0, key="rag-ingest-progress",
+                                               description=f"Chunks of {source} embedded and written")
+    written = 0
+    for batch in rag.batched(todo, batch_size):
+        written += await embed_and_upsert(batch, store, embedder)
+        store_block.persist(store)  # a run killed after this keeps the batches written so far
+        await aupdate_progress_artifact(progress, 100.0 * written / len(todo))
+    stale = await delete_stale_chunks(chunks, store)
+    store_block.persist(store)
+
+    report = {
+        "source": source,
+        "chunks": len(chunks),
+        "written": written,
+        "unchanged": len(chunks) - len(todo),
+        "stale_deleted": stale,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    await acreate_table_artifact([report], key="rag-ingest-report", description=f"Ingest of {source}")
+    logger.info("ingested %s: %s", source, report)
+    return report
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(rag_ingest(*sys.argv[1:2]))
