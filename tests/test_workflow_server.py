@@ -1,14 +1,19 @@
-"""The real-server test helper: `PrefectServer` starts, answers, and stops cleanly."""
+"""On a real `prefect server`: the PrefectServer helper, and deployed workflows run by two
+`prefect worker` processes of a process work pool."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from prefect_beluga.testing.prefect_server import PrefectServer
+from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
 
 def test_prefect_server_is_healthy_and_reachable_from_a_subprocess(prefect_server: PrefectServer):
@@ -34,3 +39,65 @@ def test_prefect_server_is_healthy_and_reachable_from_a_subprocess(prefect_serve
 def test_prefect_server_rejects_bad_timeouts():
     with pytest.raises(ValueError, match="startup_timeout"):
         PrefectServer(startup_timeout=0)
+
+
+def _start_worker(server: PrefectServer, pool: str, name: str, tmp: Path) -> subprocess.Popen:
+    env = dict(server.env)
+    env.update(
+        BELUGA_TEST_WORKER=name,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="1",
+    )
+    log = open(tmp / f"{name}.log", "wb")
+    return subprocess.Popen(
+        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(15)
+
+
+def test_deployed_workflow_runs_spread_over_two_workers(prefect_server: PrefectServer, tmp_path):
+    import workflow_fixtures as fx
+
+    pool = "beluga-test-pool"
+    with prefect_server.settings():
+        run_sync(_create_pool(pool))
+        deployment_id = fx.spread.deploy(work_pool=pool)
+        assert deployment_id
+        workers = [_start_worker(prefect_server, pool, f"worker-{i}", tmp_path) for i in (1, 2)]
+        try:
+            runs = [fx.spread.execute({"a": i, "b": 100, "seconds": 1}) for i in range(4)]
+            assert len({run_id for _, run_id in runs}) == 4
+            again = fx.spread.execute({"a": 0, "b": 100}, idempotency_key="once")
+            assert fx.spread.execute({"a": 0, "b": 100}, idempotency_key="once") == again
+            results = [fx.spread.get_result(wid, rid, timeout=180) for wid, rid in runs + [again]]
+        finally:
+            for worker in workers:
+                _stop(worker)
+        logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log")}
+        assert [r["sum"] for r in results] == [100, 101, 102, 103, 100], logs
+        assert {r["worker"] for r in results} == {"worker-1", "worker-2"}, logs
+        listed = {r.run_id: r for r in fx.spread.list_runs()}
+        assert all(listed[rid].deployment_id == deployment_id for _, rid in runs)
+        assert all(listed[rid].status == "COMPLETED" for _, rid in runs)
+
+
+async def _create_pool(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)

@@ -91,3 +91,11 @@ def multiply(x: int, y: int) -> int:
 
 
 multiplier = orchestrator.create_workflow(multiply, workflow_id="test-multiplier")
+
+
+def add_slowly(state: dict) -> dict:
+    time.sleep(state.get("seconds", 0))
+    return add(state)
+
+
+spread = orchestrator.create_workflow(add_slowly, workflow_id="test-spread")
