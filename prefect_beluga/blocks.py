@@ -67,7 +67,7 @@ from typing import Any, Literal, TypeVar
 
 from prefect.blocks.abstract import CredentialsBlock
 from prefect.blocks.core import Block
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -446,20 +446,30 @@ def _concrete_subclasses(base: type[B]) -> list[type[B]]:
     return found
 
 
-async def _vector_store_types_named(name: str) -> list[type[VectorStoreBlock]]:
+async def _vector_store_types_named(name: str, client: PrefectClient) -> list[type[VectorStoreBlock]]:
     """The vector store block types that have a document called `name`."""
     found = []
-    async with get_client() as client:
-        for cls in _concrete_subclasses(VectorStoreBlock):
-            try:
-                await client.read_block_document_by_name(name, cls.get_block_type_slug(), include_secrets=False)
-            except ObjectNotFound:
-                continue
-            found.append(cls)
+    for cls in _concrete_subclasses(VectorStoreBlock):
+        try:
+            await client.read_block_document_by_name(name, cls.get_block_type_slug(), include_secrets=False)
+        except ObjectNotFound:
+            continue
+        found.append(cls)
     return found
 
 
-async def load_vector_store_block(name: str) -> VectorStoreBlock:
+async def _find_vector_store_block(name: str, client: PrefectClient) -> VectorStoreBlock | None:
+    types = await _vector_store_types_named(name, client)
+    if len(types) > 1:
+        raise ValidationError(
+            f"{name!r} names a vector store block of each of the types "
+            f"{', '.join(c.get_block_type_slug() for c in types)}; delete one, or load it by type: "
+            f"Block.load('{types[0].get_block_type_slug()}/{name}')"
+        )
+    return await types[0].aload(name, client=client) if types else None
+
+
+async def load_vector_store_block(name: str, *, client: PrefectClient | None = None) -> VectorStoreBlock:
     """The vector store block called `name`, whichever type it is (embedded, Pinecone, ...).
 
     `Block.load` needs the type (`PineconeVectorStoreBlock.load(name)`, or
@@ -471,23 +481,24 @@ async def load_vector_store_block(name: str) -> VectorStoreBlock:
         >>> store.add_documents(chunks, embedder)
         >>> store_block.persist(store)
 
+    Args:
+        name: The block document's name.
+        client: A Prefect client to use (default: a new one).
+
     Raises:
         ValidationError: no vector store block has that name, or blocks of two types do.
     """
-    types = await _vector_store_types_named(name)
-    if not types:
+    if client is None:
+        async with get_client() as client:
+            return await load_vector_store_block(name, client=client)
+    block = await _find_vector_store_block(name, client)
+    if block is None:
         known = ", ".join(c.get_block_type_slug() for c in _concrete_subclasses(VectorStoreBlock))
         raise ValidationError(
             f"no vector store block named {name!r} (looked among {known}); create one in the Prefect UI "
             "or with `python blocks/create_blocks.py`"
         )
-    if len(types) > 1:
-        raise ValidationError(
-            f"{name!r} names a vector store block of each of the types "
-            f"{', '.join(c.get_block_type_slug() for c in types)}; delete one, or load it by type: "
-            f"Block.load('{types[0].get_block_type_slug()}/{name}')"
-        )
-    return await types[0].aload(name)
+    return block
 
 
 # -- default documents from the environment ---------------------------------------------------------
@@ -526,6 +537,11 @@ def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool 
 
 async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
     """`save_default_blocks`, for async code."""
+    async with get_client() as client:
+        return await _save_default_blocks(env, overwrite, client)
+
+
+async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: PrefectClient) -> dict[str, str]:
     env = {key: value.strip() for key, value in env.items() if isinstance(value, str) and value.strip()}
     dimension = _dimension_from(env)
     report: dict[str, str] = {}
@@ -535,7 +551,7 @@ async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite
         if overwrite:
             return None
         try:
-            return await cls.aload(name)
+            return await cls.aload(name, client=client)
         except ValueError as exc:
             if isinstance(exc.__cause__, ObjectNotFound):
                 return None
@@ -584,7 +600,7 @@ async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite
         saves.append((chat, DEFAULT_CHAT_MODEL_BLOCK, message))
 
     # The store decides the dimension when it is a Pinecone index; the embedder decides it otherwise.
-    store = None if overwrite else await _existing_vector_store(DEFAULT_STORE_BLOCK)
+    store = None if overwrite else await _find_vector_store_block(DEFAULT_STORE_BLOCK, client)
     store_kept = store is not None
     if store_kept:
         kept(store, DEFAULT_STORE_BLOCK)
@@ -635,10 +651,10 @@ async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite
         saves.append((store, DEFAULT_STORE_BLOCK, f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
 
     for block, name, message in saves:
-        await block.asave(name, overwrite=True)
+        await block.asave(name, overwrite=True, client=client)
         report[name] = f"{message} as '{name}'"
         if isinstance(block, VectorStoreBlock):
-            for replaced in await _remove_other_vector_stores(name, keep=type(block)):
+            for replaced in await _remove_other_vector_stores(name, type(block), client):
                 report[name] += f" (replacing the {replaced} block of that name)"
     return report
 
@@ -661,10 +677,6 @@ def _default_store_path(env: Mapping[str, str], block: EmbedderBlock, embedder: 
     return home / "beluga" / re.sub(r"[^A-Za-z0-9._-]+", "-", f"store-{model}-{embedder.dimension}.npz")
 
 
-async def _existing_vector_store(name: str) -> VectorStoreBlock | None:
-    return await load_vector_store_block(name) if await _vector_store_types_named(name) else None
-
-
 async def _index_dimension(block: PineconeVectorStoreBlock) -> int | None:
     """The Pinecone index's dimension (one describe_index_stats request)."""
     store = block.get_store()
@@ -674,12 +686,12 @@ async def _index_dimension(block: PineconeVectorStoreBlock) -> int | None:
         store.close()
 
 
-async def _remove_other_vector_stores(name: str, *, keep: type[VectorStoreBlock]) -> list[str]:
+async def _remove_other_vector_stores(name: str, keep: type[VectorStoreBlock], client: PrefectClient) -> list[str]:
     """Delete the vector store documents called `name` of types other than `keep`; their slugs."""
     removed = []
-    for cls in await _vector_store_types_named(name):
+    for cls in await _vector_store_types_named(name, client):
         if cls is not keep:
-            await cls.adelete(name)
+            await cls.adelete(name, client=client)
             removed.append(cls.get_block_type_slug())
     return removed
 
