@@ -37,7 +37,7 @@ def default_memory_dir() -> str:
     return os.environ.get("BELUGA_MEMORY_DIR") or str(Path(PREFECT_HOME.value()) / "beluga" / "memory")
 
 
-@flow(name="rag-answer")
+@flow(name="rag-answer", persist_result=True)
 async def rag_answer(
     question: str,
     chat_model_block: str = DEFAULT_CHAT_MODEL_BLOCK,

@@ -72,7 +72,7 @@ async def delete_stale_chunks(chunks: list[Document], store: VectorStore) -> int
     return len(stale)
 
 
-@flow(name="rag-ingest")
+@flow(name="rag-ingest", persist_result=True)
 async def rag_ingest(
     source: str = str(BUNDLED_DOCS),
     embedder_block: str = DEFAULT_EMBEDDER_BLOCK,
