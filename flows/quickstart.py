@@ -97,8 +97,12 @@ async def quickstart() -> None:
     """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them."""
     await tutorial(Orchestrator())
     await rag_pipeline()
-    print("\nSee the runs in the Prefect UI: run `prefect server start`, set "
-          "PREFECT_API_URL=http://127.0.0.1:4200/api, run this again, and open http://127.0.0.1:4200")
+    api_url = os.environ.get("PREFECT_API_URL")
+    if api_url:
+        print(f"\nSee these runs in the Prefect UI: {api_url.removesuffix('/api')}/runs")
+    else:
+        print("\nThese runs went to Prefect's embedded API. To see them in the UI: run `prefect server start`, "
+              "set PREFECT_API_URL=http://127.0.0.1:4200/api, run this again, and open http://127.0.0.1:4200")
 
 
 if __name__ == "__main__":

@@ -48,23 +48,23 @@ _OPTIONS: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
 _RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _transient}
 
 
-@task(name="load-and-split", **_OPTIONS)
+@task(name="load-and-split", task_run_name="load-and-split", **_OPTIONS)
 async def load_and_split(source: str, chunk_size: int, chunk_overlap: int) -> list[Document]:
     return rag.TokenTextSplitter(chunk_size, chunk_overlap).split_documents(rag.load_documents(source))
 
 
-@task(name="find-new-chunks", **_OPTIONS, **_RETRIES)
+@task(name="find-new-chunks", task_run_name="find-new-chunks", **_OPTIONS, **_RETRIES)
 async def find_new_chunks(chunks: list[Document], store: VectorStore) -> list[Document]:
     return await rag.new_or_changed(chunks, store)
 
 
-@task(name="embed-and-upsert", **_OPTIONS, **_RETRIES)
-async def embed_and_upsert(batch: list[Document], store: VectorStore, embedder: Embedder) -> int:
+@task(name="embed-and-upsert", task_run_name="embed-and-upsert[{number}]", **_OPTIONS, **_RETRIES)
+async def embed_and_upsert(batch: list[Document], store: VectorStore, embedder: Embedder, number: int) -> int:
     await store.aadd_documents(batch, embedder)
     return len(batch)
 
 
-@task(name="delete-stale-chunks", **_OPTIONS, **_RETRIES)
+@task(name="delete-stale-chunks", task_run_name="delete-stale-chunks", **_OPTIONS, **_RETRIES)
 async def delete_stale_chunks(chunks: list[Document], store: VectorStore) -> int:
     stale = await rag.stale_ids(chunks, store)
     if stale:
@@ -98,8 +98,8 @@ async def rag_ingest(
     progress = await acreate_progress_artifact(0.0 if todo else 100.0, key="rag-ingest-progress",
                                                description=f"Chunks of {source} embedded and written")
     written = 0
-    for batch in rag.batched(todo, batch_size):
-        written += await embed_and_upsert(batch, store, embedder)
+    for number, batch in enumerate(rag.batched(todo, batch_size), 1):
+        written += await embed_and_upsert(batch, store, embedder, number)
         store_block.persist(store)  # a run killed after this keeps the batches written so far
         await aupdate_progress_artifact(progress, 100.0 * written / len(todo))
     stale = await delete_stale_chunks(chunks, store)

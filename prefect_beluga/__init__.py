@@ -8,7 +8,7 @@ Examples:
     {'input': 'hello', 'output': 'HELLO'}
 """
 
-from prefect_beluga import embeddings, llms, memory, rag, schema, vectorstores
+from prefect_beluga import blocks, embeddings, llms, memory, rag, schema, vectorstores
 from prefect_beluga.core import (
     BelugaError,
     ChainTimeoutError,
@@ -67,6 +67,7 @@ __all__ = [
     "WorkflowNotDeployed",
     "WorkflowRun",
     "WorkflowTimeout",
+    "blocks",
     "embeddings",
     "llms",
     "memory",

@@ -11,10 +11,11 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect.artifacts import acreate_table_artifact
+from prefect.artifacts import acreate_markdown_artifact
 
 from prefect_beluga.llms.pricing import estimate_cost
 from prefect_beluga.schema import Usage
@@ -42,15 +43,48 @@ def total_cost(answers: Sequence[Mapping[str, Any]]) -> float | None:
     return None if any(c is None for c in costs) else sum(costs)
 
 
-async def publish_answers(answers: Sequence[Mapping[str, Any]], *, key: str | None = None) -> UUID:
-    """A table artifact: one row per answer with its sources, token usage and estimated cost."""
+def answers_markdown(answers: Sequence[Mapping[str, Any]]) -> str:
+    """A summary table (question, sources, tokens, cost) and then each answer in full.
+
+    Answers are long: in one table they would push the sources and costs out of view.
+    """
     rows = [answer_row(a) for a in answers]
     cost = total_cost(answers)
-    tokens = sum(Usage(**a.get("usage", {})).total_tokens for a in answers)
-    summary = f"{len(rows)} answer(s), {tokens} tokens, " + (
-        "cost unknown (a model's price is not listed)" if cost is None else f"estimated ${cost:.6f}"
-    )
-    return await acreate_table_artifact(rows, key=key, description=summary)
+    tokens = sum(r["prompt tokens"] + r["completion tokens"] for r in rows)
+    lines = [
+        f"**{len(rows)} answer(s)**, {tokens} tokens, "
+        + ("cost unknown (a model's price is not listed)" if cost is None else f"estimated cost ${cost:.6f}"),
+        "",
+        "| # | question | sources | model | tokens (prompt + completion) | cost (USD) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for number, (answer, row) in enumerate(zip(answers, rows), 1):
+        sources = ", ".join(_short(s) for s in answer.get("sources", []))
+        lines.append(
+            f"| {number} | {_cell(row['question'])} | {_cell(sources)} | {row['model']} | "
+            f"{row['prompt tokens']} + {row['completion tokens']} | {row['cost (USD)']} |"
+        )
+    for number, row in enumerate(rows, 1):
+        lines += ["", f"### {number}. {row['question']}", "", str(row["answer"]), "", f"Sources: {row['sources'] or 'none'}"]
+    return "\n".join(lines)
 
 
-__all__ = ["answer_row", "publish_answers", "total_cost"]
+def _short(source: str) -> str:
+    """`/long/path/doc.md#3` as `doc.md#3`."""
+    path, _, chunk = source.partition("#")
+    return Path(path).name + (f"#{chunk}" if chunk else "")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+async def publish_answers(answers: Sequence[Mapping[str, Any]], *, key: str | None = None) -> UUID:
+    """A markdown artifact: a table of the answers' sources, tokens and cost, then the answers."""
+    rows = [answer_row(a) for a in answers]
+    cost = total_cost(answers)
+    description = f"{len(rows)} answer(s), " + ("cost unknown" if cost is None else f"estimated ${cost:.6f}")
+    return await acreate_markdown_artifact(answers_markdown(answers), key=key, description=description)
+
+
+__all__ = ["answer_row", "answers_markdown", "publish_answers", "total_cost"]

@@ -6,7 +6,7 @@ EXPECTED = {
     "BelugaError", "Chain", "ChainTimeoutError", "CompiledGraph", "END", "Graph", "GraphError",
     "GraphNodesFailed", "GraphRecursionError", "GraphRun", "GraphValidationError", "Orchestrator",
     "RunConfig", "Runnable", "StateConflictError", "StepOutputError", "ValidationError",
-    "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
+    "blocks", "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
     # Workflows (issue 6)
     "UnknownWorkflowRun", "Workflow", "WorkflowCancelled", "WorkflowError", "WorkflowFailed",
     "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "publish", "wait_for_signal",

@@ -118,7 +118,7 @@ async def test_answer_cites_sources_and_publishes_a_table(docs, offline_blocks):
     assert answer["output"].startswith(OFFLINE_PREFIX) and "retry policy" in answer["output"]
     assert [Path(s.split("#")[0]).name for s in answer["sources"]] == ["prefect.md"]
     table = (await artifacts_of(state.state_details.flow_run_id))["rag-answers"]
-    assert table.type == "table" and "How is a task retried?" in table.data and "prefect.md" in table.data
+    assert table.type == "markdown" and "How is a task retried?" in table.data and "prefect.md#0" in table.data
     assert "0.000000" in table.data  # the offline model is free, so its cost is known
 
 
