@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -101,3 +102,40 @@ async def _create_pool(name: str) -> None:
 
     async with get_client() as client:
         await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
+
+
+def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(prefect_server: PrefectServer, tmp_path):
+    """A worker's flow-run process and the worker itself are SIGKILLed in step 3; after a retry a
+    second worker finishes the same run, reading steps 1 and 2 back from their persisted results."""
+    import workflow_fixtures as fx
+
+    pool, log, gate = "beluga-durable-pool", tmp_path / "steps.log", tmp_path / "gate"
+    with prefect_server.settings():
+        run_sync(_create_pool(pool))
+        fx.durable.deploy(work_pool=pool)
+        first = _start_worker(prefect_server, pool, "doomed-worker", tmp_path)
+        try:
+            _, run_id = fx.durable.execute({"n": 4, "log": str(log), "gate": str(gate)})
+            deadline = time.monotonic() + 180
+            while not (log.exists() and "step3" in log.read_text()):
+                assert time.monotonic() < deadline, (tmp_path / "doomed-worker.log").read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            flow_run_pid = int(log.read_text().splitlines()[-1].split()[1])
+            os.kill(flow_run_pid, signal.SIGKILL)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(15)
+        finally:
+            _stop(first)
+        assert fx.durable.status(run_id) == "RUNNING"  # nobody is left to say otherwise
+
+        gate.touch()
+        second = _start_worker(prefect_server, pool, "rescue-worker", tmp_path)
+        try:
+            assert fx.durable.retry(run_id) == ("test-durable", run_id)
+            result = fx.durable.get_result("test-durable", run_id, timeout=180)
+        finally:
+            _stop(second)
+    assert result["x"] == (4 + 1) * 10 + 3
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["step1", "step2", "step3", "step3"]
+    assert lines[2].split()[1] == str(flow_run_pid) != lines[3].split()[1]
