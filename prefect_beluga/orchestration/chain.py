@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Union
 
 import anyio
+from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ChainTimeoutError, ValidationError, add_step_note
@@ -164,10 +165,11 @@ class Chain(Runnable):
     ) -> dict[str, Any]:
         sink = StreamSink.current(self)
         previous: dict[str, Any] | None = None
+        quoted_config = quote(config)  # Prefect need not walk it on every call
         for index, (step, step_task) in enumerate(zip(self.steps, self._tasks)):
             current[0] = index
             try:
-                previous = await step_task(call_args(state), config, previous)
+                previous = await step_task(call_args(state), quoted_config, previous)
             except Exception as exc:
                 add_step_note(exc, f"in {self._where(index, len(self.steps), step)}")
                 return self._handle_failure(exc)

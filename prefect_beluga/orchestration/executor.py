@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import (
@@ -63,6 +64,8 @@ class _Execution:
         self.topology = graph.topology
         self.input = input
         self.config = config
+        # Passed quoted, like the state: Prefect need not walk (and rebuild) it on every call.
+        self.quoted_config = quote(config)
         limit = config.max_concurrency or graph.max_concurrency
         self.limit = asyncio.Semaphore(limit) if limit else None
         self.sink = StreamSink.current(graph)
@@ -155,10 +158,10 @@ class _Execution:
                 task = task.with_options(task_run_name=f"{node}[{number}]")
             upstream = [parent.output for parent in parents]
             if self.limit is None:
-                output = await task(call_args(state), self.config, upstream)
+                output = await task(call_args(state), self.quoted_config, upstream)
             else:
                 async with self.limit:
-                    output = await task(call_args(state), self.config, upstream)
+                    output = await task(call_args(state), self.quoted_config, upstream)
             finished = next(self.ids)
             activation = Activation(
                 node, number, finished, output, self.apply(state, output), lineage | {finished}
