@@ -104,3 +104,17 @@ from pathlib import Path  # noqa: E402
 
 FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
 sys.path.insert(0, str(FLOWS_DIR))
+
+
+def stop_process_group(process, timeout: float = 15.0) -> None:
+    """SIGTERM a subprocess started with `start_new_session=True` and its children; SIGKILL on timeout."""
+    import signal
+    import subprocess
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)

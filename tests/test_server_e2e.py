@@ -8,8 +8,6 @@ read back through the API: final states, task runs, the edges between them, arti
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import stop_process_group
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -58,12 +57,7 @@ def deployed(prefect_server: PrefectServer) -> Iterator[PrefectServer]:
         with prefect_server.settings():
             yield prefect_server
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(10)
+        stop_process_group(worker, timeout=30)
         worker_log.close()
 
 

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import stop_process_group
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
@@ -60,16 +61,6 @@ def _start_worker(server: PrefectServer, pool: str, name: str, tmp: Path) -> sub
     )
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(15)
-
-
 def test_deployed_workflow_runs_spread_over_two_workers(prefect_server: PrefectServer, tmp_path):
     import workflow_fixtures as fx
 
@@ -87,7 +78,7 @@ def test_deployed_workflow_runs_spread_over_two_workers(prefect_server: PrefectS
             results = [fx.spread.get_result(wid, rid, timeout=180) for wid, rid in runs + [again]]
         finally:
             for worker in workers:
-                _stop(worker)
+                stop_process_group(worker)
         logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log")}
         assert [r["sum"] for r in results] == [100, 101, 102, 103, 100], logs
         assert {r["worker"] for r in results} == {"worker-1", "worker-2"}, logs
@@ -125,7 +116,7 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
             os.killpg(first.pid, signal.SIGKILL)
             first.wait(15)
         finally:
-            _stop(first)
+            stop_process_group(first)
         assert fx.durable.status(run_id) == "RUNNING"  # nobody is left to say otherwise
 
         gate.touch()
@@ -134,7 +125,7 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
             assert fx.durable.retry(run_id) == ("test-durable", run_id)
             result = fx.durable.get_result("test-durable", run_id, timeout=180)
         finally:
-            _stop(second)
+            stop_process_group(second)
     assert result["x"] == (4 + 1) * 10 + 3
     lines = log.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["step1", "step2", "step3", "step3"]
