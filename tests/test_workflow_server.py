@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import stop_process_group
 
+from prefect_beluga import Orchestrator, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
@@ -130,3 +131,33 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
     lines = log.read_text().splitlines()
     assert [line.split()[0] for line in lines] == ["step1", "step2", "step3", "step3"]
     assert lines[2].split()[1] == str(flow_run_pid) != lines[3].split()[1]
+
+
+def test_served_workflow_runs_what_another_process_executes(prefect_server: PrefectServer, tmp_path):
+    import workflow_fixtures as fx
+
+    env = dict(prefect_server.env)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    env["BELUGA_TEST_WORKER"] = "served"
+    log = open(tmp_path / "serve.log", "wb")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import workflow_fixtures as fx; fx.adder.serve()"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    caller = Orchestrator().create_workflow(fx.add, workflow_id="test-adder", distributed=True)
+    try:
+        with prefect_server.settings():
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    workflow_id, run_id = caller.execute({"a": 2, "b": 40})
+                    break
+                except WorkflowNotDeployed:
+                    assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
+                    assert time.monotonic() < deadline, "the served deployment never appeared"
+                    time.sleep(1)
+            result = caller.get_result(workflow_id, run_id, timeout=120)
+    finally:
+        stop_process_group(server)
+        log.close()
+    assert result["sum"] == 42 and result["worker"] == "served" and result["pid"] != os.getpid()

@@ -627,9 +627,13 @@ class Workflow:
         deployment.entrypoint = entrypoint
         deployment._path = directory  # type: ignore[attr-defined]
         runner = Runner(name=f"{self.workflow_id}-runner", limit=limit)
-        run_sync(runner.add_deployment(deployment))
-        self._deployed = True
-        runner.start(run_once=False)  # type: ignore[unused-coroutine]
+
+        async def serve() -> None:
+            await runner.aadd_deployment(deployment)
+            self._deployed = True
+            await runner.start()
+
+        run_sync(serve())
 
     def __repr__(self) -> str:
         return f"Workflow({self.workflow_id!r})"
