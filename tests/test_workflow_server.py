@@ -142,7 +142,7 @@ def test_served_workflow_runs_what_another_process_executes(prefect_server: Pref
     log = open(tmp_path / "serve.log", "wb")
     server = subprocess.Popen(
         [sys.executable, "-c", "import workflow_fixtures as fx; fx.adder.serve()"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path,
     )
     caller = Orchestrator().create_workflow(fx.add, workflow_id="test-adder", distributed=True)
     try:
@@ -161,3 +161,4 @@ def test_served_workflow_runs_what_another_process_executes(prefect_server: Pref
         stop_process_group(server)
         log.close()
     assert result["sum"] == 42 and result["worker"] == "served" and result["pid"] != os.getpid()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["serve.log"]  # no code copied into the runner's folder

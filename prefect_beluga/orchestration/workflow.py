@@ -28,6 +28,7 @@ import atexit
 import functools
 import inspect
 import json
+import os
 import re
 import sys
 import threading
@@ -623,9 +624,11 @@ class Workflow:
         from prefect.runner import Runner
 
         directory, entrypoint = self.entrypoint()
+        file, _, attribute = entrypoint.partition(":")
         deployment = self.flow.to_deployment(name=self.deployment_name, tags=self.tags)
-        deployment.entrypoint = entrypoint
-        deployment._path = directory  # type: ignore[attr-defined]
+        # Relative to this process's directory, where the runner starts its flow runs. (A
+        # deployment `path` elsewhere would make Prefect copy that folder into it on every run.)
+        deployment.entrypoint = f"{os.path.relpath(Path(directory, file))}:{attribute}"
         runner = Runner(name=f"{self.workflow_id}-runner", limit=limit)
 
         async def serve() -> None:
