@@ -112,6 +112,15 @@ def scrub(exc: BaseException, secret: SecretStr, _seen: set[int] | None = None) 
                 headers["authorization"] = f"Bearer {mask}"
             except Exception:  # immutable headers: the SDK masks them in reprs anyway
                 pass
+    # The raw bodies (httpx keeps them in `_content` / `_text`) are pickled with the exception
+    # when Prefect persists a failed task's result: an echoed key must not survive there.
+    for message in (getattr(exc, "response", None), *requests):
+        for attribute in ("_content", "_text"):
+            raw = getattr(message, attribute, None)
+            if isinstance(raw, (bytes, str)):
+                needle = value.encode() if isinstance(raw, bytes) else value
+                if needle in raw:
+                    setattr(message, attribute, raw.replace(needle, mask.encode() if isinstance(raw, bytes) else mask))
     seen = _seen if _seen is not None else set()
     seen.add(id(exc))
     for linked in (exc.__cause__, exc.__context__):
