@@ -13,6 +13,7 @@ The embedder and the store are blocks chosen by name (see `blocks/create_blocks.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -29,17 +30,27 @@ from prefect_beluga.blocks import (
     EmbedderBlock,
     load_vector_store_block,
 )
-from prefect_beluga.core.retry import is_permanent
+from prefect_beluga.core.retry import is_permanent, retry_after_of
 from prefect_beluga.embeddings.base import Embedder
+from prefect_beluga.orchestration.tasks import MAX_RETRY_AFTER
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import VectorStore
 
 BUNDLED_DOCS = Path(__file__).parent / "docs"
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect's retry condition: retry everything but permanent errors (bad input, auth, 4xx)."""
-    return not is_permanent(state.data)
+async def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry everything but permanent errors (bad input, auth, 4xx),
+    waiting at least as long as the server asked (`Retry-After` of a 429/503) before the retry."""
+    if is_permanent(state.data):
+        return False
+    asked = retry_after_of(state.data)
+    if asked is not None:
+        delays = task.retry_delay_seconds or 0
+        if isinstance(delays, (list, tuple)):
+            delays = delays[min(max(task_run.run_count, 1), len(delays)) - 1] if delays else 0
+        await asyncio.sleep(max(0.0, min(asked, MAX_RETRY_AFTER) - float(delays)))
+    return True
 
 
 # Tasks here take the store and embedder objects as arguments: no cache policy, so Prefect never
@@ -119,6 +130,4 @@ async def rag_ingest(
 
 
 if __name__ == "__main__":
-    import asyncio
-
     asyncio.run(rag_ingest(*sys.argv[1:2]))
