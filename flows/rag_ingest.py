@@ -30,33 +30,20 @@ from prefect_beluga.blocks import (
     EmbedderBlock,
     load_vector_store_block,
 )
-from prefect_beluga.core.retry import is_permanent, retry_after_of
 from prefect_beluga.embeddings.base import Embedder
-from prefect_beluga.orchestration.tasks import MAX_RETRY_AFTER
+from prefect_beluga.orchestration.tasks import RetryPolicy
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import VectorStore
 
 BUNDLED_DOCS = Path(__file__).parent / "docs"
 
 
-async def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect's retry condition: retry everything but permanent errors (bad input, auth, 4xx),
-    waiting at least as long as the server asked (`Retry-After` of a 429/503) before the retry."""
-    if is_permanent(state.data):
-        return False
-    asked = retry_after_of(state.data)
-    if asked is not None:
-        delays = task.retry_delay_seconds or 0
-        if isinstance(delays, (list, tuple)):
-            delays = delays[min(max(task_run.run_count, 1), len(delays)) - 1] if delays else 0
-        await asyncio.sleep(max(0.0, min(asked, MAX_RETRY_AFTER) - float(delays)))
-    return True
-
-
 # Tasks here take the store and embedder objects as arguments: no cache policy, so Prefect never
 # hashes (or persists) them — they hold clients and, for remote stores, credentials.
 _OPTIONS: dict[str, Any] = {"cache_policy": NONE, "persist_result": False}
-_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _transient}
+# Everything but permanent errors (bad input, auth, other 4xx) is retried, waiting at least as
+# long as a 429/503's Retry-After asks.
+_RETRIES = RetryPolicy(retries=3, retry_delay=[2, 10, 30]).task_options()
 
 
 @task(name="load-and-split", task_run_name="load-and-split", **_OPTIONS)

@@ -87,18 +87,36 @@ class RetryPolicy:
             return float(self.retry_delay[min(retry, len(self.retry_delay)) - 1])
         return float(self.retry_delay)
 
+    def task_options(self) -> dict[str, Any]:
+        """This policy as keyword arguments of a Prefect task.
+
+        Examples:
+            >>> @task(**RetryPolicy(retries=3, retry_delay=[2, 10, 30]).task_options())
+            ... async def upsert(batch): ...
+        """
+        delay = self.retry_delay
+        return {
+            "retries": self.retries,
+            "retry_delay_seconds": list(delay) if isinstance(delay, tuple) else delay,
+            "retry_jitter_factor": self.retry_jitter,
+            "retry_condition_fn": self._retry_condition,
+            "timeout_seconds": self.timeout,
+        }
+
     async def _retry_condition(self, task: Task, task_run: TaskRun, state: State) -> bool:
         """Prefect's `retry_condition_fn`: spare permanent errors, honour `Retry-After`.
 
-        When the server asked for a longer wait than the policy's delay (a 429 or 503 with
-        `Retry-After`), the difference is waited here, before Prefect schedules the retry.
+        When the server asked for a longer wait than the task's delay (a 429 or 503 with
+        `Retry-After`), the difference is waited here, before Prefect schedules the retry. The
+        task's own delay is used, not this policy's: `task.with_options` may have changed it.
         """
         exc = state.data
         if not isinstance(exc, BaseException) or not should_retry(exc, self.retry_on):
             return False
         asked = retry_after_of(exc)
         if asked is not None:
-            extra = min(asked, MAX_RETRY_AFTER) - self.delay_before(max(task_run.run_count, 1))
+            delays = RetryPolicy(retry_delay=task.retry_delay_seconds or 0)
+            extra = min(asked, MAX_RETRY_AFTER) - delays.delay_before(max(task_run.run_count, 1))
             if extra > 0:
                 await asyncio.sleep(extra)
         return True
@@ -194,13 +212,7 @@ def runnable_task(
         run,
         name=name,
         task_run_name=name,
-        retries=policy.retries,
-        retry_delay_seconds=list(policy.retry_delay)
-        if isinstance(policy.retry_delay, tuple)
-        else policy.retry_delay,
-        retry_jitter_factor=policy.retry_jitter,
-        retry_condition_fn=policy._retry_condition,
-        timeout_seconds=policy.timeout,
+        **policy.task_options(),
         tags=list(tags),
         cache_policy=NONE,
         persist_result=False,
