@@ -417,6 +417,7 @@ class PineconeVectorStoreBlock(VectorStoreBlock):
     credentials: PineconeCredentials = Field(default=..., description="The Pinecone API key.")
     batch_size: int = Field(default=100, ge=1, le=1000, description="Most vectors per upsert request.")
     max_concurrency: int = Field(default=4, ge=1, le=64, description="Most upsert requests in flight at once.")
+    timeout: float = Field(default=30.0, gt=0, description="Seconds one request to the index may take.")
 
     @model_validator(mode="after")
     def _index_or_host(self) -> PineconeVectorStoreBlock:
@@ -433,6 +434,7 @@ class PineconeVectorStoreBlock(VectorStoreBlock):
             namespace=self.namespace,
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
+            timeout=self.timeout,
         )
 
 

@@ -115,11 +115,11 @@ async def test_chat_through_a_chain(fault, openai_server, report):
 async def test_chat_through_a_graph(fault, openai_server, report):
     FAULTS[fault](openai_server, CHAT)
     graph = Graph(name="chat-faults")
-    graph.add_node("question", lambda state: {"input": state["topic"].capitalize() + "?"})
+    graph.add_node("question", lambda state: {"input": state["topic"] + "?"})
     graph.add_node("generate", chat_model(openai_server), retries=RETRIES)
     graph.add_edge("question", "generate")
     graph.set_entry_point(["question"]).set_finish_point(["generate"])
-    result = await graph.ainvoke({"topic": "what is AI"})
+    result = await graph.ainvoke({"topic": "What is AI"})
     assert result["output"] == "Echo: What is AI?"
     assert len(openai_server.requests_to(CHAT)) == 2
     check_gap(openai_server, CHAT, fault)
@@ -275,18 +275,10 @@ def expected_ids(folder: Path) -> set[str]:
 
 @pytest.fixture
 def fast_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The flow's tasks with retry delays of 0 (it waits 2, 10, 30 s), and Pinecone stores that
-    time out after 1 s (the store block has no timeout setting; the store's default is 30 s)."""
+    """The flow's tasks with retry delays of 0 (it waits 2, 10, 30 s); their retry condition,
+    which honours Retry-After, is the flow's own."""
     for name in ("find_new_chunks", "embed_and_upsert", "delete_stale_chunks"):
         monkeypatch.setattr(rag_ingest_module, name, getattr(rag_ingest_module, name).with_options(retry_delay_seconds=0))
-    get_store = PineconeVectorStoreBlock.get_store
-
-    def with_timeout(self: PineconeVectorStoreBlock) -> PineconeVectorStore:
-        store = get_store(self)
-        store.timeout = TIMEOUT
-        return store
-
-    monkeypatch.setattr(PineconeVectorStoreBlock, "get_store", with_timeout)
 
 
 async def ingest_blocks(openai_server: OpenAIServer, pinecone_server: PineconeServer, ns: str) -> dict[str, str]:
@@ -294,7 +286,7 @@ async def ingest_blocks(openai_server: OpenAIServer, pinecone_server: PineconeSe
     names = {"embedder_block": f"faults-emb-{suffix}", "vector_store_block": f"faults-pc-{suffix}"}
     credentials = OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url)
     await EmbedderBlock(provider="openai", dimension=DIM, timeout=TIMEOUT, credentials=credentials).asave(names["embedder_block"])
-    await PineconeVectorStoreBlock(host=pinecone_server.url, namespace=ns,
+    await PineconeVectorStoreBlock(host=pinecone_server.url, namespace=ns, timeout=TIMEOUT,
                                    credentials=PineconeCredentials(api_key=SecretStr("pc-test"))).asave(names["vector_store_block"])
     return names
 
