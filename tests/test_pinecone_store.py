@@ -176,6 +176,20 @@ async def test_batches_are_sent_concurrently_under_the_limit(embedder):
         assert server.max_in_flight == 1 and server.vector_count("") == 90
 
 
+async def test_concurrency_is_not_capped_by_asyncios_default_thread_pool(embedder):
+    with PineconeServer(dimension=64, latency=0.5) as server:
+        store = store_for(server, batch_size=10, max_concurrency=8)  # more than asyncio's default pool on 2 cores
+        await store.aadd_documents(corpus(80), embedder)
+        assert len(server.requests_to(UPSERT)) == 8 and server.max_in_flight == 8
+
+
+async def test_the_sdks_own_retries_can_be_turned_back_on(pinecone_server, embedder):
+    store = store_for(pinecone_server, sdk_max_retries=2)
+    pinecone_server.fail_next(503, path=UPSERT)
+    await store.aadd_documents(corpus(5), embedder)  # the SDK retried by itself
+    assert [status for path, status in pinecone_server.responses if path == UPSERT] == [503, 200]
+
+
 # --- namespaces ---------------------------------------------------------------------------------
 
 

@@ -87,6 +87,18 @@ class Fault:
     path: str | None = None
 
 
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threaded HTTP server whose listen backlog takes a burst of concurrent connections.
+
+    socketserver's default backlog is 5: when a client opens more connections at once than the
+    accept thread takes in time, the kernel drops the rest and TCP retries them a second later.
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
+    block_on_close = False
+
+
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
     401: ("invalid_request_error", "invalid_api_key"),
@@ -162,9 +174,7 @@ class OpenAIServer:
         if self._httpd is not None:
             return self
         handler = type("_Handler", (_Handler,), {"server_state": self})
-        httpd = ThreadingHTTPServer((self._host, self._port), handler)
-        httpd.daemon_threads = True
-        httpd.block_on_close = False
+        httpd = LoopbackHTTPServer((self._host, self._port), handler)
         self._httpd = httpd
         self._stopping.clear()
         self._thread = threading.Thread(

@@ -24,7 +24,9 @@ import math
 import numbers
 import os
 import threading
+from array import array
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import SecretStr
@@ -152,6 +154,7 @@ class PineconeVectorStore(VectorStore):
         self.timeout = float(timeout)
         self.sdk_max_retries = sdk_max_retries
         self._index: Any = None
+        self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -160,7 +163,7 @@ class PineconeVectorStore(VectorStore):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_index"] = None  # connections do not travel; the copy reconnects on first use
+        state["_index"] = state["_executor"] = None  # connections and threads do not travel; the copy makes its own
         del state["_lock"]
         return state
 
@@ -177,24 +180,35 @@ class PineconeVectorStore(VectorStore):
             if self._index is None:
                 from pinecone import Pinecone
 
-                client = Pinecone(api_key=self.api_key.get_secret_value(), timeout=self.timeout)
+                # The SDK keeps half its pool alive between requests: keep one per thread.
+                client = Pinecone(api_key=self.api_key.get_secret_value(), timeout=self.timeout,
+                                  connection_pool_maxsize=max(20, 2 * self.max_concurrency))
                 index = client.Index(name=self.index_name or "", host=self.host or "")
                 _set_sdk_retries(index, self.sdk_max_retries)
                 self._index = index
             return self._index
 
     async def _call(self, method: str, /, **kwargs: Any) -> Any:
-        """Run a blocking SDK call in a worker thread, so batches overlap and the event loop stays free."""
+        """Run a blocking SDK call on the store's own threads (`max_concurrency` of them), so
+        batches overlap, the event loop stays free, and asyncio's shared default pool (a handful
+        of threads) never caps the concurrency asked for."""
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="pinecone-store")
+            executor = self._executor
 
         def call() -> Any:
             return getattr(self.index, method)(**kwargs)
 
-        return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     def close(self) -> None:
-        """Release the SDK's connections (the store reconnects if used again)."""
+        """Release the SDK's connections and the store's threads (both are made again if used)."""
         with self._lock:
             index, self._index = self._index, None
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
         if index is not None and hasattr(index, "close"):
             index.close()
 
@@ -358,10 +372,11 @@ class PineconeVectorStore(VectorStore):
 def _values(vector: Any, id_: str) -> list[float]:
     """`vector` as a list of finite floats, else a `ValidationError` naming the id."""
     try:
-        values = [float(v) for v in vector]
-    except (TypeError, ValueError):
+        values = array("d", vector).tolist()  # converted in C: ~10x faster than float() per value
+    except (TypeError, ValueError, OverflowError):
         raise ValidationError(f"PineconeVectorStore: the vector for {id_!r} must be a list of numbers") from None
-    if not all(math.isfinite(v) for v in values):
+    # A NaN or infinity makes the sum non-finite; only then (or on overflow) look at each value.
+    if not math.isfinite(sum(values)) and not all(math.isfinite(v) for v in values):
         raise ValidationError(f"PineconeVectorStore: the vector for {id_!r} contains NaN or infinity")
     return values
 
