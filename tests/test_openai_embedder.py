@@ -3,6 +3,8 @@ order, bad input, dimension checks, retries through a Chain's Prefect policy."""
 
 from __future__ import annotations
 
+import random
+
 import openai
 import pytest
 
@@ -13,7 +15,7 @@ from prefect_beluga.embeddings import Embedder, OpenAIEmbedder
 from prefect_beluga.llms import ProviderResponseError
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.openai_server import embedding_vector
-from prefect_beluga.tokens import count_tokens
+from prefect_beluga.tokens import count_tokens, encoding_for
 
 EMBEDDINGS = "/v1/embeddings"
 
@@ -68,6 +70,42 @@ async def test_batches_by_token_budget(openai_server):
     for request in openai_server.requests:
         assert sum(count_tokens(t) for t in request.body["input"]) <= 64
     assert sizes(openai_server) == [2, 2, 1]
+
+
+def exact_batches(texts: list[str], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """The reference batching: every text counted with tiktoken."""
+    batches, current, budget = [], [], 0
+    for index, text in enumerate(texts):
+        size = count_tokens(text)
+        if current and (len(current) >= batch_size or budget + size > max_batch_tokens):
+            batches.append(current)
+            current, budget = [], 0
+        current.append(index)
+        budget += size
+    return batches + [current] if current else batches
+
+
+@pytest.mark.parametrize("batch_size, max_batch_tokens", [(100, 60), (7, 10_000), (50, 200), (3, 25)])
+def test_batches_are_those_of_exact_token_counts(batch_size, max_batch_tokens):
+    rng = random.Random(batch_size)
+    words = ["word", "naïve", "東京", "x", "supercalifragilistic", "42", "🙂", "don't"]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 4))) for _ in range(400)]
+    embedder = OpenAIEmbedder(api_key="k", dimension=8, batch_size=batch_size,
+                              max_batch_tokens=max_batch_tokens, max_input_tokens=25)
+    assert embedder.batches(texts) == exact_batches(texts, batch_size, max_batch_tokens)
+
+
+def test_texts_are_tokenized_only_where_their_length_could_break_a_limit(monkeypatch):
+    encoding = encoding_for("text-embedding-3-small")
+    tokenized = []
+    encode = encoding.encode_ordinary
+    monkeypatch.setattr(encoding, "encode_ordinary", lambda text: tokenized.append(text) or encode(text))
+    embedder = OpenAIEmbedder(api_key="k", dimension=8, batch_size=10, max_batch_tokens=1000, max_input_tokens=100)
+    assert embedder.batches([f"short text {i}" for i in range(25)]) == [list(range(0, 10)), list(range(10, 20)),
+                                                                      list(range(20, 25))]
+    assert tokenized == []  # 10 texts of at most 14 bytes never come near 1000 tokens
+    long = "word " * 30  # 150 bytes, 30 tokens: only its count can tell it fits
+    assert embedder.batches(["a", long]) == [[0, 1]] and tokenized == [long]
 
 
 async def test_batches_run_concurrently_under_the_limit():
@@ -157,6 +195,18 @@ async def test_a_failing_batch_fails_the_call_and_the_key_is_not_shown(openai_se
 async def test_malformed_reply_is_a_provider_response_error(openai_server):
     openai_server.malformed_next(body='{"data": [', path=EMBEDDINGS)
     with pytest.raises(ProviderResponseError, match="not valid JSON"):
+        await embedder_for(openai_server).aembed_documents(["a"])
+
+
+async def test_float_lists_are_accepted_and_malformed_items_rejected(openai_server):
+    floats = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.25] * 16}]}
+    openai_server.fail_next(200, body=floats, path=EMBEDDINGS)  # a server that ignores encoding_format
+    assert await embedder_for(openai_server).aembed_documents(["a"]) == [[0.25] * 16]
+    openai_server.fail_next(200, body={"data": [{"index": 0, "embedding": "not base64!"}]}, path=EMBEDDINGS)
+    with pytest.raises(ProviderResponseError, match="malformed embedding"):
+        await embedder_for(openai_server).aembed_documents(["a"])
+    openai_server.fail_next(200, body={"data": []}, path=EMBEDDINGS)
+    with pytest.raises(ProviderResponseError, match="returned 0 embeddings for 1 inputs"):
         await embedder_for(openai_server).aembed_documents(["a"])
 
 
