@@ -257,22 +257,13 @@ async def test_bad_flow_input_gets_a_clear_error(blocks, call, error, match):
         await call(blocks)
 
 
-# -- known gaps, with the fix they need ------------------------------------------------------------
+# -- gaps found by this catalogue, now fixed -------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "Chain._run saves memory with the error handler's dict, which has no 'output': the recovery "
-    "turns into 'outputs has no 'output' key'. Fix in orchestration/chain.py: save the turn only "
-    "when the result holds memory.output_key (or skip saving after a recovery)."
-))
 async def test_an_error_handler_recovery_without_output_keeps_memory_working():
     assert await recovered_without_output().ainvoke("hello") == {"answer": "sorry"}
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "RetryPolicy's option errors do not say which chain or node they belong to: Chain.__init__ and "
-    "Graph.add_node should prefix them (\"chain 'c': ...\", \"graph 'g': node 'a': ...\")."
-))
 @pytest.mark.parametrize(("call", "match"), [
     (lambda: Chain([ok], name="c", retries=-1), r"chain 'c'.*retries must be an int >= 0"),
     (lambda: Graph(name="g").add_node("a", ok, retries=-1), r"node 'a'.*retries must be an int >= 0"),

@@ -104,13 +104,16 @@ class Chain(Runnable):
             for i, step in enumerate(steps)
         )
         self.timeout = timeout
-        self.retry_policy = RetryPolicy(
-            retries=retries,
-            retry_delay=retry_delay,
-            retry_jitter=retry_jitter,
-            retry_on=retry_on,
-            timeout=step_timeout,
-        )
+        try:
+            self.retry_policy = RetryPolicy(
+                retries=retries,
+                retry_delay=retry_delay,
+                retry_jitter=retry_jitter,
+                retry_on=retry_on,
+                timeout=step_timeout,
+            )
+        except ValidationError as exc:
+            raise ValidationError(f"chain {self.name!r}: {exc}") from None
         self.error_handler = error_handler
         self.memory = memory
         self.subflow = subflow
@@ -148,14 +151,17 @@ class Chain(Runnable):
         try:
             with anyio.fail_after(self.timeout) as deadline:
                 result = await self._run_steps(state, config, current)
-        except TimeoutError:
+        except TimeoutError as exc:
             if deadline is None or not deadline.cancel_called:
-                raise  # a step's own timeout, not the chain's
+                return self._handle_failure(exc)  # a step's own timeout, not the chain's
             step = self.steps[current[0]]
             raise ChainTimeoutError(
                 f"chain {self.name!r} exceeded its timeout of {self.timeout}s while running "
                 f"{self._where(current[0], len(self.steps), step)}"
             ) from None
+        except Exception as exc:
+            # A recovery is the handler's answer, not a conversation turn: memory is not saved.
+            return self._handle_failure(exc)
         if self.memory is not None:
             self.memory.save_context(initial, result)
         return result
@@ -172,7 +178,7 @@ class Chain(Runnable):
                 previous = await step_task(call_args(state), quoted_config, previous)
             except Exception as exc:
                 add_step_note(exc, f"in {self._where(index, len(self.steps), step)}")
-                return self._handle_failure(exc)
+                raise
             state = merge(state, previous)
             if sink is not None:
                 sink.put({step.name: previous})

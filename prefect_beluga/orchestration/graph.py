@@ -184,7 +184,10 @@ class Graph(Runnable):
             raise ValidationError(f"graph {self.name!r}: {name!r} is reserved and cannot name a node")
         if name in self._nodes:
             raise ValidationError(f"graph {self.name!r}: node {name!r} already present")
-        policy = RetryPolicy(retries=retries, retry_delay=retry_delay, retry_jitter=retry_jitter, retry_on=retry_on, timeout=timeout)
+        try:
+            policy = RetryPolicy(retries=retries, retry_delay=retry_delay, retry_jitter=retry_jitter, retry_on=retry_on, timeout=timeout)
+        except ValidationError as exc:
+            raise ValidationError(f"graph {self.name!r}: node {name!r}: {exc}") from None
         runnable = coerce_to_runnable(runnable, where=f"node {name!r} of graph {self.name!r}")
         self._nodes[name] = NodeSpec(name, runnable, policy, tuple(tags))
         return self._changed()
