@@ -25,10 +25,11 @@ Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its
                 the same nodes and edges; a node with several parents is a LangGraph join,
                 `add_edge([parents...], node)`, which waits for all of them.
 
-   Two references explain the figures: raw Prefect tasks (the same dataflow written by
-   hand, one `Task(cache_policy=NONE, persist_result=False)` per node, in-flow), and a
+   Three references explain the figures: raw Prefect tasks (the same dataflow written by
+   hand, one `Task(cache_policy=NONE, persist_result=False)` per node, in-flow), a
    diagnostic run of our executor with the Prefect tasks swapped for plain coroutines
-   (its own scheduling cost). Prints each wall time / the critical path (the longest path
+   (its own scheduling cost), and ours end-to-end with our shared API clients switched
+   off (Prefect builds two new clients per flow run, as before `runtime.api_clients`). Prints each wall time / the critical path (the longest path
    of sleep durations), LangGraph / ours, and the superstep bound: the sum over supersteps
    of the slowest node in each, which no superstep engine beats, with its spread over 50
    seeds of the same generator.
@@ -284,6 +285,27 @@ def executor_only(dag: Dag) -> Callable[[], Awaitable[dict[str, Any]]]:
     return run
 
 
+def per_run_clients(graph: Graph, input: dict[str, Any]) -> Callable[[], Awaitable[Any]]:
+    """Diagnostic: the graph end-to-end with our shared API clients switched off, so Prefect
+    builds its two new clients for the flow run (the behaviour before runtime.api_clients)."""
+    from contextlib import asynccontextmanager
+
+    from prefect_beluga.orchestration import runtime
+
+    @asynccontextmanager
+    async def none() -> Any:
+        yield
+
+    async def run() -> Any:
+        shared, runtime.api_clients = runtime.api_clients, none
+        try:
+            return await graph.ainvoke(input)
+        finally:
+            runtime.api_clients = shared
+
+    return run
+
+
 def build_langgraph(dag: Dag) -> Any:
     # One key per node (distinct keys never conflict in a superstep); "input" carries the
     # graph input. The keys are Annotated with a reducer, as a LangGraph user writing
@@ -386,6 +408,7 @@ class Bench:
 
         ours = build_ours(dag, artifact=False)
         await self.time("ours end-to-end", lambda: ours.ainvoke(self.input), tasks=True)
+        await self.time("ours end-to-end, new clients", per_run_clients(ours, self.input), tasks=True)
 
         inline = build_ours(dag, artifact=False, subflow=False)
         raw = raw_prefect_tasks(dag)
@@ -416,6 +439,7 @@ LABELS = {
     "asyncio": "plain asyncio dataflow (ideal)",
     "executor only": "diagnostic: our executor, plain coroutines instead of Prefect tasks",
     "ours end-to-end": "ours, end-to-end (own flow run), artifact=False",
+    "ours end-to-end, new clients": "diagnostic: ours end-to-end, two new API clients per run (before)",
     "ours in-flow": "ours, in-flow (subflow=False in a warm flow run), artifact=False",
     "ours end-to-end, artifact": "ours, end-to-end, artifact=True (default)",
     "raw Prefect in-flow": "reference: raw Prefect tasks, same dataflow, in-flow",
