@@ -28,6 +28,7 @@ from prefect_beluga.blocks import (
     DEFAULT_STORE_BLOCK,
     ChatModelBlock,
     EmbedderBlock,
+    load_block,
     load_vector_store_block,
 )
 
@@ -49,8 +50,8 @@ async def rag_answer(
     memory_dir: str | None = None,
 ) -> dict[str, Any]:
     """Answer `question` from the store; returns `output`, `sources`, `usage` and `model`."""
-    llm = (await ChatModelBlock.aload(chat_model_block)).get_chat_model()
-    embedder = (await EmbedderBlock.aload(embedder_block)).get_embedder()
+    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
+    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
     store = (await load_vector_store_block(vector_store_block)).get_store()
     conversation = None
     if session_id is not None:

@@ -28,6 +28,7 @@ from prefect_beluga.blocks import (
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_STORE_BLOCK,
     EmbedderBlock,
+    load_block,
     load_vector_store_block,
 )
 from prefect_beluga.embeddings.base import Embedder
@@ -85,7 +86,7 @@ async def rag_ingest(
     """
     logger = get_run_logger()
     started = time.perf_counter()
-    embedder = (await EmbedderBlock.aload(embedder_block)).get_embedder()
+    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
     store_block = await load_vector_store_block(vector_store_block)
     store = store_block.get_store()
 

@@ -471,6 +471,22 @@ async def _find_vector_store_block(name: str, client: PrefectClient) -> VectorSt
     return await types[0].aload(name, client=client) if types else None
 
 
+async def load_block(block_type: type[B], name: str) -> B:
+    """The `block_type` document called `name`; a `ValidationError` saying how to create it if none.
+
+        >>> llm = (await load_block(ChatModelBlock, "beluga-chat")).get_chat_model()
+    """
+    try:
+        return await block_type.aload(name)
+    except ValueError as exc:
+        if "Unable to find block document" not in str(exc):
+            raise
+        raise ValidationError(
+            f"no {block_type.get_block_type_slug()} block named {name!r}; create one in the Prefect UI "
+            "or with `python blocks/create_blocks.py`"
+        ) from None
+
+
 async def load_vector_store_block(name: str, *, client: PrefectClient | None = None) -> VectorStoreBlock:
     """The vector store block called `name`, whichever type it is (embedded, Pinecone, ...).
 
@@ -712,6 +728,7 @@ __all__ = [
     "PineconeVectorStoreBlock",
     "VectorStoreBlock",
     "asave_default_blocks",
+    "load_block",
     "load_vector_store_block",
     "save_default_blocks",
 ]

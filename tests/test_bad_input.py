@@ -228,8 +228,8 @@ def ingest(ctx: dict[str, Any], source: str | None = None, **changes: Any) -> An
 
 # (id, call(ctx), expected exception type, regex the message must match)
 FLOW_CATALOGUE: list[tuple[str, Callable[[dict[str, Any]], Any], type[BaseException], str]] = [
-    ("answer-unknown-chat-model-block", lambda c: answer(c, chat_model_block="no-such-chat"), ValueError, r"block document named no-such-chat for block type beluga-chat-model"),
-    ("answer-unknown-embedder-block", lambda c: answer(c, embedder_block="no-such-embedder"), ValueError, r"block document named no-such-embedder for block type beluga-embedder"),
+    ("answer-unknown-chat-model-block", lambda c: answer(c, chat_model_block="no-such-chat"), ValidationError, r"no beluga-chat-model block named 'no-such-chat'"),
+    ("answer-unknown-embedder-block", lambda c: answer(c, embedder_block="no-such-embedder"), ValidationError, r"no beluga-embedder block named 'no-such-embedder'"),
     ("answer-unknown-vector-store-block", lambda c: answer(c, vector_store_block="no-such-store"), ValidationError, r"no vector store block named 'no-such-store'"),
     ("answer-empty-question", lambda c: answer(c, "   "), ValidationError, r"needs a non-empty question under 'input'"),
     ("answer-k-zero", lambda c: answer(c, k=0), ValidationError, r"k must be an int >= 1, got 0"),
