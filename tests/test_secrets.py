@@ -382,12 +382,6 @@ def test_workflow_results_and_failures_leak_nothing(openai_canary, capfd, caplog
     asyncio.run(assert_nothing_leaked(capfd, caplog, failed.value))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "PineconeVectorStore._call does not scrub SDK errors: a server (or gateway) that quotes the "
-    "key in its error body leaks it into the exception, task-run states and logs. Fix: in "
-    "prefect_beluga/vectorstores/pinecone.py `_call`, `except Exception as exc: raise "
-    "scrub(exc, self.api_key)` (prefect_beluga.llms._client.scrub already cleans Pinecone's errors)."
-))
 async def test_a_pinecone_error_quoting_the_key_back_is_scrubbed(openai_canary, capfd, caplog):
     # Its own canary, so that a leak here cannot fail the other tests' scans of the shared database.
     key = f"pcsk_beluga-LEAKCANARY-{uuid.uuid4().hex}"

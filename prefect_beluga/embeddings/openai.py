@@ -30,8 +30,9 @@ import httpx
 from pydantic import SecretStr
 
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.secrets import scrub
 from prefect_beluga.embeddings.base import Embedder, check_texts
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key, scrub
+from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.tokens import encoding_for
 
 #: Native vector sizes of OpenAI's embedding models.

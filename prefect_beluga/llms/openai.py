@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key, scrub
+from prefect_beluga.core.secrets import scrub
+from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, ToolCall, Usage

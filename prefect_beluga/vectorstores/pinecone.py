@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from prefect_beluga.core.errors import ValidationError, add_step_note
+from prefect_beluga.core.secrets import scrub
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, check_ids, check_k
 
@@ -200,7 +201,10 @@ class PineconeVectorStore(VectorStore):
         def call() -> Any:
             return getattr(self.index, method)(**kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except Exception as exc:
+            raise scrub(exc, self.api_key) if self.api_key is not None else exc
 
     def close(self) -> None:
         """Release the SDK's connections and the store's threads (both are made again if used)."""
