@@ -51,6 +51,7 @@ class Activation:
     output: dict[str, Any]  # the very object the node's task returned (Prefect links it)
     state: dict[str, Any]  # the state after this node
     lineage: frozenset[int]  # ids of this activation and all its ancestors
+    future: Any = None  # the Prefect future, when the node was submitted to a task runner
 
 
 Token = Optional[Activation]  # None: the parent resolved without choosing this node
@@ -156,15 +157,17 @@ class _Execution:
             task = self.graph.tasks[node]
             if number > 1:
                 task = task.with_options(task_run_name=f"{node}[{number}]")
-            upstream = [parent.output for parent in parents]
+            # A submitted parent is passed as its future: that is what Prefect links to its task run.
+            upstream = [parent.future or parent.output for parent in parents]
             if self.limit is None:
-                output = await task(call_args(state), self.quoted_config, upstream)
+                output, future = await self.call(task, state, upstream)
             else:
                 async with self.limit:
-                    output = await task(call_args(state), self.quoted_config, upstream)
+                    output, future = await self.call(task, state, upstream)
             finished = next(self.ids)
             activation = Activation(
-                node, number, finished, output, self.apply(state, output), lineage | {finished}
+                node, number, finished, output, self.apply(state, output), lineage | {finished},
+                future,
             )
             choices = [
                 (edge, await self.route(edge, activation.state))
@@ -181,6 +184,28 @@ class _Execution:
         if self.sink is not None:
             self.sink.put({node: output})
         self.resolve(node, activation, choices)
+
+    async def call(self, task: Any, state: dict[str, Any], upstream: list[Any]) -> tuple[Any, Any]:
+        """Run one node's task: awaited on this loop, or submitted to the task runner."""
+        if self.graph.task_runner is None:
+            return await task(call_args(state), self.quoted_config, upstream), None
+        # Not quoted here: Dask ships a `quote` (a NamedTuple) to the worker as a plain tuple.
+        future = task.submit(state, self.config, upstream)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake(_: Any) -> None:  # called on the task runner's thread
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+        future.add_done_callback(wake)
+        try:
+            await done
+        except asyncio.CancelledError:
+            wrapped = getattr(future, "wrapped_future", None)
+            if wrapped is not None and hasattr(wrapped, "cancel"):
+                wrapped.cancel()  # best effort: stop the node on the cluster too
+            raise
+        return future.result(), future  # raises the node's exception
 
     async def route(self, edge: ConditionalEdge, state: dict[str, Any]) -> list[str]:
         choice = edge.router(state)

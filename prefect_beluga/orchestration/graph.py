@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Union
 
+from prefect.task_runners import TaskRunner
+
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import GraphValidationError, ValidationError
 from prefect_beluga.core.retry import RetryOn
@@ -125,9 +127,19 @@ class Graph(Runnable):
             False, independent branches finish and a `GraphNodesFailed` lists every failure.
         subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
         artifact: Attach the graph, coloured by what ran, as a Mermaid artifact to its flow run.
+        task_runner: A Prefect task runner (e.g. `prefect_dask.DaskTaskRunner()`): the
+            graph's flow uses it, and nodes are submitted to it (`task.submit`) instead of
+            awaited on the flow's event loop. With `subflow=False` inside a flow run, nodes
+            are submitted to the caller's flow's task runner.
 
     Examples:
         >>> graph = Graph(reducers={"docs": operator.add}, name="rag")
+
+        Nodes on a temporary local Dask cluster, or on an existing one:
+
+        >>> from prefect_dask import DaskTaskRunner
+        >>> graph = Graph(task_runner=DaskTaskRunner())
+        >>> graph = Graph(task_runner=DaskTaskRunner(address="tcp://scheduler:8786"))
     """
 
     def __init__(
@@ -140,6 +152,7 @@ class Graph(Runnable):
         fail_fast: bool = True,
         subflow: bool = True,
         artifact: bool = True,
+        task_runner: TaskRunner | type[TaskRunner] | None = None,
     ) -> None:
         self.name = name or "graph"
         if not isinstance(recursion_limit, int) or recursion_limit < 1:
@@ -156,6 +169,14 @@ class Graph(Runnable):
         self.fail_fast = fail_fast
         self.subflow = subflow
         self.artifact = artifact
+        if isinstance(task_runner, type) and issubclass(task_runner, TaskRunner):
+            task_runner = task_runner()
+        if task_runner is not None and not isinstance(task_runner, TaskRunner):
+            raise ValidationError(
+                f"graph {self.name!r}: task_runner must be a Prefect TaskRunner (e.g. "
+                f"prefect_dask.DaskTaskRunner()), got {type(task_runner).__name__}"
+            )
+        self.task_runner = task_runner
         self._nodes: dict[str, NodeSpec] = {}
         self._edges: list[tuple[str, str]] = []
         self._conditional: list[ConditionalEdge] = []
@@ -296,6 +317,7 @@ class CompiledGraph(Runnable):
         self.fail_fast = builder.fail_fast
         self.subflow = builder.subflow
         self.artifact = builder.artifact
+        self.task_runner = builder.task_runner
         self._validate()
         self.topology = Topology.of(self)
         self.tasks = MappingProxyType({
@@ -305,7 +327,10 @@ class CompiledGraph(Runnable):
             )
             for name, spec in self.nodes.items()
         })
-        self._flow = body_flow(self.name, self._run, description=f"Graph of {len(self.nodes)} nodes")
+        self._flow = body_flow(
+            self.name, self._run, description=f"Graph of {len(self.nodes)} nodes",
+            task_runner=self.task_runner,
+        )
 
     def _validate(self) -> None:
         where = f"graph {self.name!r}"

@@ -19,6 +19,8 @@ tens of milliseconds (see `BusyRetryTransport`), before Prefect's own back-off a
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import random
 import re
 import threading
@@ -32,6 +34,7 @@ import httpx
 from prefect import Flow, tags
 from prefect.context import AsyncClientContext, FlowRunContext, SyncClientContext
 from prefect.settings import get_current_settings
+from prefect.task_runners import TaskRunner
 from prefect.utilities.asyncutils import add_event_loop_shutdown_callback
 
 from prefect_beluga.core.config import RunConfig
@@ -47,14 +50,27 @@ def flow_name(name: str) -> str:
     return re.sub(r"[/%&<>]", "-", name) or "runnable"
 
 
-def body_flow(name: str, body: Body, *, description: str | None = None) -> Flow:
+def body_flow(
+    name: str, body: Body, *, description: str | None = None, task_runner: TaskRunner | None = None
+) -> Flow:
     """A Prefect async flow named `name` that runs `body(input, config)`.
 
     Built once per chain or graph: creating a Flow is not free, starting one run of it is cheap.
+    `task_runner` (default: Prefect's) is the flow's, for tasks the body submits.
+
+    The flow's function holds only a key to `body`: Prefect pickles the flow into the context
+    of every task it submits to a task runner (Dask), and the chain or graph behind `body`
+    need not, and often cannot, be pickled.
     """
+    key = f"{flow_name(name)}-{next(_body_keys)}"
+    _bodies[key] = (
+        weakref.WeakMethod(body, lambda _: _bodies.pop(key, None))
+        if inspect.ismethod(body)
+        else (lambda: body)
+    )
 
     async def run(input: dict[str, Any]) -> Any:
-        return await body(input, _starting_config.get(RunConfig()))
+        return await _run_body_by_key(key, input)
 
     return Flow(
         run,
@@ -62,7 +78,19 @@ def body_flow(name: str, body: Body, *, description: str | None = None) -> Flow:
         description=description,
         validate_parameters=False,
         persist_result=False,
+        task_runner=task_runner,
     )
+
+
+_bodies: dict[str, Callable[[], Body | None]] = {}
+_body_keys = itertools.count(1)
+
+
+async def _run_body_by_key(key: str, input: dict[str, Any]) -> Any:
+    body = _bodies[key]()
+    if body is None:
+        raise RuntimeError(f"the chain or graph of flow {key!r} no longer exists")
+    return await body(input, _starting_config.get(RunConfig()))
 
 
 def in_flow_run() -> bool:
