@@ -277,3 +277,134 @@ def test_bad_input_is_a_clear_error(call, message, embedder):
     with pytest.raises(ValidationError, match=message):
         call(store, embedder)
     assert len(store) == 3  # nothing stored was lost or duplicated
+
+
+# --- pipelined add_documents: embed slab i + 1 while slab i is upserted ---------------------------
+
+
+class SlowEmbedder(HashingEmbedder):
+    """A HashingEmbedder that takes `delay` per call and logs ("embed", start|end, first text)."""
+
+    def __init__(self, events, delay=0.02, fail_on=None, short_on=None):
+        super().__init__(dimension=32)
+        self.events, self.delay, self.fail_on, self.short_on = events, delay, fail_on, short_on
+
+    async def aembed_documents(self, texts):
+        slab = int(texts[0].split()[1]) // 10 if texts else None
+        self.events.append(("embed", "start", slab))
+        await asyncio.sleep(self.delay)
+        if slab == self.fail_on:
+            raise RuntimeError("embedding service down")
+        self.events.append(("embed", "end", slab))
+        vectors = await super().aembed_documents(texts)
+        return vectors[:-1] if slab == self.short_on else vectors
+
+
+class SlowStore(InMemoryVectorStore):
+    """An InMemoryVectorStore whose upserts take `delay` and log ("upsert", start|end, slab)."""
+
+    def __init__(self, events, delay=0.02, fail_on=None):
+        super().__init__()
+        self.events, self.delay, self.fail_on = events, delay, fail_on
+
+    async def aupsert(self, ids, vectors, documents):
+        slab = int(documents[0].page_content.split()[1]) // 10
+        self.events.append(("upsert", "start", slab))
+        await asyncio.sleep(self.delay)
+        if slab == self.fail_on:
+            raise ConnectionError(f"upsert of slab {slab} refused")
+        await super().aupsert(ids, vectors, documents)
+        self.events.append(("upsert", "end", slab))
+
+
+def numbered(count=50):
+    return [Document(page_content=f"chunk {i} about topic{i % 7}", metadata={"source": "n.md", "chunk": i})
+            for i in range(count)]
+
+
+def at(events, *event):
+    return events.index(event)
+
+
+async def test_slabs_are_upserted_while_the_next_ones_embed():
+    events = []
+    store = SlowStore(events)
+    ids = await store.aadd_documents(numbered(50), SlowEmbedder(events), slab_size=10)
+    assert ids == [document_id(d) for d in numbered(50)] and len(store) == 50
+    for slab in range(1, 5):
+        # the two stages overlap: slab i embeds while slab i - 1 is being upserted ...
+        assert at(events, "embed", "start", slab) < at(events, "upsert", "end", slab - 1)
+        assert at(events, "upsert", "start", slab - 1) < at(events, "embed", "end", slab)
+        # ... one upsert at a time, and embedding runs at most one slab ahead (memory: two slabs)
+        assert at(events, "upsert", "end", slab - 1) < at(events, "upsert", "start", slab)
+        if slab >= 2:
+            assert at(events, "upsert", "end", slab - 2) < at(events, "embed", "start", slab)
+
+
+async def test_the_pipeline_takes_about_the_slower_stage_not_the_sum():
+    events, delay = [], 0.05
+    start = asyncio.get_running_loop().time()
+    await SlowStore(events, delay).aadd_documents(numbered(50), SlowEmbedder(events, delay), slab_size=10)
+    seconds = asyncio.get_running_loop().time() - start
+    assert seconds < 0.8 * 10 * delay  # sequential: 5 embeds + 5 upserts = 0.5 s; pipelined: ~0.3 s
+
+
+async def test_a_failed_upsert_propagates_unchanged_and_stops_the_embedding():
+    events = []
+    store = SlowStore(events, delay=0.05, fail_on=1)
+    with pytest.raises(ConnectionError, match="upsert of slab 1 refused") as caught:
+        await store.aadd_documents(numbered(50), SlowEmbedder(events, delay=0.01), slab_size=10)
+    assert type(caught.value) is ConnectionError  # not an ExceptionGroup
+    embedded = {slab for kind, when, slab in events if kind == "embed" and when == "start"}
+    assert embedded <= {0, 1, 2}  # slab 2 at most was under way when slab 1's upsert failed
+    assert len(store) == 10  # slab 0 stays stored; a retry re-upserts it under the same ids
+    store.fail_on = None
+    assert len(await store.aadd_documents(numbered(50), SlowEmbedder([]), slab_size=10)) == 50
+    assert len(store) == 50
+
+
+async def test_a_failed_embedding_propagates_unchanged_and_cancels_the_upsert():
+    events = []
+    store = SlowStore(events, delay=0.2)
+    with pytest.raises(RuntimeError, match="embedding service down") as caught:
+        await store.aadd_documents(numbered(50), SlowEmbedder(events, delay=0.01, fail_on=1), slab_size=10)
+    assert type(caught.value) is RuntimeError
+    assert ("upsert", "start", 0) in events and ("upsert", "end", 0) not in events  # cancelled
+    assert not any(slab and slab > 1 for kind, _, slab in events)
+
+
+async def test_too_few_vectors_in_a_slab_is_a_clear_error():
+    store = SlowStore([], delay=0)
+    with pytest.raises(ValidationError, match=r"returned 9 vectors for 10 documents \(documents 20 to 29\)"):
+        await store.aadd_documents(numbered(50), SlowEmbedder([], delay=0, short_on=2), slab_size=10)
+    assert len(store) <= 20
+
+
+@pytest.mark.parametrize("slab_size", [1, 7, 50, 1000, None])
+def test_slabs_store_exactly_what_one_slab_stores(slab_size):
+    embedder = HashingEmbedder(dimension=64)
+    whole, slabbed = InMemoryVectorStore(), InMemoryVectorStore()
+    explicit = [f"id-{i}" for i in range(50)]
+    assert whole.add_documents(numbered(50), embedder, explicit, slab_size=50) == explicit
+    assert slabbed.add_documents(numbered(50), embedder, explicit, slab_size=slab_size) == explicit
+    assert whole.get_by_ids(explicit) == slabbed.get_by_ids(explicit)
+    assert np.array_equal(whole.vectors, slabbed.vectors)
+
+
+@pytest.mark.parametrize("slab_size", [0, -1, True, 1.5, "10"])
+def test_bad_slab_size_is_a_clear_error(slab_size, embedder):
+    store = InMemoryVectorStore()
+    with pytest.raises(ValidationError, match="slab_size must be an int >= 1 or None"):
+        store.add_documents(chunks(), embedder, slab_size=slab_size)
+    assert len(store) == 0
+
+
+def test_default_slab_size_fills_the_embedders_rounds():
+    from prefect_beluga.embeddings import OpenAIEmbedder
+    from prefect_beluga.vectorstores.base import DEFAULT_SLAB_SIZE, check_slab_size
+
+    assert check_slab_size(None, HashingEmbedder()) == DEFAULT_SLAB_SIZE == 1000
+    assert check_slab_size(None, OpenAIEmbedder(api_key="sk-x", batch_size=100, max_concurrency=3)) == 900
+    assert check_slab_size(None, OpenAIEmbedder(api_key="sk-x")) == 2048  # 512 x 4: one round at least
+    assert check_slab_size(None, OpenAIEmbedder(api_key="sk-x", batch_size=10, max_concurrency=1)) == 1000
+    assert check_slab_size(250, OpenAIEmbedder(api_key="sk-x")) == 250

@@ -29,16 +29,25 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import anyio
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings.base import Embedder
 from prefect_beluga.schema import Document
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 Filter = Mapping[str, Any]
+
+DEFAULT_SLAB_SIZE = 1000
+"""About how many documents `add_documents` embeds while the slab before them is upserted."""
 
 _COMPARISONS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"})
 _MISSING = object()
@@ -172,6 +181,24 @@ def check_ids(ids: Any, *, where: str) -> list[str]:
     return list(ids)
 
 
+def check_slab_size(slab_size: Any, embedder: Any = None) -> int:
+    """The slab size `add_documents` uses: `slab_size` if it is an int >= 1, else a `ValidationError`.
+
+    `None` means about `DEFAULT_SLAB_SIZE` documents, rounded to a whole number (at least one)
+    of the embedder's rounds when it has a `batch_size` and a `max_concurrency`: a slab of
+    `k * batch_size * max_concurrency` texts keeps every request slot busy to its last round.
+    """
+    if slab_size is not None:
+        if not isinstance(slab_size, int) or isinstance(slab_size, bool) or slab_size < 1:
+            raise ValidationError(f"add_documents: slab_size must be an int >= 1 or None, got {slab_size!r}")
+        return slab_size
+    batch, concurrency = getattr(embedder, "batch_size", None), getattr(embedder, "max_concurrency", None)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (batch, concurrency)):
+        return DEFAULT_SLAB_SIZE
+    round_size = batch * concurrency
+    return max(1, round(DEFAULT_SLAB_SIZE / round_size)) * round_size
+
+
 class VectorStore(ABC):
     """Stores documents with their vectors and finds the ones most similar to a query.
 
@@ -239,12 +266,23 @@ class VectorStore(ABC):
     # -- the document-level API ---------------------------------------------------------------
 
     async def aadd_documents(
-        self, documents: Sequence[Document], embedder: Embedder, ids: Sequence[str] | None = None
+        self,
+        documents: Sequence[Document],
+        embedder: Embedder,
+        ids: Sequence[str] | None = None,
+        *,
+        slab_size: int | None = None,
     ) -> list[str]:
         """Embed and upsert `documents`; returns their ids.
 
         Ids are `ids` when given, else deterministic (`document_id`): adding the same chunks
-        again replaces them instead of duplicating them.
+        again replaces them instead of duplicating them, so retrying a failed call is safe.
+
+        Documents go through in slabs of `slab_size` (default: see `check_slab_size`, about
+        1,000): slab i + 1 is embedded while slab i is upserted, one upsert at a time, so the
+        wall time nears the slower stage's plus one slab of the faster one, and at most two
+        slabs of vectors are held at once. A failure in either stage cancels the other and is
+        raised as it was; slabs upserted before it stay stored.
         """
         if isinstance(documents, (str, Document)) or not isinstance(documents, Sequence):
             raise ValidationError(f"add_documents: expected a list of Document, got {type(documents).__name__}")
@@ -257,15 +295,35 @@ class VectorStore(ABC):
             if len(ids) != len(documents):
                 raise ValidationError(f"add_documents: {len(ids)} ids for {len(documents)} documents")
         ids = list(ids) if ids is not None else [document_id(d) for d in documents]
+        slab_size = check_slab_size(slab_size, embedder)
         if not documents:
             return []
         await self._check_embedder(embedder, "add_documents")
-        vectors = await embedder.aembed_documents([d.page_content for d in documents])
-        if len(vectors) != len(documents):
-            raise ValidationError(
-                f"add_documents: the embedder returned {len(vectors)} vectors for {len(documents)} documents"
-            )
-        await self.aupsert(ids, vectors, [d.model_copy(update={"id": i}) for d, i in zip(documents, ids)])
+        # Unbuffered: slab i + 1 is handed over only once the upsert of slab i is done.
+        send, receive = anyio.create_memory_object_stream(0)
+
+        async def upsert_slabs() -> None:
+            async for start, vectors in receive:
+                slab = slice(start, start + len(vectors))
+                documents_with_ids = [d.model_copy(update={"id": i}) for d, i in zip(documents[slab], ids[slab])]
+                await self.aupsert(ids[slab], vectors, documents_with_ids)
+
+        try:
+            with receive:  # closed only after both stages: a failed upsert just cancels the embedding
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(upsert_slabs)
+                    with send:
+                        for start in range(0, len(documents), slab_size):
+                            texts = [d.page_content for d in documents[start:start + slab_size]]
+                            vectors = await embedder.aembed_documents(texts)
+                            if len(vectors) != len(texts):
+                                raise ValidationError(
+                                    f"add_documents: the embedder returned {len(vectors)} vectors for "
+                                    f"{len(texts)} documents (documents {start} to {start + len(texts) - 1})"
+                                )
+                            await send.send((start, vectors))
+        except BaseExceptionGroup as group:  # anyio wraps even a single failure: raise it as it was
+            raise group.exceptions[0] from None
         return ids
 
     async def asimilarity_search_by_query(
@@ -281,9 +339,16 @@ class VectorStore(ABC):
 
     # -- sync twins ---------------------------------------------------------------------------
 
-    def add_documents(self, documents: Sequence[Document], embedder: Embedder, ids: Sequence[str] | None = None) -> list[str]:
+    def add_documents(
+        self,
+        documents: Sequence[Document],
+        embedder: Embedder,
+        ids: Sequence[str] | None = None,
+        *,
+        slab_size: int | None = None,
+    ) -> list[str]:
         """Sync `aadd_documents`."""
-        return run_sync(self.aadd_documents(documents, embedder, ids))
+        return run_sync(self.aadd_documents(documents, embedder, ids, slab_size=slab_size))
 
     def similarity_search_by_query(
         self, query: str, k: int, embedder: Embedder, *, filter: Filter | None = None
@@ -306,4 +371,7 @@ class VectorStore(ABC):
         return run_sync(self.aget_by_ids(ids))
 
 
-__all__ = ["Filter", "VectorStore", "check_filter", "check_ids", "check_k", "document_id", "matches"]
+__all__ = [
+    "DEFAULT_SLAB_SIZE", "Filter", "VectorStore", "check_filter", "check_ids", "check_k", "check_slab_size",
+    "document_id", "matches",
+]
