@@ -119,7 +119,7 @@ class OpenAIServer:
         dimension: Length of embedding vectors when a request does not ask for `dimensions`.
         honour_dimensions: Whether the `dimensions` request parameter is obeyed (set False to
             simulate a server returning vectors of an unexpected size).
-        latency: Seconds to wait before answering every request.
+        latency: Response time of every request, in seconds (the reply's own work happens within it).
         replies: Scripted chat replies, used in order before falling back to the echo reply.
         responder: `f(messages) -> str` computing the chat reply (instead of the echo).
         host: Address to bind (loopback only).
@@ -365,6 +365,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_state: OpenAIServer
     protocol_version = "HTTP/1.1"
     server_version = "openai-loopback/1.0"
+    _answer_at = 0.0  # when the current request may be answered (monotonic clock)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -392,7 +393,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         fault = state._record(RecordedRequest(method, path, headers, body, raw))
         try:
-            state._wait(state.latency)
+            # `latency` is the response time: the reply's own work happens within it.
+            self._answer_at = time.monotonic() + state.latency
             if fault is not None and self._apply(fault):
                 return
             if state.api_key is not None and headers.get("authorization") != f"Bearer {state.api_key}":
@@ -453,7 +455,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(fault.status, message, headers=headers)
         return True
 
+    def _hold(self) -> None:
+        """Wait until the request's latency has passed since it arrived."""
+        self.server_state._wait(self._answer_at - time.monotonic())
+
     def _send(self, status: int, payload: bytes, *, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self._hold()
         self.send_response(status)
         self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(payload)))
@@ -516,6 +523,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, completion_id: str, created: int, model: str, reply: str,
                 finish_reason: str, usage: dict[str, int] | None) -> None:
+        self._hold()
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
         self.send_header("cache-control", "no-cache")

@@ -88,7 +88,7 @@ class PineconeServer:
         api_key: When set, requests must carry this `Api-Key` header (else 401).
         dimension: The index's vector length.
         metric: "cosine" (default) or "dotproduct".
-        latency: Seconds to wait before answering every request.
+        latency: Response time of every request, in seconds (the reply's own work happens within it).
         max_vectors_per_upsert: Most vectors one upsert may carry (Pinecone: 1000).
         max_request_bytes: Largest request body accepted (Pinecone: 2 MB), else 413.
         max_metadata_bytes: Most metadata per vector, as JSON (Pinecone: 40 KB).
@@ -581,6 +581,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_state: PineconeServer
     protocol_version = "HTTP/1.1"
     server_version = "pinecone-loopback/1.0"
+    _answer_at = 0.0  # when the current request may be answered (monotonic clock)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -607,7 +608,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         fault = state._record(RecordedRequest(method, path, headers, None if body is ValueError else body, raw))
         try:
-            state._wait(state.latency)
+            # `latency` is the response time: the reply's own work happens within it.
+            self._answer_at = time.monotonic() + state.latency
             drop_after = False
             if fault is not None:
                 if fault.kind == "drop_after":
@@ -682,7 +684,12 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def _hold(self) -> None:
+        """Wait until the request's latency has passed since it arrived."""
+        self.server_state._wait(self._answer_at - time.monotonic())
+
     def _send(self, path: str, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+        self._hold()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
