@@ -209,7 +209,7 @@ async def main(args: argparse.Namespace) -> int:
 
         print(f"\nchains: {args.sessions} concurrent invocations per round (retrieve -> generate, "
               "one flow run each, one memory shared by all sessions)")
-        print(f"| round | wall s | invocations/s | p50 s | p95 s | max s | errors | server peak in flight | RSS MB |")
+        print("| round | wall s | invocations/s | p50 s | p95 s | max s | errors | server peak in flight | RSS MB |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for number, r in enumerate(rounds, 1):
             lat = r["latencies"] or [float("nan")]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId, TaskRunFilter, TaskRunFilterFlowRunId
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId
 from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect.testing.utilities import prefect_test_harness
 
@@ -118,3 +118,12 @@ def stop_process_group(process, timeout: float = 15.0) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout)
+
+
+def write_docs(directory: Path, docs: dict[str, str]) -> Path:
+    """A `docs` folder under `directory` holding `docs` (file name -> text), for ingest tests."""
+    folder = directory / "docs"
+    folder.mkdir()
+    for name, text in docs.items():
+        (folder / name).write_text(text)
+    return folder

@@ -9,7 +9,6 @@ place that proves the list.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import uuid
 from collections.abc import Callable

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
+from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import ValidationError
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+from conftest import write_docs
 import rag_ingest as rag_ingest_module
 from pinecone.errors import ServiceError
 from pydantic import SecretStr
@@ -134,7 +135,7 @@ async def test_chat_final_error_after_the_retries(openai_server, report):
     assert "503" in str(raised.value)
     assert len(openai_server.requests_to(CHAT)) == RETRIES + 1
     report(component="chat", path="chain", fault="503 x3 (outlasts 2 retries)", attempts=RETRIES + 1,
-           outcome=f"error: InternalServerError 503")
+           outcome="error: InternalServerError 503")
 
 
 async def test_chat_wrong_key_is_not_retried(openai_server, report):
@@ -261,11 +262,7 @@ CHUNK_SIZE = 12
 
 @pytest.fixture
 def docs_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "docs"
-    folder.mkdir()
-    for name, text in DOCS.items():
-        (folder / name).write_text(text)
-    return folder
+    return write_docs(tmp_path, DOCS)
 
 
 def expected_ids(folder: Path) -> set[str]:
