@@ -1,5 +1,8 @@
 """The Graph builder and compile-time validation."""
 
+import asyncio
+import operator
+
 import pytest
 
 from prefect_beluga import END, Graph, GraphValidationError, Orchestrator, ValidationError
@@ -109,3 +112,20 @@ def test_mermaid_shows_nodes_edges_and_routes():
         assert expected in text
     coloured = graph.compile().to_mermaid(ran={"step1": 1, "step3": 2}, skipped=["step2"])
     assert 'step3["step3 ×2"]' in coloured and "class step2 skipped" in coloured
+
+
+async def test_a_reducer_sees_concurrent_writes_in_the_order_nodes_were_added_not_finished():
+    async def slow(state):
+        await asyncio.sleep(0.3)
+        return {"docs": ["slow"]}
+
+    async def fast(state):
+        return {"docs": ["fast"]}
+
+    graph = Graph(name="reducer-order", reducers={"docs": operator.add})
+    graph.add_node("start", lambda s: {"docs": ["start"]})
+    graph.add_node("slow", slow).add_node("fast", fast).add_node("join", lambda s: {"seen": list(s["docs"])})
+    graph.add_edge("start", "slow").add_edge("start", "fast").add_edge("slow", "join").add_edge("fast", "join")
+    graph.set_entry_point("start").set_finish_point("join")
+    result = await graph.ainvoke({})
+    assert result["seen"] == ["start", "slow", "fast"]

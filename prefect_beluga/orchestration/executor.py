@@ -6,7 +6,8 @@ supersteps: a slow branch never holds back an independent one. A back edge (a lo
 its target, and everything forward-reachable from it, as new task runs named `node[2]`, ...
 
 A node's input is the graph input updated with the outputs of all its ancestors, applied in
-the order they finished (a topological order). Two ancestors that are concurrent (neither
+a topological order that does not depend on timing (ancestors first; concurrent nodes in the
+order they were added), so a reducer sees the same order on every run. Two ancestors that are concurrent (neither
 is an ancestor of the other) writing different values to one key is a `StateConflictError`,
 unless the graph has a reducer for the key.
 """
@@ -63,6 +64,7 @@ class _Execution:
     def __init__(self, graph: CompiledGraph, input: dict[str, Any], config: RunConfig) -> None:
         self.graph = graph
         self.topology = graph.topology
+        self.rank = {name: index for index, name in enumerate(graph.nodes)}  # order added
         self.input = input
         self.config = config
         # Passed quoted, like the state: Prefect need not walk (and rebuild) it on every call.
@@ -271,6 +273,12 @@ class _Execution:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def _merge_order(self, activation_id: int) -> tuple[int, int, int]:
+        """A topological order that does not depend on timing: an ancestor's lineage is a strict
+        subset of its descendants', so fewer ancestors first; then the order nodes were added."""
+        activation = self.activations[activation_id]
+        return len(activation.lineage), self.rank[activation.node], activation.number
+
     def input_for(self, node: str, parents: list[Activation]) -> tuple[dict[str, Any], frozenset[int]]:
         """The state `node` runs on, and the ids of its ancestors."""
         if not parents:
@@ -280,7 +288,7 @@ class _Execution:
         lineage = frozenset().union(*(p.lineage for p in parents))
         state = dict(self.input)
         writers: dict[str, Activation] = {}
-        for ancestor in sorted(lineage):
+        for ancestor in sorted(lineage, key=self._merge_order):
             written = self.activations[ancestor]
             for key, value in written.output.items():
                 if key in self.graph.reducers:
