@@ -44,59 +44,16 @@ import json
 import math
 import socket
 import struct
-import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
+
 Responder = Callable[[list[dict[str, Any]]], str]
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the server received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-cased names
-    body: Any  # the parsed JSON body, or None
-    raw: bytes = b""
-    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic())
-
-    @property
-    def bearer(self) -> str | None:
-        """The bearer token sent, if any."""
-        value = self.headers.get("authorization", "")
-        return value[7:] if value.lower().startswith("bearer ") else None
-
-
-@dataclass
-class Fault:
-    """One scripted misbehaviour (see `OpenAIServer.fail_next` and friends)."""
-
-    kind: str  # "status", "slow", "drop", "malformed"
-    status: int = 500
-    retry_after: float | str | None = None
-    retry_after_ms: float | None = None
-    delay: float = 0.0
-    body: Any = None
-    path: str | None = None
-
-
-class LoopbackHTTPServer(ThreadingHTTPServer):
-    """A threaded HTTP server whose listen backlog takes a burst of concurrent connections.
-
-    socketserver's default backlog is 5: when a client opens more connections at once than the
-    accept thread takes in time, the kernel drops the rest and TCP retries them a second later.
-    """
-
-    request_queue_size = 128
-    daemon_threads = True
-    block_on_close = False
 
 
 _ERROR_TYPES = {
@@ -111,7 +68,7 @@ _ERROR_TYPES = {
 }
 
 
-class OpenAIServer:
+class OpenAIServer(LoopbackServer):
     """A loopback OpenAI-compatible server running in a background thread.
 
     Args:
@@ -144,73 +101,20 @@ class OpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if not host.startswith("127.") and host not in ("localhost", "::1"):
-            raise ValueError(f"OpenAIServer binds loopback addresses only, got host={host!r}")
         if not isinstance(dimension, int) or dimension < 1:
             raise ValueError(f"dimension must be an int >= 1, got {dimension!r}")
-        if latency < 0:
-            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
+        super().__init__(latency=latency, host=host, port=port)
         self.api_key = api_key
         self.dimension = dimension
         self.honour_dimensions = honour_dimensions
-        self.latency = latency
         self.responder = responder
-        self._host = host
-        self._port = port
         self._replies: deque[str] = deque(replies)
-        self._faults: deque[Fault] = deque()
-        self._requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._in_flight = 0
-        self.max_in_flight = 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> OpenAIServer:
-        """Bind and serve in a daemon thread. Returns the server."""
-        if self._httpd is not None:
-            return self
-        handler = type("_Handler", (_Handler,), {"server_state": self})
-        httpd = LoopbackHTTPServer((self._host, self._port), handler)
-        self._httpd = httpd
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-loopback", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port (slow replies in progress are cut short)."""
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    thread_name = "openai-loopback"
 
     @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running: call start() or use it as a context manager")
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`."""
-        return f"http://{self._host}:{self.port}"
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def base_url(self) -> str:
@@ -243,10 +147,6 @@ class OpenAIServer:
         self._queue(Fault("status", status=status, retry_after=retry_after,
                           retry_after_ms=retry_after_ms, body=body, path=path), times)
 
-    def slow_next(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
-        """Wait `seconds` before answering the next `times` requests (normally)."""
-        self._queue(Fault("slow", delay=seconds, path=path), times)
-
     def drop_next(self, *, times: int = 1, path: str | None = None) -> None:
         """Close the connection without any reply, for the next `times` requests."""
         self._queue(Fault("drop", path=path), times)
@@ -255,32 +155,7 @@ class OpenAIServer:
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 
-    def _queue(self, fault: Fault, times: int) -> None:
-        if not isinstance(times, int) or times < 1:
-            raise ValueError(f"times must be an int >= 1, got {times!r}")
-        with self._lock:
-            self._faults.extend(Fault(**vars(fault)) for _ in range(times))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def pending_faults(self) -> int:
-        with self._lock:
-            return len(self._faults)
-
     # -- inspection ------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, oldest first (a copy)."""
-        with self._lock:
-            return list(self._requests)
-
-    def requests_to(self, path: str) -> list[RecordedRequest]:
-        """The requests received for `path` (e.g. "/v1/chat/completions")."""
-        return [r for r in self.requests if r.path == path]
 
     def reset(self) -> None:
         """Forget recorded requests, queued faults and replies, and `max_in_flight`."""
@@ -291,25 +166,6 @@ class OpenAIServer:
             self.max_in_flight = 0
 
     # -- called by the handler -------------------------------------------------------------
-
-    def _record(self, request: RecordedRequest) -> Fault | None:
-        with self._lock:
-            self._requests.append(request)
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            for index, fault in enumerate(self._faults):
-                if fault.path is None or fault.path == request.path:
-                    del self._faults[index]
-                    return fault
-            return None
-
-    def _done(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    def _wait(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
 
     def _chat_reply(self, messages: list[dict[str, Any]]) -> str:
         with self._lock:

@@ -52,16 +52,15 @@ import json
 import math
 import numbers
 import socket
-import threading
 import time
 from array import array
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prefect_beluga.testing.openai_server import Fault, LoopbackHTTPServer, RecordedRequest
+from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -81,7 +80,7 @@ class _BadRequest(Exception):
         self.status = status
 
 
-class PineconeServer:
+class PineconeServer(LoopbackServer):
     """A loopback Pinecone index host (the data plane) running in a background thread.
 
     Args:
@@ -116,73 +115,25 @@ class PineconeServer:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        if not host.startswith("127.") and host not in ("localhost", "::1"):
-            raise ValueError(f"PineconeServer binds loopback addresses only, got host={host!r}")
         if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
             raise ValueError(f"dimension must be an int >= 1, got {dimension!r}")
         if metric not in ("cosine", "dotproduct"):
             raise ValueError(f"metric must be 'cosine' or 'dotproduct', got {metric!r}")
-        if latency < 0:
-            raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
+        super().__init__(latency=latency, host=host, port=port)
         self.api_key = api_key
         self.dimension = dimension
         self.metric = metric
-        self.latency = latency
         self.max_vectors_per_upsert = max_vectors_per_upsert
         self.max_request_bytes = max_request_bytes
         self.max_metadata_bytes = max_metadata_bytes
-        self._host = host
-        self._port = port
         self._namespaces: dict[str, dict[str, dict[str, Any]]] = {}
-        self._faults: deque[Fault] = deque()
-        self._requests: list[RecordedRequest] = []
         self._statuses: list[tuple[str, int]] = []
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._in_flight = 0
-        self.max_in_flight = 0
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> PineconeServer:
-        """Bind and serve in a daemon thread. Returns the server."""
-        if self._httpd is not None:
-            return self
-        handler = type("_Handler", (_Handler,), {"server_state": self})
-        httpd = LoopbackHTTPServer((self._host, self._port), handler)
-        self._httpd = httpd
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="pinecone-loopback", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port (slow replies in progress are cut short)."""
-        if self._httpd is None:
-            return
-        self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> PineconeServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    thread_name = "pinecone-loopback"
 
     @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running: call start() or use it as a context manager")
-        return self._httpd.server_address[1]
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def url(self) -> str:
@@ -209,10 +160,6 @@ class PineconeServer:
         """
         self._queue(Fault("status", status=status, retry_after=retry_after, body=body, path=path), times)
 
-    def slow_next(self, seconds: float, *, times: int = 1, path: str | None = None) -> None:
-        """Wait `seconds` before answering the next `times` requests (normally)."""
-        self._queue(Fault("slow", delay=seconds, path=path), times)
-
     def drop_next(self, *, times: int = 1, path: str | None = None, after_apply: bool = False) -> None:
         """Close the connection without a reply for the next `times` requests.
 
@@ -225,32 +172,7 @@ class PineconeServer:
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 
-    def _queue(self, fault: Fault, times: int) -> None:
-        if not isinstance(times, int) or times < 1:
-            raise ValueError(f"times must be an int >= 1, got {times!r}")
-        with self._lock:
-            self._faults.extend(Fault(**vars(fault)) for _ in range(times))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def pending_faults(self) -> int:
-        with self._lock:
-            return len(self._faults)
-
     # -- inspection ------------------------------------------------------------------------------
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        """Every request received so far, oldest first (a copy). `headers` names are lower-cased."""
-        with self._lock:
-            return list(self._requests)
-
-    def requests_to(self, path: str) -> list[RecordedRequest]:
-        """The requests received for `path` (e.g. "/vectors/upsert"), whatever their outcome."""
-        return [r for r in self.requests if r.path == path]
 
     @property
     def request_counts(self) -> Counter[str]:
@@ -293,28 +215,9 @@ class PineconeServer:
 
     # -- called by the handler -------------------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> Fault | None:
-        with self._lock:
-            self._requests.append(request)
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            for index, fault in enumerate(self._faults):
-                if fault.path is None or fault.path == request.path:
-                    del self._faults[index]
-                    return fault
-            return None
-
-    def _done(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
     def _answered(self, path: str, status: int) -> None:
         with self._lock:
             self._statuses.append((path, status))
-
-    def _wait(self, seconds: float) -> None:
-        if seconds > 0:
-            self._stopping.wait(seconds)
 
     # -- the index -------------------------------------------------------------------------------
 
