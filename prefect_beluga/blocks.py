@@ -76,6 +76,7 @@ from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder
 from prefect_beluga.llms._client import DEFAULT_BASE_URL
+from prefect_beluga.llms.config import http_url
 from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore, VectorStore
 
 #: Names of the block documents `save_default_blocks` creates and the flows load by default.
@@ -130,9 +131,7 @@ class OpenAICredentials(CredentialsBlock):
     @field_validator("base_url")
     @classmethod
     def _base_url_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return http_url(value)
 
     def get_client(self) -> Any:
         """An `openai.OpenAI` client with this key, base URL and organization."""

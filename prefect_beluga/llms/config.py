@@ -12,6 +12,13 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms._client import OPENAI_API_KEY_ENV
 
 
+def http_url(value: str | None) -> str | None:
+    """`value` unchanged if it is None or an http(s) URL; else a ValueError (for field validators)."""
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {value!r}")
+    return value
+
+
 class Config(BaseModel):
     """Which chat model to use and how to call it.
 
@@ -63,9 +70,7 @@ class Config(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _base_url_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, got {value!r}")
-        return value
+        return http_url(value)
 
     @field_validator("options")
     @classmethod
