@@ -81,9 +81,8 @@ def _cell(text: str) -> str:
 
 async def publish_answers(answers: Sequence[Mapping[str, Any]], *, key: str | None = None) -> UUID:
     """A markdown artifact: a table of the answers' sources, tokens and cost, then the answers."""
-    rows = [answer_row(a) for a in answers]
     cost = total_cost(answers)
-    description = f"{len(rows)} answer(s), " + ("cost unknown" if cost is None else f"estimated ${cost:.6f}")
+    description = f"{len(answers)} answer(s), " + ("cost unknown" if cost is None else f"estimated ${cost:.6f}")
     return await acreate_markdown_artifact(answers_markdown(answers), key=key, description=description)
 
 
