@@ -183,4 +183,35 @@ class LoopbackServer:
             self._stopping.wait(seconds)
 
 
-__all__ = ["Fault", "LoopbackHTTPServer", "LoopbackServer", "RecordedRequest"]
+class LoopbackHandler(BaseHTTPRequestHandler):
+    """The request handler both servers build on: keep-alive, quiet, and `latency` kept.
+
+    Subclasses implement `_handle(method)`, starting the clock with `self._answer_at = ...`
+    and calling `_hold()` before the first byte of the reply.
+    """
+
+    server_state: LoopbackServer
+    protocol_version = "HTTP/1.1"
+    _answer_at = 0.0  # when the current request may be answered (monotonic clock)
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def _handle(self, method: str) -> None:
+        raise NotImplementedError
+
+    def _hold(self) -> None:
+        """Wait until the request's latency has passed since it arrived."""
+        self.server_state._wait(self._answer_at - time.monotonic())
+
+
+__all__ = ["Fault", "LoopbackHTTPServer", "LoopbackHandler", "LoopbackServer", "RecordedRequest"]

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
+from prefect_beluga.testing._loopback import Fault, LoopbackHandler, LoopbackServer, RecordedRequest
 
 Responder = Callable[[list[dict[str, Any]]], str]
 
@@ -217,23 +217,9 @@ def _mask(key: str) -> str:
     return f"{key[:3]}{'*' * max(len(key) - 7, 0)}{key[-4:]}" if len(key) > 8 else "****"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server_state: OpenAIServer
-    protocol_version = "HTTP/1.1"
     server_version = "openai-loopback/1.0"
-    _answer_at = 0.0  # when the current request may be answered (monotonic clock)
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -310,10 +296,6 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._error(fault.status, message, headers=headers)
         return True
-
-    def _hold(self) -> None:
-        """Wait until the request's latency has passed since it arrived."""
-        self.server_state._wait(self._answer_at - time.monotonic())
 
     def _send(self, status: int, payload: bytes, *, content_type: str, headers: dict[str, str] | None = None) -> None:
         self._hold()

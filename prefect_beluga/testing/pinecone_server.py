@@ -60,7 +60,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
+from prefect_beluga.testing._loopback import Fault, LoopbackHandler, LoopbackServer, RecordedRequest
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -480,23 +480,9 @@ def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     return True
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     server_state: PineconeServer
-    protocol_version = "HTTP/1.1"
     server_version = "pinecone-loopback/1.0"
-    _answer_at = 0.0  # when the current request may be answered (monotonic clock)
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
         state = self.server_state
@@ -586,10 +572,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-
-    def _hold(self) -> None:
-        """Wait until the request's latency has passed since it arrived."""
-        self.server_state._wait(self._answer_at - time.monotonic())
 
     def _send(self, path: str, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self._hold()
