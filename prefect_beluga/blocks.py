@@ -327,10 +327,10 @@ class EmbeddedVectorStoreBlock(VectorStoreBlock):
     """The embedded vector store (numpy, in the flow's process), kept in one file between runs.
 
     `get_store()` reads the file (or starts empty when there is none yet); after adding
-    documents, `persist(store)` writes it back atomically. The file lives on one machine: use it
-    for local runs and a single worker, and `PineconeVectorStoreBlock` when several machines
-    share the store. Two runs writing at once each save their own copy (the last one wins), so
-    run ingestion one at a time (e.g. a deployment concurrency limit of 1).
+    documents, `persist(store)` merges what the store changed into the file, under a file lock,
+    and writes it atomically: two runs ingesting at once both keep their documents. The file
+    lives on one machine: use it for local runs and workers on that machine, and
+    `PineconeVectorStoreBlock` when several machines share the store.
 
     Examples:
         Load the store, add documents and keep them:
@@ -370,13 +370,17 @@ class EmbeddedVectorStoreBlock(VectorStoreBlock):
         return store
 
     def persist(self, store: VectorStore) -> None:
-        """Save `store` to `path` (atomically: a crash leaves the previous file whole)."""
+        """Merge what `store` changed since `get_store()` (or the last persist) into the file at `path`.
+
+        Atomic (a crash leaves the previous file whole) and locked: what other runs persisted
+        meanwhile is kept; see `InMemoryVectorStore.save_changes`.
+        """
         if not isinstance(store, InMemoryVectorStore):
             raise ValidationError(
                 f"EmbeddedVectorStoreBlock.persist: expected an InMemoryVectorStore, got {type(store).__name__}"
             )
         self._check_dimension(store)
-        store.save(self.path)
+        store.save_changes(self.path)
 
     def _check_dimension(self, store: InMemoryVectorStore) -> None:
         if self.dimension is not None and store.dimension is not None and store.dimension != self.dimension:

@@ -270,6 +270,16 @@ def test_embedded_store_block_starts_empty_persists_and_reloads(tmp_path):
     assert len(block.get_store()) == 3  # nothing lost
 
 
+def test_embedded_store_block_runs_persisting_at_once_both_keep_their_documents(tmp_path):
+    block = EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz"), dimension=64)
+    first, second = block.get_store(), block.get_store()  # two flow runs, started together
+    first.add_documents(DOCS[:2], HashingEmbedder(64))
+    second.add_documents(DOCS[2:], HashingEmbedder(64))
+    block.persist(first)
+    block.persist(second)
+    assert sorted(d.id for d in block.get_store().get_by_ids([d.id for d in DOCS])) == sorted(d.id for d in DOCS)
+
+
 # -- loading "the vector store block called X" --------------------------------------------------
 
 

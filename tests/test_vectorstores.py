@@ -215,6 +215,81 @@ def test_loading_something_else_is_a_clear_error(tmp_path):
         InMemoryVectorStore.load(tmp_path / "missing.npz")
 
 
+# --- several writers of one file ------------------------------------------------------------
+
+
+def test_save_changes_keeps_what_another_writer_saved_meanwhile(tmp_path, embedder):
+    path = tmp_path / "shared.npz"
+    base = InMemoryVectorStore()
+    base.add_documents(chunks("base.md"), embedder)
+    base.save(path)
+    first, second = InMemoryVectorStore.load(path), InMemoryVectorStore.load(path)
+    first.add_documents(chunks("first.md"), embedder)
+    first.delete([document_id(chunks("base.md")[0])])
+    second.add_documents(chunks("second.md"), embedder)
+    edited = chunks("base.md")[1].model_copy(update={"page_content": "Prefect runs flows, edited by the second run."})
+    second.add_documents([edited], embedder)
+
+    first.save_changes(path)
+    second.save_changes(path)  # the file changed since `second` loaded it: merged, not overwritten
+
+    saved = InMemoryVectorStore.load(path)
+    sources = sorted(d.metadata["source"] for d in saved.get_by_ids(saved._ids))
+    assert sources == ["base.md"] * 2 + ["first.md"] * 3 + ["second.md"] * 3  # base chunk 0 deleted by `first`
+    assert saved.get_by_ids([document_id(edited)])[0].page_content.endswith("edited by the second run.")
+    # the merged file is now `second`'s contents too, and what a search ranks first
+    assert sorted(second._ids) == sorted(saved._ids) and np.array_equal(second.vectors, saved.vectors)
+    assert saved.similarity_search_by_query("edited by the second run", 1, embedder)[0][0].id == document_id(edited)
+
+
+def test_save_changes_of_a_sole_writer_is_save(tmp_path, embedder):
+    path = tmp_path / "own.npz"
+    store = InMemoryVectorStore()
+    store.add_documents(chunks(), embedder)
+    store.save_changes(path)  # no file yet
+    store.delete([document_id(chunks()[2])])
+    store.save_changes(path)  # nobody else wrote it: the file becomes this store
+    assert sorted(InMemoryVectorStore.load(path)._ids) == sorted(store._ids) and len(store) == 2
+
+
+def test_save_changes_refuses_vectors_of_another_dimension(tmp_path, embedder):
+    path = tmp_path / "dims.npz"
+    wide = InMemoryVectorStore()
+    wide.add_documents(chunks(), embedder)
+    wide.save(path)
+    narrow = InMemoryVectorStore()
+    narrow.add_documents(chunks("narrow.md"), HashingEmbedder(dimension=16))
+    with pytest.raises(ValidationError, match="dimension"):
+        narrow.save_changes(path)
+    assert len(InMemoryVectorStore.load(path)) == 3  # the file is untouched
+
+
+_WRITER = """
+import sys
+from prefect_beluga.embeddings import HashingEmbedder
+from prefect_beluga.schema import Document
+from prefect_beluga.vectorstores import InMemoryVectorStore
+
+path, name = sys.argv[1], sys.argv[2]
+embedder = HashingEmbedder(dimension=32)
+store = InMemoryVectorStore(32)
+for round in range(15):  # each round: one new document, merged into the shared file
+    store.add_documents([Document(page_content=f"{name} {round}", metadata={"source": name, "chunk": round})], embedder)
+    store.save_changes(path)
+"""
+
+
+def test_processes_saving_one_file_at_once_lose_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared.npz"
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), f"writer{n}"]) for n in range(3)]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0, 0]
+    saved = InMemoryVectorStore.load(path)
+    assert len(saved) == 45 and len(set(saved._ids)) == 45
+
+
 def test_pickles_and_many_small_upserts(embedder):
     store = InMemoryVectorStore()
     for i in range(300):  # the matrix grows geometrically, not by one copy per call

@@ -6,6 +6,11 @@
     >>> store.add_documents(chunks, HashingEmbedder())        # doctest: +SKIP
     >>> store.save("index.npz")                               # doctest: +SKIP
     >>> store = InMemoryVectorStore.load("index.npz")         # doctest: +SKIP
+    >>> store.save_changes("index.npz")  # merge, under a lock, with what others saved meanwhile
+
+Several processes may share one file: `save_changes` writes only what this store changed since
+it was loaded (or last saved), over whatever the file holds by then, so two flow runs ingesting
+at once both keep their documents.
 
 Memory: a float32 row per chunk (dimension x 4 bytes: 1.5 KiB at 384) plus the chunk's text and
 metadata as Python objects. 100,000 chunks of dimension 384 need 147 MiB of vectors; with
@@ -22,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.schema import Document
@@ -36,7 +42,8 @@ class InMemoryVectorStore(VectorStore):
     The default store: nothing to run, safe to share between threads. Upserts by id: adding a
     document whose id is already stored replaces it in place. `save(path)` writes one `.npz`
     file atomically (a temporary file renamed over the old one, so a crash never leaves half a
-    file); `InMemoryVectorStore.load(path)` reads it back.
+    file); `InMemoryVectorStore.load(path)` reads it back. When others may write the file too,
+    `save_changes(path)` merges this store's upserts and deletes into it instead.
 
     Args:
         dimension: Vector length; set by the first upsert when omitted.
@@ -63,6 +70,9 @@ class InMemoryVectorStore(VectorStore):
         self._documents: list[Document] = []
         self._buffer = np.zeros((0, dimension or 0), dtype=np.float32)  # rows [0, len) are in use
         self._lock = threading.RLock()
+        # Since the last load or save: id -> True (upserted) or False (deleted), for save_changes.
+        self._changes: dict[str, bool] = {}
+        self._stamp: tuple[int, ...] | None = None  # the file as last loaded or saved
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -113,6 +123,9 @@ class InMemoryVectorStore(VectorStore):
         if not np.isfinite(matrix).all():
             row = int(np.argwhere(~np.isfinite(matrix))[0][0])
             raise ValidationError(f"upsert: the vector for id {ids[row]!r} contains NaN or infinity")
+        self._write(ids, matrix, documents)
+
+    def _write(self, ids: Sequence[str], matrix: np.ndarray, documents: Sequence[Document]) -> None:
         with self._lock:
             self.check_vector(matrix[0], "a vector being added", self.dimension)
             if self.dimension is None:
@@ -134,6 +147,7 @@ class InMemoryVectorStore(VectorStore):
                     self._position[id_] = start + offset
                     self._ids.append(id_)
                     self._documents.append(documents[row])
+            self._changes.update(dict.fromkeys(latest, True))
 
     def _reserve(self, rows: int) -> None:
         """Grow the matrix geometrically, so many small upserts cost amortised O(1) copies each."""
@@ -178,8 +192,11 @@ class InMemoryVectorStore(VectorStore):
             return [documents[i] for i in top], [float(scores[i]) for i in top]
 
     async def adelete(self, ids: Sequence[str]) -> None:
-        ids = check_ids(ids, where="delete")
+        self._remove(check_ids(ids, where="delete"))
+
+    def _remove(self, ids: Sequence[str]) -> None:
         with self._lock:
+            self._changes.update(dict.fromkeys(ids, False))
             drop = {self._position[i] for i in ids if i in self._position}
             if not drop:
                 return
@@ -197,7 +214,11 @@ class InMemoryVectorStore(VectorStore):
     # -- persistence ----------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the store to `path` (an `.npz` file), atomically: readers see the old file or the new one."""
+        """Write the store to `path` (an `.npz` file), atomically: readers see the old file or the new one.
+
+        The file becomes exactly this store: what another process saved there meanwhile is
+        replaced. Use `save_changes` when others may write the same file.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
@@ -213,16 +234,53 @@ class InMemoryVectorStore(VectorStore):
                     np.savez(file, vectors=vectors, records=np.frombuffer(records, dtype=np.uint8))
                     file.flush()
                     os.fsync(file.fileno())
+                    stamp = _stamp(os.fstat(file.fileno()))
                 os.replace(temporary, path)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
                 raise
+            self._changes.clear()
+            self._stamp = stamp
+
+    def save_changes(self, path: str | os.PathLike[str]) -> None:
+        """Merge what this store changed since it was loaded (or last saved) into the file at `path`.
+
+        Under a lock on the file (`.NAME.lock` beside it, for processes on this machine): when the
+        file is no longer the one this store last loaded or saved, it is read again, this
+        store's upserts and deletes are applied to it, and the result is saved atomically and
+        becomes this store's contents. Two flow runs writing one file at once both keep their
+        documents; an id both wrote holds the last writer's version. When nobody else wrote the
+        file, this is `save(path)`.
+
+        Raises:
+            ValidationError: the file is not a saved store, or holds vectors of another dimension.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_name(f".{path.name}.lock")), self._lock:
+            try:
+                current = _stamp(os.stat(path))
+            except FileNotFoundError:
+                current = None
+            if current is None or current == self._stamp:
+                self.save(path)
+                return
+            merged = type(self).load(path)
+            merged._remove([id_ for id_, upserted in self._changes.items() if not upserted])
+            rows = [self._position[id_] for id_, upserted in self._changes.items() if upserted]
+            if rows:
+                merged._write([self._ids[r] for r in rows], self._buffer[rows], [self._documents[r] for r in rows])
+            merged.save(path)
+            del merged.__dict__["_lock"]
+            self.__dict__.update(merged.__dict__)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> InMemoryVectorStore:
         """A store read from a file written by `save`."""
         try:
-            with np.load(Path(path), allow_pickle=False) as data:
+            # Stamped through the open file: a save replacing it meanwhile makes a new file.
+            with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
+                stamp = _stamp(os.fstat(file.fileno()))
                 vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
                 records = json.loads(data["records"].tobytes().decode("utf-8"))
             if records.get("format") != _FORMAT:
@@ -239,7 +297,13 @@ class InMemoryVectorStore(VectorStore):
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
             raise ValidationError(f"InMemoryVectorStore.load: {path} is not a saved store ({exc})") from None
         store._position = {id_: p for p, id_ in enumerate(store._ids)}
+        store._stamp = stamp
         return store
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    """Which file this is: `save` always writes a new file and renames it into place."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 __all__ = ["InMemoryVectorStore"]
