@@ -37,6 +37,11 @@ Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its
 2. 1,000 zero-latency nodes (a seeded random layered DAG of the same shape, 20 layers of
    about 50 no-op async nodes): per-node overhead, wall / 1000, for every engine above.
 
+3. With `--seeds N`: the 100-node DAG of each seed 0 .. N-1, run by plain asyncio, ours
+   end-to-end and LangGraph only. How much faster a dataflow engine can be than a superstep
+   engine depends on the DAG drawn (LangGraph / asyncio is that ceiling), so this prints
+   LangGraph / ours beside it for every seed, not for one seed alone.
+
 Every engine is warmed up once per DAG, then measured `--repeat` times (default 3); the
 figures are medians (min and max are printed too). Before each run (untimed) it waits until
 the API has recorded every task run so far, then idles `--gap` seconds: task-run events are
@@ -46,7 +51,7 @@ PrefectHQ/prefect#18934). The in-flow figures create no flow run at all. Waiting
 is most of the running time: about 20 minutes on a 2-core machine.
 
     python benchmarks/graph_scheduling.py [--repeat 3] [--gap 0.5] [--seed 7] [--profile]
-                                          [--parts 40,100,1000]
+                                          [--parts 40,100,1000] [--seeds 10]
 
 `--parts` runs only some of the DAGs (40 and 100 sleeping nodes, 1000 zero-latency nodes);
 `--parts 1000 --profile` is the quick way to the per-task profile.
@@ -371,8 +376,9 @@ API = Api()
 class Bench:
     """Warm-up, repeat and time the engines on one DAG."""
 
-    def __init__(self, dag: Dag, repeat: int, gap: float) -> None:
+    def __init__(self, dag: Dag, repeat: int, gap: float, seed: int = 0) -> None:
         self.dag = dag
+        self.seed = seed
         self.repeat = repeat
         self.gap = gap
         self.input = {"input": "bench"}
@@ -426,6 +432,17 @@ class Bench:
         default = build_ours(dag, artifact=True)
         await self.time("ours end-to-end, artifact", lambda: default.ainvoke(self.input), tasks=True)
 
+        if StateGraph is not None:
+            lang = build_langgraph(dag)
+            config = {"recursion_limit": 10 * (dag.layers + 3)}
+            await self.time("LangGraph", lambda: lang.ainvoke(self.input, config))
+
+    async def run_core(self) -> None:
+        """Only the engines compared across seeds: ideal, ours end-to-end, LangGraph."""
+        dag = self.dag
+        await self.time("asyncio", lambda: run_asyncio(dag))
+        ours = build_ours(dag, artifact=False)
+        await self.time("ours end-to-end", lambda: ours.ainvoke(self.input), tasks=True)
         if StateGraph is not None:
             lang = build_langgraph(dag)
             config = {"recursion_limit": 10 * (dag.layers + 3)}
@@ -534,6 +551,26 @@ def report_overhead(bench: Bench) -> None:
     print(f"\nmin-max s: {spread}")
 
 
+def report_seeds(benches: list[Bench]) -> None:
+    """One row per seed: how much of what dataflow can gain over supersteps on that DAG we get."""
+    nodes = len(benches[0].dag.nodes)
+    print(f"\n### {nodes} nodes, seeds {benches[0].seed}-{benches[-1].seed}: "
+          "ours end-to-end against LangGraph on each seed's DAG (medians)\n")
+    print("| seed | critical path s | superstep bound | asyncio | ours end-to-end | LangGraph "
+          "| LangGraph / ours | LangGraph / asyncio (the most any engine gets) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    ratios = []
+    for b in benches:
+        cp = b.dag.critical_path()
+        lang, ours, ideal = b.median("LangGraph"), b.median("ours end-to-end"), b.median("asyncio")
+        ratios.append(lang / ours)
+        print(f"| {b.seed} | {cp:.3f} | {b.dag.superstep_bound() / cp:.3f}x | {ideal / cp:.3f}x "
+              f"| {ours / cp:.3f}x | {lang / cp:.3f}x | **{lang / ours:.2f}x** | {lang / ideal:.2f}x |")
+    reached = sum(r >= 1.75 for r in ratios)
+    print(f"\nLangGraph / ours over {len(ratios)} seeds: median {statistics.median(ratios):.2f}x, "
+          f"range {min(ratios):.2f}x-{max(ratios):.2f}x; >= 1.75x on {reached} of {len(ratios)}")
+
+
 async def profile(dag: Dag, top: int) -> None:
     """cProfile one warm in-flow run of `dag` (no flow-run creation in the profile)."""
     import cProfile
@@ -619,6 +656,12 @@ async def main_async(args: argparse.Namespace) -> None:
     noop = Bench(random_dag(NOOP_NODES, NOOP_LAYERS, args.seed, zero_latency=True), args.repeat, args.gap)
     if NOOP_NODES in parts:
         await noop.run_all()
+    spread = []
+    for seed in range(args.seeds):
+        print(f"\nseed {seed}:", file=sys.stderr, flush=True)
+        bench = Bench(random_dag(100, SIZES[100], seed), args.repeat, args.gap, seed)
+        await bench.run_core()
+        spread.append(bench)
 
     from importlib.metadata import PackageNotFoundError, version
 
@@ -635,6 +678,8 @@ async def main_async(args: argparse.Namespace) -> None:
         report_latency(benches, args.seed)
     if noop.samples:
         report_overhead(noop)
+    if spread and StateGraph is not None:
+        report_seeds(spread)
     print(f"\nRetryable 503s from the API absorbed by our client's fast retry (BusyRetryTransport): "
           f"{busy_retries()}")
     if args.profile:
@@ -654,6 +699,10 @@ def main() -> None:
     parser.add_argument("--parts", default="40,100,1000",
                         help="which DAGs to run: 40, 100 (sleeping nodes), 1000 (zero-latency); "
                         "comma-separated (default all)")
+    parser.add_argument("--seeds", type=int, default=0,
+                        help="also run the 100-node DAG of seeds 0 .. SEEDS-1 (asyncio, ours "
+                        "end-to-end, LangGraph only) and print LangGraph / ours per seed; "
+                        "use --parts '' for only this")
     parser.add_argument("--profile", action="store_true",
                         help="also cProfile one in-flow run of the 1,000-node graph")
     asyncio.run(main_async(parser.parse_args()))
