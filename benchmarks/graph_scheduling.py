@@ -670,7 +670,8 @@ async def main_async(args: argparse.Namespace) -> None:
     except PackageNotFoundError:
         langgraph_version = "not installed"
 
-    print(f"\n## Graph scheduling (seed {args.seed}, {args.repeat} runs after a warm-up, medians)")
+    seeds = f"seeds 0-{args.seeds - 1}" if args.seeds and not (benches or noop.samples) else f"seed {args.seed}"
+    print(f"\n## Graph scheduling ({seeds}, {args.repeat} runs after a warm-up, medians)")
     print(f"\nPrefect {version('prefect')}, LangGraph {langgraph_version}, "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load average "
           f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
