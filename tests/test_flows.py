@@ -6,6 +6,7 @@ Pinecone runs go through the official SDKs to the loopback servers.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -89,6 +90,25 @@ async def test_ingest_rewrites_an_edited_file_and_drops_its_lost_chunks(docs, of
     assert len(stored) == after["chunks"] == before["chunks"] - after["stale_deleted"]
     texts = " ".join(d.page_content for d in stored.get_by_ids(stored._ids))
     assert "Sentence number 11" not in texts and "short now" in texts
+
+
+async def test_two_ingests_into_one_embedded_store_at_once_both_keep_their_chunks(openai_server, tmp_path):
+    """Each run loads the store, then persists after every batch; the embeddings take 1 s each,
+    so both runs hold the store at once and persist in turns into the same file."""
+    openai_server.latency = 1.0
+    credentials = OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url)
+    blocks = {"embedder_block": unique("emb"), "vector_store_block": unique("store")}
+    await EmbedderBlock(provider="openai", dimension=16, credentials=credentials).asave(blocks["embedder_block"])
+    await EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).asave(blocks["vector_store_block"])
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    folders = [write_docs(tmp_path / name, {f"{name}-{file}": text for file, text in DOCS.items()}) for name in "ab"]
+
+    reports = await asyncio.gather(*(
+        rag_ingest(str(folder), chunk_size=20, chunk_overlap=0, batch_size=1, **blocks) for folder in folders
+    ))
+    stored = InMemoryVectorStore.load(tmp_path / "store.npz")
+    sources = {Path(d.metadata["source"]).name[0] for d in stored.get_by_ids(stored._ids)}
+    assert sources == {"a", "b"} and len(stored) == sum(r["written"] for r in reports) > 2
 
 
 async def test_ingest_artifacts_show_progress_and_a_report(docs, offline_blocks):
