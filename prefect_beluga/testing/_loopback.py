@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from typing_extensions import Self
 
@@ -186,8 +188,9 @@ class LoopbackServer:
 class LoopbackHandler(BaseHTTPRequestHandler):
     """The request handler both servers build on: keep-alive, quiet, and `latency` kept.
 
-    Subclasses implement `_handle(method)`, starting the clock with `self._answer_at = ...`
-    and calling `_hold()` before the first byte of the reply.
+    It reads and records each request (a body that is not JSON is recorded as None), starts
+    its latency clock and hands it, with the scripted fault it drew, to `_respond(request,
+    fault)`, which subclasses implement, calling `_hold()` before the first byte of the reply.
     """
 
     server_state: LoopbackServer
@@ -207,6 +210,26 @@ class LoopbackHandler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
+        state = self.server_state
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        request = RecordedRequest(method, urlsplit(self.path).path, headers, body, raw)
+        fault = state._record(request)
+        try:
+            # `latency` is the response time: the reply's own work happens within it.
+            self._answer_at = time.monotonic() + state.latency
+            self._respond(request, fault)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            state._done()
+
+    def _respond(self, request: RecordedRequest, fault: Fault | None) -> None:
         raise NotImplementedError
 
     def _hold(self) -> None:

@@ -223,48 +223,33 @@ class _Handler(LoopbackHandler):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _handle(self, method: str) -> None:
+    def _respond(self, request: RecordedRequest, fault: Fault | None) -> None:
         state = self.server_state
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        path = self.path.split("?", 1)[0]
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fault = state._record(RecordedRequest(method, path, headers, body, raw))
-        try:
-            # `latency` is the response time: the reply's own work happens within it.
-            self._answer_at = time.monotonic() + state.latency
-            if fault is not None and self._apply(fault):
-                return
-            if state.api_key is not None and headers.get("authorization") != f"Bearer {state.api_key}":
-                sent = headers.get("authorization", "")[7:]
-                message = (
-                    f"Incorrect API key provided: {_mask(sent)}. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys."
-                    if sent
-                    else "You didn't provide an API key."
-                )
-                self._error(401, message)
-                return
-            route = {
-                ("POST", "/v1/chat/completions"): self._chat,
-                ("POST", "/v1/embeddings"): self._embeddings,
-                ("GET", "/v1/models"): self._models,
-            }.get((method, path))
-            if route is None:
-                self._error(404, f"Invalid URL ({method} {path})")
-                return
-            if method == "POST" and not isinstance(body, dict):
-                self._error(400, "We could not parse the JSON body of your request.")
-                return
-            route(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            state._done()
+        method, path, headers, body = request.method, request.path, request.headers, request.body
+        if fault is not None and self._apply(fault):
+            return
+        if state.api_key is not None and headers.get("authorization") != f"Bearer {state.api_key}":
+            sent = headers.get("authorization", "")[7:]
+            message = (
+                f"Incorrect API key provided: {_mask(sent)}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+                if sent
+                else "You didn't provide an API key."
+            )
+            self._error(401, message)
+            return
+        route = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/embeddings"): self._embeddings,
+            ("GET", "/v1/models"): self._models,
+        }.get((method, path))
+        if route is None:
+            self._error(404, f"Invalid URL ({method} {path})")
+            return
+        if method == "POST" and not isinstance(body, dict):
+            self._error(400, "We could not parse the JSON body of your request.")
+            return
+        route(body)
 
     def _apply(self, fault: Fault) -> bool:
         """Act out `fault`; True if the request is thereby answered (or dropped)."""

@@ -484,46 +484,31 @@ class _Handler(LoopbackHandler):
     server_state: PineconeServer
     server_version = "pinecone-loopback/1.0"
 
-    def _handle(self, method: str) -> None:
-        state = self.server_state
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = ValueError
-        parts = urlsplit(self.path)
-        path, query = parts.path, parse_qs(parts.query)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        fault = state._record(RecordedRequest(method, path, headers, None if body is ValueError else body, raw))
-        try:
-            # `latency` is the response time: the reply's own work happens within it.
-            self._answer_at = time.monotonic() + state.latency
-            drop_after = False
-            if fault is not None:
-                if fault.kind == "drop_after":
-                    drop_after = True
-                elif self._apply(fault, path):
-                    return
-            if state.api_key is not None and headers.get("api-key") != state.api_key:
-                self._error(path, 401, "Invalid API Key" if headers.get("api-key") else "Missing API Key")
+    def _respond(self, request: RecordedRequest, fault: Fault | None) -> None:
+        state, path = self.server_state, request.path
+        drop_after = False
+        if fault is not None:
+            if fault.kind == "drop_after":
+                drop_after = True
+            elif self._apply(fault, path):
                 return
-            try:
-                reply = self._route(method, path, query, body, len(raw))
-            except _BadRequest as exc:
-                if drop_after:
-                    self._drop()
-                    return
-                self._error(path, exc.status, str(exc))
-                return
+        api_key = request.headers.get("api-key")
+        if state.api_key is not None and api_key != state.api_key:
+            self._error(path, 401, "Invalid API Key" if api_key else "Missing API Key")
+            return
+        query = parse_qs(urlsplit(self.path).query)
+        try:
+            reply = self._route(request.method, path, query, request.body, len(request.raw))
+        except _BadRequest as exc:
             if drop_after:
                 self._drop()
                 return
-            self._json(path, 200, reply)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        finally:
-            state._done()
+            self._error(path, exc.status, str(exc))
+            return
+        if drop_after:
+            self._drop()
+            return
+        self._json(path, 200, reply)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any, size: int) -> dict[str, Any]:
         state = self.server_state
