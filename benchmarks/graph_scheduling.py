@@ -432,10 +432,7 @@ class Bench:
         default = build_ours(dag, artifact=True)
         await self.time("ours end-to-end, artifact", lambda: default.ainvoke(self.input), tasks=True)
 
-        if StateGraph is not None:
-            lang = build_langgraph(dag)
-            config = {"recursion_limit": 10 * (dag.layers + 3)}
-            await self.time("LangGraph", lambda: lang.ainvoke(self.input, config))
+        await self.time_langgraph()
 
     async def run_core(self) -> None:
         """Only the engines compared across seeds: ideal, ours end-to-end, LangGraph."""
@@ -443,10 +440,14 @@ class Bench:
         await self.time("asyncio", lambda: run_asyncio(dag))
         ours = build_ours(dag, artifact=False)
         await self.time("ours end-to-end", lambda: ours.ainvoke(self.input), tasks=True)
-        if StateGraph is not None:
-            lang = build_langgraph(dag)
-            config = {"recursion_limit": 10 * (dag.layers + 3)}
-            await self.time("LangGraph", lambda: lang.ainvoke(self.input, config))
+        await self.time_langgraph()
+
+    async def time_langgraph(self) -> None:
+        if StateGraph is None:
+            return
+        lang = build_langgraph(self.dag)
+        config = {"recursion_limit": 10 * (self.dag.layers + 3)}
+        await self.time("LangGraph", lambda: lang.ainvoke(self.input, config))
 
     def median(self, label: str) -> float:
         return statistics.median(self.samples[label])

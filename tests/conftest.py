@@ -123,7 +123,7 @@ def stop_process_group(process, timeout: float = 15.0) -> None:
 def write_docs(directory: Path, docs: dict[str, str]) -> Path:
     """A `docs` folder under `directory` holding `docs` (file name -> text), for ingest tests."""
     folder = directory / "docs"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     for name, text in docs.items():
         (folder / name).write_text(text)
     return folder

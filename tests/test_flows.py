@@ -100,7 +100,6 @@ async def test_two_ingests_into_one_embedded_store_at_once_both_keep_their_chunk
     blocks = {"embedder_block": unique("emb"), "vector_store_block": unique("store")}
     await EmbedderBlock(provider="openai", dimension=16, credentials=credentials).asave(blocks["embedder_block"])
     await EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).asave(blocks["vector_store_block"])
-    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     folders = [write_docs(tmp_path / name, {f"{name}-{file}": text for file, text in DOCS.items()}) for name in "ab"]
 
     reports = await asyncio.gather(*(
