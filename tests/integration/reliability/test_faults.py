@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import write_docs
+from prefect_beluga.testing.helpers import write_docs
 import rag_ingest as rag_ingest_module
 from pinecone.errors import ServiceError
 from pydantic import SecretStr
