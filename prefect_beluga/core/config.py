@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 
@@ -42,7 +42,7 @@ class RunConfig:
             )
 
 
-ConfigLike = Union[RunConfig, Mapping[str, Any], None]
+ConfigLike = RunConfig | Mapping[str, Any] | None
 
 
 def ensure_config(config: ConfigLike) -> RunConfig:

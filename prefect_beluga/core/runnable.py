@@ -183,7 +183,7 @@ def _is_async_callable(func: Callable[..., Any]) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself (an async __call__), not a callable check
     )
 
 

@@ -91,7 +91,7 @@ class HashingEmbedder(Embedder):
         """The features of `text` and how often each occurs: words, then "word word" pairs."""
         words = [_stem(w) for w in _WORD.findall(text.casefold())]
         content = [w for w in words if w not in _STOPWORDS] or words
-        return Counter(content + [f"{a} {b}" for a, b in zip(content, content[1:])])
+        return Counter(content + [f"{a} {b}" for a, b in zip(content, content[1:], strict=False)])
 
     def embed_text(self, text: str) -> list[float]:
         """The vector of one text (all zeros for a text without any word)."""

@@ -11,8 +11,9 @@ Texts are grouped into requests of at most `batch_size` inputs and `max_batch_to
 requests run concurrently, at most `max_concurrency` at a time, and the vectors come back in
 input order. A text longer than the model's per-input limit (8191 tokens) is rejected with a
 `ValidationError` naming its index — it is not split or cut, since one input must give one
-vector (split long documents first, e.g. with `prefect_beluga.tokens.split_by_tokens`). As with the chat model, the SDK's retries are off:
-the Prefect retry policy of the step retries failed calls (429/5xx/connection errors).
+vector (split long documents first, e.g. with `prefect_beluga.tokens.split_by_tokens`). As with
+the chat model, the SDK's retries are off: the Prefect retry policy of the step retries failed
+calls (429/5xx/connection errors).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga._openai_client import ClientPerLoop, resolve_api_key
+from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.secrets import scrub
 from prefect_beluga.embeddings.base import Embedder, check_texts
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.tokens import encoding_for
 
 #: Native vector sizes of OpenAI's embedding models.
@@ -185,7 +186,7 @@ class OpenAIEmbedder(Embedder):
         async def run(indexes: list[int]) -> None:
             async with limit:
                 vectors = await self._request([texts[i] for i in indexes])
-            for index, vector in zip(indexes, vectors):
+            for index, vector in zip(indexes, vectors, strict=True):
                 results[index] = vector
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]
@@ -213,7 +214,8 @@ class OpenAIEmbedder(Embedder):
                 f"{self!r}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
             ) from None
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != len(batch):
             count = len(data) if isinstance(data, list) else "no"

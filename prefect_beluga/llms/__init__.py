@@ -11,7 +11,8 @@
 Without a key, `llms.Factory().create_provider("offline")` answers from the context it is given.
 """
 
-from prefect_beluga.llms._client import OPENAI_API_KEY_ENV, ProviderResponseError
+from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
+from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.factory import Factory, create_provider

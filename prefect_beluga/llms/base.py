@@ -13,7 +13,15 @@ from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.llms.config import Config
-from prefect_beluga.schema import AIMessage, AnyMessage, BaseMessage, ChatResult, HumanMessage, SystemMessage, ToolMessage
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    ChatResult,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 

@@ -8,8 +8,8 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.llms._client import OPENAI_API_KEY_ENV
 
 
 def http_url(value: str | None) -> str | None:

@@ -24,9 +24,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga._openai_client import ClientPerLoop, resolve_api_key
+from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.secrets import scrub
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, ToolCall, Usage
@@ -89,7 +89,8 @@ class OpenAIChatModel(ChatModel):
                 f"{self._where()}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
             ) from None
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
 
     def _where(self) -> str:
         server = self.config.base_url or "api.openai.com"
@@ -145,7 +146,8 @@ class OpenAIChatModel(ChatModel):
         except ProviderResponseError:
             raise
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
         content = "".join(parts)
         yield ChatResult(
             message=AIMessage(content),
