@@ -5,13 +5,12 @@ without internet access. This module never downloads: it builds `tiktoken.Encodi
 local copies of the files, checked against the SHA-256 that tiktoken itself expects.
 
 Examples:
-    >>> from prefect_beluga import tokens
-    >>> tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")
-    5
-    >>> tokens.truncate("one two three four", 2)
-    'one two'
-    >>> tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)
-    ['a b', ' b c', ' c d', ' d e']
+    ```python
+    from prefect_beluga import tokens
+    tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")  # 5
+    tokens.truncate("one two three four", 2)  # 'one two'
+    tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)  # ['a b', ' b c', ' c d', ' d e']
+    ```
 
 Where the files come from, in this order (the first file whose hash matches wins):
 

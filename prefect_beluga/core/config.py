@@ -22,8 +22,10 @@ class RunConfig:
             nodes in a graph.
 
     Examples:
-        >>> chain.invoke({"input": "hi"}, RunConfig(run_name="nightly", tags=["rag"]))
-        >>> chain.invoke({"input": "hi"}, {"tags": ["rag"]})   # a dict works too
+        ```python
+        chain.invoke({"input": "hi"}, RunConfig(run_name="nightly", tags=["rag"]))
+        chain.invoke({"input": "hi"}, {"tags": ["rag"]})   # a dict works too
+        ```
     """
 
     run_name: str | None = None

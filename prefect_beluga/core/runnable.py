@@ -24,13 +24,14 @@ class Runnable:
     in a worker thread when called from async code, so it never blocks the event loop.
 
     Examples:
-        >>> class SimpleStep(Runnable):
-        ...     def __init__(self, name):
-        ...         self.name = name
-        ...     def invoke(self, input, config=None):
-        ...         return {"output": f"Result from {self.name}"}
-        >>> SimpleStep("step1").invoke({"input": "test"})
-        {'output': 'Result from step1'}
+        ```python
+        class SimpleStep(Runnable):
+            def __init__(self, name):
+                self.name = name
+            def invoke(self, input, config=None):
+                return {"output": f"Result from {self.name}"}
+        SimpleStep("step1").invoke({"input": "test"})  # {'output': 'Result from step1'}
+        ```
     """
 
     name: str

@@ -18,8 +18,10 @@ class Embedder(Runnable, ABC):
     `{"texts": [...]}` to `{"embeddings": [...]}` and `{"input": str}` to `{"embedding": [...]}`.
 
     Examples:
-        >>> vectors = embedder.embed_documents(["a", "b"])
-        >>> query_vector = await embedder.aembed_query("what is a?")
+        ```python
+        vectors = embedder.embed_documents(["a", "b"])
+        query_vector = await embedder.aembed_query("what is a?")
+        ```
     """
 
     dimension: int

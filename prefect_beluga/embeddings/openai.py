@@ -1,10 +1,11 @@
 """OpenAI embeddings through the official SDK, batched by count and by token budget.
 
-    >>> from prefect_beluga.embeddings import OpenAIEmbedder
-    >>> embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
-    >>> vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
-    >>> len(vectors), len(vectors[0])
-    (2, 1536)
+```python
+from prefect_beluga.embeddings import OpenAIEmbedder
+embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
+vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
+len(vectors), len(vectors[0])  # (2, 1536)
+```
 
 Texts are grouped into requests of at most `batch_size` inputs and `max_batch_tokens` tokens
 (counted with tiktoken, offline, wherever a text's length in bytes does not settle it); the
@@ -66,8 +67,10 @@ class OpenAIEmbedder(Embedder):
         timeout: Seconds one HTTP request may take.
 
     Examples:
-        >>> OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
-        >>> OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        ```python
+        OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
+        OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        ```
     """
 
     def __init__(

@@ -48,11 +48,13 @@ class ChatModel(Runnable, ABC):
     deltas as `str`.
 
     Examples:
-        >>> reply = llm.generate([SystemMessage("Be brief."), HumanMessage("What is AI?")])
-        >>> reply.content, reply.usage.total_tokens
-        >>> for delta in llm.stream("Tell me a story"):
-        ...     print(delta, end="")
-        >>> Chain([llm]).invoke({"input": "What is AI?"})["output"]
+        ```python
+        reply = llm.generate([SystemMessage("Be brief."), HumanMessage("What is AI?")])
+        reply.content, reply.usage.total_tokens
+        for delta in llm.stream("Tell me a story"):
+            print(delta, end="")
+        Chain([llm]).invoke({"input": "What is AI?"})["output"]
+        ```
     """
 
     config: Config

@@ -32,12 +32,13 @@ class Factory:
     and "offline" (`OfflineChatModel`). The registry is shared by every Factory.
 
     Examples:
-        >>> config = Config(provider="openai", model_name="gpt-4o-mini", api_key=key)
-        >>> llm = Factory().create_provider("openai", config)
-        >>> Factory.register("echo", lambda config: EchoModel(config))   # your own provider
-        >>> Factory().create_provider("echo", Config(model_name="echo-1"))
-        >>> Factory.providers()
-        ['echo', 'offline', 'openai']
+        ```python
+        config = Config(provider="openai", model_name="gpt-4o-mini", api_key=key)
+        llm = Factory().create_provider("openai", config)
+        Factory.register("echo", lambda config: EchoModel(config))   # your own provider
+        Factory().create_provider("echo", Config(model_name="echo-1"))
+        Factory.providers()  # ['echo', 'offline', 'openai']
+        ```
     """
 
     _registry: ClassVar[dict[str, ProviderBuilder]] = {"openai": _openai, "offline": _offline}

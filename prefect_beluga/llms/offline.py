@@ -1,12 +1,13 @@
 """An offline chat model: answers by quoting the context it is given. No key, no network.
 
-    >>> from prefect_beluga import llms, schema
-    >>> llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
-    >>> llm.generate([
-    ...     schema.SystemMessage("Context: Prefect schedules flows. Pinecone stores vectors."),
-    ...     schema.HumanMessage("What does Pinecone store?"),
-    ... ]).content
-    '[offline model] Pinecone stores vectors.'
+```python
+from prefect_beluga import llms, schema
+llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
+llm.generate([
+    schema.SystemMessage("Context: Prefect schedules flows. Pinecone stores vectors."),
+    schema.HumanMessage("What does Pinecone store?"),
+]).content  # '[offline model] Pinecone stores vectors.'
+```
 
 It is what the main job uses when no API key is set: a RAG pipeline still runs end to end and
 its answers are real sentences from the retrieved documents, labelled as coming from an offline
@@ -58,9 +59,11 @@ class OfflineChatModel(ChatModel):
         max_sentences: How many sentences to quote at most.
 
     Examples:
-        >>> llm = OfflineChatModel()
-        >>> llm.invoke({"input": "What is Prefect?", "system": "Prefect is an orchestrator."})
-        {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
+        ```python
+        llm = OfflineChatModel()
+        llm.invoke({"input": "What is Prefect?", "system": "Prefect is an orchestrator."})
+        # {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
+        ```
     """
 
     def __init__(self, config: Config | None = None, *, max_sentences: int = 3) -> None:

@@ -11,9 +11,10 @@ class Document(BaseModel):
     """A piece of text with metadata.
 
     Examples:
-        >>> doc = Document(page_content="Prefect runs flows.", metadata={"source": "a.md"})
-        >>> doc.get_content()
-        'Prefect runs flows.'
+        ```python
+        doc = Document(page_content="Prefect runs flows.", metadata={"source": "a.md"})
+        doc.get_content()  # 'Prefect runs flows.'
+        ```
     """
 
     page_content: str
