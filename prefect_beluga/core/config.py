@@ -64,3 +64,6 @@ def ensure_config(config: ConfigLike) -> RunConfig:
     raise ValidationError(
         f"config must be a RunConfig, a dict or None, got {type(config).__name__}"
     )
+
+
+__all__ = ["ConfigLike", "RunConfig", "ensure_config"]

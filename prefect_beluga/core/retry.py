@@ -85,3 +85,6 @@ def retry_after_of(exc: BaseException) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+__all__ = ["RetryOn", "is_permanent", "retry_after_of", "should_retry", "status_code_of"]

@@ -9,19 +9,17 @@ from typing import ClassVar
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.offline import OfflineChatModel
+from prefect_beluga.llms.openai import OpenAIChatModel
 
 ProviderBuilder = Callable[[Config], ChatModel]
 
 
 def _openai(config: Config) -> ChatModel:
-    from prefect_beluga.llms.openai import OpenAIChatModel
-
     return OpenAIChatModel(config)
 
 
 def _offline(config: Config) -> ChatModel:
-    from prefect_beluga.llms.offline import OfflineChatModel
-
     return OfflineChatModel(config)
 
 

@@ -23,7 +23,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, Usage
-from prefect_beluga.tokens import count_message_tokens, count_tokens
+from prefect_beluga.tokens import count_message_tokens, count_tokens, truncate
 
 #: Every reply of the offline model starts with this.
 OFFLINE_PREFIX = "[offline model] "
@@ -118,8 +118,6 @@ class OfflineChatModel(ChatModel):
             chosen = [s for _, _, s in sorted(best, key=lambda item: -item[1])]
             reply = OFFLINE_PREFIX + " ".join(chosen)
         if self.config.max_tokens is not None:
-            from prefect_beluga.tokens import truncate
-
             reply = truncate(reply, self.config.max_tokens)
         return reply
 

@@ -24,3 +24,6 @@ class Document(BaseModel):
     def get_content(self) -> str:
         """The document's text (Beluga's `GetContent`)."""
         return self.page_content
+
+
+__all__ = ["Document"]

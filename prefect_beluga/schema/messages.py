@@ -82,3 +82,6 @@ class ToolMessage(BaseMessage):
 
 
 AnyMessage = SystemMessage | HumanMessage | AIMessage | ToolMessage
+
+
+__all__ = ["AIMessage", "AnyMessage", "BaseMessage", "HumanMessage", "SystemMessage", "ToolCall", "ToolMessage"]
