@@ -1,11 +1,17 @@
 """prefect-beluga: Beluga AI's Runnables, Chains, Graphs and Workflows as Prefect 3 work.
 
 Examples:
-    >>> from prefect_beluga import Chain
-    >>> def shout(state):
-    ...     return {"output": state["input"].upper()}
-    >>> Chain([shout], name="shout").invoke("hello")
-    {'input': 'hello', 'output': 'HELLO'}
+    A chain of one step, run as a Prefect flow with the step as a task:
+    ```python
+    from prefect_beluga import Chain
+
+
+    def shout(state):
+        return {"output": state["input"].upper()}
+
+
+    print(Chain([shout], name="shout").invoke("hello"))  # {'input': 'hello', 'output': 'HELLO'}
+    ```
 """
 
 from prefect_beluga import blocks, embeddings, llms, memory, rag, schema, vectorstores
@@ -16,10 +22,12 @@ from prefect_beluga.core import (
     GraphNodesFailed,
     GraphRecursionError,
     GraphValidationError,
+    ProviderResponseError,
     RunConfig,
     Runnable,
     StateConflictError,
     StepOutputError,
+    TokenizerUnavailable,
     UnknownWorkflowRun,
     ValidationError,
     WorkflowCancelled,
@@ -35,6 +43,7 @@ from prefect_beluga.orchestration import (
     Graph,
     GraphRun,
     Orchestrator,
+    RetryPolicy,
     Workflow,
     WorkflowRun,
     publish,
@@ -54,10 +63,13 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "Orchestrator",
+    "ProviderResponseError",
+    "RetryPolicy",
     "RunConfig",
     "Runnable",
     "StateConflictError",
     "StepOutputError",
+    "TokenizerUnavailable",
     "UnknownWorkflowRun",
     "ValidationError",
     "Workflow",

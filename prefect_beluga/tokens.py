@@ -5,13 +5,12 @@ without internet access. This module never downloads: it builds `tiktoken.Encodi
 local copies of the files, checked against the SHA-256 that tiktoken itself expects.
 
 Examples:
-    >>> from prefect_beluga import tokens
-    >>> tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")
-    5
-    >>> tokens.truncate("one two three four", 2)
-    'one two'
-    >>> tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)
-    ['a b', ' b c', ' c d', ' d e']
+    ```python
+    from prefect_beluga import tokens
+    tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")  # 5
+    tokens.truncate("one two three four", 2)  # 'one two'
+    tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)  # ['a b', ' b c', ' c d', ' d e']
+    ```
 
 Where the files come from, in this order (the first file whose hash matches wins):
 
@@ -47,7 +46,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.model import encoding_name_for_model
 
-from prefect_beluga.core.errors import BelugaError, ValidationError
+from prefect_beluga.core.errors import TokenizerUnavailable, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +59,6 @@ DEFAULT_ENCODING = "cl100k_base"
 
 class TokenizerFallbackWarning(UserWarning):
     """An encoding was not available offline; token counts use cl100k_base instead."""
-
-
-class TokenizerUnavailable(BelugaError):
-    """No local copy of an encoding's BPE file was found (and nothing is ever downloaded)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ _SPECS: dict[str, _EncodingSpec] = {
     "cl100k_base": _EncodingSpec(
         url="https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
         sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        pat_str=r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        pat_str=r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",  # noqa: E501 - tiktoken's pattern, verbatim
         special_tokens={
             "<|endoftext|>": 100257,
             "<|fim_prefix|>": 100258,

@@ -17,3 +17,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     reused across calls and a sync `invoke` works in notebooks and inside async code alike.
     """
     return run_coro_as_sync(coroutine)
+
+
+__all__ = ["run_sync"]

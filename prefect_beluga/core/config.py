@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 
@@ -22,8 +22,10 @@ class RunConfig:
             nodes in a graph.
 
     Examples:
-        >>> chain.invoke({"input": "hi"}, RunConfig(run_name="nightly", tags=["rag"]))
-        >>> chain.invoke({"input": "hi"}, {"tags": ["rag"]})   # a dict works too
+        ```python
+        chain.invoke({"input": "hi"}, RunConfig(run_name="nightly", tags=["rag"]))
+        chain.invoke({"input": "hi"}, {"tags": ["rag"]})   # a dict works too
+        ```
     """
 
     run_name: str | None = None
@@ -42,7 +44,7 @@ class RunConfig:
             )
 
 
-ConfigLike = Union[RunConfig, Mapping[str, Any], None]
+ConfigLike = RunConfig | Mapping[str, Any] | None
 
 
 def ensure_config(config: ConfigLike) -> RunConfig:
@@ -62,3 +64,6 @@ def ensure_config(config: ConfigLike) -> RunConfig:
     raise ValidationError(
         f"config must be a RunConfig, a dict or None, got {type(config).__name__}"
     )
+
+
+__all__ = ["ConfigLike", "RunConfig", "ensure_config"]

@@ -7,6 +7,8 @@ Every exception of ours derives from `BelugaError`:
     │   ├── StepOutputError                a step returned something other than a dict
     │   └── GraphValidationError           a graph failed `compile()` validation
     ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
+    ├── ProviderResponseError              a provider's reply was malformed; retried
+    ├── TokenizerUnavailable               no local copy of an encoding's BPE file
     ├── GraphError                         a graph failed while running
     │   ├── GraphRecursionError            a loop exceeded `recursion_limit`
     │   ├── StateConflictError             concurrent nodes wrote one key differently
@@ -23,6 +25,27 @@ naming the step and its position (see `add_step_note`).
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "BelugaError",
+    "ChainTimeoutError",
+    "GraphError",
+    "GraphNodesFailed",
+    "GraphRecursionError",
+    "GraphValidationError",
+    "ProviderResponseError",
+    "StateConflictError",
+    "StepOutputError",
+    "TokenizerUnavailable",
+    "UnknownWorkflowRun",
+    "ValidationError",
+    "WorkflowCancelled",
+    "WorkflowError",
+    "WorkflowFailed",
+    "WorkflowNotDeployed",
+    "WorkflowTimeout",
+    "add_step_note",
+]
 
 
 class BelugaError(Exception):
@@ -43,6 +66,15 @@ class GraphValidationError(ValidationError):
 
 class ChainTimeoutError(BelugaError, TimeoutError):
     """A chain did not finish within its `timeout`."""
+
+
+class ProviderResponseError(BelugaError):
+    """A provider answered with something that is not a valid reply (malformed JSON, no
+    choices, wrong number or size of embeddings). Not permanent: a retry may get a good reply."""
+
+
+class TokenizerUnavailable(BelugaError):
+    """No local copy of an encoding's BPE file was found (and nothing is ever downloaded)."""
 
 
 class GraphError(BelugaError):

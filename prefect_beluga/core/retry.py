@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Union
+from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 
-RetryOn = Union[type[BaseException], tuple[type[BaseException], ...], Callable[[BaseException], bool]]
+RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
 # 4xx replies that say "try again": request timeout, conflict, rate limited.
 _RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -85,3 +85,6 @@ def retry_after_of(exc: BaseException) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+__all__ = ["RetryOn", "is_permanent", "retry_after_of", "should_retry", "status_code_of"]

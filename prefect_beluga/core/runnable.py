@@ -24,13 +24,14 @@ class Runnable:
     in a worker thread when called from async code, so it never blocks the event loop.
 
     Examples:
-        >>> class SimpleStep(Runnable):
-        ...     def __init__(self, name):
-        ...         self.name = name
-        ...     def invoke(self, input, config=None):
-        ...         return {"output": f"Result from {self.name}"}
-        >>> SimpleStep("step1").invoke({"input": "test"})
-        {'output': 'Result from step1'}
+        ```python
+        class SimpleStep(Runnable):
+            def __init__(self, name):
+                self.name = name
+            def invoke(self, input, config=None):
+                return {"output": f"Result from {self.name}"}
+        SimpleStep("step1").invoke({"input": "test"})  # {'output': 'Result from step1'}
+        ```
     """
 
     name: str
@@ -183,7 +184,7 @@ def _is_async_callable(func: Callable[..., Any]) -> bool:
     while isinstance(func, functools.partial):
         func = func.func
     return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-        getattr(func, "__call__", None)
+        getattr(func, "__call__", None)  # noqa: B004 - the method itself (an async __call__), not a callable check
     )
 
 

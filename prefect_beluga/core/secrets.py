@@ -3,10 +3,12 @@
 An exception raised in a task may be logged, put in a Prefect state message, or pickled into
 persisted results; a server (or a gateway) that quotes the key back must not put it there.
 
-    >>> try:
-    ...     call_the_sdk()
-    ... except Exception as exc:
-    ...     raise scrub(exc, api_key)
+```python
+try:
+    call_the_sdk()
+except Exception as exc:
+    raise scrub(exc, api_key)
+```
 """
 
 from __future__ import annotations

@@ -32,3 +32,6 @@ def check_output(output: Any, *, where: str) -> dict[str, Any]:
 def merge(state: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """The state after a step: the previous state updated with the step's output."""
     return {**state, **update}
+
+
+__all__ = ["check_output", "coerce_input", "merge"]

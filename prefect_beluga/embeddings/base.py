@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
@@ -18,8 +19,10 @@ class Embedder(Runnable, ABC):
     `{"texts": [...]}` to `{"embeddings": [...]}` and `{"input": str}` to `{"embedding": [...]}`.
 
     Examples:
-        >>> vectors = embedder.embed_documents(["a", "b"])
-        >>> query_vector = await embedder.aembed_query("what is a?")
+        ```python
+        vectors = embedder.embed_documents(["a", "b"])
+        query_vector = await embedder.aembed_query("what is a?")
+        ```
     """
 
     dimension: int
@@ -35,13 +38,9 @@ class Embedder(Runnable, ABC):
         return (await self.aembed_documents([text]))[0]
 
     def embed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        from prefect_beluga.core._sync import run_sync
-
         return run_sync(self.aembed_documents(texts))
 
     def embed_query(self, text: str) -> list[float]:
-        from prefect_beluga.core._sync import run_sync
-
         return run_sync(self.aembed_query(text))
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:

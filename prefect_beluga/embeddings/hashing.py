@@ -1,11 +1,13 @@
 """An offline embedder: lexical feature hashing, deterministic across processes.
 
-    >>> from prefect_beluga.embeddings import HashingEmbedder
-    >>> embedder = HashingEmbedder(dimension=384)
-    >>> query = embedder.embed_query("What is machine learning?")
-    >>> passages = embedder.embed_documents(["Machine learning learns from data.", "Bananas are yellow."])
-    >>> [round(sum(q * p for q, p in zip(query, v)), 2) for v in passages]  # cosine: vectors are unit length
-    [0.83, 0.0]
+```python
+from prefect_beluga.embeddings import HashingEmbedder
+embedder = HashingEmbedder(dimension=384)
+query = embedder.embed_query("What is machine learning?")
+passages = embedder.embed_documents(["Machine learning learns from data.", "Bananas are yellow."])
+[round(sum(q * p for q, p in zip(query, v)), 2) for v in passages]  # cosine: vectors are unit length
+# [0.83, 0.0]
+```
 
 No network and no model files: the main job runs on it when no OpenAI key is set. It measures
 shared vocabulary, not meaning ("car" and "automobile" are unrelated to it); use a real embedder
@@ -72,9 +74,11 @@ class HashingEmbedder(Embedder):
     Examples:
         Embed chunks and a question for the embedded store:
 
-        >>> embedder = HashingEmbedder(dimension=384)
-        >>> store.add_documents(chunks, embedder)
-        >>> docs, scores = store.similarity_search_by_query("What is Prefect?", 3, embedder)
+        ```python
+        embedder = HashingEmbedder(dimension=384)
+        store.add_documents(chunks, embedder)
+        docs, scores = store.similarity_search_by_query("What is Prefect?", 3, embedder)
+        ```
     """
 
     def __init__(self, dimension: int = 384, *, name: str = "hashing-embedder") -> None:
@@ -91,7 +95,7 @@ class HashingEmbedder(Embedder):
         """The features of `text` and how often each occurs: words, then "word word" pairs."""
         words = [_stem(w) for w in _WORD.findall(text.casefold())]
         content = [w for w in words if w not in _STOPWORDS] or words
-        return Counter(content + [f"{a} {b}" for a, b in zip(content, content[1:])])
+        return Counter(content + [f"{a} {b}" for a, b in zip(content, content[1:], strict=False)])
 
     def embed_text(self, text: str) -> list[float]:
         """The vector of one text (all zeros for a text without any word)."""

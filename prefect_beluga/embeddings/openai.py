@@ -1,18 +1,20 @@
 """OpenAI embeddings through the official SDK, batched by count and by token budget.
 
-    >>> from prefect_beluga.embeddings import OpenAIEmbedder
-    >>> embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
-    >>> vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
-    >>> len(vectors), len(vectors[0])
-    (2, 1536)
+```python
+from prefect_beluga.embeddings import OpenAIEmbedder
+embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
+vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
+len(vectors), len(vectors[0])  # (2, 1536)
+```
 
 Texts are grouped into requests of at most `batch_size` inputs and `max_batch_tokens` tokens
 (counted with tiktoken, offline, wherever a text's length in bytes does not settle it); the
 requests run concurrently, at most `max_concurrency` at a time, and the vectors come back in
 input order. A text longer than the model's per-input limit (8191 tokens) is rejected with a
 `ValidationError` naming its index — it is not split or cut, since one input must give one
-vector (split long documents first, e.g. with `prefect_beluga.tokens.split_by_tokens`). As with the chat model, the SDK's retries are off:
-the Prefect retry policy of the step retries failed calls (429/5xx/connection errors).
+vector (split long documents first, e.g. with `prefect_beluga.tokens.split_by_tokens`). As with
+the chat model, the SDK's retries are off: the Prefect retry policy of the step retries failed
+calls (429/5xx/connection errors).
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga._openai_client import ClientPerLoop, resolve_api_key
+from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.secrets import scrub
 from prefect_beluga.embeddings.base import Embedder, check_texts
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.tokens import encoding_for
 
 #: Native vector sizes of OpenAI's embedding models.
@@ -65,8 +67,10 @@ class OpenAIEmbedder(Embedder):
         timeout: Seconds one HTTP request may take.
 
     Examples:
-        >>> OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
-        >>> OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        ```python
+        OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
+        OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        ```
     """
 
     def __init__(
@@ -185,7 +189,7 @@ class OpenAIEmbedder(Embedder):
         async def run(indexes: list[int]) -> None:
             async with limit:
                 vectors = await self._request([texts[i] for i in indexes])
-            for index, vector in zip(indexes, vectors):
+            for index, vector in zip(indexes, vectors, strict=True):
                 results[index] = vector
 
         tasks = [asyncio.ensure_future(run(b)) for b in batches]
@@ -213,7 +217,8 @@ class OpenAIEmbedder(Embedder):
                 f"{self!r}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
             ) from None
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != len(batch):
             count = len(data) if isinstance(data, list) else "no"

@@ -1,17 +1,21 @@
 """Chat models: configuration, the provider factory, OpenAI and an offline model.
 
-    >>> import os
-    >>> from prefect_beluga import llms, schema
-    >>> config = llms.Config(provider="openai", model_name="gpt-4o-mini",
-    ...                      api_key=os.environ.get("OPENAI_API_KEY"))
-    >>> llm = llms.Factory().create_provider("openai", config)
-    >>> reply = llm.generate([schema.SystemMessage("Be brief."), schema.HumanMessage("What is AI?")])
-    >>> reply.content, reply.usage.total_tokens
+```python
+import os
 
-Without a key, `llms.Factory().create_provider("offline")` answers from the context it is given.
+from prefect_beluga import llms, schema
+
+provider = "openai" if os.environ.get("OPENAI_API_KEY") else "offline"  # offline: no key, no network
+llm = llms.Factory().create_provider(provider, llms.Config(provider=provider, model_name="gpt-4o-mini"))
+reply = llm.generate([schema.SystemMessage("Be brief."), schema.HumanMessage("What is AI?")])
+print(reply.content, reply.usage.total_tokens)
+```
+
+The offline model answers from the context it is given and says so (`[offline model] ...`).
 """
 
-from prefect_beluga.llms._client import OPENAI_API_KEY_ENV, ProviderResponseError
+from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
+from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.factory import Factory, create_provider

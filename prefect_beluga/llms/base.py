@@ -13,7 +13,15 @@ from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.llms.config import Config
-from prefect_beluga.schema import AIMessage, AnyMessage, BaseMessage, ChatResult, HumanMessage, SystemMessage, ToolMessage
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    ChatResult,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 
@@ -40,11 +48,13 @@ class ChatModel(Runnable, ABC):
     deltas as `str`.
 
     Examples:
-        >>> reply = llm.generate([SystemMessage("Be brief."), HumanMessage("What is AI?")])
-        >>> reply.content, reply.usage.total_tokens
-        >>> for delta in llm.stream("Tell me a story"):
-        ...     print(delta, end="")
-        >>> Chain([llm]).invoke({"input": "What is AI?"})["output"]
+        ```python
+        reply = llm.generate([SystemMessage("Be brief."), HumanMessage("What is AI?")])
+        reply.content, reply.usage.total_tokens
+        for delta in llm.stream("Tell me a story"):
+            print(delta, end="")
+        Chain([llm]).invoke({"input": "What is AI?"})["output"]
+        ```
     """
 
     config: Config

@@ -8,8 +8,8 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.llms._client import OPENAI_API_KEY_ENV
 
 
 def http_url(value: str | None) -> str | None:
@@ -39,10 +39,12 @@ class Config(BaseModel):
         options: Further request parameters passed as they are (e.g. {"top_p": 0.9, "seed": 1}).
 
     Examples:
-        >>> config = Config(provider="openai", model_name="gpt-4o-mini",
-        ...                 api_key=os.environ.get("OPENAI_API_KEY"), temperature=0.2)
-        >>> llm = Factory().create_provider("openai", config)
-        >>> Config(provider="offline")          # no key, no network
+        ```python
+        config = Config(provider="openai", model_name="gpt-4o-mini",
+                        api_key=os.environ.get("OPENAI_API_KEY"), temperature=0.2)
+        llm = Factory().create_provider("openai", config)
+        Config(provider="offline")          # no key, no network
+        ```
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

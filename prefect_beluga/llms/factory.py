@@ -9,19 +9,17 @@ from typing import ClassVar
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.offline import OfflineChatModel
+from prefect_beluga.llms.openai import OpenAIChatModel
 
 ProviderBuilder = Callable[[Config], ChatModel]
 
 
 def _openai(config: Config) -> ChatModel:
-    from prefect_beluga.llms.openai import OpenAIChatModel
-
     return OpenAIChatModel(config)
 
 
 def _offline(config: Config) -> ChatModel:
-    from prefect_beluga.llms.offline import OfflineChatModel
-
     return OfflineChatModel(config)
 
 
@@ -32,12 +30,13 @@ class Factory:
     and "offline" (`OfflineChatModel`). The registry is shared by every Factory.
 
     Examples:
-        >>> config = Config(provider="openai", model_name="gpt-4o-mini", api_key=key)
-        >>> llm = Factory().create_provider("openai", config)
-        >>> Factory.register("echo", lambda config: EchoModel(config))   # your own provider
-        >>> Factory().create_provider("echo", Config(model_name="echo-1"))
-        >>> Factory.providers()
-        ['echo', 'offline', 'openai']
+        ```python
+        config = Config(provider="openai", model_name="gpt-4o-mini", api_key=key)
+        llm = Factory().create_provider("openai", config)
+        Factory.register("echo", lambda config: EchoModel(config))   # your own provider
+        Factory().create_provider("echo", Config(model_name="echo-1"))
+        Factory.providers()  # ['echo', 'offline', 'openai']
+        ```
     """
 
     _registry: ClassVar[dict[str, ProviderBuilder]] = {"openai": _openai, "offline": _offline}

@@ -1,12 +1,13 @@
 """An offline chat model: answers by quoting the context it is given. No key, no network.
 
-    >>> from prefect_beluga import llms, schema
-    >>> llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
-    >>> llm.generate([
-    ...     schema.SystemMessage("Context: Prefect schedules flows. Pinecone stores vectors."),
-    ...     schema.HumanMessage("What does Pinecone store?"),
-    ... ]).content
-    '[offline model] Pinecone stores vectors.'
+```python
+from prefect_beluga import llms, schema
+llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
+llm.generate([
+    schema.SystemMessage("Context: Prefect schedules flows. Pinecone stores vectors."),
+    schema.HumanMessage("What does Pinecone store?"),
+]).content  # '[offline model] Pinecone stores vectors.'
+```
 
 It is what the main job uses when no API key is set: a RAG pipeline still runs end to end and
 its answers are real sentences from the retrieved documents, labelled as coming from an offline
@@ -22,7 +23,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, Usage
-from prefect_beluga.tokens import count_message_tokens, count_tokens
+from prefect_beluga.tokens import count_message_tokens, count_tokens, truncate
 
 #: Every reply of the offline model starts with this.
 OFFLINE_PREFIX = "[offline model] "
@@ -58,9 +59,11 @@ class OfflineChatModel(ChatModel):
         max_sentences: How many sentences to quote at most.
 
     Examples:
-        >>> llm = OfflineChatModel()
-        >>> llm.invoke({"input": "What is Prefect?", "system": "Prefect is an orchestrator."})
-        {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
+        ```python
+        llm = OfflineChatModel()
+        llm.invoke({"input": "What is Prefect?", "system": "Prefect is an orchestrator."})
+        # {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
+        ```
     """
 
     def __init__(self, config: Config | None = None, *, max_sentences: int = 3) -> None:
@@ -115,8 +118,6 @@ class OfflineChatModel(ChatModel):
             chosen = [s for _, _, s in sorted(best, key=lambda item: -item[1])]
             reply = OFFLINE_PREFIX + " ".join(chosen)
         if self.config.max_tokens is not None:
-            from prefect_beluga.tokens import truncate
-
             reply = truncate(reply, self.config.max_tokens)
         return reply
 

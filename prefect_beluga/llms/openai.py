@@ -1,9 +1,11 @@
 """OpenAI chat models (and any OpenAI-compatible server) through the official SDK.
 
-    >>> from prefect_beluga import Chain, llms
-    >>> llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini"))   # key: OPENAI_API_KEY
-    >>> llm.generate("What is Prefect?").content
-    >>> Chain([llm], retries=3, retry_delay=[1, 5, 30]).invoke({"input": "What is Prefect?"})
+```python
+from prefect_beluga import Chain, llms
+llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini"))   # key: OPENAI_API_KEY
+llm.generate("What is Prefect?").content
+Chain([llm], retries=3, retry_delay=[1, 5, 30]).invoke({"input": "What is Prefect?"})
+```
 
 The SDK's own retries are off (`max_retries=0`): a chain or graph step retries through its
 Prefect retry policy, so attempts do not multiply and every attempt shows in the Prefect UI.
@@ -24,9 +26,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga._openai_client import ClientPerLoop, resolve_api_key
+from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.secrets import scrub
-from prefect_beluga.llms._client import ClientPerLoop, ProviderResponseError, resolve_api_key
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, ToolCall, Usage
@@ -43,12 +45,14 @@ class OpenAIChatModel(ChatModel):
         **overrides: Config fields to change, e.g. `OpenAIChatModel(config, temperature=0)`.
 
     Examples:
-        >>> llm = OpenAIChatModel(Config(model_name="gpt-4o-mini", api_key="sk-..."))
-        >>> llm = OpenAIChatModel(Config(model_name="llama3", base_url="http://127.0.0.1:8000/v1",
-        ...                              api_key="unused"))   # an OpenAI-compatible server
-        >>> reply = await llm.agenerate([SystemMessage("Be brief."), HumanMessage("Hi")])
-        >>> async for delta in llm.astream("Tell me a story"):
-        ...     print(delta, end="")
+        ```python
+        llm = OpenAIChatModel(Config(model_name="gpt-4o-mini", api_key="sk-..."))
+        llm = OpenAIChatModel(Config(model_name="llama3", base_url="http://127.0.0.1:8000/v1",
+                                     api_key="unused"))   # an OpenAI-compatible server
+        reply = await llm.agenerate([SystemMessage("Be brief."), HumanMessage("Hi")])
+        async for delta in llm.astream("Tell me a story"):
+            print(delta, end="")
+        ```
     """
 
     def __init__(self, config: Config | None = None, **overrides: Any) -> None:
@@ -89,7 +93,8 @@ class OpenAIChatModel(ChatModel):
                 f"{self._where()}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
             ) from None
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
 
     def _where(self) -> str:
         server = self.config.base_url or "api.openai.com"
@@ -145,7 +150,8 @@ class OpenAIChatModel(ChatModel):
         except ProviderResponseError:
             raise
         except Exception as exc:
-            raise scrub(exc, self._api_key)
+            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            raise
         content = "".join(parts)
         yield ChatResult(
             message=AIMessage(content),

@@ -5,8 +5,9 @@ Prices are USD per million tokens (input, output), OpenAI's published list price
 ("gpt-4o-mini-2024-07-18") are priced as their base model.
 
 Examples:
-    >>> estimate_cost("gpt-4o-mini", Usage(prompt_tokens=1_000_000, completion_tokens=0))
-    0.15
+    ```python
+    estimate_cost("gpt-4o-mini", Usage(prompt_tokens=1_000_000, completion_tokens=0))  # 0.15
+    ```
 """
 
 from __future__ import annotations

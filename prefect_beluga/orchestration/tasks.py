@@ -4,7 +4,7 @@ A step (of a chain) or a node (of a graph) runs as a Prefect async task named af
 retry policy is the task's: `retries`, `retry_delay_seconds` (a list for backoff),
 `retry_jitter_factor`, a `retry_condition_fn` that spares permanent errors, and
 `timeout_seconds` per attempt. Results are not cached or persisted by default: a step of an
-LLM pipeline is rarely worth hashing its inputs on every call (see DESIGN.md, performance).
+LLM pipeline is rarely worth hashing its inputs on every call (see docs/performance.md).
 
 Inside a workflow run (see `workflow.py`) a step is durable instead: its result is persisted
 under a cache key made of the workflow's flow run id, the task run's name and a hash of its

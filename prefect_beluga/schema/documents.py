@@ -11,9 +11,10 @@ class Document(BaseModel):
     """A piece of text with metadata.
 
     Examples:
-        >>> doc = Document(page_content="Prefect runs flows.", metadata={"source": "a.md"})
-        >>> doc.get_content()
-        'Prefect runs flows.'
+        ```python
+        doc = Document(page_content="Prefect runs flows.", metadata={"source": "a.md"})
+        doc.get_content()  # 'Prefect runs flows.'
+        ```
     """
 
     page_content: str
@@ -23,3 +24,6 @@ class Document(BaseModel):
     def get_content(self) -> str:
         """The document's text (Beluga's `GetContent`)."""
         return self.page_content
+
+
+__all__ = ["Document"]

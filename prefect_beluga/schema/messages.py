@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -81,4 +81,7 @@ class ToolMessage(BaseMessage):
         return {**super().to_openai(), "tool_call_id": self.tool_call_id}
 
 
-AnyMessage = Union[SystemMessage, HumanMessage, AIMessage, ToolMessage]
+AnyMessage = SystemMessage | HumanMessage | AIMessage | ToolMessage
+
+
+__all__ = ["AIMessage", "AnyMessage", "BaseMessage", "HumanMessage", "SystemMessage", "ToolCall", "ToolMessage"]

@@ -33,3 +33,6 @@ class ChatResult(BaseModel):
     @property
     def content(self) -> str:
         return self.message.content
+
+
+__all__ = ["ChatResult", "Usage"]

@@ -30,7 +30,7 @@ from prefect_beluga.testing.pinecone_server import PineconeServer
 from .conftest import vectors_cell
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 FLOWS = ROOT / "flows"
 EMBED, UPSERT, CHAT = "/v1/embeddings", "/vectors/upsert", "/v1/chat/completions"
 DIM = 64

@@ -1,4 +1,4 @@
-"""Workflows used by tests/test_workflow*.py, at module level so workers can load them.
+"""Workflows used by tests/integration/test_workflow*.py, at module level so workers can load them.
 
 Steps record each execution by appending a line to the file named in the input (`log`), so a
 test can count how often each step really ran.

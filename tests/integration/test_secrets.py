@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_docs
+from prefect_beluga.testing.helpers import write_docs
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, get_current_settings

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import stop_process_group
+from prefect_beluga.testing.helpers import stop_process_group
 
 from prefect_beluga import Orchestrator, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync

@@ -1,5 +1,5 @@
-"""What the OpenAI chat model and the OpenAI embedder share: key lookup, one SDK client per
-event loop, and keeping the key out of errors."""
+"""What the OpenAI chat model, the OpenAI embedder and the OpenAI blocks share: key lookup, one
+SDK client per event loop, and keeping the key out of errors. Private to the package."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from prefect_beluga.core.errors import BelugaError, ValidationError
+from prefect_beluga.core.errors import ValidationError
 
 #: The environment variable read for the OpenAI API key when none is given.
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 
 #: Used when no `base_url` is given (passed explicitly, so the SDK's OPENAI_BASE_URL is not read).
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-class ProviderResponseError(BelugaError):
-    """A provider answered with something that is not a valid reply (malformed JSON, no
-    choices, wrong number or size of embeddings). Not permanent: a retry may get a good reply."""
 
 
 def resolve_api_key(api_key: SecretStr | str | None, *, where: str) -> SecretStr:
@@ -76,4 +71,4 @@ class ClientPerLoop:
         self.__init__(**state["_options"])
 
 
-__all__ = ["DEFAULT_BASE_URL", "OPENAI_API_KEY_ENV", "ClientPerLoop", "ProviderResponseError", "resolve_api_key"]
+__all__ = ["DEFAULT_BASE_URL", "OPENAI_API_KEY_ENV", "ClientPerLoop", "resolve_api_key"]

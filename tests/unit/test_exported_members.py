@@ -10,7 +10,19 @@ EXPECTED = {
     # Workflows (issue 6)
     "UnknownWorkflowRun", "Workflow", "WorkflowCancelled", "WorkflowError", "WorkflowFailed",
     "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "publish", "wait_for_signal",
+    # Shape (issue 13): the retry policy, and every exception of the tree in core/errors.py
+    "ProviderResponseError", "RetryPolicy", "TokenizerUnavailable",
 }
+
+
+def test_every_exception_of_the_tree_is_exported():
+    from prefect_beluga.core import errors
+
+    classes = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    assert classes <= set(errors.__all__)
+    assert classes <= set(prefect_beluga.__all__)
+    for name in classes:
+        assert name in errors.__doc__, f"{name} is not drawn in the exception tree of core/errors.py"
 
 
 def test_all_is_exactly_the_public_api():

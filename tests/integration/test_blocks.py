@@ -40,7 +40,7 @@ from prefect_beluga.llms import OFFLINE_PREFIX, OfflineChatModel, OpenAIChatMode
 from prefect_beluga.schema import Document, HumanMessage, SystemMessage
 from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = [OpenAICredentials, PineconeCredentials, ChatModelBlock, EmbedderBlock, EmbeddedVectorStoreBlock, PineconeVectorStoreBlock]
 SLUGS = {
     OpenAICredentials: "beluga-openai-credentials",

@@ -1,7 +1,8 @@
 """Reliability suite: every case adds a row to one table, printed at the end of the run.
 
-The fixtures and helpers of ``tests/conftest.py`` (the session's Prefect API, the loopback
-``openai_server`` / ``pinecone_server``, the module-scoped ``prefect_server``) apply here too.
+The fixtures of ``tests/conftest.py`` and ``tests/integration/conftest.py`` (the session's
+Prefect API, the loopback ``openai_server`` / ``pinecone_server``, the module-scoped
+``prefect_server``) apply here too.
 The table is also written to ``$BELUGA_RELIABILITY_TABLE`` when that is set (for the README).
 """
 

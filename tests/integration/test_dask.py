@@ -16,7 +16,7 @@ import pytest
 
 from prefect_beluga import Graph, RunConfig
 
-from conftest import read_flow_run, read_task_runs
+from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
 
 prefect_dask = pytest.importorskip("prefect_dask")
 

@@ -22,7 +22,7 @@ from prefect_beluga import (
     StateConflictError,
 )
 
-from conftest import read_flow_run, read_subflow_runs, read_task_runs
+from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 
 class SimpleStep(Runnable):

@@ -19,7 +19,7 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import write_docs
+from prefect_beluga.testing.helpers import write_docs
 import rag_ingest as rag_ingest_module
 from pinecone.errors import ServiceError
 from pydantic import SecretStr
@@ -29,7 +29,7 @@ from prefect_beluga import Chain, Graph, llms, rag
 from prefect_beluga.blocks import EmbedderBlock, OpenAICredentials, PineconeCredentials, PineconeVectorStoreBlock
 from prefect_beluga.embeddings import OpenAIEmbedder
 from prefect_beluga.llms import OpenAIChatModel
-from prefect_beluga.llms._client import ProviderResponseError
+from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.rag.ingest import with_ids
 from prefect_beluga.schema import Document
 from prefect_beluga.testing.openai_server import OpenAIServer

@@ -24,7 +24,7 @@ from prefect_beluga import (
     memory,
 )
 
-from conftest import read_flow_run, read_subflow_runs, read_task_runs
+from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 
 class SimpleStep(Runnable):

@@ -22,7 +22,7 @@ from prefect_beluga.schema import Document
 from prefect_beluga.testing import PineconeServer
 from prefect_beluga.vectorstores import PineconeVectorStore, document_id
 
-from conftest import read_flow_run, read_task_runs
+from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
 
 UPSERT = "/vectors/upsert"
 TOPICS = ["machine learning models learn patterns from data", "Prefect retries failed tasks",

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import stop_process_group
+from prefect_beluga.testing.helpers import stop_process_group
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -27,7 +27,7 @@ from prefect.deployments import run_deployment
 
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 POOL = "beluga"  # the work pool flows/prefect.yaml names
 
 

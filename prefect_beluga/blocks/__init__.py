@@ -1,0 +1,102 @@
+"""Prefect blocks: credentials, chat model, embedder and vector stores as saved configuration.
+
+A deployment keeps its configuration in the Prefect API, not in code: save the blocks once (the
+UI's Blocks page, `python blocks/create_blocks.py`, or `save_default_blocks()`), and every flow
+run, on any worker, loads them by name and gets working components back:
+
+```python
+from prefect import flow
+
+from prefect_beluga import rag
+from prefect_beluga.blocks import ChatModelBlock, EmbedderBlock, load_vector_store_block
+
+
+@flow
+async def answer(question: str) -> str:
+    llm = (await ChatModelBlock.aload("beluga-chat")).get_chat_model()
+    embedder = (await EmbedderBlock.aload("beluga-embedder")).get_embedder()
+    store = (await load_vector_store_block("beluga-store")).get_store()
+    return (await rag.build_rag_chain(store, embedder, llm).ainvoke(question))["output"]
+```
+
+Saving them by hand, with the key in a credentials block that the others reference:
+
+```python
+from pydantic import SecretStr
+
+from prefect_beluga.blocks import ChatModelBlock, OpenAICredentials
+
+credentials = OpenAICredentials(api_key=SecretStr("sk-..."))
+credentials.save("beluga-openai")
+ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials).save("beluga-chat")
+```
+
+Block types (register them for the UI with `prefect block register -m prefect_beluga.blocks`):
+
+    slug                           class                       builds
+    beluga-openai-credentials      OpenAICredentials           openai.OpenAI (get_client)
+    beluga-pinecone-credentials    PineconeCredentials         pinecone.Pinecone (get_client)
+    beluga-chat-model              ChatModelBlock              llms.ChatModel (get_chat_model)
+    beluga-embedder                EmbedderBlock               embeddings.Embedder (get_embedder)
+    beluga-embedded-vector-store   EmbeddedVectorStoreBlock    vectorstores.InMemoryVectorStore (get_store)
+    beluga-pinecone-vector-store   PineconeVectorStoreBlock    vectorstores.PineconeVectorStore (get_store)
+
+Both vector store blocks derive from `VectorStoreBlock` (`get_store()`, `persist(store)`), so a
+flow takes "the vector store block called X" whatever its type: `load_vector_store_block(X)`.
+
+`save_default_blocks()` creates the documents a deployment needs from environment variables,
+idempotently, under the names `DEFAULT_CHAT_MODEL_BLOCK` ("beluga-chat"),
+`DEFAULT_EMBEDDER_BLOCK` ("beluga-embedder"), `DEFAULT_STORE_BLOCK` ("beluga-store"),
+`DEFAULT_OPENAI_CREDENTIALS_BLOCK` ("beluga-openai") and `DEFAULT_PINECONE_CREDENTIALS_BLOCK`
+("beluga-pinecone"):
+
+    OPENAI_API_KEY              OpenAI chat model and embedder; unset: the offline model and the
+                                hashing embedder (no key, no network)
+    OPENAI_BASE_URL             an OpenAI-compatible server instead of api.openai.com
+    BELUGA_CHAT_MODEL           chat model name (default "gpt-4o-mini")
+    BELUGA_EMBEDDING_MODEL      OpenAI embedding model (default "text-embedding-3-small")
+    BELUGA_EMBEDDING_DIMENSION  vector length (default: the Pinecone index's, else the embedder's own)
+    PINECONE_API_KEY            a Pinecone store, on PINECONE_INDEX (name) or PINECONE_HOST (host),
+                                in PINECONE_NAMESPACE; unset: the embedded store
+    BELUGA_STORE_PATH           file of the embedded store (default: under PREFECT_HOME/beluga/,
+                                one file per embedder, so vectors of two embedders never mix)
+
+Keys live in `SecretStr` fields: reprs, logs and `model_dump_json()` show `'**********'`, the API
+stores them encrypted and reads them back obscured unless secrets are asked for.
+"""
+
+from prefect_beluga.blocks._loading import load_block, load_vector_store_block
+from prefect_beluga.blocks._provisioning import asave_default_blocks, save_default_blocks
+from prefect_beluga.blocks._types import (
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_OPENAI_CREDENTIALS_BLOCK,
+    DEFAULT_PINECONE_CREDENTIALS_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    ChatModelBlock,
+    EmbeddedVectorStoreBlock,
+    EmbedderBlock,
+    OpenAICredentials,
+    PineconeCredentials,
+    PineconeVectorStoreBlock,
+    VectorStoreBlock,
+)
+
+__all__ = [
+    "DEFAULT_CHAT_MODEL_BLOCK",
+    "DEFAULT_EMBEDDER_BLOCK",
+    "DEFAULT_OPENAI_CREDENTIALS_BLOCK",
+    "DEFAULT_PINECONE_CREDENTIALS_BLOCK",
+    "DEFAULT_STORE_BLOCK",
+    "ChatModelBlock",
+    "EmbeddedVectorStoreBlock",
+    "EmbedderBlock",
+    "OpenAICredentials",
+    "PineconeCredentials",
+    "PineconeVectorStoreBlock",
+    "VectorStoreBlock",
+    "asave_default_blocks",
+    "load_block",
+    "load_vector_store_block",
+    "save_default_blocks",
+]

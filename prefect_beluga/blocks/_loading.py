@@ -1,0 +1,115 @@
+"""Loading blocks by name, with one error that says how to create a missing one."""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.exceptions import ObjectNotFound
+
+from prefect_beluga.blocks._types import VectorStoreBlock
+from prefect_beluga.core.errors import ValidationError
+
+__all__ = ["is_block_not_found", "load_block", "load_vector_store_block"]
+
+B = TypeVar("B", bound=Block)
+
+
+def is_block_not_found(exc: BaseException) -> bool:
+    """Whether `exc` is `Block.load`'s "no document of that name" error (a ValueError from ObjectNotFound)."""
+    return isinstance(exc, ValueError) and isinstance(exc.__cause__, ObjectNotFound)
+
+
+def _concrete_subclasses(base: type[B]) -> list[type[B]]:
+    """`base`'s subclasses that can be saved (not interfaces), in definition order."""
+    found: list[type[B]] = []
+    for cls in base.__subclasses__():
+        if ABC not in cls.__bases__:
+            found.append(cls)
+        found.extend(c for c in _concrete_subclasses(cls) if c not in found)
+    return found
+
+
+async def _vector_store_types_named(name: str, client: PrefectClient) -> list[type[VectorStoreBlock]]:
+    """The vector store block types that have a document called `name`."""
+    found = []
+    for cls in _concrete_subclasses(VectorStoreBlock):
+        try:
+            await client.read_block_document_by_name(name, cls.get_block_type_slug(), include_secrets=False)
+        except ObjectNotFound:
+            continue
+        found.append(cls)
+    return found
+
+
+async def _find_vector_store_block(name: str, client: PrefectClient) -> VectorStoreBlock | None:
+    types = await _vector_store_types_named(name, client)
+    if len(types) > 1:
+        raise ValidationError(
+            f"{name!r} names a vector store block of each of the types "
+            f"{', '.join(c.get_block_type_slug() for c in types)}; delete one, or load it by type: "
+            f"Block.load('{types[0].get_block_type_slug()}/{name}')"
+        )
+    return await types[0].aload(name, client=client) if types else None
+
+
+async def load_block(block_type: type[B], name: str) -> B:
+    """The `block_type` document called `name`; a `ValidationError` saying how to create it if none.
+
+    Examples:
+        Load the default chat model in a flow:
+        ```python
+        from prefect_beluga.blocks import ChatModelBlock, load_block
+
+        llm = (await load_block(ChatModelBlock, "beluga-chat")).get_chat_model()
+        ```
+    """
+    try:
+        return await block_type.aload(name)
+    except ValueError as exc:
+        if not is_block_not_found(exc):
+            raise
+        raise ValidationError(
+            f"no {block_type.get_block_type_slug()} block named {name!r}; create one in the Prefect UI "
+            "or with `python blocks/create_blocks.py`"
+        ) from None
+
+
+async def load_vector_store_block(name: str, *, client: PrefectClient | None = None) -> VectorStoreBlock:
+    """The vector store block called `name`, whichever type it is (embedded, Pinecone, ...).
+
+    `Block.load` needs the type (`PineconeVectorStoreBlock.load(name)`, or
+    `Block.load("beluga-pinecone-vector-store/NAME")`); a flow that should work with whatever
+    store the deployment configured uses this instead.
+
+    Args:
+        name: The block document's name.
+        client: A Prefect client to use (default: a new one).
+
+    Raises:
+        ValidationError: no vector store block has that name, or blocks of two types do.
+
+    Examples:
+        Add documents to whatever store the deployment configured:
+        ```python
+        from prefect_beluga.blocks import load_vector_store_block
+
+        store_block = await load_vector_store_block("beluga-store")
+        store = store_block.get_store()
+        store.add_documents(chunks, embedder)
+        store_block.persist(store)
+        ```
+    """
+    if client is None:
+        async with get_client() as client:
+            return await load_vector_store_block(name, client=client)
+    block = await _find_vector_store_block(name, client)
+    if block is None:
+        known = ", ".join(c.get_block_type_slug() for c in _concrete_subclasses(VectorStoreBlock))
+        raise ValidationError(
+            f"no vector store block named {name!r} (looked among {known}); create one in the Prefect UI "
+            "or with `python blocks/create_blocks.py`"
+        )
+    return block

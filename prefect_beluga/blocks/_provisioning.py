@@ -1,0 +1,239 @@
+"""Provisioning: the block documents a deployment needs, saved from environment variables.
+
+The variables and the document names are listed in `prefect_beluga.blocks`' docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.settings import PREFECT_HOME
+from pydantic import SecretStr
+
+from prefect_beluga.blocks._loading import _find_vector_store_block, _vector_store_types_named, is_block_not_found
+from prefect_beluga.blocks._types import (
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_OPENAI_CREDENTIALS_BLOCK,
+    DEFAULT_PINECONE_CREDENTIALS_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    ChatModelBlock,
+    EmbeddedVectorStoreBlock,
+    EmbedderBlock,
+    OpenAICredentials,
+    PineconeCredentials,
+    PineconeVectorStoreBlock,
+    VectorStoreBlock,
+)
+from prefect_beluga.core._sync import run_sync
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.embeddings import Embedder
+
+__all__ = ["asave_default_blocks", "save_default_blocks"]
+
+B = TypeVar("B", bound=Block)
+
+
+def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
+    """Save the block documents a deployment needs, configured from environment variables.
+
+    Idempotent: the documents keep their names (see the module docstring for the variables and
+    names), so running it again updates them in place instead of adding copies; with
+    `overwrite=False` documents that already exist are kept as they are. The embedder and the
+    store are kept consistent: the embedder's vectors have the Pinecone index's dimension (asked
+    from the index), and the embedded store's default file is named after the embedder. Nothing
+    is saved unless the whole configuration is valid.
+
+    Args:
+        env: The variables to read (default: this process's environment).
+        overwrite: Replace documents that already exist (False: keep them).
+
+    Returns:
+        One line per document, keyed by document name: what was saved or kept, and which missing
+        variable made it the offline default, e.g. "OPENAI_API_KEY is not set: saved the offline
+        chat model as 'beluga-chat'".
+
+    Raises:
+        ValidationError: a variable is malformed (e.g. BELUGA_EMBEDDING_DIMENSION), PINECONE_API_KEY
+            is set without PINECONE_INDEX or PINECONE_HOST, or the embedder and store disagree.
+
+    Examples:
+        Save the defaults from this process's environment, keeping documents that exist:
+        ```python
+        from prefect_beluga.blocks import save_default_blocks
+
+        for line in save_default_blocks(overwrite=False).values():
+            print(line)
+        ```
+    """
+    return run_sync(asave_default_blocks(env, overwrite=overwrite))
+
+
+async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
+    """`save_default_blocks`, for async code."""
+    async with get_client() as client:
+        return await _save_default_blocks(env, overwrite, client)
+
+
+async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: PrefectClient) -> dict[str, str]:
+    env = {key: value.strip() for key, value in env.items() if isinstance(value, str) and value.strip()}
+    dimension = _dimension_from(env)
+    report: dict[str, str] = {}
+    saves: list[tuple[Block, str, str]] = []  # (block, name, message), saved in this order
+
+    async def existing(cls: type[B], name: str) -> B | None:
+        if overwrite:
+            return None
+        try:
+            return await cls.aload(name, client=client)
+        except ValueError as exc:
+            if is_block_not_found(exc):
+                return None
+            raise
+
+    def kept(block: Block, name: str) -> None:
+        report[name] = f"kept the existing {block.get_block_type_slug()} block '{name}' (overwrite=False)"
+
+    # Credentials.
+    openai_credentials: OpenAICredentials | None = None
+    if "OPENAI_API_KEY" in env:
+        openai_credentials = await existing(OpenAICredentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
+        if openai_credentials is not None:
+            kept(openai_credentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
+        else:
+            openai_credentials = OpenAICredentials(
+                api_key=SecretStr(env["OPENAI_API_KEY"]), base_url=env.get("OPENAI_BASE_URL")
+            )
+            where = f" for {openai_credentials.base_url}" if openai_credentials.base_url else ""
+            saves.append((openai_credentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK, f"saved the OpenAI credentials{where}"))
+    pinecone_credentials: PineconeCredentials | None = None
+    if "PINECONE_API_KEY" in env:
+        if "PINECONE_INDEX" not in env and "PINECONE_HOST" not in env:
+            raise ValidationError(
+                "PINECONE_API_KEY is set but neither PINECONE_INDEX (the index name) nor PINECONE_HOST (its "
+                "data-plane host) is: set one of them, or unset PINECONE_API_KEY to use the embedded store"
+            )
+        pinecone_credentials = await existing(PineconeCredentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK)
+        if pinecone_credentials is not None:
+            kept(pinecone_credentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK)
+        else:
+            pinecone_credentials = PineconeCredentials(api_key=SecretStr(env["PINECONE_API_KEY"]))
+            saves.append((pinecone_credentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK, "saved the Pinecone credentials"))
+
+    # Chat model.
+    chat = await existing(ChatModelBlock, DEFAULT_CHAT_MODEL_BLOCK)
+    if chat is not None:
+        kept(chat, DEFAULT_CHAT_MODEL_BLOCK)
+    else:
+        if openai_credentials is not None:
+            model_name = env.get("BELUGA_CHAT_MODEL", "gpt-4o-mini")
+            chat = ChatModelBlock(provider="openai", model_name=model_name, credentials=openai_credentials)
+            message = f"saved the OpenAI chat model '{model_name}'"
+        else:
+            chat = ChatModelBlock(provider="offline")
+            message = "OPENAI_API_KEY is not set: saved the offline chat model"
+        chat.get_chat_model()  # checks the configuration (no network)
+        saves.append((chat, DEFAULT_CHAT_MODEL_BLOCK, message))
+
+    # The store decides the dimension when it is a Pinecone index; the embedder decides it otherwise.
+    store = None if overwrite else await _find_vector_store_block(DEFAULT_STORE_BLOCK, client)
+    store_kept = store is not None
+    if store_kept:
+        kept(store, DEFAULT_STORE_BLOCK)
+    elif pinecone_credentials is not None:
+        store = PineconeVectorStoreBlock(
+            index_name=env.get("PINECONE_INDEX"),
+            host=env.get("PINECONE_HOST"),
+            namespace=env.get("PINECONE_NAMESPACE", ""),
+            credentials=pinecone_credentials,
+        )
+    index_dimension = await _index_dimension(store) if isinstance(store, PineconeVectorStoreBlock) else None
+
+    embedder_block = await existing(EmbedderBlock, DEFAULT_EMBEDDER_BLOCK)
+    if embedder_block is not None:
+        kept(embedder_block, DEFAULT_EMBEDDER_BLOCK)
+        embedder = embedder_block.get_embedder()
+    else:
+        if dimension is None:
+            dimension = index_dimension
+        if openai_credentials is not None:
+            model_name = env.get("BELUGA_EMBEDDING_MODEL", "text-embedding-3-small")
+            embedder_block = EmbedderBlock(
+                provider="openai", model_name=model_name, dimension=dimension, credentials=openai_credentials
+            )
+            message = f"saved the OpenAI embedder '{model_name}'"
+        else:
+            embedder_block = EmbedderBlock(provider="hashing", dimension=dimension)
+            message = "OPENAI_API_KEY is not set: saved the offline hashing embedder"
+        embedder = embedder_block.get_embedder()  # checks the configuration (no network)
+        saves.append((embedder_block, DEFAULT_EMBEDDER_BLOCK, f"{message} (dimension {embedder.dimension})"))
+
+    if index_dimension is not None and index_dimension != embedder.dimension:
+        raise ValidationError(
+            f"the Pinecone index holds vectors of dimension {index_dimension} but the embedder "
+            f"'{DEFAULT_EMBEDDER_BLOCK}' makes {embedder.dimension}; set BELUGA_EMBEDDING_DIMENSION={index_dimension} "
+            "(text-embedding-3 models and the hashing embedder take any size) or use an index of that dimension"
+        )
+    if isinstance(store, EmbeddedVectorStoreBlock) and store.dimension not in (None, embedder.dimension):
+        raise ValidationError(
+            f"the kept store block '{DEFAULT_STORE_BLOCK}' expects dimension {store.dimension} but the embedder "
+            f"'{DEFAULT_EMBEDDER_BLOCK}' makes {embedder.dimension}; save with overwrite=True to replace both"
+        )
+    if store is None:
+        path = Path(env.get("BELUGA_STORE_PATH") or _default_store_path(env, embedder_block, embedder))
+        store = EmbeddedVectorStoreBlock(path=str(path.expanduser().resolve()), dimension=embedder.dimension)
+        store.get_store()  # an existing file must hold vectors of the embedder's dimension
+        message = f"PINECONE_API_KEY is not set: saved the embedded store at {store.path}"
+        saves.append((store, DEFAULT_STORE_BLOCK, message))
+    elif not store_kept:
+        where = f"index '{store.index_name}'" if store.index_name else f"host {store.host}"
+        saves.append((store, DEFAULT_STORE_BLOCK, f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
+
+    for block, name, message in saves:
+        await block.asave(name, overwrite=True, client=client)
+        report[name] = f"{message} as '{name}'"
+        if isinstance(block, VectorStoreBlock):
+            for replaced in await _remove_other_vector_stores(name, type(block), client):
+                report[name] += f" (replacing the {replaced} block of that name)"
+    return report
+
+
+def _dimension_from(env: Mapping[str, str]) -> int | None:
+    value = env.get("BELUGA_EMBEDDING_DIMENSION")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValidationError(f"BELUGA_EMBEDDING_DIMENSION must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _default_store_path(env: Mapping[str, str], block: EmbedderBlock, embedder: Embedder) -> Path:
+    """PREFECT_HOME/beluga/store-<embedder>.npz: a new embedder gets a new file, never a mixed one."""
+    home = Path(env.get("PREFECT_HOME") or PREFECT_HOME.value())
+    model = "hashing" if block.provider == "hashing" else f"openai-{block.model_name}"
+    return home / "beluga" / re.sub(r"[^A-Za-z0-9._-]+", "-", f"store-{model}-{embedder.dimension}.npz")
+
+
+async def _index_dimension(block: PineconeVectorStoreBlock) -> int | None:
+    """The Pinecone index's dimension (one describe_index_stats request)."""
+    store = block.get_store()
+    try:
+        return await store.adimension()
+    finally:
+        store.close()
+
+
+async def _remove_other_vector_stores(name: str, keep: type[VectorStoreBlock], client: PrefectClient) -> list[str]:
+    """Delete the vector store documents called `name` of types other than `keep`; their slugs."""
+    removed = []
+    for cls in await _vector_store_types_named(name, client):
+        if cls is not keep:
+            await cls.adelete(name, client=client)
+            removed.append(cls.get_block_type_slug())
+    return removed

@@ -1,0 +1,89 @@
+"""Helpers for tests that run flows: read runs back from the API, stop process groups, write inputs.
+
+Import them as a module (``from prefect_beluga.testing.helpers import read_flow_run``), never
+from a ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId
+from prefect.client.schemas.objects import FlowRun, TaskRun
+
+__all__ = ["read_flow_run", "read_subflow_runs", "read_task_runs", "stop_process_group", "write_docs"]
+
+
+async def read_flow_run(name: str, timeout: float = 30.0) -> FlowRun:
+    """The flow run called `name`, waiting for it to reach a final state."""
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+            if runs and runs[0].state and runs[0].state.is_final():
+                return runs[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no finished flow run named {name!r} after {timeout}s: {runs}")
+            await asyncio.sleep(0.2)
+
+
+async def read_task_runs(flow_run_id: uuid.UUID, expected: int, timeout: float = 30.0) -> list[TaskRun]:
+    """The task runs of a flow run, oldest first, once `expected` of them are final.
+
+    Task runs reach the API as events, a little after the flow run returns: wait for them.
+    """
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}),
+            )
+            final = [r for r in runs if r.state and r.state.is_final()]
+            if len(final) >= expected:
+                return sorted(final, key=lambda r: r.start_time or r.expected_start_time)
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {expected} finished task runs in flow run {flow_run_id}, "
+                    f"found {[(r.name, r.state_type) for r in runs]}"
+                )
+            await asyncio.sleep(0.2)
+
+
+async def read_subflow_runs(parent_flow_run_id: uuid.UUID) -> list[FlowRun]:
+    """Flow runs nested under a flow run (through the task run that represents them)."""
+    async with get_client() as client:
+        parent_tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [parent_flow_run_id]}))
+        if not parent_tasks:
+            return []
+        return await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_task_run_id=FlowRunFilterParentTaskRunId(any_=[t.id for t in parent_tasks])
+            )
+        )
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM a subprocess started with `start_new_session=True` and its children; SIGKILL on timeout."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+
+
+def write_docs(directory: Path, docs: dict[str, str]) -> Path:
+    """A `docs` folder under `directory` holding `docs` (file name -> text), for ingest tests."""
+    folder = directory / "docs"
+    folder.mkdir(parents=True)
+    for name, text in docs.items():
+        (folder / name).write_text(text)
+    return folder
