@@ -224,3 +224,23 @@ def test_a_served_workflow_answers_execute_from_this_process(auth_server, tmp_pa
         log.close()
     assert result["sum"] == 3 and result["worker"] == "served"
     assert _leaks((tmp_path / "serve.log").read_bytes(), "serve.log") == []
+
+
+def test_test_servers_listen_on_loopback_by_default():
+    from prefect_beluga.testing import OpenAIServer, PineconeServer
+
+    assert PrefectServer().host == "127.0.0.1"
+    with OpenAIServer() as openai, PineconeServer() as pinecone:
+        assert openai.base_url.startswith("http://127.0.0.1:") and pinecone.url.startswith("http://127.0.0.1:")
+    with pytest.raises(ValueError, match="loopback"):
+        OpenAIServer(host="0.0.0.0")
+
+
+def test_prefect_server_options_are_checked_up_front():
+    with pytest.raises(ValueError, match="database='mysql'"):
+        PrefectServer(database="mysql")
+    with pytest.raises(ValueError, match="auth_string"):
+        PrefectServer(auth_string="")
+    from pydantic import SecretStr
+
+    assert PrefectServer(auth_string=SecretStr("a:b")).auth_string == "a:b"
