@@ -8,7 +8,6 @@ The server runs on PostgreSQL when it is installed (the recipe's database), else
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -23,11 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import stop_process_group
 from prefect.client.orchestration import get_client
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.prefect_server import PrefectServer, postgres_bin_dir, prefect_executable
+from prefect_beluga.testing.prefect_server import (
+    PrefectServer,
+    postgres_bin_dir,
+    prefect_executable,
+    stop_process_group,
+)
 
 HERE = Path(__file__).resolve().parent
 AUTH = f"beluga-admin:LEAKCANARY-{uuid.uuid4().hex}"
@@ -217,7 +220,7 @@ def test_a_served_workflow_answers_execute_from_this_process(auth_server, tmp_pa
                 except WorkflowNotDeployed:
                     assert served.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
                     assert time.monotonic() < deadline, "the served deployment never appeared"
-                    asyncio.run(asyncio.sleep(1))
+                    time.sleep(1)
             result = caller.get_result(workflow_id, run_id, timeout=120)
     finally:
         stop_process_group(served)

@@ -477,7 +477,19 @@ def _clean_env(environ: Any) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in drop}
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM a subprocess started with ``start_new_session=True`` and its children; SIGKILL them
+    if they are not gone after `timeout` seconds."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout)
+
+
+def _signal_group(process: subprocess.Popen[Any], sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
@@ -502,6 +514,13 @@ if pytest is not None:
             yield server
 
 
-__all__ = ["PrefectServer", "ThrowawayPostgres", "free_port", "postgres_bin_dir", "prefect_executable"]
+__all__ = [
+    "PrefectServer",
+    "ThrowawayPostgres",
+    "free_port",
+    "postgres_bin_dir",
+    "prefect_executable",
+    "stop_process_group",
+]
 if pytest is not None:
     __all__ += ["prefect_server"]
