@@ -1,7 +1,9 @@
 """Load: many concurrent chain and graph runs against the loopback servers, with latency.
 
 A benchmark, not a timed test. In one process, on Prefect's ephemeral API (a temporary
-PREFECT_HOME of its own), with the loopback OpenAI server (and the loopback Pinecone server for
+PREFECT_HOME of its own; ``--server embedded``, the default) or against a real `prefect server`
+started for the run on SQLite or on a throwaway PostgreSQL (``--server sqlite|postgresql``;
+`prefect_beluga.testing.PrefectServer`), with the loopback OpenAI server (and the loopback Pinecone server for
 the graphs) answering every request after `--latency` seconds:
 
 1. Chains: one RAG chain object (retrieve from an `InMemoryVectorStore` of `--docs` chunks with
@@ -9,6 +11,8 @@ the graphs) answering every request after `--latency` seconds:
    buffer memory, `--sessions` sessions. Each round invokes the chain once per session, all at
    once (`asyncio.gather` of `--sessions` `ainvoke`s, each its own flow run). Rounds 1-2 are
    timed (throughput); round 3 runs under tracemalloc (peak and retained Python memory).
+   The reference: the same two steps written by hand as a Prefect ``@flow`` of two ``@task``s
+   (no memory), ``--sessions`` runs at once, 2 rounds.
 2. Graphs: `--graphs` concurrent runs of a graph retrieve (Pinecone, via the official SDK) ->
    two answers at once (two chat calls) -> combine.
 
@@ -25,7 +29,7 @@ Checks (the run fails with exit status 1 if one does not hold):
 Prints throughput (invocations/s, end to end, including each flow run's creation), latency
 percentiles, the servers' peak concurrency and memory figures.
 
-    python benchmarks/load.py [--sessions 200] [--graphs 20] [--latency 0.05]
+    python benchmarks/load.py [--server embedded|sqlite|postgresql] [--sessions 200] [--graphs 20] [--latency 0.05]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import os
 import tempfile
 
 # Before Prefect is imported: a private home (a shared SQLite database locks), no analytics.
+# Against a server (`--server sqlite|postgresql`), the parent process set PREFECT_API_URL.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-beluga-load-")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -45,6 +50,7 @@ import gc
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -162,6 +168,35 @@ def check_requests(server: OpenAIServer) -> tuple[int, list[str]]:
     return len(chats), problems
 
 
+def handwritten_flow(store: InMemoryVectorStore, embedder: OpenAIEmbedder, llm: llms.ChatModel) -> Any:
+    """The reference: retrieve -> generate as a plain Prefect flow of two tasks (no memory)."""
+    from prefect import flow, task
+
+    @task(name="retrieve")
+    async def retrieve(query: str) -> str:
+        docs, _ = await store.asimilarity_search_by_query(query, 3, embedder)
+        return "\n".join(d.page_content for d in docs)
+
+    @task(name="generate")
+    async def generate(query: str, context: str) -> str:
+        return (await llm.agenerate(f"{query}\n\n{context}")).content
+
+    @flow(name="load-handwritten", log_prints=False)
+    async def handwritten(query: str) -> dict[str, str]:
+        context = await retrieve(query)
+        return {"output": await generate(query, context)}
+
+    return handwritten
+
+
+async def reference_round(handwritten: Any, sessions: int, turn: int) -> dict[str, Any]:
+    started = time.perf_counter()
+    outcomes = await asyncio.gather(*(timed(handwritten(question(s, turn))) for s in range(sessions)))
+    wall = time.perf_counter() - started
+    return {"wall": wall, "errors": [r for _, r in outcomes if isinstance(r, BaseException)],
+            "latencies": [t for t, r in outcomes if not isinstance(r, BaseException)]}
+
+
 async def main(args: argparse.Namespace) -> int:
     failures: list[str] = []
     with OpenAIServer(api_key=OPENAI_KEY, dimension=DIMENSION, latency=args.latency) as openai_server, \
@@ -241,6 +276,26 @@ async def main(args: argparse.Namespace) -> int:
         if rss_growth > args.max_rss_growth_mb:
             failures.append(f"RSS grew {rss_growth:.0f} MB from round 2 to 3, over {args.max_rss_growth_mb} MB")
 
+        # The reference: a hand-written Prefect flow, same steps, same concurrency.
+        handwritten = handwritten_flow(store, embedder, llm)
+        await asyncio.gather(*(timed(handwritten("warm-up")) for _ in range(5)))
+        references = [await reference_round(handwritten, args.sessions, turn) for turn in (1, 2)]
+        print(f"\nreference: hand-written Prefect flow (@flow of @task retrieve -> @task generate, no memory), "
+              f"{args.sessions} concurrent runs per round")
+        print("| round | wall s | runs/s | p50 s | p95 s | max s | errors |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for number, r in enumerate(references, 1):
+            lat = r["latencies"] or [float("nan")]
+            print(f"| {number} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | {statistics.median(lat):.2f} | "
+                  f"{percentile(lat, 0.95):.2f} | {max(lat):.2f} | {len(r['errors'])} |")
+        # Not a failure of this package: reported, as Prefect's own result on this server.
+        reference_errors = sum(len(r["errors"]) for r in references)
+        print(f"summary ({args.server}): chains {args.sessions / rounds[0]['wall']:.1f} / "
+              f"{args.sessions / rounds[1]['wall']:.1f} invocations/s (rounds 1/2); hand-written flow "
+              f"{args.sessions / references[0]['wall']:.1f} / {args.sessions / references[1]['wall']:.1f} runs/s; "
+              f"hand-written errors {reference_errors}"
+              + (f" (first: {references[0]['errors'][:1] or references[1]['errors'][:1]!r})"[:300] if reference_errors else ""))
+
         # Graphs.
         graph = build_graph(pinecone, embedder, llm)
         await graph.ainvoke({"input": "warm-up"})
@@ -287,4 +342,16 @@ if __name__ == "__main__":
     parser.add_argument("--docs", type=int, default=500, help="chunks in the stores")
     parser.add_argument("--max-retained-mb", type=float, default=64.0)
     parser.add_argument("--max-rss-growth-mb", type=float, default=150.0)
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--server", choices=("embedded", "sqlite", "postgresql"), default="embedded",
+                        help="Prefect's ephemeral API in this process, or a `prefect server` on SQLite / PostgreSQL")
+    args = parser.parse_args()
+    if args.server != "embedded" and not os.environ.get("BELUGA_LOAD_SERVER"):
+        # Prefect reads its settings when it is imported: run the benchmark in a child process
+        # whose environment points at the server.
+        from prefect_beluga.testing.prefect_server import PrefectServer
+
+        with PrefectServer(database=args.server) as server:
+            print(f"prefect server on {args.server} at {server.api_url}", flush=True)
+            env = {**server.env, "BELUGA_LOAD_SERVER": args.server}
+            sys.exit(subprocess.run([sys.executable, __file__, *sys.argv[1:]], env=env).returncode)
+    sys.exit(asyncio.run(main(args)))

@@ -1,7 +1,10 @@
 """A real `prefect server start` on a free loopback port, with its own temporary PREFECT_HOME.
 
 For end-to-end tests that need what the in-process ephemeral API cannot give: several processes
-(workers, a second client) talking to one API.
+(workers, a second client) talking to one API. The server listens on 127.0.0.1 only unless told
+otherwise; its database is SQLite in its home by default, or a throwaway PostgreSQL
+(``database="postgresql"``, see `ThrowawayPostgres`); ``auth_string=`` turns on Prefect's basic
+auth (the server refuses every API call without it; ``/api/health`` stays open).
 
     >>> from prefect_beluga.testing.prefect_server import PrefectServer
     >>> with PrefectServer() as server:
@@ -10,15 +13,21 @@ For end-to-end tests that need what the in-process ephemeral API cannot give: se
     ...     with server.settings():             # this process's Prefect client talks to it too
     ...         ...
 
+    >>> with PrefectServer(database="postgresql", auth_string="admin:s3cret") as server:
+    ...     server.env["PREFECT_API_AUTH_STRING"]   # clients send it; the URL never holds it
+
 `env` is a full environment for subprocesses (this process's environment plus `PREFECT_API_URL`,
-a client `PREFECT_HOME` and a shared `PREFECT_LOCAL_STORAGE_PATH`, so results one process
-persists another can read). `settings()` applies the same to this process for a `with` block.
+`PREFECT_API_AUTH_STRING` when the server has one, a client `PREFECT_HOME` and a shared
+`PREFECT_LOCAL_STORAGE_PATH`, so results one process persists another can read). `settings()`
+applies the same to this process for a `with` block.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -51,11 +60,203 @@ def prefect_executable() -> str:
     return found
 
 
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+DATABASES = ("sqlite", "postgresql")
+
+
+def postgres_bin_dir() -> Path | None:
+    """The folder holding `initdb` and `postgres`: ``$BELUGA_POSTGRES_BIN``, Debian's
+    ``/usr/lib/postgresql/<newest>/bin``, or the folder of `initdb` on PATH; None if none has it."""
+    candidates: list[Path] = []
+    if os.environ.get("BELUGA_POSTGRES_BIN"):
+        candidates.append(Path(os.environ["BELUGA_POSTGRES_BIN"]))
+    candidates.append(POSTGRES_BIN)
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        versions = [p for p in debian.iterdir() if p.name.isdigit()]
+        candidates += [p / "bin" for p in sorted(versions, key=lambda p: int(p.name), reverse=True)]
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "postgres").exists():
+            return folder
+    return None
+
+
+class ThrowawayPostgres:
+    """A private PostgreSQL cluster for the length of a `with` block: created with `initdb` in a
+    temporary folder, listening on 127.0.0.1 (and a unix socket in that folder) on a free port,
+    with a random password for its one superuser; stopped and deleted on exit.
+
+    `initdb` and `postgres` refuse to run as root: when this process is root they run as the
+    ``postgres`` system user if there is one, else ``nobody`` (through ``setpriv``), in a data
+    folder that user owns.
+
+    Args:
+        port: TCP port on 127.0.0.1; a free one by default.
+        durable: Keep PostgreSQL's crash safety (``fsync``, synchronous commits). Off by default:
+            a throwaway test database does not need it and tests run faster without it.
+        startup_timeout: Seconds to wait for the server to accept connections.
+
+    Attributes (once started):
+        url: ``postgresql+asyncpg://beluga:<password>@127.0.0.1:<port>/prefect`` — what
+            ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` takes.
+
+    Examples:
+        >>> with ThrowawayPostgres() as pg:
+        ...     env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg.url}
+    """
+
+    user = "beluga"
+    database = "prefect"
+
+    def __init__(self, *, port: int | None = None, durable: bool = False, startup_timeout: float = 60.0) -> None:
+        if startup_timeout <= 0:
+            raise ValueError("startup_timeout must be > 0 seconds")
+        self.port = port
+        self.durable = durable
+        self.startup_timeout = startup_timeout
+        self.root: Path | None = None
+        self.url = ""
+        self._password = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._bin: Path | None = None
+
+    def _as_owner(self) -> tuple[list[str], int | None, int | None]:
+        """The command prefix that drops root, and the uid/gid that should own the files."""
+        if os.geteuid() != 0:
+            return [], None, None
+        try:
+            account = pwd.getpwnam("postgres")
+        except KeyError:
+            account = pwd.getpwnam("nobody")
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            raise RuntimeError("running as root and `setpriv` is missing: cannot start PostgreSQL as another user")
+        prefix = [setpriv, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups", "--"]
+        return prefix, account.pw_uid, account.pw_gid
+
+    def start(self) -> ThrowawayPostgres:
+        if self._process is not None:
+            raise RuntimeError("this ThrowawayPostgres is already running")
+        self._bin = postgres_bin_dir()
+        if self._bin is None:
+            raise RuntimeError(
+                "PostgreSQL is not installed: no initdb/postgres in /usr/lib/postgresql/*/bin or on PATH "
+                "(Debian: apt-get install -y postgresql; or set BELUGA_POSTGRES_BIN)"
+            )
+        prefix, uid, gid = self._as_owner()
+        self.root = Path(tempfile.mkdtemp(prefix="prefect-beluga-pg-"))
+        data, log = self.root / "data", self.root / "postgres.log"
+        self._password = secrets.token_urlsafe(18)
+        pwfile = self.root / "pw"
+        pwfile.write_text(self._password + "\n")
+        if uid is not None:
+            for path in (self.root, pwfile):
+                os.chown(path, uid, gid)
+        owner_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        try:
+            done = subprocess.run(
+                [*prefix, str(self._bin / "initdb"), "-D", str(data), "-U", self.user, "-E", "UTF8",
+                 "--auth=scram-sha-256", f"--pwfile={pwfile}", "--no-sync", "--no-instructions"],
+                env=owner_env, capture_output=True, text=True, timeout=120, cwd=self.root,
+            )
+            pwfile.unlink()
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            port = self.port or free_port()
+            options = {
+                "listen_addresses": "127.0.0.1",
+                "port": str(port),
+                "unix_socket_directories": str(self.root),
+                "max_connections": "200",
+            }
+            if not self.durable:
+                options.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+            args = [arg for key, value in options.items() for arg in ("-c", f"{key}={value}")]
+            log_file = open(log, "wb")
+            if uid is not None:
+                os.chown(log, uid, gid)
+            self._process = subprocess.Popen(
+                [*prefix, str(self._bin / "postgres"), "-D", str(data), *args],
+                env=owner_env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.root,
+            )
+            log_file.close()
+            self._wait_ready(port)
+            env = {**owner_env, "PGPASSWORD": self._password}
+            done = subprocess.run(
+                [str(self._bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", self.user, self.database],
+                env=env, capture_output=True, text=True, timeout=60,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"createdb failed ({done.returncode}):\n{done.stderr}")
+            self.port = port
+            self.url = f"postgresql+asyncpg://{self.user}:{self._password}@127.0.0.1:{port}/{self.database}"
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, port: int) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        assert self._bin is not None and self._process is not None
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"postgres exited with code {self._process.returncode}:\n{self.log()[-3000:]}")
+            ready = subprocess.run(
+                [str(self._bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port), "-U", self.user],
+                capture_output=True, timeout=30,
+            )
+            if ready.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"postgres not ready after {self.startup_timeout}s:\n{self.log()[-3000:]}")
+            time.sleep(0.2)
+
+    def log(self) -> str:
+        if self.root is None or not (self.root / "postgres.log").exists():
+            return ""
+        return (self.root / "postgres.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: roll back open transactions, close connections), then delete the
+        cluster's folder."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            _signal_group(process, signal.SIGINT)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait(30)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self) -> ThrowawayPostgres:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:  # never the password
+        return f"ThrowawayPostgres(port={self.port}, running={self._process is not None})"
+
+
 class PrefectServer:
     """`prefect server start` in a subprocess, on loopback, for the length of a `with` block.
 
     Args:
-        host: Interface to listen on (loopback by default).
+        database: ``"sqlite"`` (default: a file in the server's home) or ``"postgresql"`` (a
+            `ThrowawayPostgres` started first and removed after the server stops).
+        auth_string: Turn on Prefect's basic auth: the server gets
+            ``PREFECT_SERVER_API_AUTH_STRING`` and refuses API calls without it (401);
+            ``/api/health`` stays open. `env` and `settings()` carry the client side
+            (``PREFECT_API_AUTH_STRING``); the URL never holds it. A str or a pydantic `SecretStr`.
+        host: Interface to listen on (127.0.0.1, loopback only, by default).
         port: Port; a free one by default.
         startup_timeout: Seconds to wait for `/api/health` before giving up (the log is in the
             error).
@@ -65,7 +266,8 @@ class PrefectServer:
         keep_home: Keep the temporary PREFECT_HOME after stopping (for debugging).
 
     Attributes (once started):
-        api_url: e.g. ``http://127.0.0.1:4242/api``.
+        api_url: e.g. ``http://127.0.0.1:4242/api`` (never credentials).
+        postgres: The `ThrowawayPostgres` when ``database="postgresql"``.
         home: The server's PREFECT_HOME (database, log in ``server.log``).
         env: Environment for subprocesses that must talk to this server.
 
@@ -81,6 +283,8 @@ class PrefectServer:
     def __init__(
         self,
         *,
+        database: str = "sqlite",
+        auth_string: Any = None,
         host: str = "127.0.0.1",
         port: int | None = None,
         startup_timeout: float = 90.0,
@@ -91,6 +295,15 @@ class PrefectServer:
     ) -> None:
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ValueError("startup_timeout and stop_timeout must be > 0 seconds")
+        if database not in DATABASES:
+            raise ValueError(f"PrefectServer(database={database!r}): expected one of {', '.join(DATABASES)}")
+        if auth_string is not None and hasattr(auth_string, "get_secret_value"):
+            auth_string = auth_string.get_secret_value()
+        if auth_string is not None and (not isinstance(auth_string, str) or not auth_string):
+            raise ValueError("PrefectServer(auth_string=...): expected a non-empty str such as 'user:password'")
+        self.database = database
+        self._auth_string: str | None = auth_string
+        self.postgres: ThrowawayPostgres | None = None
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
@@ -112,6 +325,21 @@ class PrefectServer:
         self.home = Path(tempfile.mkdtemp(prefix="prefect-beluga-server-"))
         port = self.port or free_port(self.host)
         self.api_url = f"http://{self.host}:{port}/api"
+        try:
+            self._start_server(port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_server(self, port: int) -> None:
+        assert self.home is not None
+        database: dict[str, str] = {}
+        if self.database == "postgresql":
+            self.postgres = ThrowawayPostgres().start()
+            database["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = self.postgres.url
+        auth_server = {"PREFECT_SERVER_API_AUTH_STRING": self._auth_string} if self._auth_string else {}
+        auth_client = {"PREFECT_API_AUTH_STRING": self._auth_string} if self._auth_string else {}
         server_env = _clean_env(os.environ)
         server_env.update(
             PREFECT_HOME=str(self.home / "server-home"),
@@ -120,6 +348,8 @@ class PrefectServer:
             PREFECT_SERVER_API_HOST=self.host,
             PREFECT_SERVER_API_PORT=str(port),
             PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+            **database,
+            **auth_server,
             **self._extra_env,
         )
         self._log_file = open(self.home / "server.log", "wb")
@@ -137,14 +367,10 @@ class PrefectServer:
             PREFECT_HOME=str(self.home / "client-home"),
             PREFECT_LOCAL_STORAGE_PATH=str(self.home / "storage"),
             PREFECT_SERVER_ANALYTICS_ENABLED="false",
+            **auth_client,
             **self._extra_env,
         )
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._wait_healthy()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -181,6 +407,9 @@ class PrefectServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
         if self.home is not None and not self.keep_home:
             shutil.rmtree(self.home, ignore_errors=True)
 
@@ -191,6 +420,15 @@ class PrefectServer:
         self.stop()
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @property
+    def auth_string(self) -> str | None:
+        """The basic-auth string clients must send (``None``: no auth)."""
+        return self._auth_string
+
+    def __repr__(self) -> str:  # never the auth string or the database password
+        return (f"PrefectServer(api_url={self.api_url!r}, database={self.database!r}, "
+                f"auth={'on' if self._auth_string else 'off'})")
 
     @property
     def running(self) -> bool:
@@ -206,6 +444,7 @@ class PrefectServer:
     def settings(self) -> Iterator[None]:
         """Point this process's Prefect client at the server (and the shared result storage)."""
         from prefect.settings import (
+            PREFECT_API_AUTH_STRING,
             PREFECT_API_URL,
             PREFECT_LOCAL_STORAGE_PATH,
             temporary_settings,
@@ -214,6 +453,7 @@ class PrefectServer:
         with temporary_settings(
             {
                 PREFECT_API_URL: self.api_url,
+                PREFECT_API_AUTH_STRING: self._auth_string,
                 PREFECT_LOCAL_STORAGE_PATH: Path(self.env["PREFECT_LOCAL_STORAGE_PATH"]),
             }
         ):
@@ -225,6 +465,8 @@ def _clean_env(environ: Any) -> dict[str, str]:
     drop = {
         "PREFECT_API_URL",
         "PREFECT_API_KEY",
+        "PREFECT_API_AUTH_STRING",
+        "PREFECT_SERVER_API_AUTH_STRING",
         "PREFECT_HOME",
         "PREFECT_PROFILES_PATH",
         "PREFECT_LOCAL_STORAGE_PATH",
@@ -235,7 +477,19 @@ def _clean_env(environ: Any) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in drop}
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM a subprocess started with ``start_new_session=True`` and its children; SIGKILL them
+    if they are not gone after `timeout` seconds."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(timeout)
+
+
+def _signal_group(process: subprocess.Popen[Any], sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:
@@ -249,13 +503,24 @@ except ImportError:  # pragma: no cover
 
 if pytest is not None:
 
-    @pytest.fixture(scope="module")
-    def prefect_server() -> Iterator[PrefectServer]:
-        """A real Prefect server on loopback, shared by one test module."""
-        with PrefectServer() as server:
+    @pytest.fixture(scope="module", params=DATABASES)
+    def prefect_server(request: Any) -> Iterator[PrefectServer]:
+        """A real Prefect server on loopback, shared by one test module; the module runs once on
+        SQLite and once on a throwaway PostgreSQL (skipped, saying why, where PostgreSQL is not
+        installed)."""
+        if request.param == "postgresql" and postgres_bin_dir() is None:
+            pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+        with PrefectServer(database=request.param) as server:
             yield server
 
 
-__all__ = ["PrefectServer", "free_port", "prefect_executable"]
+__all__ = [
+    "PrefectServer",
+    "ThrowawayPostgres",
+    "free_port",
+    "postgres_bin_dir",
+    "prefect_executable",
+    "stop_process_group",
+]
 if pytest is not None:
     __all__ += ["prefect_server"]

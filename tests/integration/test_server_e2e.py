@@ -95,6 +95,43 @@ async def test_deploy_all_registers_the_three_deployments_with_the_ingest_schedu
     assert "OPENAI_API_KEY" not in str(ingest.parameters) and "api_key" not in str(answer.parameters)
 
 
+def _next_run(schedule) -> object:
+    from prefect.server.schemas.schedules import IntervalSchedule
+
+    interval = IntervalSchedule(interval=schedule.interval, anchor_date=schedule.anchor_date,
+                                timezone=schedule.timezone)
+    return asyncio.run(interval.get_dates(n=1))[0]
+
+
+async def test_redeploying_does_not_move_the_ingest_schedule(deployed):
+    async def schedule_of_ingest():
+        async with get_client() as client:
+            ingest = await client.read_deployment_by_name("rag-ingest/rag-ingest")
+        [schedule] = ingest.schedules
+        return schedule.schedule
+
+    before = await schedule_of_ingest()
+    await asyncio.sleep(1.5)  # an unanchored interval would now restart 1.5 s later
+    cli(deployed, prefect_executable(), "--no-prompt", "deploy", "--all", cwd=ROOT / "flows")
+    after = await schedule_of_ingest()
+    assert after.anchor_date == before.anchor_date
+    assert (after.anchor_date.minute, after.anchor_date.second, after.anchor_date.microsecond) == (0, 0, 0)
+    assert await asyncio.to_thread(_next_run, after) == await asyncio.to_thread(_next_run, before)
+    assert (await asyncio.to_thread(_next_run, after)).minute == 0  # on the hour
+
+
+def test_prefect_yaml_names_a_prefect_version_inside_the_supported_range():
+    import tomllib
+
+    import yaml
+    from packaging.requirements import Requirement
+
+    declared = yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())["prefect-version"]
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    [prefect] = [Requirement(d) for d in dependencies if Requirement(d).name == "prefect"]
+    assert prefect.specifier.contains(str(declared)), (declared, str(prefect.specifier))
+
+
 async def test_ingest_then_answer_run_on_the_worker(deployed):
     ingest = await run("rag-ingest/rag-ingest")
     answer = await run("rag-answer/rag-answer", question="How are Prefect tasks retried?")
