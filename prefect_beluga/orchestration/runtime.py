@@ -19,6 +19,7 @@ tens of milliseconds (see `BusyRetryTransport`), before Prefect's own back-off a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import itertools
 import random
@@ -128,11 +129,19 @@ _lock = threading.Lock()
 
 
 def _api_key() -> tuple[str, ...]:
-    """What a client is bound to: the API's address and credentials in the current settings."""
+    """What a client is bound to: the API's address and credentials in the current settings.
+
+    A change of URL, API key or auth string (`PREFECT_API_AUTH_STRING`) gets a new client
+    built from the new settings. The credentials are kept as digests, not in plain text.
+    """
     api = get_current_settings().api
     secret = api.key.get_secret_value() if api.key else ""
     auth = api.auth_string.get_secret_value() if api.auth_string else ""
-    return (str(api.url or ""), secret, auth)
+    return (str(api.url or ""), _digest(secret), _digest(auth))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest() if secret else ""
 
 
 def _version_check_enabled() -> bool:
