@@ -3,15 +3,21 @@
 Examples:
     Three steps, retried by Prefect, inside one flow run named "tutorial":
 
-    >>> from prefect_beluga import Chain
-    >>> chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
-    >>> chain.invoke({"input": "test"})
+    ```python
+    from prefect_beluga import Chain
 
-    Called inside your own flow, the chain becomes a subflow of your flow run:
+    chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
+    chain.invoke({"input": "test"})
+    ```
 
-    >>> @flow
-    ... def nightly():
-    ...     return chain.invoke("today's news")
+    Called inside your own flow, the chain becomes a subflow of your flow run (it costs what a
+    top-level call costs: see docs/performance.md, "Composing inside a flow"):
+
+    ```python
+    @flow
+    def nightly():
+        return chain.invoke("today's news")
+    ```
 """
 
 from __future__ import annotations
@@ -71,9 +77,22 @@ class Chain(Runnable):
         subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
 
     Examples:
-        >>> chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
-        ...               retry_delay=[1, 2], memory=memory.new_memory("buffer"))
-        >>> chain.invoke("What is Prefect?")["output"]
+        ```python
+        chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
+                      retry_delay=[1, 2], memory=memory.new_memory("buffer"))
+        chain.invoke("What is Prefect?")["output"]
+        ```
+
+        Memory and concurrency: the two items of this batch both see "earlier" in their
+        history, neither sees the other; a later `invoke` sees all three turns. To keep
+        conversations apart for good, give each its own `session_id` in the input.
+
+        ```python
+        chat = Chain([reply], memory=memory.new_memory(memory.MemoryType.BUFFER))
+        chat.invoke({"input": "earlier"})
+        chat.batch([{"input": "apple"}, {"input": "banana"}])
+        chat.invoke({"input": "what did I say?"})   # history: earlier, apple, banana
+        ```
     """
 
     def __init__(
