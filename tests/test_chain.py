@@ -495,7 +495,7 @@ async def test_memory_in_a_file_store_carries_a_conversation_across_runs_and_ses
     assert (await chat().ainvoke({"input": "one", "session_id": "bob"}))["output"] == "seen 0 earlier turn(s)"
 
 
-# -- the API clients a run uses (prefect_beluga/orchestration/runtime.py) -----------------------
+# -- the API clients a run uses (prefect_beluga/orchestration/_runtime.py) -----------------------
 
 
 async def add_one(state: dict[str, Any]) -> dict[str, Any]:
@@ -528,7 +528,7 @@ async def test_busy_retry_transport_absorbs_retryable_503s() -> None:
     a 503 with Retry-After, or one that persists, goes up to Prefect's client unchanged."""
     import httpx
 
-    from prefect_beluga.orchestration.runtime import BusyRetryTransport
+    from prefect_beluga.orchestration._runtime import BusyRetryTransport
 
     class Scripted(httpx.AsyncBaseTransport):
         def __init__(self, replies: list[httpx.Response]) -> None:

@@ -24,7 +24,7 @@ from prefect.settings import (
 
 from prefect_beluga import Chain, Graph
 from prefect_beluga.orchestration import _prefect_internals as internals
-from prefect_beluga.orchestration import runtime
+from prefect_beluga.orchestration import _runtime as runtime
 from prefect_beluga.testing.prefect_retries import PrefectClientRetries
 
 

@@ -36,9 +36,9 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input, merge
 from prefect_beluga.memory.base import BaseMemory
-from prefect_beluga.orchestration.runtime import body_flow, run_body
-from prefect_beluga.orchestration.stream import StreamSink, stream_updates
-from prefect_beluga.orchestration.tasks import RetryPolicy, call_args, runnable_task
+from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._stream import StreamSink, stream_updates
+from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
 
 # (chain, memory variables) read when the running call was made; see Chain._invoke.
 _loaded_memory: ContextVar[tuple[Any, dict[str, Any] | None]] = ContextVar("prefect_beluga_loaded_memory")
