@@ -18,6 +18,15 @@ created; it answers 503 and Prefect's client retries ~2 s later, in about half t
 raw Prefect and Chain alike (PrefectHQ/prefect#18934). `--gap 0` shows that.
 
     python benchmarks/chain_overhead.py [--repeat 40] [--gap 0.5] [--profile]
+
+`--compose` measures instead what composing inside a user's own `@flow` costs: a 3-step chain
+and a 3-node graph, called 10 times each (after a warm-up) at top level, as a subflow of a
+user's flow run, and with `subflow=False` inside it; it prints the medians and the ratio
+inside / top level side by side, and how many 503s the shared client absorbed. `--server
+sqlite` runs it against a `prefect server` on SQLite (`prefect_beluga.testing.PrefectServer`)
+instead of the embedded API.
+
+    python benchmarks/chain_overhead.py --compose [--calls 10] [--server embedded|sqlite]
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from prefect_beluga import Chain
+from prefect_beluga import Chain, Graph
 
 SMALL, LARGE = 3, 13
 SPIKE_SECONDS = 1.0  # a run this much slower than the median is an API retry spike
@@ -184,6 +193,114 @@ async def profile(runs: int, gap: float) -> None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
 
+def compose_graph(subflow: bool) -> Graph:
+    """A 3-node graph: `a`, then `b` and `c` at the same time."""
+
+    async def a(state: dict[str, Any]) -> dict[str, Any]:
+        return {"count": state["count"] + 1}
+
+    async def b(state: dict[str, Any]) -> dict[str, Any]:
+        return {"b": state["count"]}
+
+    async def c(state: dict[str, Any]) -> dict[str, Any]:
+        return {"c": state["count"]}
+
+    graph = Graph(name="bench-graph", subflow=subflow)
+    for name, fn in (("a", a), ("b", b), ("c", c)):
+        graph.add_node(name, fn)
+    graph.add_edge("a", "b")
+    graph.add_edge("a", "c")
+    graph.set_entry_point("a")
+    graph.set_finish_point(["b", "c"])
+    return graph
+
+
+COMPOSE_ROWS = {
+    "top": "top level",
+    "subflow": "inside a user's flow, as a subflow (default)",
+    "inline": "inside a user's flow, subflow=False",
+}
+
+
+async def measure_compose(
+    calls: int, prefect_retries: Any
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, int]]]:
+    """Per kind (chain, graph) and row: the seconds of each of `calls` calls, and the 503s
+    during the row: absorbed by the shared client / retried by Prefect's own client (2 s)."""
+    from prefect_beluga.orchestration._runtime import shared_transport
+
+    kinds = {
+        "chain": (Chain([add_one] * SMALL, name="bench-chain"),
+                  Chain([add_one] * SMALL, name="bench-chain", subflow=False)),
+        "graph": (compose_graph(True), compose_graph(False)),
+    }
+    samples: dict[str, dict[str, list[float]]] = {k: {r: [] for r in COMPOSE_ROWS} for k in kinds}
+    absorbed: dict[str, dict[str, str]] = {k: {} for k in kinds}
+
+    async def timed(call: Callable[[], Awaitable[Any]]) -> float:
+        start = time.perf_counter()
+        await call()
+        return time.perf_counter() - start
+
+    @flow(name="bench-user-flow")
+    async def user_flow(kind: str, row: str, n: int) -> list[float]:
+        runnable = kinds[kind][0 if row == "subflow" else 1]
+        return [await timed(lambda: runnable.ainvoke({"count": 0})) for _ in range(n)]
+
+    for kind, (default, _) in kinds.items():  # warm-up
+        for _ in range(2):
+            await default.ainvoke({"count": 0})
+        await user_flow(kind, "subflow", 2)
+        await user_flow(kind, "inline", 2)
+    def busy_retries() -> int:
+        transport = shared_transport()
+        return transport.retried if transport is not None else 0
+
+    for kind, (default, _) in kinds.items():
+        for row in COMPOSE_ROWS:
+            before, before_prefect = busy_retries(), prefect_retries.count(503)
+            if row == "top":
+                samples[kind][row] = [await timed(lambda: default.ainvoke({"count": 0})) for _ in range(calls)]
+            else:
+                samples[kind][row] = await user_flow(kind, row, calls)
+            absorbed[kind][row] = (
+                f"{busy_retries() - before} / {prefect_retries.count(503) - before_prefect}"
+            )
+    return samples, absorbed
+
+
+def report_compose(
+    samples: dict[str, dict[str, list[float]]], absorbed: dict[str, dict[str, str]], calls: int, server: str
+) -> None:
+    print(f"\nComposing inside a flow ({server} API): {calls} calls each, "
+          "median (worst) ms per call, ratio to top level\n")
+    print("503s: absorbed by the shared client (10-500 ms) / retried by Prefect's client (2 s)\n")
+    print("| row | chain, 3 steps | ratio | 503s | graph, 3 nodes | ratio | 503s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row, title in COMPOSE_ROWS.items():
+        cells = []
+        for kind in ("chain", "graph"):
+            median = statistics.median(samples[kind][row])
+            top = statistics.median(samples[kind]["top"])
+            cells.append(f"{median * 1e3:.0f} ({max(samples[kind][row]) * 1e3:.0f}) | {median / top:.2f}x | "
+                         f"{absorbed[kind][row]}")
+        print(f"| {title} | {' | '.join(cells)} |")
+
+
+async def compose_main(calls: int, server: str) -> None:
+    from prefect_beluga.orchestration._runtime import shared_transport
+    from prefect_beluga.testing.prefect_retries import PrefectClientRetries
+
+    with PrefectClientRetries() as retries:
+        samples, absorbed = await measure_compose(calls, retries)
+    report_compose(samples, absorbed, calls, server)
+    transport = shared_transport()
+    absorbed = transport.retried if transport is not None else "n/a"
+    print(f"\n503s absorbed by the shared client's fast retry (10-500 ms): {absorbed}; "
+          f"retries by Prefect's own client (2 s and up): {retries.count(503)} of a 503, "
+          f"{retries.count()} in all")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=40, help="interleaved rounds (default 40)")
@@ -191,7 +308,21 @@ def main() -> None:
         "--gap", type=float, default=0.5, help="idle seconds between runs, not timed (default 0.5)"
     )
     parser.add_argument("--profile", action="store_true", help="also cProfile both sides")
+    parser.add_argument("--compose", action="store_true",
+                        help="measure calls inside a user's flow against top-level calls")
+    parser.add_argument("--calls", type=int, default=10, help="calls per row with --compose")
+    parser.add_argument("--server", choices=("embedded", "sqlite"), default="embedded",
+                        help="with --compose: the embedded API or a `prefect server` on SQLite")
     args = parser.parse_args()
+    if args.compose:
+        if args.server == "sqlite":
+            from prefect_beluga.testing.prefect_server import PrefectServer
+
+            with PrefectServer() as server, server.settings():
+                asyncio.run(compose_main(args.calls, args.server))
+        else:
+            asyncio.run(compose_main(args.calls, args.server))
+        return
     samples = asyncio.run(measure(args.repeat, args.gap))
     report(samples, args.repeat, args.gap)
     if args.profile:

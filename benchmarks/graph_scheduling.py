@@ -295,7 +295,7 @@ def per_run_clients(graph: Graph, input: dict[str, Any]) -> Callable[[], Awaitab
     builds its two new clients for the flow run (the behaviour before runtime.api_clients)."""
     from contextlib import asynccontextmanager
 
-    from prefect_beluga.orchestration import runtime
+    from prefect_beluga.orchestration import _runtime as runtime
 
     @asynccontextmanager
     async def none() -> Any:
@@ -629,7 +629,7 @@ async def profile(dag: Dag, top: int) -> None:
 
 def busy_retries() -> int:
     """503s (SQLite busy) that our shared API client retried itself, in this process."""
-    from prefect_beluga.orchestration import runtime
+    from prefect_beluga.orchestration import _runtime as runtime
 
     return sum(
         getattr(context.client._client._transport, "retried", 0)

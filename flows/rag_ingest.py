@@ -32,7 +32,7 @@ from prefect_beluga.blocks import (
     load_vector_store_block,
 )
 from prefect_beluga.embeddings.base import Embedder
-from prefect_beluga.orchestration.tasks import RetryPolicy
+from prefect_beluga.orchestration import RetryPolicy
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import VectorStore
 

@@ -3,20 +3,28 @@
 Examples:
     Three steps, retried by Prefect, inside one flow run named "tutorial":
 
-    >>> from prefect_beluga import Chain
-    >>> chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
-    >>> chain.invoke({"input": "test"})
+    ```python
+    from prefect_beluga import Chain
 
-    Called inside your own flow, the chain becomes a subflow of your flow run:
+    chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
+    chain.invoke({"input": "test"})
+    ```
 
-    >>> @flow
-    ... def nightly():
-    ...     return chain.invoke("today's news")
+    Called inside your own flow, the chain becomes a subflow of your flow run (it costs what a
+    top-level call costs: see docs/performance.md, "Composing inside a flow"):
+
+    ```python
+    @flow
+    def nightly():
+        return chain.invoke("today's news")
+    ```
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, Union
 
 import anyio
@@ -28,9 +36,12 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input, merge
 from prefect_beluga.memory.base import BaseMemory
-from prefect_beluga.orchestration.runtime import body_flow, run_body
-from prefect_beluga.orchestration.stream import StreamSink, stream_updates
-from prefect_beluga.orchestration.tasks import RetryPolicy, call_args, runnable_task
+from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._stream import StreamSink, stream_updates
+from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
+
+# (chain, memory variables) read when the running call was made; see Chain._invoke.
+_loaded_memory: ContextVar[tuple[Any, dict[str, Any] | None]] = ContextVar("prefect_beluga_loaded_memory")
 
 ErrorHandler = Callable[[BaseException], Union[BaseException, dict[str, Any], None]]
 
@@ -57,14 +68,31 @@ class Chain(Runnable):
         step_timeout: Seconds one attempt of one step may take (Prefect task timeout).
         error_handler: Called with the exception of a step that finally failed; returns the
             exception to raise, or a dict to use as the chain's result (None re-raises).
-        memory: Conversation memory: its variables are loaded into the input before the
-            first step; the input/output pair is saved after the last.
+        memory: Conversation memory: its variables are loaded into the input when the call
+            is made; the input/output pair is saved after the last step. Sequential calls
+            see every earlier turn (of their session: the input's `session_id`, else the
+            memory's). Calls that overlap - the items of one `batch`, concurrent `ainvoke`s -
+            never see one another's turns: each sees the memory as it was when it (for a
+            batch: the batch) started, and its own turn is saved when it finishes.
         subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
 
     Examples:
-        >>> chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
-        ...               retry_delay=[1, 2], memory=memory.new_memory("buffer"))
-        >>> chain.invoke("What is Prefect?")["output"]
+        ```python
+        chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
+                      retry_delay=[1, 2], memory=memory.new_memory("buffer"))
+        chain.invoke("What is Prefect?")["output"]
+        ```
+
+        Memory and concurrency: the two items of this batch both see "earlier" in their
+        history, neither sees the other; a later `invoke` sees all three turns. To keep
+        conversations apart for good, give each its own `session_id` in the input.
+
+        ```python
+        chat = Chain([reply], memory=memory.new_memory(memory.MemoryType.BUFFER))
+        chat.invoke({"input": "earlier"})
+        chat.batch([{"input": "apple"}, {"input": "banana"}])
+        chat.invoke({"input": "what did I say?"})   # history: earlier, apple, banana
+        ```
     """
 
     def __init__(
@@ -134,7 +162,53 @@ class Chain(Runnable):
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         state = coerce_input(input, where=f"chain {self.name!r}")
-        return await run_body(self._flow, self._run, state, ensure_config(config), subflow=self.subflow)
+        return await self._invoke(state, ensure_config(config), self._load_memory(state))
+
+    async def abatch(
+        self, inputs: Sequence[Any], config: ConfigLike = None, *, return_exceptions: bool = False
+    ) -> list[Any]:
+        """Run on many inputs concurrently (at most `config.max_concurrency` at a time).
+
+        With memory, every item sees the memory as it was when the batch started (items
+        without a `session_id` share the memory's default session, but never see one
+        another's turns); each item's turn is saved when it finishes.
+        """
+        run_config = ensure_config(config)
+        prepared: list[tuple[dict[str, Any], dict[str, Any] | None] | BaseException] = []
+        for item in inputs:
+            try:
+                state = coerce_input(item, where=f"chain {self.name!r}")
+                prepared.append((state, self._load_memory(state)))
+            except Exception as exc:
+                if not return_exceptions:
+                    raise
+                prepared.append(exc)
+        limit = asyncio.Semaphore(run_config.max_concurrency or len(prepared) or 1)
+
+        async def one(item: tuple[dict[str, Any], dict[str, Any] | None] | BaseException) -> Any:
+            if isinstance(item, BaseException):
+                raise item
+            async with limit:
+                return await self._invoke(item[0], run_config, item[1])
+
+        return await asyncio.gather(*(one(item) for item in prepared), return_exceptions=return_exceptions)
+
+    def _load_memory(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The memory's variables for `state`, read when the call is made (see `_invoke`)."""
+        if self.memory is None:
+            return None
+        return dict(self.memory.load_memory_variables(state))
+
+    async def _invoke(
+        self, state: dict[str, Any], config: RunConfig, memory_vars: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Run with memory variables read at call time: a concurrent call that finishes first
+        cannot slip its turn into this one's history (the flow run starts later)."""
+        token = _loaded_memory.set((self, memory_vars))
+        try:
+            return await run_body(self._flow, self._run, state, config, subflow=self.subflow)
+        finally:
+            _loaded_memory.reset(token)
 
     async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[dict[str, Any]]:
         """Yield `{step_name: output}` as each step finishes, then `{"__end__": result}`."""
@@ -145,7 +219,10 @@ class Chain(Runnable):
         """The chain's body: runs inside its flow run (or inline in the caller's)."""
         initial = dict(state)
         if self.memory is not None:
-            state = merge(state, self.memory.load_memory_variables(state))
+            owner, loaded = _loaded_memory.get((None, None))
+            if owner is not self or loaded is None:
+                loaded = self.memory.load_memory_variables(state)
+            state = merge(state, loaded)
         current: list[int] = [0]
         deadline = None
         try:

@@ -32,9 +32,9 @@ from prefect_beluga.core.errors import (
     StateConflictError,
     add_step_note,
 )
-from prefect_beluga.orchestration.runtime import in_flow_run
-from prefect_beluga.orchestration.stream import StreamSink
-from prefect_beluga.orchestration.tasks import call_args
+from prefect_beluga.orchestration._runtime import in_flow_run
+from prefect_beluga.orchestration._stream import StreamSink
+from prefect_beluga.orchestration._tasks import call_args
 
 if TYPE_CHECKING:
     from prefect_beluga.orchestration.graph import CompiledGraph, ConditionalEdge, GraphRun

@@ -39,9 +39,9 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
 from prefect_beluga.orchestration.mermaid import graph_to_mermaid
-from prefect_beluga.orchestration.runtime import body_flow, run_body
-from prefect_beluga.orchestration.stream import stream_updates
-from prefect_beluga.orchestration.tasks import RetryPolicy, runnable_task
+from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._stream import stream_updates
+from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 
 END = "__end__"
 """Route to END (from a router, or `add_edge(node, END)`) to finish a branch."""

@@ -64,7 +64,7 @@ from prefect_beluga.orchestration.signals import (
     check_signal_name,
     read_published,
 )
-from prefect_beluga.orchestration.tasks import durable_run
+from prefect_beluga.orchestration._tasks import durable_run
 
 _BAD_NAME = re.compile(r"[/%&<>]")
 # Seconds between looks at a run's state while waiting for it.

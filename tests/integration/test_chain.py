@@ -240,6 +240,64 @@ async def test_memory_carries_history_across_invocations():
     assert chain.memory.turns() == [("hello", "HELLO"), ("again", "AGAIN")]
 
 
+def echo_with_history(state):
+    return {"output": f"{state['input']} (history: {state['history']!r})"}
+
+
+@pytest.mark.parametrize("max_concurrency", [None, 1])
+def test_batch_items_sharing_one_memory_never_see_each_others_turns(max_concurrency):
+    chain = Chain([echo_with_history], name="batch-memory", memory=memory.new_memory(memory.MemoryType.BUFFER))
+    chain.invoke({"input": "earlier"})
+
+    results = chain.batch(
+        [{"input": "apple"}, {"input": "banana"}], RunConfig(max_concurrency=max_concurrency)
+    )
+
+    for result, other in zip(results, ("banana", "apple")):
+        assert result["history"] == "Human: earlier\nAI: earlier (history: '')"
+        assert other not in result["history"]
+    # Both turns were saved; the next sequential call sees them (the tutorial relies on it).
+    turns = [turn[0] for turn in chain.memory.turns()]
+    assert turns[0] == "earlier" and sorted(turns[1:]) == ["apple", "banana"]
+    after = chain.invoke({"input": "cherry"})
+    assert "apple" in after["history"] and "banana" in after["history"]
+
+
+async def test_concurrent_ainvokes_sharing_one_memory_never_see_each_others_turns():
+    chain_memory = memory.new_memory(memory.MemoryType.BUFFER)
+    banana_saved = asyncio.Event()
+
+    async def slow_apple(state):
+        if state["input"] == "apple":
+            await banana_saved.wait()  # banana's call is over and its turn saved
+            assert any(turn[0] == "banana" for turn in chain_memory.turns())
+        return {"output": f"{state['input']} (history: {state['history']!r})"}
+
+    chain = Chain([slow_apple], name="concurrent-memory", memory=chain_memory)
+
+    async def banana():
+        try:
+            return await chain.ainvoke({"input": "banana"})
+        finally:
+            banana_saved.set()
+
+    apple, banana_result = await asyncio.gather(chain.ainvoke({"input": "apple"}), banana())
+    assert apple["history"] == "" and banana_result["history"] == ""
+    assert sorted(turn[0] for turn in chain_memory.turns()) == ["apple", "banana"]
+
+
+def test_batch_items_with_their_own_session_ids_keep_their_sessions():
+    chain = Chain([echo_with_history], name="batch-sessions", memory=memory.new_memory(memory.MemoryType.BUFFER))
+    chain.invoke({"input": "hi alice", "session_id": "alice"})
+
+    alice, bob = chain.batch(
+        [{"input": "again", "session_id": "alice"}, {"input": "hello", "session_id": "bob"}]
+    )
+    assert "hi alice" in alice["history"]
+    assert bob["history"] == ""
+    assert chain.memory.turns("bob") == [("hello", "hello (history: '')")]
+
+
 # --- inside a user's flow -----------------------------------------------------------------------
 
 
@@ -437,7 +495,7 @@ async def test_memory_in_a_file_store_carries_a_conversation_across_runs_and_ses
     assert (await chat().ainvoke({"input": "one", "session_id": "bob"}))["output"] == "seen 0 earlier turn(s)"
 
 
-# -- the API clients a run uses (prefect_beluga/orchestration/runtime.py) -----------------------
+# -- the API clients a run uses (prefect_beluga/orchestration/_runtime.py) -----------------------
 
 
 async def add_one(state: dict[str, Any]) -> dict[str, Any]:
@@ -470,7 +528,7 @@ async def test_busy_retry_transport_absorbs_retryable_503s() -> None:
     a 503 with Retry-After, or one that persists, goes up to Prefect's client unchanged."""
     import httpx
 
-    from prefect_beluga.orchestration.runtime import BusyRetryTransport
+    from prefect_beluga.orchestration._runtime import BusyRetryTransport
 
     class Scripted(httpx.AsyncBaseTransport):
         def __init__(self, replies: list[httpx.Response]) -> None:

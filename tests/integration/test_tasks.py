@@ -5,7 +5,7 @@ import time
 import pytest
 
 from prefect_beluga import Chain, ValidationError
-from prefect_beluga.orchestration.tasks import RetryPolicy
+from prefect_beluga.orchestration import RetryPolicy
 
 
 class RateLimited(Exception):

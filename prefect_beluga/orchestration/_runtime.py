@@ -19,6 +19,7 @@ tens of milliseconds (see `BusyRetryTransport`), before Prefect's own back-off a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import itertools
 import random
@@ -38,6 +39,7 @@ from prefect.task_runners import TaskRunner
 from prefect.utilities.asyncutils import add_event_loop_shutdown_callback
 
 from prefect_beluga.core.config import RunConfig
+from prefect_beluga.orchestration import _prefect_internals as internals
 
 Body = Callable[[dict[str, Any], RunConfig], Awaitable[Any]]
 
@@ -127,11 +129,19 @@ _lock = threading.Lock()
 
 
 def _api_key() -> tuple[str, ...]:
-    """What a client is bound to: the API's address and credentials in the current settings."""
+    """What a client is bound to: the API's address and credentials in the current settings.
+
+    A change of URL, API key or auth string (`PREFECT_API_AUTH_STRING`) gets a new client
+    built from the new settings. The credentials are kept as digests, not in plain text.
+    """
     api = get_current_settings().api
     secret = api.key.get_secret_value() if api.key else ""
     auth = api.auth_string.get_secret_value() if api.auth_string else ""
-    return (str(api.url or ""), secret, auth)
+    return (str(api.url or ""), _digest(secret), _digest(auth))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest() if secret else ""
 
 
 def _version_check_enabled() -> bool:
@@ -175,16 +185,24 @@ class BusyRetryTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def _shared_async_context(key: tuple[str, ...]) -> AsyncClientContext:
+async def _shared_async_context(key: tuple[str, ...]) -> AsyncClientContext | None:
+    """This loop's shared async client context for the API `key`, or None when Prefect's
+    internals it relies on are missing (see `_prefect_internals`)."""
     loop = asyncio.get_running_loop()
     by_api = _async_clients.setdefault(loop, {})
     context = by_api.get(key)
-    if context is not None and not context.client._closed:
-        return context
+    if context is not None:
+        closed = internals.client_closed(context.client)
+        if closed is None:
+            return None
+        if not closed:
+            return context
     context = AsyncClientContext()  # builds the client: the one SSL context this loop pays for
-    http = context.client._client
-    http._transport = BusyRetryTransport(http._transport)
+    internals.wrap_transport(context.client, BusyRetryTransport)
     await context.client.__aenter__()
+    if internals.client_closed(context.client) is None:
+        await context.client.__aexit__(None, None, None)
+        return None
     by_api[key] = context
 
     async def close() -> None:
@@ -208,24 +226,48 @@ def _shared_sync_context(key: tuple[str, ...]) -> SyncClientContext:
     return context
 
 
+def shared_transport() -> BusyRetryTransport | None:
+    """The busy-retry transport of this loop's shared client for the current API, if any."""
+    loop = asyncio.get_running_loop()
+    context = _async_clients.get(loop, {}).get(_api_key())
+    if context is None:
+        return None
+    http = getattr(context.client, internals.HTTPX_CLIENT_ATTR, None)
+    transport = getattr(http, internals.TRANSPORT_ATTR, None)
+    return transport if isinstance(transport, BusyRetryTransport) else None
+
+
 @asynccontextmanager
 async def api_clients() -> AsyncIterator[None]:
-    """Make Prefect's engine reuse one async and one sync API client instead of new ones.
+    """Make Prefect's engine use one shared async and one sync API client instead of new ones.
 
     Prefect's engine looks for clients in `AsyncClientContext` / `SyncClientContext` and builds
     new ones (and closes them) when there are none. Here they come from a cache: one async
     client per event loop and API (closed when `asyncio.run` shuts the loop down), one sync
-    client per API and process. Contexts the caller already has are left alone.
+    client per API and process.
+
+    Inside a user's flow run the caller's async client is replaced too, for the duration of
+    the call: the subflow's run is created through the shared client, whose transport absorbs
+    the embedded SQLite API's transient 503 within milliseconds, where the caller's plain
+    client would wait Prefect's 2 s retry (PrefectHQ/prefect#18934). A caller's sync client is
+    left alone.
     """
+    context_vars = internals.client_context_vars()
+    if context_vars is None:
+        yield
+        return
+    async_var, sync_var = context_vars
     key = _api_key()
     tokens: list[tuple[Any, Any]] = []
     current = AsyncClientContext.get()
-    if current is None or current.client._loop is not asyncio.get_running_loop():
+    by_api = _async_clients.get(asyncio.get_running_loop(), {})
+    if current is None or by_api.get(key) is not current:
         shared = await _shared_async_context(key)
-        tokens.append((AsyncClientContext.__var__, AsyncClientContext.__var__.set(shared)))
+        if shared is not None:
+            tokens.append((async_var, async_var.set(shared)))
     if SyncClientContext.get() is None:
         shared_sync = _shared_sync_context(key)
-        tokens.append((SyncClientContext.__var__, SyncClientContext.__var__.set(shared_sync)))
+        tokens.append((sync_var, sync_var.set(shared_sync)))
     try:
         yield
     finally:

@@ -91,8 +91,10 @@ class RetryPolicy:
         """This policy as keyword arguments of a Prefect task.
 
         Examples:
-            >>> @task(**RetryPolicy(retries=3, retry_delay=[2, 10, 30]).task_options())
-            ... async def upsert(batch): ...
+            ```python
+            @task(**RetryPolicy(retries=3, retry_delay=[2, 10, 30]).task_options())
+            async def upsert(batch): ...
+            ```
         """
         delay = self.retry_delay
         return {

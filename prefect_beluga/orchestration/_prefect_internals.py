@@ -1,0 +1,103 @@
+"""The one place this package touches private Prefect (and httpx) attributes.
+
+The runtime (`_runtime.py`) shares long-lived API clients between flow runs and wraps their
+HTTP transport with a fast retry of SQLite's transient 503s. Doing so reads or sets three
+things Prefect does not publish:
+
+- `AsyncClientContext.__var__` / `SyncClientContext.__var__`: the context variables Prefect's
+  engine reads its clients from (setting them is how the engine is handed a shared client);
+- `PrefectClient._closed`: whether a cached client was closed behind our back;
+- `PrefectClient._client._transport`: the httpx transport under Prefect's client.
+
+Each is feature-detected here, by name, the first time it is needed. When one is missing (a
+Prefect release renamed it) the runtime falls back to Prefect's own behaviour for that part —
+Prefect's engine builds its own clients, or the client keeps its plain transport (Prefect's
+own 2 s retry of a 503 applies) — and one warning names the Prefect version. Nothing else in
+the package reads a private Prefect attribute.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from contextvars import ContextVar
+from typing import Any
+
+import httpx
+import prefect
+from prefect.context import AsyncClientContext, SyncClientContext
+
+# Attribute names, in one place (a test renames them to simulate a Prefect without them).
+CONTEXT_VAR_ATTR = "__var__"
+CLOSED_ATTR = "_closed"
+HTTPX_CLIENT_ATTR = "_client"
+TRANSPORT_ATTR = "_transport"
+
+_warned: set[str] = set()
+_warn_lock = threading.Lock()
+
+
+class PrefectInternalsWarning(RuntimeWarning):
+    """A private Prefect attribute this package uses is missing; it falls back to Prefect's way."""
+
+
+def _warn_once(what: str, fallback: str) -> None:
+    with _warn_lock:
+        if what in _warned:
+            return
+        _warned.add(what)
+    warnings.warn(
+        f"prefect-beluga: Prefect {prefect.__version__} has no {what}; {fallback}. "
+        "Everything still runs; please report this Prefect version to prefect-beluga.",
+        PrefectInternalsWarning,
+        stacklevel=3,
+    )
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were given (for tests)."""
+    with _warn_lock:
+        _warned.clear()
+
+
+def client_context_vars() -> tuple[ContextVar[Any], ContextVar[Any]] | None:
+    """Prefect's async and sync client context variables, or None (then: Prefect's own clients)."""
+    async_var = getattr(AsyncClientContext, CONTEXT_VAR_ATTR, None)
+    sync_var = getattr(SyncClientContext, CONTEXT_VAR_ATTR, None)
+    if isinstance(async_var, ContextVar) and isinstance(sync_var, ContextVar):
+        return async_var, sync_var
+    _warn_once(
+        f"AsyncClientContext.{CONTEXT_VAR_ATTR} / SyncClientContext.{CONTEXT_VAR_ATTR}",
+        "each flow run builds its own API clients, as Prefect does (slower runs)",
+    )
+    return None
+
+
+def client_closed(client: Any) -> bool | None:
+    """Whether a Prefect API client was closed; None when Prefect no longer says (then the
+    runtime stops sharing clients and lets Prefect build its own)."""
+    closed = getattr(client, CLOSED_ATTR, None)
+    if isinstance(closed, bool):
+        return closed
+    _warn_once(
+        f"PrefectClient.{CLOSED_ATTR}",
+        "each flow run builds its own API clients, as Prefect does (slower runs)",
+    )
+    return None
+
+
+def wrap_transport(client: Any, wrap: Any) -> bool:
+    """Replace the httpx transport under a Prefect client with `wrap(transport)`.
+
+    Returns False, leaving the client as it is, when the attributes are not there.
+    """
+    http = getattr(client, HTTPX_CLIENT_ATTR, None)
+    transport = getattr(http, TRANSPORT_ATTR, None) if http is not None else None
+    if isinstance(transport, httpx.AsyncBaseTransport):
+        setattr(http, TRANSPORT_ATTR, wrap(transport))
+        return True
+    _warn_once(
+        f"PrefectClient.{HTTPX_CLIENT_ATTR}.{TRANSPORT_ATTR} (httpx transport)",
+        "a 503 from a busy SQLite API is retried by Prefect's client (after ~2 s)",
+    )
+    return False

@@ -1,0 +1,217 @@
+"""The runtime: shared API clients inside a user's flow, guarded Prefect internals, auth."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from prefect import flow
+from prefect.context import AsyncClientContext
+from prefect.settings import (
+    PREFECT_API_AUTH_STRING,
+    PREFECT_API_URL,
+    PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+    temporary_settings,
+)
+
+from prefect_beluga import Chain, Graph
+from prefect_beluga.orchestration import _prefect_internals as internals
+from prefect_beluga.orchestration import _runtime as runtime
+from prefect_beluga.testing.prefect_retries import PrefectClientRetries
+
+
+async def add_one(state: dict) -> dict:
+    return {"count": state["count"] + 1}
+
+
+def small_graph(subflow: bool = True) -> Graph:
+    graph = Graph(name="runtime-graph", subflow=subflow)
+    graph.add_node("a", add_one)
+    graph.add_node("b", lambda state: {"b": state["count"]})
+    graph.add_edge("a", "b")
+    graph.set_entry_point("a")
+    graph.set_finish_point("b")
+    return graph
+
+
+@pytest.fixture
+def busy_subflow_creation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The API answers 503 (no Retry-After), once, to the next creation of a subflow run.
+
+    That is what the SQLite API does when the write loses a race with its event writer. Every
+    httpx transport is patched, so whichever client creates the run meets it.
+    """
+    fired: list[str] = []
+    originals = {
+        cls: cls.handle_async_request for cls in (httpx.AsyncHTTPTransport, httpx.ASGITransport)
+    }
+
+    def patched(cls):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if not fired and request.method == "POST" and request.url.path.endswith("/flow_runs/"):
+                body = json.loads(request.content or b"{}")
+                if body.get("parent_task_run_id"):
+                    fired.append(body.get("name") or "subflow")
+                    return httpx.Response(503, json={"exception_message": "database is locked"})
+            return await originals[cls](self, request)
+
+        return handle_async_request
+
+    for cls in originals:
+        monkeypatch.setattr(cls, "handle_async_request", patched(cls))
+    return fired
+
+
+@pytest.mark.parametrize("kind", ["chain", "graph"])
+async def test_inside_a_user_flow_a_busy_503_on_subflow_creation_skips_prefects_2s_retry(
+    kind, busy_subflow_creation
+):
+    runnable = Chain([add_one, add_one], name="runtime-chain") if kind == "chain" else small_graph()
+
+    @flow
+    async def users_flow() -> dict:
+        return await runnable.ainvoke({"count": 0})
+
+    with PrefectClientRetries() as retries:
+        result = await users_flow()
+    assert result["count"] == (2 if kind == "chain" else 1)
+    assert busy_subflow_creation, "the 503 was never injected: no subflow run was created"
+    # The subflow was created through the shared client, which retried within milliseconds;
+    # Prefect's own client (the caller's) would have logged a retry and waited ~2 s.
+    assert retries.count(503) == 0
+
+
+async def test_inside_a_user_flow_the_subflow_uses_the_shared_client_and_gives_the_callers_back():
+    seen: dict[str, object] = {}
+
+    async def look(state: dict) -> dict:
+        seen["inside"] = AsyncClientContext.get().client
+        return {}
+
+    chain = Chain([look], name="runtime-look")
+
+    @flow
+    async def users_flow() -> None:
+        seen["caller"] = AsyncClientContext.get().client
+        await chain.ainvoke({})
+        seen["after"] = AsyncClientContext.get().client
+
+    await users_flow()
+    assert seen["inside"] is not seen["caller"]
+    assert seen["after"] is seen["caller"]
+    assert runtime.shared_transport() is None or isinstance(
+        runtime.shared_transport(), runtime.BusyRetryTransport
+    )
+
+
+# -- guarded internals ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No cached clients and no warnings given yet, so each simulation starts clean."""
+    monkeypatch.setattr(runtime, "_async_clients", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(runtime, "_sync_clients", {})
+    internals.reset_warnings()
+    yield
+    internals.reset_warnings()
+
+
+@pytest.mark.parametrize(
+    "attribute, missing, named",
+    [
+        ("CONTEXT_VAR_ATTR", "__renamed_var__", "AsyncClientContext.__renamed_var__"),
+        ("CLOSED_ATTR", "_renamed_closed", "PrefectClient._renamed_closed"),
+        ("TRANSPORT_ATTR", "_renamed_transport", "_renamed_transport (httpx transport)"),
+    ],
+)
+def test_a_missing_prefect_internal_falls_back_with_one_warning(
+    monkeypatch, fresh_runtime, attribute, missing, named
+):
+    monkeypatch.setattr(internals, attribute, missing)
+    chain = Chain([add_one, add_one], name="runtime-guarded")
+    graph = small_graph()
+
+    @flow
+    async def users_flow() -> tuple[dict, dict]:
+        return await chain.ainvoke({"count": 0}), await graph.ainvoke({"count": 5})
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert chain.invoke({"count": 0})["count"] == 2
+            assert graph.invoke({"count": 0})["b"] == 1
+        inside_chain, inside_graph = asyncio.run(users_flow())
+    assert inside_chain["count"] == 2 and inside_graph["b"] == 6
+    ours = [w for w in caught if issubclass(w.category, internals.PrefectInternalsWarning)]
+    assert len(ours) == 1, [str(w.message) for w in ours]
+    message = str(ours[0].message)
+    assert named in message
+    import prefect
+
+    assert f"Prefect {prefect.__version__}" in message
+
+
+# -- auth -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def recording_api() -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server answering `{}` to anything; records each Authorization header."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.headers.get("Authorization", ""))
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def basic(auth: str) -> str:
+    return "Basic " + base64.b64encode(auth.encode()).decode()
+
+
+async def test_shared_clients_carry_the_auth_string_of_the_current_settings(recording_api):
+    url, seen = recording_api
+
+    async def hello_with(auth: str | None) -> object:
+        settings = {PREFECT_API_URL: url, PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False}
+        settings[PREFECT_API_AUTH_STRING] = auth
+        with temporary_settings(updates=settings):
+            async with runtime.api_clients():
+                client = AsyncClientContext.get().client
+                await client.hello()
+                return client
+
+    first = await hello_with("alice:secret-1")
+    again = await hello_with("alice:secret-1")
+    changed = await hello_with("bob:secret-2")
+    none = await hello_with(None)
+    assert seen == [basic("alice:secret-1"), basic("alice:secret-1"), basic("bob:secret-2"), ""]
+    assert again is first  # same settings: the shared client is reused
+    assert changed is not first and none is not changed  # new settings: a new client
+    assert not any("secret" in part for part in runtime._api_key())  # cache keys hold digests
