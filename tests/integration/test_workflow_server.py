@@ -162,3 +162,34 @@ def test_served_workflow_runs_what_another_process_executes(prefect_server: Pref
         log.close()
     assert result["sum"] == 42 and result["worker"] == "served" and result["pid"] != os.getpid()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["serve.log"]  # no code copied into the runner's folder
+
+
+def test_throwaway_postgres_runs_unprivileged_on_loopback_with_a_password_and_is_removed():
+    import asyncio
+
+    import asyncpg
+
+    from prefect_beluga.testing.prefect_server import ThrowawayPostgres, postgres_bin_dir
+
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
+
+    async def query(url: str, sql: str) -> object:
+        conn = await asyncpg.connect(url)
+        try:
+            return await conn.fetchval(sql)
+        finally:
+            await conn.close()
+
+    with ThrowawayPostgres() as pg:
+        root, url = pg.root, pg.url.replace("postgresql+asyncpg://", "postgresql://")
+        assert "@127.0.0.1:" in url and "password" not in repr(pg).lower() and pg._password not in repr(pg)
+        assert asyncio.run(query(url, "show listen_addresses")) == "127.0.0.1"
+        assert asyncio.run(query(url, "select current_database()")) == "prefect"
+        if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as another user, who owns its files
+            assert os.stat(f"/proc/{pg._process.pid}").st_uid != 0
+            assert (root / "data").stat().st_uid != 0
+        wrong = url.replace(pg._password, "wrong-password")
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            asyncio.run(query(wrong, "select 1"))
+    assert not root.exists()
