@@ -1,13 +1,13 @@
 """Every Python block of README.md runs as written: offline, no key, each in its own process.
 
-Each block runs as a script in a fresh process with its own temporary PREFECT_HOME (so on its own
-embedded Prefect API) and without any OPENAI_/PINECONE_ variable. A block with top-level `await`
-runs inside `asyncio.run`.
+Each block runs as a script in a fresh process with its own temporary PREFECT_HOME and result
+storage, without any OPENAI_/PINECONE_/BELUGA_ variable, on this module's own `prefect server`
+(the `prefect_server` fixture: the same API the embedded default serves, started once instead of
+once per block). A block with top-level `await` runs inside `asyncio.run`.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -37,11 +37,9 @@ def as_script(code: str) -> str:
     return code
 
 
-def offline_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPENAI_", "PINECONE_", "BELUGA_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
-    # The embedded API starts in a subprocess; on a busy shared machine it may take over 20 s.
-    env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
+def offline_env(server_env: dict[str, str], home: Path) -> dict[str, str]:
+    env = {k: v for k, v in server_env.items() if not k.startswith(("OPENAI_", "PINECONE_", "BELUGA_"))}
+    env.update(PREFECT_HOME=str(home / "home"), PREFECT_LOCAL_STORAGE_PATH=str(home / "storage"))
     return env
 
 
@@ -50,13 +48,13 @@ def test_the_readme_has_python_examples():
 
 
 @pytest.mark.parametrize("line, code", python_blocks(), ids=[f"README.md:{line}" for line, _ in python_blocks()])
-def test_readme_block_runs_as_written(line, code, tmp_path):
+def test_readme_block_runs_as_written(line, code, tmp_path, prefect_server):
     script = tmp_path / f"readme_line_{line}.py"
     script.write_text(as_script(code), encoding="utf-8")
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
-        env=offline_env(tmp_path / "prefect-home"),
+        env=offline_env(prefect_server.env, tmp_path),
         capture_output=True,
         text=True,
         timeout=280,
