@@ -23,7 +23,11 @@ from rag_ingest import rag_ingest
 
 from prefect_beluga import rag
 from prefect_beluga.artifacts import answers_markdown
-from prefect_beluga.blocks import ChatModelBlock, EmbeddedVectorStoreBlock, EmbedderBlock
+from prefect_beluga.blocks import (
+    ChatModelBlock,
+    EmbeddedVectorStoreBlock,
+    EmbedderBlock,
+)
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.memory_blocks import aload_memory_store, memory_store_from_block
@@ -107,7 +111,7 @@ def test_the_answers_tables_have_at_most_five_columns_and_keep_tokens_and_cost()
     markdown = answers_markdown(answers, session="s1", memory_store="FileMemoryStore(/m)")
     assert table_widths(markdown) == [4] * 5 + [5] * 5  # header, rule, 3 rows; twice
     assert "| 1 | gpt-4o-mini | 100 | 20 |" in markdown and "estimated cost $" in markdown
-    first_table = [line for line in markdown.splitlines() if line.startswith("| 1 | Question 0?")][0]
+    first_table = next(line for line in markdown.splitlines() if line.startswith("| 1 | Question 0?"))
     assert len(first_table) < 260 and "guide/a.md #0, b.md #3" in first_table
 
 
