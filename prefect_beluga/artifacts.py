@@ -43,20 +43,22 @@ def total_cost(answers: Sequence[Mapping[str, Any]]) -> float | None:
     return None if any(c is None for c in costs) else sum(costs)
 
 
-ANSWER_PREVIEW = 160
-"""Characters of each answer shown in the table; the full answers follow it."""
+QUESTION_PREVIEW = 40
+"""Characters of each question shown in the table (the UI does not wrap table cells)."""
 
 
 def answers_markdown(answers: Sequence[Mapping[str, Any]], *, session: str | None = None,
                      memory_store: str | None = None, warning: str | None = None) -> str:
-    """The answers as markdown that fits a 1,280 px window: a summary line, two narrow tables, the answers.
+    """The answers as markdown that reads in a 1,280 px window (checked in the Prefect UI).
 
-    1. A summary line: how many answers, tokens, estimated cost, and the conversation's session
-       and memory store when there is one (and `warning`, e.g. that the store was empty).
-    2. `# | question | answer (first 160 characters) | sources` — sources as each chunk's path
-       relative to the ingested folder with its chunk number (`guide/setup.md #2`).
-    3. `# | model | prompt tokens | completion tokens | cost (USD)`.
-    4. Each answer in full, under its question.
+    The UI's tables do not wrap their cells and the artifact pane is ~700 px wide at 1,280 px,
+    so only short values go in the table; answers and sources go below it, where text wraps:
+
+    1. A summary line: answers, tokens, estimated cost, and the conversation's session and
+       memory store when there is one (then `warning`, e.g. that the store was empty).
+    2. `# | question | model | tokens in + out | cost (USD)` — questions cut to 40 characters.
+    3. Per answer: the question as a heading, the answer in full, and its sources as a list of
+       paths relative to the ingested folder with their chunk number (`guide/setup.md` chunk 2).
     """
     rows = [answer_row(a) for a in answers]
     cost = total_cost(answers)
@@ -68,27 +70,26 @@ def answers_markdown(answers: Sequence[Mapping[str, Any]], *, session: str | Non
     lines = [summary, ""]
     if warning:
         lines += [f"> **Warning:** {warning}", ""]
-    lines += ["| # | question | answer | sources |", "| --- | --- | --- | --- |"]
+    lines += ["| # | question | model | tokens in + out | cost (USD) |", "| --- | --- | --- | --- | --- |"]
+    for number, row in enumerate(rows, 1):
+        question = " ".join(str(row["question"]).split())
+        if len(question) > QUESTION_PREVIEW:
+            question = question[: QUESTION_PREVIEW - 1].rstrip() + "…"
+        lines.append(f"| {number} | {_cell(question)} | {row['model']} | "
+                     f"{row['prompt tokens']} + {row['completion tokens']} | {row['cost (USD)']} |")
     for number, (answer, row) in enumerate(zip(answers, rows), 1):
-        sources = ", ".join(_short(s) for s in answer.get("sources", [])) or "none"
-        text = " ".join(str(row["answer"]).split())
-        preview = text if len(text) <= ANSWER_PREVIEW else text[: ANSWER_PREVIEW - 1].rstrip() + "…"
-        lines.append(f"| {number} | {_cell(row['question'])} | {_cell(preview)} | {_cell(sources)} |")
-    lines += ["", "| # | model | prompt tokens | completion tokens | cost (USD) |", "| --- | --- | --- | --- | --- |"]
-    for number, row in enumerate(rows, 1):
-        lines.append(f"| {number} | {row['model']} | {row['prompt tokens']} | {row['completion tokens']} | {row['cost (USD)']} |")
-    for number, row in enumerate(rows, 1):
-        lines += ["", f"### {number}. {row['question']}", "", str(row["answer"]), "", f"Sources: {row['sources'] or 'none'}"]
+        lines += ["", f"### {number}. {row['question']}", "", str(row["answer"]), "", "**Sources**", ""]
+        lines += [f"- {_short(s)}" for s in answer.get("sources", [])] or ["- none"]
     return "\n".join(lines)
 
 
 def _short(source: str) -> str:
-    """A citation as the table shows it: `guide/setup.md #3`; an absolute path (a chunk ingested
-    before paths were kept relative to their folder) shows only its file name."""
+    """A citation as the artifact shows it: `` `guide/setup.md` chunk 3``; an absolute path (a chunk
+    ingested before paths were kept relative to their folder) shows only its file name."""
     path, _, chunk = source.partition("#")
     if path.startswith("/"):
         path = Path(path).name
-    return path + (f" #{chunk}" if chunk else "")
+    return f"`{path}`" + (f" chunk {chunk}" if chunk else "")
 
 
 def _cell(text: str) -> str:
@@ -107,4 +108,4 @@ async def publish_answers(answers: Sequence[Mapping[str, Any]], *, key: str | No
     return await acreate_markdown_artifact(markdown, key=key, description=description)
 
 
-__all__ = ["ANSWER_PREVIEW", "answer_row", "answers_markdown", "publish_answers", "total_cost"]
+__all__ = ["QUESTION_PREVIEW", "answer_row", "answers_markdown", "publish_answers", "total_cost"]
