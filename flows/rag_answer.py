@@ -1,9 +1,20 @@
 """Deployable flow: answer a question from the vector store, citing sources.
 
 The RAG chain's two steps (retrieve, generate) run as task runs of this flow run, retried by
-Prefect. With a `session_id`, the conversation is remembered across runs (a window of the last
-turns, kept in files under `memory_dir`), so a scheduled or repeated deployment run continues
-it. Answers, sources, token usage and estimated cost go to a table artifact.
+Prefect. With a `session_id`, the conversation is remembered across runs (the model sees a
+window of the last `memory_turns` turns), so a scheduled or repeated deployment run continues
+it. Where the turns are kept:
+
+- `memory_block`: the name of a Prefect filesystem block (`LocalFileSystem` on a shared mount,
+  `RemoteFileSystem` on s3:// ...) — workers on every machine share the conversations, and two
+  turns of one session answered at once are both kept (one object per turn);
+- otherwise files under `memory_dir` (default `$PREFECT_HOME/beluga/memory`) on this worker.
+
+Retention: at most `memory_max_turns` turns per session (default 50) and sessions untouched for
+`memory_ttl_days` (default 30) are removed when next used (and by the store's `prune()`); `None`
+keeps them. The run logs the session and store; the `rag-answers` artifact shows answers with
+their sources (path in the ingested folder and chunk number), the session, tokens and cost.
+When the store is empty the run logs a warning (and the artifact shows it) naming `rag-ingest`.
 
 The chat model, embedder and store are blocks chosen by name (see `blocks/create_blocks.py`):
 
@@ -22,6 +33,7 @@ from prefect.settings import PREFECT_HOME
 
 from prefect_beluga import memory, rag
 from prefect_beluga.artifacts import publish_answers
+from prefect_beluga.memory_blocks import aload_memory_store
 from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
@@ -48,15 +60,26 @@ async def rag_answer(
     session_id: str | None = None,
     memory_turns: int = 5,
     memory_dir: str | None = None,
+    memory_block: str | None = None,
+    memory_max_turns: int | None = 50,
+    memory_ttl_days: float | None = 30.0,
 ) -> dict[str, Any]:
     """Answer `question` from the store; returns `output`, `sources`, `usage` and `model`."""
+    logger = get_run_logger()
     llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
     embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
     store = (await load_vector_store_block(vector_store_block)).get_store()
-    conversation = None
+    conversation = turns_store = None
     if session_id is not None:
-        store_dir = memory.FileMemoryStore(memory_dir or default_memory_dir())
-        conversation = memory.new_memory(memory.MemoryType.WINDOW, k=memory_turns, store=store_dir)
+        memory.store.check_session_id(session_id)
+        retention = {"max_turns": memory_max_turns,
+                     "ttl": None if memory_ttl_days is None else memory_ttl_days * 86400.0}
+        if memory_block is not None:
+            turns_store = await aload_memory_store(memory_block, **retention)
+        else:
+            turns_store = memory.FileMemoryStore(memory_dir or default_memory_dir(), **retention)
+        conversation = memory.new_memory(memory.MemoryType.WINDOW, k=memory_turns, store=turns_store)
+        logger.info("conversation session %r, kept in %s", session_id, turns_store.describe())
     chain = rag.build_rag_chain(
         store, embedder, llm, k=k, memory=conversation, retries=2, retry_delay=[1.0, 5.0], subflow=False
     )
@@ -65,8 +88,14 @@ async def rag_answer(
         state["session_id"] = session_id
     answer = await chain.ainvoke(state)
     result = {key: answer[key] for key in ("output", "sources", "usage", "model")}
-    await publish_answers([{"question": question, **result}], key="rag-answers")
-    get_run_logger().info("answered from %d source(s) with %s", len(result["sources"]), result["model"])
+    warning = None
+    if not answer.get("documents"):
+        warning = (f"the vector store {vector_store_block!r} returned nothing for this question: it is empty or "
+                   f"holds nothing for the embedder {embedder_block!r}; {rag.steps.EMPTY_STORE_HINT}")
+        logger.warning(warning)
+    await publish_answers([{"question": question, **result}], key="rag-answers", session=session_id,
+                          memory_store=turns_store.describe() if turns_store else None, warning=warning)
+    logger.info("answered from %d source(s) with %s", len(result["sources"]), result["model"])
     return result
 
 

@@ -1,10 +1,13 @@
 """Deployable flow: ingest a folder (or glob) of text/markdown into a vector store.
 
 Load -> split into token chunks -> keep only the chunks the store does not already hold ->
-embed and upsert them in batches (one task run per batch, retried by Prefect) -> drop the
-chunks a shrunken file no longer has. Chunk ids are deterministic and unchanged chunks are
-skipped, so re-running — on a schedule, or after a run was killed midway — never duplicates
-anything and embeds only what is missing. Progress shows as a progress artifact.
+embed and upsert them in batches (one task run per batch, retried by Prefect) -> remove the
+chunks of files under `source` that were deleted, emptied or shrank (the store lists the ids
+under the folder's id prefix; `prune=False` removes only a shrunken file's tail). Chunk ids are
+deterministic (a file's resolved path + chunk index, however `source` is spelled) and unchanged
+chunks are skipped, so re-running — on a schedule, or after a run was killed midway — never
+duplicates anything, embeds only what is missing and leaves nothing stale. Progress shows as a
+progress artifact; the report artifact counts written, unchanged and removed chunks.
 
 The embedder and the store are blocks chosen by name (see `blocks/create_blocks.py`):
 
@@ -64,8 +67,11 @@ async def embed_and_upsert(batch: list[Document], store: VectorStore, embedder: 
 
 
 @task(name="delete-stale-chunks", task_run_name="delete-stale-chunks", **_OPTIONS, **_RETRIES)
-async def delete_stale_chunks(chunks: list[Document], store: VectorStore) -> int:
-    stale = await rag.stale_ids(chunks, store)
+async def delete_stale_chunks(chunks: list[Document], store: VectorStore, source: str, prune: bool) -> int:
+    if prune:  # everything in scope the source no longer has: deleted files and shrunken tails
+        stale = await rag.removed_ids(chunks, store, rag.source_scope(source))
+    else:  # only the tails of files that shrank (what ingest did before pruning existed)
+        stale = await rag.stale_ids(chunks, store)
     if stale:
         await store.adelete(stale)
     return len(stale)
@@ -79,10 +85,13 @@ async def rag_ingest(
     chunk_size: int = 400,
     chunk_overlap: int = 50,
     batch_size: int = 64,
+    prune: bool = True,
 ) -> dict[str, Any]:
     """Ingest `source` (a file, folder or glob) into the store block `vector_store_block`.
 
-    Returns counts: chunks found, written, unchanged (skipped) and stale (deleted).
+    The store then mirrors `source`: with `prune` (the default) the chunks of files under it
+    that are gone are removed too; files outside it are never touched. Returns counts: chunks
+    found, written, unchanged (skipped) and removed (deleted from the store).
     """
     logger = get_run_logger()
     started = time.perf_counter()
@@ -101,7 +110,7 @@ async def rag_ingest(
         written += await embed_and_upsert(batch, store, embedder, number)
         store_block.persist(store)  # a run killed after this keeps the batches written so far
         await aupdate_progress_artifact(progress, 100.0 * written / len(todo))
-    stale = await delete_stale_chunks(chunks, store)
+    removed = await delete_stale_chunks(chunks, store, source, prune)
     store_block.persist(store)
 
     report = {
@@ -109,7 +118,7 @@ async def rag_ingest(
         "chunks": len(chunks),
         "written": written,
         "unchanged": len(chunks) - len(todo),
-        "stale_deleted": stale,
+        "removed": removed,
         "seconds": round(time.perf_counter() - started, 2),
     }
     await acreate_table_artifact([report], key="rag-ingest-report", description=f"Ingest of {source}")

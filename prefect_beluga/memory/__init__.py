@@ -9,6 +9,10 @@ Examples:
 
     >>> store = memory.FileMemoryStore("/data/beluga-memory")
     >>> chat = Chain([answer], memory=memory.new_memory("token_window", max_tokens=1500, store=store))
+
+    Kept at most 50 turns per session, for 30 days after a session's last turn:
+
+    >>> store = memory.FileMemoryStore("/data/beluga-memory", max_turns=50, ttl=timedelta(days=30))
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.memory.buffer import BufferMemory, TokenWindowMemory, WindowMemory
-from prefect_beluga.memory.store import FileMemoryStore, InMemoryStore, MemoryStore
+from prefect_beluga.memory.store import FileMemoryStore, InMemoryStore, MemoryStore, SharedMemoryStore
 
 
 class MemoryType(str, Enum):
@@ -55,6 +59,7 @@ __all__ = [
     "InMemoryStore",
     "MemoryStore",
     "MemoryType",
+    "SharedMemoryStore",
     "TokenWindowMemory",
     "WindowMemory",
     "new_memory",

@@ -8,6 +8,8 @@ Examples:
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +22,18 @@ from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.schema import Document, HumanMessage, SystemMessage
 
+logger = logging.getLogger(__name__)
+
+EMPTY_STORE_HINT = (
+    "ingest documents first with the same embedder: run the `rag-ingest` deployment "
+    "(`prefect deployment run rag-ingest/rag-ingest`) or `python flows/rag_ingest.py FOLDER`"
+)
+
+
+class EmptyStoreWarning(UserWarning):
+    """Retrieval found nothing: the store is empty, or holds nothing the filter lets through."""
+
+
 DEFAULT_SYSTEM_PROMPT = (
     "Answer the question using only the numbered context passages below, and cite the "
     "passages you used as [1], [2], ... If they do not contain the answer, say you don't know.\n\n"
@@ -28,8 +42,8 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 def source_of(document: Document) -> str:
-    """A citation for a chunk: its `source`, with `#chunk` when it has one."""
-    source = str(document.metadata.get("source", document.id or "unknown"))
+    """A citation for a chunk: its `path` relative to the ingested folder (else its `source`), with `#chunk`."""
+    source = str(document.metadata.get("path") or document.metadata.get("source", document.id or "unknown"))
     chunk = document.metadata.get("chunk")
     return f"{source}#{chunk}" if chunk is not None else source
 
@@ -80,9 +94,22 @@ class RetrievalStep(Runnable):
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         question = _question(input, self.query_key, f"step {self.name!r}")
-        documents, scores = await self.store.asimilarity_search_by_query(
-            question, self.k, self.embedder, filter=self.filter
-        )
+        try:
+            documents, scores = await self.store.asimilarity_search_by_query(
+                question, self.k, self.embedder, filter=self.filter
+            )
+        except ValidationError as exc:
+            if "dimension" not in str(exc):
+                raise
+            raise ValidationError(
+                f"step {self.name!r}: the store holds nothing for the embedder in use ({exc}); "
+                f"re-ingest with this embedder: {EMPTY_STORE_HINT}"
+            ) from None
+        if not documents:
+            what = "holds no chunks passing the filter" if self.filter else "is empty"
+            message = f"step {self.name!r}: the vector store {what}, so there is no context to answer from; {EMPTY_STORE_HINT}"
+            warnings.warn(message, EmptyStoreWarning, stacklevel=2)
+            logger.warning(message)
         return {"documents": list(documents), "scores": list(scores), "context": format_context(documents)}
 
 

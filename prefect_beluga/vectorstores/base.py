@@ -241,6 +241,21 @@ class VectorStore(ABC):
         """The vector length the store holds, if known (a remote store may ask its server)."""
         return self.dimension
 
+    async def alist_ids(self, prefix: str = "") -> list[str]:
+        """Every stored id that starts with `prefix` (Pinecone's list-by-prefix), sorted.
+
+        Ingest uses it to find the chunks of files that are gone. A store that cannot list its
+        ids raises `NotImplementedError`; ingest then needs `prune=False`.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot list its ids by prefix, so ingest cannot find the chunks of "
+            "deleted files: implement alist_ids or ingest with prune=False"
+        )
+
+    def list_ids(self, prefix: str = "") -> list[str]:
+        """Sync `alist_ids`."""
+        return run_sync(self.alist_ids(prefix))
+
     # -- checks shared by every store ---------------------------------------------------------
 
     def check_vector(self, vector: Sequence[float], where: str, dimension: int | None = None) -> None:

@@ -206,6 +206,12 @@ class InMemoryVectorStore(VectorStore):
             self._documents = [self._documents[p] for p in keep]
             self._position = {id_: p for p, id_ in enumerate(self._ids)}
 
+    async def alist_ids(self, prefix: str = "") -> list[str]:
+        if not isinstance(prefix, str):
+            raise ValidationError(f"list_ids: prefix must be a str, got {type(prefix).__name__}")
+        with self._lock:
+            return sorted(i for i in self._ids if i.startswith(prefix))
+
     async def aget_by_ids(self, ids: Sequence[str]) -> list[Document]:
         ids = check_ids(ids, where="get_by_ids")
         with self._lock:

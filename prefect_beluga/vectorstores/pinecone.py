@@ -46,6 +46,7 @@ MAX_TOP_K = 10_000
 MAX_ID_LENGTH = 512
 _FETCH_BATCH = 100  # ids per fetch (they travel in the URL)
 _DELETE_BATCH = 1000  # ids per delete request
+_LIST_PAGE = 100  # ids per list page (Pinecone's most)
 _REQUEST_HEADROOM = 64 * 1024  # bytes kept free under the request limit for JSON framing
 _BYTES_PER_VALUE = 26  # upper bound for one float in the SDK's JSON ("-0.012345678901234567,")
 
@@ -362,6 +363,20 @@ class PineconeVectorStore(VectorStore):
         ids = check_ids(ids, where="PineconeVectorStore.delete")
         for start in range(0, len(ids), _DELETE_BATCH):
             await self._call("delete", ids=ids[start : start + _DELETE_BATCH], namespace=self.namespace)
+
+    async def alist_ids(self, prefix: str = "") -> list[str]:
+        """Ids in the namespace starting with `prefix`, through Pinecone's list-by-prefix (pages of 100)."""
+        if not isinstance(prefix, str) or not prefix.isascii():
+            raise ValidationError(f"PineconeVectorStore.list_ids: prefix must be an ASCII str (Pinecone's rule), got {prefix!r:.80}")
+        ids: list[str] = []
+        token: str | None = None
+        while True:
+            response = await self._call("list_paginated", prefix=prefix or None, limit=_LIST_PAGE,
+                                        pagination_token=token, namespace=self.namespace)
+            ids += [item.id for item in getattr(response, "vectors", None) or []]
+            token = getattr(getattr(response, "pagination", None), "next", None)
+            if not token:
+                return sorted(ids)
 
     async def aget_by_ids(self, ids: Sequence[str]) -> list[Document]:
         ids = check_ids(ids, where="PineconeVectorStore.get_by_ids")

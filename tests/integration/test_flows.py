@@ -75,7 +75,7 @@ async def test_ingest_writes_every_chunk_then_a_rerun_writes_none(docs, offline_
     assert len(store) == first["chunks"]
 
     again = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, batch_size=2, **ingest_options(offline_blocks))
-    assert (again["written"], again["unchanged"], again["stale_deleted"]) == (0, first["chunks"], 0)
+    assert (again["written"], again["unchanged"], again["removed"]) == (0, first["chunks"], 0)
     assert len(InMemoryVectorStore.load(tmp_path / "store.npz")) == first["chunks"]
 
 
@@ -85,9 +85,9 @@ async def test_ingest_rewrites_an_edited_file_and_drops_its_lost_chunks(docs, of
     (docs / "prefect.md").write_text("# Prefect\n\nPrefect is short now.\n")
     after = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, **ingest_options(offline_blocks))
 
-    assert after["stale_deleted"] > 0 and after["written"] >= 1
+    assert after["removed"] > 0 and after["written"] >= 1
     stored = InMemoryVectorStore.load(tmp_path / "store.npz")
-    assert len(stored) == after["chunks"] == before["chunks"] - after["stale_deleted"]
+    assert len(stored) == after["chunks"] == before["chunks"] - after["removed"]
     texts = " ".join(d.page_content for d in stored.get_by_ids(stored._ids))
     assert "Sentence number 11" not in texts and "short now" in texts
 

@@ -156,5 +156,5 @@ def test_file_store_loses_no_turn_under_concurrent_processes(tmp_path):
 
 def test_a_corrupt_memory_file_is_a_clear_error(tmp_path):
     (tmp_path / "s.json").write_text("{not json")
-    with pytest.raises(ValidationError, match="is not a list of \\[input, output\\] pairs"):
+    with pytest.raises(ValidationError, match="is not a list of \\[input, output, saved_at\\] items"):
         BufferMemory(store=memory.FileMemoryStore(tmp_path), session_id="s").turns()
