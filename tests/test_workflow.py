@@ -181,8 +181,7 @@ def test_signal_resumes_a_waiting_run_and_query_reads_its_progress():
     assert fx.reviewer.query(run_id) == {"stage": "drafted", "words": 3}
     with pytest.raises(ValidationError, match="JSON-serialisable"):
         fx.reviewer.signal(run_id, "approval", {"ok": object()})
-    with pytest.raises(WorkflowTimeout, match="not waiting for signal 'other'"):
-        fx.reviewer.signal(run_id, "other", {}, wait=0.5)
+    fx.reviewer.signal(run_id, "other", {})  # recorded at once, though the run never reads it
     fx.reviewer.signal(run_id, "approval", {"ok": True, "by": "ann"})
     assert fx.reviewer.get_result(workflow_id, run_id, timeout=60) == {"approved": True, "by": "ann"}
     assert fx.reviewer.query(run_id) == {"stage": "reviewed", "words": 3}
