@@ -99,3 +99,45 @@ def add_slowly(state: dict) -> dict:
 
 
 spread = orchestrator.create_workflow(add_slowly, workflow_id="test-spread")
+
+
+def collect(state: dict) -> dict:
+    """Waits for the signals named in `names`, in that order; a `gate` file holds it back first."""
+    gate = Path(state["gate"]) if state.get("gate") else None
+    while gate is not None and not gate.exists():
+        time.sleep(0.1)
+    got = []
+    for name in state["names"]:
+        got.append(wait_for_signal(name, timeout=300, poll_interval=0.2))
+        record(state, f"got {name} {got[-1]} {os.getpid()}")
+    return {"got": got}
+
+
+collector = orchestrator.create_workflow(collect, workflow_id="test-collector")
+
+
+async def acollect(state: dict) -> dict:
+    from prefect_beluga.orchestration import await_for_signal
+
+    return {"got": [await await_for_signal(name, timeout=300, poll_interval=0.2) for name in state["names"]]}
+
+
+acollector = orchestrator.create_workflow(acollect, workflow_id="test-acollector")
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for a child process on this session's Prefect API and result storage."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH
+
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    env["PREFECT_LOCAL_STORAGE_PATH"] = str(PREFECT_LOCAL_STORAGE_PATH.value())
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+def wait_for_status(workflow, run_id: str, status: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while workflow.status(run_id) != status:
+        assert time.monotonic() < deadline, f"run {run_id} never reached {status}: {workflow.status(run_id)}"
+        time.sleep(0.1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 import uuid
@@ -36,12 +37,12 @@ from typing import Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
 from prefect.logging import get_run_logger
 from prefect.states import Paused, Running
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.core.errors import ValidationError, WorkflowCancelled, WorkflowTimeout
+from prefect_beluga.core.errors import ValidationError, WorkflowTimeout
 from prefect_beluga.core.names import check_json, check_name
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "wait_for_signal",
 ]
 
+_log = logging.getLogger("prefect_beluga.workflow")
 QUERY_KEY = "beluga-query"
 SIGNAL_KEY_PREFIX = "beluga-signal-"
 
@@ -74,8 +76,19 @@ def paused_runs() -> dict[str, str]:
 
 
 def park_waits() -> None:
-    """The process exits: paused waits stop polling (their runs stay Paused on the API)."""
+    """The process exits: paused waits stop at their next poll, leaving their runs Paused on the
+    API (they end with Prefect's `Abort`, which changes no state)."""
     _exiting.set()
+
+
+class WaitCancelled(Abort):
+    """A wait ends without a signal: the run was cancelled, or this process is exiting. The engine
+    stops the run as for Prefect's own `Abort`, leaving its state (Cancelled, or Paused) as it is;
+    an ordinary exception would be recorded as a failure."""
+
+    def __init__(self, message: str, state: Any) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 def _current_run_id(what: str) -> str:
@@ -144,7 +157,8 @@ async def await_for_signal(name: str, *, timeout: float = 3600, poll_interval: f
         poll_interval: How often (seconds) the paused run checks for the signal.
 
     Raises:
-        WorkflowCancelled: the run was cancelled or terminated while it waited.
+        WaitCancelled: the run was cancelled or terminated while it waited (a Prefect `Abort`:
+            the run ends, Cancelled).
     """
     check_signal_name(name)
     run_id = _current_run_id("wait_for_signal")
@@ -170,12 +184,18 @@ async def _poll(
 ) -> Any:
     logger = get_run_logger()
     while True:
-        if _exiting.is_set():
-            await asyncio.Event().wait()  # parked for good: the process is exiting
         found, payload = await _read_signal(client, run_id, key)
         state = (await client.read_flow_run(run_id)).state
         if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
-            raise WorkflowCancelled(f"cancelled while waiting for signal {name!r}", run_id=run_id)
+            raise WaitCancelled(f"cancelled while waiting for signal {name!r}", state)
+        if _exiting.is_set() and not found:
+            _log.warning(
+                "workflow run %s is paused waiting for signal %r and stays Paused on the Prefect API as "
+                "this process exits: send the signal with workflow.signal(run_id, %r, payload) and finish "
+                "it with workflow.retry(run_id), from any process",
+                run_id, name, name,
+            )
+            raise WaitCancelled(f"this process exited while the run waited for signal {name!r}", state)
         if found:
             if state is not None and state.is_paused():
                 await client.set_flow_run_state(run_id, Running())

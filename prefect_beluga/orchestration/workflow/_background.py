@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import logging
 import threading
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext, SettingsContext
+from prefect.exceptions import Abort
 from prefect.states import Cancelled
 
 from prefect_beluga.orchestration.tasks import durable_run
@@ -59,12 +61,30 @@ class BackgroundRunner:
         self.runs: dict[uuid.UUID, asyncio.Task[Any]] = {}
         self.thread = threading.Thread(target=self.loop.run_forever, name="beluga-workflows", daemon=True)
         self.thread.start()
-        # Threading's exit hooks run before concurrent.futures refuses new work (a plain atexit
-        # hook runs after: runs would then fail "cannot schedule new futures").
-        register = getattr(threading, "_register_atexit", atexit.register)
-        register(self._at_exit)
+        atexit.register(self._at_exit)  # a fallback: `submit` registers it earlier in the exit
+
+    def _exit_first(self) -> None:
+        """Make `_at_exit` the first of threading's exit hooks: they run before concurrent.futures
+        refuses new work (a plain atexit hook runs after: runs then fail "cannot schedule new
+        futures") and before Prefect's API log and events workers stop (runs' last logs then fail with
+        "--- Logging error ---"). Hooks run newest first, so start those workers, then register."""
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        with contextlib.suppress(Exception):
+            APILogWorker.instance()
+            EventsWorker.instance()
+        hooks = getattr(threading, "_threading_atexits", None)
+        register = getattr(threading, "_register_atexit", None)
+        if hooks is None or register is None:
+            return
+        with contextlib.suppress(ValueError):
+            hooks.remove(self._at_exit)
+        with contextlib.suppress(RuntimeError):  # already exiting
+            register(self._at_exit)
 
     def submit(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+        self._exit_first()
         settings = SettingsContext.get()
         profile, values = (settings.profile, settings.settings) if settings else (None, None)
 
@@ -92,6 +112,8 @@ class BackgroundRunner:
                 await run_flow_async(workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
             else:  # a sync @flow: on a thread, so this loop keeps serving other runs
                 await self._on_thread(run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
+        except Abort:
+            pass  # cancelled while paused in a signal wait: its state is already Cancelled
         except asyncio.CancelledError:
             # Stopped on purpose (cancel/terminate): Prefect's engine calls that a crash.
             async with get_client() as client:
@@ -121,7 +143,14 @@ class BackgroundRunner:
                 self.loop.call_soon_threadsafe(settle, outcome, failed)
 
         threading.Thread(target=target, name="beluga-workflow-run", daemon=True).start()
-        return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread goes on until its flow sees the cancel (a signal wait polls for it): the
+            # run stays listed until then, so an exiting process waits for it to end cleanly.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(future, 30)
+            raise
 
     async def _watch(self, run_id: uuid.UUID) -> None:
         async with get_client() as client:
@@ -133,7 +162,7 @@ class BackgroundRunner:
                     continue
                 if flow_run.state is not None and flow_run.state.type in (StateType.CANCELLING, StateType.CANCELLED):
                     task = self.runs.get(run_id)
-                    if task is not None:
+                    if task is not None and not _in_signal_wait(run_id):
                         task.cancel()
                     return
 
@@ -147,7 +176,8 @@ class BackgroundRunner:
                 done.set()
                 return
             task.add_done_callback(lambda _: done.set())
-            task.cancel()
+            if not _in_signal_wait(run_id):  # a signal wait sees the cancel and ends the run itself
+                task.cancel()
 
         self.loop.call_soon_threadsafe(cancel)
         if threading.current_thread() is not self.thread:
@@ -168,20 +198,24 @@ class BackgroundRunner:
             time.sleep(0.1)
 
     def _at_exit(self) -> None:
-        from prefect_beluga.orchestration.signals import park_waits, paused_runs
+        from prefect_beluga.orchestration.signals import park_waits
 
-        if self.runs:
+        if getattr(self, "_exited", False):  # once (threading's hook, then the atexit fallback)
+            return
+        self._exited = True
+        if not self.drain(0):
             _log.info("waiting for %d workflow run(s) of this process to finish", len(self.runs))
-        self.drain()
-        park_waits()
-        for run_id in list(self.runs):
-            name = paused_runs().get(str(run_id))
-            _log.warning(
-                "workflow run %s is paused waiting for signal %r and stays Paused on the Prefect API "
-                "as this process exits: send the signal with workflow.signal(run_id, %r, payload) and "
-                "finish it with workflow.retry(run_id), from any process",
-                run_id, name, name,
-            )
+            self.drain()
+        park_waits()  # paused waits end at their next poll; their runs stay Paused
+        deadline = time.monotonic() + 30
+        while self.runs and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _in_signal_wait(run_id: uuid.UUID) -> bool:
+    from prefect_beluga.orchestration.signals import paused_runs
+
+    return str(run_id) in paused_runs()
 
 
 _runner_lock = threading.Lock()
