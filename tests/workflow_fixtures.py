@@ -141,3 +141,38 @@ def wait_for_status(workflow, run_id: str, status: str, seconds: float = 60) -> 
     while workflow.status(run_id) != status:
         assert time.monotonic() < deadline, f"run {run_id} never reached {status}: {workflow.status(run_id)}"
         time.sleep(0.1)
+
+
+def start_worker(server, pool: str, name: str, folder: Path, **env_more: str):
+    """A `prefect worker` process (its own process group) of the process pool `pool`."""
+    import subprocess
+
+    from prefect_beluga.testing.prefect_server import prefect_executable
+
+    env = dict(server.env)
+    env.update(
+        BELUGA_TEST_WORKER=name,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="1",
+        **env_more,
+    )
+    log = open(folder / f"{name}.log", "wb")
+    return subprocess.Popen(
+        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill_group(process) -> None:
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(15)

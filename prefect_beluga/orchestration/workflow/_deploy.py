@@ -17,6 +17,7 @@ from prefect.exceptions import ObjectNotFound
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.orchestration.workflow._lost import default_lost_after, ensure_lost_run_automation
 
 
 def caller_module() -> str | None:
@@ -76,12 +77,18 @@ class Deployment:
         job_variables: dict[str, Any] | None = None,
         entrypoint: str | None = None,
         directory: str | None = None,
+        resume_lost_runs: bool = True,
+        lost_after: float | None = None,
     ) -> str:
         """Register a deployment of this workflow on `work_pool`; return its id.
 
         Workers (`prefect worker start --pool <work_pool>`) then run every `execute`. A process
         pool needs no image: workers load the workflow from `directory`/`entrypoint` (found
         from where this workflow is defined, e.g. ``("flows", "review.py:review.flow")``).
+
+        With `resume_lost_runs`, a Prefect automation reschedules a run whose process sent no
+        heartbeat for `lost_after` seconds (default: three `PREFECT_FLOWS_HEARTBEAT_FREQUENCY`
+        periods), so another worker finishes it (see `_lost`).
         """
         return run_sync(
             self.adeploy(
@@ -90,6 +97,8 @@ class Deployment:
                 job_variables=job_variables,
                 entrypoint=entrypoint,
                 directory=directory,
+                resume_lost_runs=resume_lost_runs,
+                lost_after=lost_after,
             )
         )
 
@@ -101,10 +110,16 @@ class Deployment:
         job_variables: dict[str, Any] | None = None,
         entrypoint: str | None = None,
         directory: str | None = None,
+        resume_lost_runs: bool = True,
+        lost_after: float | None = None,
     ) -> str:
         """Async twin of `deploy`."""
         if not isinstance(work_pool, str) or not work_pool:
             raise ValidationError(f"work_pool must be a work pool name, got {work_pool!r}")
+        if lost_after is None:
+            lost_after = default_lost_after()
+        if not isinstance(lost_after, (int, float)) or isinstance(lost_after, bool) or lost_after < 30:
+            raise ValidationError(f"lost_after must be seconds >= 30 (Prefect's heartbeat minimum), got {lost_after!r}")
         if entrypoint is None or directory is None:
             found_dir, found_entry = self.entrypoint()
             directory = directory or found_dir
@@ -133,6 +148,8 @@ class Deployment:
                 tags=self.tags,
                 description=self.description,
             )
+            if resume_lost_runs:
+                await ensure_lost_run_automation(client, self.flow.name, self.deployment_name, deployment_id, lost_after)
         self._deployed = True
         return str(deployment_id)
 
