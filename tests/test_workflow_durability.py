@@ -58,3 +58,45 @@ def test_a_run_whose_worker_is_killed_is_resumed_by_another_worker_by_itself(pre
     assert [line.split()[0] for line in lines] == ["step1", "step2", "step3", "step3"]  # 1 and 2 read back
     assert lines[2].split()[1] == str(flow_run_pid) != lines[3].split()[1]
     assert any("The process running this flow run died (worker lost?)" in m for m in messages), messages
+
+
+async def _run_logs(run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return [log.message for log in logs]
+
+
+def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
+    """The engine catches SIGTERM (a worker shutting down) and records Crashed; the workflow's
+    on_crashed hook logs on the run what happened and how to finish it."""
+    import subprocess
+    import sys
+
+    ready = tmp_path / "ready"
+    code = f"import asyncio, workflow_fixtures as fx\nasyncio.run(fx.napper.flow({{'ready': {str(ready)!r}}}))\n"
+    child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not ready.exists():
+            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    run_id = ready.read_text()
+    assert fx.napper.status(run_id) == "CRASHED"
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [m for m in run_sync(_run_logs(run_id)) if "was stopped before the run finished" in m]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    [line] = lines
+    assert f"workflow.retry({run_id!r})" in line

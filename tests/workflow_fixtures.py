@@ -176,3 +176,17 @@ def kill_group(process) -> None:
         except ProcessLookupError:
             pass
         process.wait(15)
+
+
+async def nap(state: dict) -> dict:
+    """Writes its flow run id to `ready`, then sleeps (to be stopped)."""
+    import asyncio
+
+    from prefect.context import FlowRunContext
+
+    Path(state["ready"]).write_text(str(FlowRunContext.get().flow_run.id))
+    await asyncio.sleep(state.get("seconds", 120))
+    return {}
+
+
+napper = orchestrator.create_workflow(nap, workflow_id="test-napper")

@@ -15,6 +15,7 @@ from prefect_beluga.core.runnable import coerce_to_runnable
 from prefect_beluga.orchestration.workflow._background import durable as _durable
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._deploy import Deployment, caller_module
+from prefect_beluga.orchestration.workflow._lost import explain_crash
 from prefect_beluga.orchestration.workflow._runs import Runs
 
 
@@ -108,6 +109,7 @@ class Workflow(Runs, Deployment):
         if self.description is not None:
             options["description"] = self.description
         if isinstance(fn, Flow):
+            options["on_crashed"] = [*fn.on_crashed_hooks, explain_crash]
             user_fn = fn.fn
             self._takes_input = list(inspect.signature(user_fn).parameters) == ["input"]
             flow = fn.with_options(**options)
@@ -135,7 +137,7 @@ class Workflow(Runs, Deployment):
                 return await runnable.ainvoke(input)
 
         run.__qualname__ = run.__name__ = re.sub(r"\W", "_", self.workflow_id)
-        return Flow(run, **options)
+        return Flow(run, on_crashed=[explain_crash], **options)
 
     def _parameters(self, input: Any) -> dict[str, Any]:
         if isinstance(input, str):

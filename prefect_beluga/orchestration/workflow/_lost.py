@@ -7,6 +7,10 @@ trigger: after a heartbeat of one of its runs, expect another heartbeat or a fin
 `lost_after` seconds; if none comes, the process died (worker killed, machine lost) and the
 action sets the run AwaitingRetry with a message saying so. A worker of the pool then runs it
 again; finished steps are read back from their persisted results (durable steps).
+
+When the engine itself sees its process being stopped (SIGTERM from a worker shutting down, a
+`SystemExit`), it records Crashed with Prefect's terse message; `explain_crash`, the workflow's
+`on_crashed` hook, adds a log line on the run in an operator's words.
 """
 
 from __future__ import annotations
@@ -68,3 +72,24 @@ async def ensure_lost_run_automation(
         ],
     )
     return await client.create_automation(automation)
+
+
+CRASH_LOG = (
+    "The process running this flow run was stopped before the run finished (worker lost or shut "
+    "down?); Prefect recorded: {message!r}. Finished steps keep their persisted results: "
+    "{next_step}"
+)
+
+
+def explain_crash(flow: Any, flow_run: Any, state: Any) -> None:
+    """`on_crashed` hook: a log line on the crashed run saying what happened and what comes next."""
+    from prefect.logging.loggers import flow_run_logger
+
+    if flow_run.deployment_id is not None:
+        next_step = (
+            "a deployed run is rescheduled by the 'beluga: resume lost runs' automation if its "
+            f"process died, or run `prefect flow-run retry {flow_run.id}` to run it again now."
+        )
+    else:
+        next_step = f"run workflow.retry({str(flow_run.id)!r}) from any process to finish it."
+    flow_run_logger(flow_run, flow).error(CRASH_LOG.format(message=state.message, next_step=next_step))
