@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH
 
 import workflow_fixtures as fx
 from prefect_beluga import (
@@ -27,16 +26,9 @@ from prefect_beluga import (
     WorkflowTimeout,
 )
 
-TESTS = Path(__file__).parent
 
 
-def subprocess_env() -> dict[str, str]:
-    """Environment for a child process on the session's API and result storage."""
-    env = dict(os.environ)
-    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
-    env["PREFECT_LOCAL_STORAGE_PATH"] = str(PREFECT_LOCAL_STORAGE_PATH.value())
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
-    return env
+subprocess_env = fx.subprocess_env
 
 
 def test_execute_returns_at_once_and_get_result_waits():
