@@ -2,43 +2,93 @@
 
 Inside a workflow function:
 
-    >>> from prefect_beluga.orchestration.signals import publish, wait_for_signal
+    >>> from prefect_beluga.orchestration import publish, wait_for_signal
     >>> def review(input):
     ...     publish(stage="drafted", words=120)          # what `workflow.query(run_id)` returns
-    ...     verdict = wait_for_signal("approval")        # pauses; `workflow.signal(...)` resumes
+    ...     verdict = wait_for_signal("approval")        # `workflow.signal(...)` delivers it
     ...     return {"approved": verdict["ok"]}
 
-A signal is Prefect's pause-with-input: the run pauses (state Paused, keyed `signal-<name>`)
-until `Workflow.signal(run_id, name, payload)` resumes it with the payload. Because the pause is
-keyed, a retried run that had already received the signal gets the same payload back without
-pausing again. Published progress is a flow run input (key `beluga-query`) of the run: JSON,
-readable from any process on the same Prefect API.
+Signals are durable messages, stored as flow run inputs of the run on the Prefect API (the same
+records Prefect's own `send_input` uses). `Workflow.signal(run_id, name, payload)` records the
+signal at once and returns: it takes the next free sequence number of that name with a create
+that the API refuses for a key that exists (HTTP 409), so senders in several processes never
+share or skip a number. The run's k-th `wait_for_signal(name)` (counted from the start of the
+run's attempt) reads signal number k of that name: one signal per wait, in the order sent. If it
+is there the wait returns at once; otherwise the run goes Paused and checks for it every
+`poll_interval` seconds, going back to Running when it arrives. Nothing is deleted, so a run that
+is retried after its process died replays its waits: the waits it had passed get the same
+payloads again (as its finished steps return their persisted results), and the first wait it had
+not passed gets the first signal it had not consumed. Cancelling a paused run ends the wait.
+
+Published progress is a flow run input (key `beluga-query`) of the run: JSON, readable from any
+process on the same Prefect API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import threading
+import time
+import uuid
 from typing import Any
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.flow_runs import apause_flow_run
-from prefect.input import RunInput
+from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
+from prefect.logging import get_run_logger
+from prefect.states import Paused, Running
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.errors import ValidationError, WorkflowTimeout
+from prefect_beluga.core.names import check_json, check_name
 
+__all__ = [
+    "apublish",
+    "await_for_signal",
+    "await_signal",
+    "publish",
+    "read_published",
+    "send_signal",
+    "wait_for_signal",
+]
+
+_log = logging.getLogger("prefect_beluga.workflow")
 QUERY_KEY = "beluga-query"
-SIGNAL_KEY_PREFIX = "signal-"
+SIGNAL_KEY_PREFIX = "beluga-signal-"
 
 # What each run (by flow run id) has published so far in this process: `publish` merges.
 _published: dict[str, dict[str, Any]] = {}
+# How many waits of each signal name each run (by flow run id) has begun in this attempt.
+_waits: dict[str, dict[str, int]] = {}
+_waits_lock = threading.Lock()
+# Runs of this process paused in a wait (flow run id -> signal name), and whether the process is
+# exiting: then waits stop polling and their runs stay Paused (see `Workflow.drain`).
+_paused: dict[str, str] = {}
+_exiting = threading.Event()
 
 
-class SignalInput(RunInput):
-    """The input a paused workflow waits for: one JSON payload."""
+def paused_runs() -> dict[str, str]:
+    """The runs of this process paused waiting for a signal: flow run id -> signal name."""
+    return dict(_paused)
 
-    payload: Any = None
+
+def park_waits() -> None:
+    """The process exits: paused waits stop at their next poll, leaving their runs Paused on the
+    API (they end with Prefect's `Abort`, which changes no state)."""
+    _exiting.set()
+
+
+class WaitCancelled(Abort):
+    """A wait ends without a signal: the run was cancelled, or this process is exiting. The engine
+    stops the run as for Prefect's own `Abort`, leaving its state (Cancelled, or Paused) as it is;
+    an ordinary exception would be recorded as a failure."""
+
+    def __init__(self, message: str, state: Any) -> None:
+        super().__init__(message)
+        self.state = state
 
 
 def _current_run_id(what: str) -> str:
@@ -49,33 +99,120 @@ def _current_run_id(what: str) -> str:
 
 
 def check_signal_name(name: Any) -> str:
-    if not isinstance(name, str) or not name or any(c in name for c in "/%&<> "):
-        raise ValidationError(f"a signal name must be a non-empty string without spaces or / % & < >, got {name!r}")
-    return name
+    return check_name(name, "a signal name", spaces=False)
 
 
-async def await_signal(name: str, *, timeout: float = 3600, poll_interval: float = 1.0) -> Any:
-    """Pause this workflow run until the signal `name` arrives; return its payload.
+def signal_key(name: str, number: int) -> str:
+    """The flow run input key of signal `number` (from 0) of `name` (keys allow only a-z0-9-)."""
+    return f"{SIGNAL_KEY_PREFIX}{name.encode().hex()}-{number}"
+
+
+def reset_waits(run_id: str) -> None:
+    """A run's attempt starts: its waits are counted from 0 again (the function replays)."""
+    with _waits_lock:
+        _waits.pop(run_id, None)
+
+
+def _next_wait(run_id: str, name: str) -> int:
+    with _waits_lock:
+        counts = _waits.setdefault(run_id, {})
+        number = counts.get(name, 0)
+        counts[name] = number + 1
+        return number
+
+
+async def send_signal(client: Any, run_id: Any, name: str, payload: Any) -> int:
+    """Record the signal `name` with `payload` for the run; return its sequence number."""
+    check_signal_name(name)
+    text = check_json({"name": name, "payload": payload}, f"signal {name!r}: the payload")
+    prefix = f"{SIGNAL_KEY_PREFIX}{name.encode().hex()}-"
+    existing = await client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set())
+    number = len(existing)
+    while True:
+        try:
+            await client.create_flow_run_input(flow_run_id=run_id, key=signal_key(name, number), value=text, sender="beluga")
+            return number
+        except PrefectHTTPStatusError as exc:
+            if getattr(exc.response, "status_code", None) != 409:
+                raise
+            number += 1  # another sender took this number first
+
+
+async def _read_signal(client: Any, run_id: str, key: str) -> tuple[bool, Any]:
+    try:
+        value = await client.read_flow_run_input(flow_run_id=run_id, key=key)
+    except (ObjectNotFound, PrefectHTTPStatusError) as exc:
+        if not _not_found(exc):
+            raise
+        return False, None
+    return True, json.loads(value)["payload"]
+
+
+async def await_for_signal(name: str, *, timeout: float = 3600, poll_interval: float = 1.0) -> Any:
+    """Return the payload of the next signal `name` sent to this run, pausing until one is sent.
 
     Args:
         name: The signal's name, as given to `Workflow.signal`.
-        timeout: Seconds to wait; then the run fails (Prefect's `FlowPauseTimeout`).
-        poll_interval: How often (seconds) the paused run checks whether it was resumed.
+        timeout: Seconds to wait; then `WorkflowTimeout` (the run fails unless it catches it).
+        poll_interval: How often (seconds) the paused run checks for the signal.
+
+    Raises:
+        WaitCancelled: the run was cancelled or terminated while it waited (a Prefect `Abort`:
+            the run ends, Cancelled).
     """
     check_signal_name(name)
-    _current_run_id("wait_for_signal")
-    received = await apause_flow_run(
-        wait_for_input=SignalInput,
-        timeout=int(timeout),
-        poll_interval=poll_interval,  # type: ignore[arg-type]
-        key=SIGNAL_KEY_PREFIX + name,
-    )
-    return received.payload if received is not None else None
+    run_id = _current_run_id("wait_for_signal")
+    key = signal_key(name, _next_wait(run_id, name))
+    async with get_client() as client:
+        found, payload = await _read_signal(client, run_id, key)
+        if found:
+            return payload
+        logger = get_run_logger()
+        pause_key = f"{key}-{uuid.uuid4().hex[:8]}"  # Prefect refuses a pause key a run has used
+        await client.set_flow_run_state(run_id, Paused(timeout_seconds=int(timeout), pause_key=pause_key))
+        logger.info("Waiting for signal %r (Paused until workflow.signal(run_id, %r, payload))", name, name)
+        deadline = time.monotonic() + timeout
+        _paused[run_id] = name
+        try:
+            return await _poll(client, run_id, name, key, deadline, timeout, poll_interval)
+        finally:
+            _paused.pop(run_id, None)
+
+
+async def _poll(
+    client: Any, run_id: str, name: str, key: str, deadline: float, timeout: float, poll_interval: float
+) -> Any:
+    logger = get_run_logger()
+    while True:
+        found, payload = await _read_signal(client, run_id, key)
+        state = (await client.read_flow_run(run_id)).state
+        if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
+            raise WaitCancelled(f"cancelled while waiting for signal {name!r}", state)
+        if _exiting.is_set() and not found:
+            _log.warning(
+                "workflow run %s is paused waiting for signal %r and stays Paused on the Prefect API as "
+                "this process exits: send the signal with workflow.signal(run_id, %r, payload) and finish "
+                "it with workflow.retry(run_id), from any process",
+                run_id, name, name,
+            )
+            raise WaitCancelled(f"this process exited while the run waited for signal {name!r}", state)
+        if found:
+            if state is not None and state.is_paused():
+                await client.set_flow_run_state(run_id, Running())
+            logger.info("Received signal %r", name)
+            return payload
+        if time.monotonic() >= deadline:
+            raise WorkflowTimeout(f"no signal {name!r} arrived within {timeout}s", run_id=run_id)
+        await asyncio.sleep(poll_interval)
 
 
 def wait_for_signal(name: str, *, timeout: float = 3600, poll_interval: float = 1.0) -> Any:
-    """Sync twin of `await_signal`, for sync workflow functions."""
-    return run_sync(await_signal(name, timeout=timeout, poll_interval=poll_interval))
+    """Sync twin of `await_for_signal`, for sync workflow functions."""
+    return run_sync(await_for_signal(name, timeout=timeout, poll_interval=poll_interval))
+
+
+# The name this function had before the async functions were all named `a` + the sync name.
+await_signal = await_for_signal
 
 
 async def apublish(values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
@@ -83,15 +220,10 @@ async def apublish(values: dict[str, Any] | None = None, **more: Any) -> dict[st
 
     Values must be JSON-serialisable. Returns everything published so far.
     """
-    from prefect.client.orchestration import get_client
-
     run_id = _current_run_id("publish")
     update = {**(values or {}), **more}
     merged = {**_published.get(run_id, {}), **update}
-    try:
-        text = json.dumps(merged)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"published values must be JSON-serialisable: {exc}") from None
+    text = check_json(merged, "published values")
     _published[run_id] = merged
     async with get_client() as client:
         try:
@@ -116,8 +248,6 @@ async def read_published(client: Any, run_id: Any) -> dict[str, Any]:
         except (ObjectNotFound, PrefectHTTPStatusError) as exc:
             if not _not_found(exc):
                 raise
-            import asyncio
-
             await asyncio.sleep(0.05)
     return {}
 

@@ -99,3 +99,94 @@ def add_slowly(state: dict) -> dict:
 
 
 spread = orchestrator.create_workflow(add_slowly, workflow_id="test-spread")
+
+
+def collect(state: dict) -> dict:
+    """Waits for the signals named in `names`, in that order; a `gate` file holds it back first."""
+    gate = Path(state["gate"]) if state.get("gate") else None
+    while gate is not None and not gate.exists():
+        time.sleep(0.1)
+    got = []
+    for name in state["names"]:
+        got.append(wait_for_signal(name, timeout=300, poll_interval=0.2))
+        record(state, f"got {name} {got[-1]} {os.getpid()}")
+    return {"got": got}
+
+
+collector = orchestrator.create_workflow(collect, workflow_id="test-collector")
+
+
+async def acollect(state: dict) -> dict:
+    from prefect_beluga.orchestration import await_for_signal
+
+    return {"got": [await await_for_signal(name, timeout=300, poll_interval=0.2) for name in state["names"]]}
+
+
+acollector = orchestrator.create_workflow(acollect, workflow_id="test-acollector")
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for a child process on this session's Prefect API and result storage."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH
+
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = PREFECT_API_URL.value()
+    env["PREFECT_LOCAL_STORAGE_PATH"] = str(PREFECT_LOCAL_STORAGE_PATH.value())
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    return env
+
+
+def wait_for_status(workflow, run_id: str, status: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while workflow.status(run_id) != status:
+        assert time.monotonic() < deadline, f"run {run_id} never reached {status}: {workflow.status(run_id)}"
+        time.sleep(0.1)
+
+
+def start_worker(server, pool: str, name: str, folder: Path, **env_more: str):
+    """A `prefect worker` process (its own process group) of the process pool `pool`."""
+    import subprocess
+
+    from prefect_beluga.testing.prefect_server import prefect_executable
+
+    env = dict(server.env)
+    env.update(
+        BELUGA_TEST_WORKER=name,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        PREFECT_WORKER_PREFETCH_SECONDS="1",
+        **env_more,
+    )
+    log = open(folder / f"{name}.log", "wb")
+    return subprocess.Popen(
+        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", "1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def kill_group(process) -> None:
+    import signal
+
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(15)
+
+
+async def nap(state: dict) -> dict:
+    """Writes its flow run id to `ready`, then sleeps (to be stopped)."""
+    import asyncio
+
+    from prefect.context import FlowRunContext
+
+    Path(state["ready"]).write_text(str(FlowRunContext.get().flow_run.id))
+    await asyncio.sleep(state.get("seconds", 120))
+    return {}
+
+
+napper = orchestrator.create_workflow(nap, workflow_id="test-napper")

@@ -1,0 +1,231 @@
+"""The runner that executes this process's (not deployed) workflow runs, and what runs inside them.
+
+Runs of this process run on one event loop in a daemon thread. Each run is watched: when its
+state turns Cancelling or Cancelled (from any process), it is stopped and marked Cancelled. At
+interpreter exit (before Python shuts its thread pools down, so the runs can still use them) the
+runner waits for the runs still running; a run paused in `wait_for_signal` is left Paused on the
+Prefect API (its wait stops polling, so nothing logs during shutdown) and a warning says how to
+finish it: `workflow.signal(...)` then `workflow.retry(run_id)`, from any process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.context import FlowRunContext, SettingsContext
+from prefect.exceptions import Abort
+from prefect.states import Cancelled
+
+from prefect_beluga.orchestration._tasks import durable_run
+
+if TYPE_CHECKING:
+    from prefect_beluga.orchestration.workflow._definition import Workflow
+
+_log = logging.getLogger("prefect_beluga.workflow")
+# Seconds between looks at a run's state while watching it for a cancel.
+_WATCH = 1.0
+
+
+class durable:
+    """Within a workflow's flow run: steps persist results under run-scoped cache keys, and the
+    run's signal waits are counted from the start (see `signals.await_for_signal`)."""
+
+    def __enter__(self) -> None:
+        from prefect_beluga.orchestration.signals import reset_waits
+
+        context = FlowRunContext.get()
+        run_id = str(context.flow_run.id) if context and context.flow_run else None
+        if run_id is not None:
+            reset_waits(run_id)
+        self._token = durable_run.set(run_id)
+
+    def __exit__(self, *exc_info: object) -> None:
+        durable_run.reset(self._token)
+
+
+class BackgroundRunner:
+    """Runs workflow flow runs of this process on one event loop in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.runs: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self.thread = threading.Thread(target=self.loop.run_forever, name="beluga-workflows", daemon=True)
+        self.thread.start()
+        atexit.register(self._at_exit)  # a fallback: `submit` registers it earlier in the exit
+
+    def _exit_first(self) -> None:
+        """Make `_at_exit` the first of threading's exit hooks: they run before concurrent.futures
+        refuses new work (a plain atexit hook runs after: runs then fail "cannot schedule new
+        futures") and before Prefect's API log and events workers stop (runs' last logs then fail with
+        "--- Logging error ---"). Hooks run newest first, so start those workers, then register."""
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        with contextlib.suppress(Exception):
+            APILogWorker.instance()
+            EventsWorker.instance()
+        hooks = getattr(threading, "_threading_atexits", None)
+        register = getattr(threading, "_register_atexit", None)
+        if hooks is None or register is None:
+            return
+        with contextlib.suppress(ValueError):
+            hooks.remove(self._at_exit)
+        with contextlib.suppress(RuntimeError):  # already exiting
+            register(self._at_exit)
+
+    def submit(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+        self._exit_first()
+        settings = SettingsContext.get()
+        profile, values = (settings.profile, settings.settings) if settings else (None, None)
+
+        async def run() -> None:
+            if values is not None:
+                with SettingsContext(profile=profile, settings=values):
+                    await self._run(workflow, flow_run, parameters)
+            else:
+                await self._run(workflow, flow_run, parameters)
+
+        def start() -> None:
+            task = self.loop.create_task(run())
+            self.runs[flow_run.id] = task
+            task.add_done_callback(lambda _: self.runs.pop(flow_run.id, None))
+
+        # A fresh context: the caller's flow run (if any) is not this run's parent.
+        contextvars.Context().run(self.loop.call_soon_threadsafe, start)
+
+    async def _run(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+        from prefect.flow_engine import run_flow, run_flow_async
+
+        watcher = asyncio.create_task(self._watch(flow_run.id))
+        try:
+            if workflow.flow.isasync:
+                await run_flow_async(workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
+            else:  # a sync @flow: on a thread, so this loop keeps serving other runs
+                await self._on_thread(run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
+        except Abort:
+            pass  # cancelled while paused in a signal wait: its state is already Cancelled
+        except asyncio.CancelledError:
+            # Stopped on purpose (cancel/terminate): Prefect's engine calls that a crash.
+            async with get_client() as client:
+                current = await client.read_flow_run(flow_run.id)
+                if current.state is None or current.state.type != StateType.CANCELLED:
+                    message = current.state.message if current.state and current.state.is_cancelling() else None
+                    await client.set_flow_run_state(flow_run.id, Cancelled(message=message or "cancelled"), force=True)
+        finally:
+            watcher.cancel()
+
+    async def _on_thread(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` on a daemon thread of its own (not the loop's executor, whose
+        threads the interpreter joins at exit: a run left paused would then hold the exit)."""
+        future: asyncio.Future[Any] = self.loop.create_future()
+        context = contextvars.copy_context()
+
+        def settle(outcome: Any, failed: bool) -> None:
+            if not future.done():
+                (future.set_exception if failed else future.set_result)(outcome)
+
+        def target() -> None:
+            try:
+                outcome, failed = context.run(fn, *args, **kwargs), False
+            except BaseException as exc:
+                outcome, failed = exc, True
+            if not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(settle, outcome, failed)
+
+        threading.Thread(target=target, name="beluga-workflow-run", daemon=True).start()
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The thread goes on until its flow sees the cancel (a signal wait polls for it): the
+            # run stays listed until then, so an exiting process waits for it to end cleanly.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(future, 30)
+            raise
+
+    async def _watch(self, run_id: uuid.UUID) -> None:
+        async with get_client() as client:
+            while True:
+                await asyncio.sleep(_WATCH)
+                try:
+                    flow_run = await client.read_flow_run(run_id)
+                except Exception:
+                    continue
+                if flow_run.state is not None and flow_run.state.type in (StateType.CANCELLING, StateType.CANCELLED):
+                    task = self.runs.get(run_id)
+                    if task is not None and not _in_signal_wait(run_id):
+                        task.cancel()
+                    return
+
+    def stop(self, run_id: uuid.UUID) -> None:
+        """Cancel the run `run_id` if this process runs it; wait briefly for it to stop."""
+        done = threading.Event()
+
+        def cancel() -> None:
+            task = self.runs.get(run_id)
+            if task is None:
+                done.set()
+                return
+            task.add_done_callback(lambda _: done.set())
+            if not _in_signal_wait(run_id):  # a signal wait sees the cancel and ends the run itself
+                task.cancel()
+
+        self.loop.call_soon_threadsafe(cancel)
+        if threading.current_thread() is not self.thread:
+            done.wait(10)
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every run of this process has finished or is paused waiting for a signal
+        (at most `timeout` seconds; None: no limit). True if none is left running."""
+        from prefect_beluga.orchestration.signals import paused_runs
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            running = [run_id for run_id in list(self.runs) if str(run_id) not in paused_runs()]
+            if not running:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _at_exit(self) -> None:
+        from prefect_beluga.orchestration.signals import park_waits
+
+        if getattr(self, "_exited", False):  # once (threading's hook, then the atexit fallback)
+            return
+        self._exited = True
+        if not self.drain(0):
+            _log.info("waiting for %d workflow run(s) of this process to finish", len(self.runs))
+            self.drain()
+        park_waits()  # paused waits end at their next poll; their runs stay Paused
+        deadline = time.monotonic() + 30
+        while self.runs and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _in_signal_wait(run_id: uuid.UUID) -> bool:
+    from prefect_beluga.orchestration.signals import paused_runs
+
+    return str(run_id) in paused_runs()
+
+
+_runner_lock = threading.Lock()
+_the_runner: BackgroundRunner | None = None
+
+
+def runner() -> BackgroundRunner:
+    """This process's background runner (started on first use)."""
+    global _the_runner
+    with _runner_lock:
+        if _the_runner is None:
+            _the_runner = BackgroundRunner()
+        return _the_runner

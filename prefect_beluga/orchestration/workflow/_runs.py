@@ -1,0 +1,349 @@
+"""Runs of a workflow: create them, read their results, and operate them (cancel, signal, retry).
+
+`Runs` holds the `Workflow` methods that talk to the Prefect API about runs; `WorkflowRun` is
+what `list_runs` reports. Runs that are not deployed are handed to this process's background
+runner (`_background`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import AwaitingRetry, Cancelled, Cancelling, Scheduled
+
+from prefect_beluga.core._sync import run_sync
+from prefect_beluga.core.errors import (
+    UnknownWorkflowRun,
+    ValidationError,
+    WorkflowCancelled,
+    WorkflowError,
+    WorkflowFailed,
+    WorkflowNotDeployed,
+    WorkflowTimeout,
+)
+from prefect_beluga.core.names import check_json
+from prefect_beluga.orchestration.signals import check_signal_name, read_published, send_signal
+from prefect_beluga.orchestration.workflow._background import runner
+
+# Seconds between looks at a run's state while waiting for it.
+_POLL = 0.25
+
+
+@dataclass(frozen=True)
+class WorkflowRun:
+    """One run of a workflow, as `list_runs` reports it."""
+
+    workflow_id: str
+    run_id: str
+    name: str
+    status: str  # Prefect's state type: SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, ...
+    state_name: str  # e.g. "Completed", "Cached", "Suspended", "Terminated"
+    created: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    deployment_id: str | None
+    idempotency_key: str | None
+
+
+class Runs:
+    """`Workflow`'s methods for its runs."""
+
+    # Set by `Workflow`; `_parameters` comes from `Workflow`, `_read_deployment` from `Deployment`.
+    workflow_id: str
+    tags: list[str]
+    retries: int
+    retry_delay: float
+    distributed: bool
+    deployment_name: str
+    flow: Any
+    _deployed: bool
+
+    # -- execute ---------------------------------------------------------------------------------
+
+    def execute(self, input: Any, idempotency_key: str | None = None) -> tuple[str, str]:
+        """Start a run on `input`; return `(workflow_id, run_id)` at once.
+
+        The same `idempotency_key` never creates a second run: the first run's ids come back.
+        """
+        return run_sync(self.aexecute(input, idempotency_key=idempotency_key))
+
+    async def aexecute(self, input: Any, idempotency_key: str | None = None) -> tuple[str, str]:
+        """Async twin of `execute`."""
+        parameters = self._parameters(input)
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise ValidationError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
+        async with get_client() as client:
+            deployment = None
+            if self._deployed or self.distributed:
+                deployment = await self._read_deployment(client)
+            if deployment is None and self.distributed:
+                raise WorkflowNotDeployed(
+                    f"workflow {self.workflow_id!r} is distributed but has no deployment "
+                    f"{self.deployment_name!r} on the Prefect API at {client.api_url}: call "
+                    f"workflow.deploy(work_pool=...) or workflow.serve() first, or create it with "
+                    f"distributed=False to run it in this process",
+                    workflow_id=self.workflow_id,
+                )
+            if deployment is not None:
+                from prefect.deployments import run_deployment
+
+                flow_run = await run_deployment(
+                    name=deployment.id,
+                    parameters=parameters,
+                    timeout=0,
+                    idempotency_key=idempotency_key,
+                    tags=self.tags or None,
+                    client=client,
+                    as_subflow=False,
+                )
+                return self.workflow_id, str(flow_run.id)
+            flow_run, created = await self._create_run(client, parameters, idempotency_key)
+        if created:
+            runner().submit(self, flow_run, parameters)
+        return self.workflow_id, str(flow_run.id)
+
+    async def _create_run(
+        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None
+    ) -> tuple[FlowRun, bool]:
+        """Create a flow run (the API dedupes by idempotency key); True if this call created it."""
+        from prefect.client.schemas.actions import FlowRunCreate
+        from prefect.client.schemas.objects import FlowRunPolicy
+        from prefect.states import to_state_create
+
+        name = f"{self.workflow_id}-{uuid.uuid4().hex[:10]}"
+        flow_id = await client.create_flow_from_name(self.flow.name)
+        create = FlowRunCreate(
+            flow_id=flow_id,
+            name=name,
+            parameters=parameters,
+            tags=self.tags,
+            state=to_state_create(Scheduled()),
+            idempotency_key=idempotency_key,
+            empirical_policy=FlowRunPolicy(retries=self.retries, retry_delay=int(self.retry_delay)),
+        )
+        # Raw POST: PrefectClient.create_flow_run takes no idempotency_key.
+        reply = await client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
+        flow_run = FlowRun.model_validate(reply.json())
+        flow_run.parameters = parameters
+        return flow_run, flow_run.name == name
+
+    # -- results ---------------------------------------------------------------------------------
+
+    def get_result(self, workflow_id: str, run_id: str, timeout: float | None = None) -> Any:
+        """Wait for the run to finish and return its output (read from persisted results).
+
+        Raises:
+            UnknownWorkflowRun: no such run, or it is not a run of `workflow_id`.
+            WorkflowFailed: the run failed or crashed (`cause` is why).
+            WorkflowCancelled: it was cancelled or terminated.
+            WorkflowTimeout: it had not finished after `timeout` seconds (it goes on).
+        """
+        return run_sync(self.aget_result(workflow_id, run_id, timeout=timeout))
+
+    async def aget_result(self, workflow_id: str, run_id: str, timeout: float | None = None) -> Any:
+        """Async twin of `get_result`."""
+        if workflow_id != self.workflow_id:
+            raise UnknownWorkflowRun(
+                f"unknown workflow {workflow_id!r}: this is workflow {self.workflow_id!r}",
+                workflow_id=workflow_id,
+                run_id=str(run_id),
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with get_client() as client:
+            while True:
+                flow_run = await self._read_run(client, run_id)
+                state = flow_run.state
+                if state is not None and state.is_final():
+                    return await self._outcome(flow_run)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WorkflowTimeout(
+                        f"workflow {self.workflow_id!r} run {run_id} not finished after {timeout}s "
+                        f"(state {state.name if state else 'unknown'}); it goes on",
+                        workflow_id=self.workflow_id,
+                        run_id=str(run_id),
+                    )
+                await asyncio.sleep(_POLL)
+
+    async def _outcome(self, flow_run: FlowRun) -> Any:
+        state = flow_run.state
+        assert state is not None
+        ids = dict(workflow_id=self.workflow_id, run_id=str(flow_run.id))
+        if state.is_completed():
+            return await state.aresult()
+        if state.is_cancelled():
+            raise WorkflowCancelled(
+                f"workflow {self.workflow_id!r} run {flow_run.id} was {state.name.lower()}"
+                + (f": {state.message}" if state.message else ""),
+                **ids,
+            )
+        cause: BaseException | None
+        try:
+            cause = await state.aresult(raise_on_failure=False)
+        except Exception as exc:  # the exception was not persisted (e.g. a crash)
+            cause = exc
+        if not isinstance(cause, BaseException):
+            cause = RuntimeError(state.message or state.name)
+        raise WorkflowFailed(
+            f"workflow {self.workflow_id!r} run {flow_run.id} ended {state.name}: "
+            f"{type(cause).__name__}: {cause}",
+            cause=cause,
+            **ids,
+        )
+
+    async def _read_run(self, client: Any, run_id: Any) -> FlowRun:
+        try:
+            run_uuid = uuid.UUID(str(run_id))
+            flow_run = await client.read_flow_run(run_uuid)
+        except (ValueError, ObjectNotFound):
+            raise UnknownWorkflowRun(
+                f"workflow {self.workflow_id!r} has no run {run_id!r} on the Prefect API at {client.api_url}",
+                workflow_id=self.workflow_id,
+                run_id=str(run_id),
+            ) from None
+        flow = await client.read_flow(flow_run.flow_id)
+        if flow.name != self.flow.name:
+            raise UnknownWorkflowRun(
+                f"run {run_id} is a run of {flow.name!r}, not of workflow {self.workflow_id!r}",
+                workflow_id=self.workflow_id,
+                run_id=str(run_id),
+            )
+        return flow_run
+
+    # -- operations ------------------------------------------------------------------------------
+
+    def status(self, run_id: str) -> str:
+        """The run's state type: SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED."""
+        return run_sync(self.astatus(run_id))
+
+    async def astatus(self, run_id: str) -> str:
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+        return flow_run.state.type.value if flow_run.state else "UNKNOWN"
+
+    def cancel(self, run_id: str) -> None:
+        """Cancel gracefully: the run goes to Cancelling, its runner stops it, it ends Cancelled."""
+        run_sync(self.acancel(run_id))
+
+    async def acancel(self, run_id: str, *, message: str = "cancelled") -> None:
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            state = flow_run.state
+            if state is None or state.is_final():
+                return
+            if state.type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
+                # Nothing runs it yet (or it waits): no runner to stop, cancel it outright.
+                await client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+                runner().stop(flow_run.id)
+                return
+            await client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True)
+        runner().stop(flow_run.id)  # a run of this process: stop it now
+
+    def terminate(self, run_id: str, reason: str = "terminated") -> None:
+        """Stop the run forcefully: it ends Cancelled (named "Terminated") with `reason` now.
+
+        A run of this process is stopped at once; a worker's run is asked to stop (Cancelling,
+        which kills its process) and is marked Terminated whatever it does.
+        """
+        run_sync(self.aterminate(run_id, reason))
+
+    async def aterminate(self, run_id: str, reason: str = "terminated") -> None:
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            if flow_run.state is not None and flow_run.state.is_final():
+                return
+            if flow_run.state is not None and flow_run.state.is_running():
+                await client.set_flow_run_state(flow_run.id, Cancelling(message=reason), force=True)
+            runner().stop(flow_run.id)
+            await client.set_flow_run_state(
+                flow_run.id, Cancelled(name="Terminated", message=reason), force=True
+            )
+
+    def signal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
+        """Send the signal `name` with `payload` to the run: recorded at once, durably.
+
+        Returns without waiting for the run: its next `wait_for_signal(name)` receives it
+        (signals of one name are received one per wait, in the order sent). Fails only if the
+        run does not exist or has ended. `wait` is accepted for compatibility and unused.
+        """
+        run_sync(self.asignal(run_id, name, payload, wait=wait))
+
+    async def asignal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
+        """Async twin of `signal`."""
+        check_signal_name(name)
+        check_json(payload, f"signal {name!r}: payload")
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            state = flow_run.state
+            if state is not None and state.is_final():
+                raise WorkflowError(
+                    f"cannot signal {name!r}: workflow {self.workflow_id!r} run {run_id} already ended {state.name}",
+                    workflow_id=self.workflow_id,
+                    run_id=str(run_id),
+                )
+            await send_signal(client, flow_run.id, name, payload)
+
+    def query(self, run_id: str) -> dict[str, Any]:
+        """What the run has published with `publish(...)` so far ({} if nothing)."""
+        return run_sync(self.aquery(run_id))
+
+    async def aquery(self, run_id: str) -> dict[str, Any]:
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            return await read_published(client, flow_run.id)
+
+    def list_runs(self, limit: int = 100) -> list[WorkflowRun]:
+        """This workflow's runs, newest first."""
+        return run_sync(self.alist_runs(limit))
+
+    async def alist_runs(self, limit: int = 100) -> list[WorkflowRun]:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[self.flow.name])),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+                limit=limit,
+            )
+        return [self._describe(run) for run in runs]
+
+    def _describe(self, run: FlowRun) -> WorkflowRun:
+        return WorkflowRun(
+            workflow_id=self.workflow_id,
+            run_id=str(run.id),
+            name=run.name,
+            status=run.state.type.value if run.state else "UNKNOWN",
+            state_name=run.state.name if run.state else "Unknown",
+            created=run.created,
+            start_time=run.start_time,
+            end_time=run.end_time,
+            deployment_id=str(run.deployment_id) if run.deployment_id else None,
+            idempotency_key=run.idempotency_key,
+        )
+
+    def retry(self, run_id: str) -> tuple[str, str]:
+        """Run an unfinished, failed or crashed run again, as the same run.
+
+        Steps that had finished (and persisted their results) are not recomputed. A deployed
+        run goes back to its work pool; otherwise this process's background runner takes it.
+        """
+        return run_sync(self.aretry(run_id))
+
+    async def aretry(self, run_id: str) -> tuple[str, str]:
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            if flow_run.state is not None and flow_run.state.is_completed():
+                return self.workflow_id, str(flow_run.id)
+            await client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True)
+            flow_run = await client.read_flow_run(flow_run.id)
+        if flow_run.deployment_id is None:
+            runner().submit(self, flow_run, flow_run.parameters)
+        return self.workflow_id, str(flow_run.id)
+

@@ -1,0 +1,102 @@
+"""Worker loss on a real `prefect server`: a deployed run whose worker is SIGKILLed is resumed by
+another worker with no manual action, and its state history says what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import workflow_fixtures as fx
+from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.prefect_server import PrefectServer
+
+
+async def _create_pool(name: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
+
+
+async def _state_messages(run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return [state.message or "" for state in await client.read_flow_run_states(run_id)]
+
+
+def test_a_run_whose_worker_is_killed_is_resumed_by_another_worker_by_itself(prefect_server: PrefectServer, tmp_path):
+    pool, log, gate = "beluga-lost-pool", tmp_path / "steps.log", tmp_path / "gate"
+    beat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    workers = []
+    with prefect_server.settings():
+        run_sync(_create_pool(pool))
+        fx.durable.deploy(work_pool=pool, lost_after=45)
+        try:
+            workers.append(fx.start_worker(prefect_server, pool, "doomed", tmp_path, **beat))
+            _, run_id = fx.durable.execute({"n": 4, "log": str(log), "gate": str(gate)})
+            deadline = time.monotonic() + 180
+            while not (log.exists() and "step3" in log.read_text()):
+                assert time.monotonic() < deadline, (tmp_path / "doomed.log").read_text(errors="replace")[-3000:]
+                time.sleep(0.2)
+            workers.append(fx.start_worker(prefect_server, pool, "rescuer", tmp_path, **beat))
+            flow_run_pid = int(log.read_text().splitlines()[-1].split()[1])
+            os.kill(flow_run_pid, signal.SIGKILL)
+            fx.kill_group(workers[0])
+            gate.touch()
+            # No retry, no manual action: the automation reschedules it, the rescuer runs it.
+            result = fx.durable.get_result("test-durable", run_id, timeout=300)
+        finally:
+            for worker in workers:
+                fx.kill_group(worker)
+        messages = run_sync(_state_messages(run_id))
+    logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("*.log")}
+    assert result["x"] == (4 + 1) * 10 + 3, logs
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["step1", "step2", "step3", "step3"]  # 1 and 2 read back
+    assert lines[2].split()[1] == str(flow_run_pid) != lines[3].split()[1]
+    assert any("The process running this flow run died (worker lost?)" in m for m in messages), messages
+
+
+async def _run_logs(run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        logs = await client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    return [log.message for log in logs]
+
+
+def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
+    """The engine catches SIGTERM (a worker shutting down) and records Crashed; the workflow's
+    on_crashed hook logs on the run what happened and how to finish it."""
+    import subprocess
+    import sys
+
+    ready = tmp_path / "ready"
+    code = f"import asyncio, workflow_fixtures as fx\nasyncio.run(fx.napper.flow({{'ready': {str(ready)!r}}}))\n"
+    child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not ready.exists():
+            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        child.send_signal(signal.SIGTERM)
+        child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    run_id = ready.read_text()
+    assert fx.napper.status(run_id) == "CRASHED"
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [m for m in run_sync(_run_logs(run_id)) if "was stopped before the run finished" in m]
+        if lines or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    [line] = lines
+    assert f"workflow.retry({run_id!r})" in line
