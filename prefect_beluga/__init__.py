@@ -46,6 +46,8 @@ from prefect_beluga.orchestration import (
     RetryPolicy,
     Workflow,
     WorkflowRun,
+    apublish,
+    await_for_signal,
     publish,
     wait_for_signal,
 )
@@ -83,6 +85,8 @@ __all__ = [
     "embeddings",
     "llms",
     "memory",
+    "apublish",
+    "await_for_signal",
     "publish",
     "rag",
     "schema",

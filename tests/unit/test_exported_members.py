@@ -9,7 +9,7 @@ EXPECTED = {
     "blocks", "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
     # Workflows (issue 6)
     "UnknownWorkflowRun", "Workflow", "WorkflowCancelled", "WorkflowError", "WorkflowFailed",
-    "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "publish", "wait_for_signal",
+    "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "apublish", "await_for_signal", "publish", "wait_for_signal",
     # Shape (issue 13): the retry policy, and every exception of the tree in core/errors.py
     "ProviderResponseError", "RetryPolicy", "TokenizerUnavailable",
 }
