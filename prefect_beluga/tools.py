@@ -172,6 +172,11 @@ class Tool:
             return await self.fn(**arguments)
         return await asyncio.to_thread(self.fn, **arguments)
 
+    async def run_call(self, arguments: dict[str, Any], call_id: str) -> Any:
+        """`acall` for the model's call `call_id`: the body of an agent's tool-call task run
+        (the id goes into the run's durable key inside a workflow, not to the function)."""
+        return await self.acall(arguments)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._runnable is not None:
             return self._runnable.invoke(*args, **kwargs)

@@ -58,7 +58,7 @@ class PrefectSubsteps(InlineSubsteps):
                 self._tasks.move_to_end(key)
                 return task
 
-        async def run(*args: Any) -> Any:
+        async def run(args: tuple[Any, ...]) -> Any:
             return await fn(*args)
 
         run.__qualname__ = run.__name__ = step.name
@@ -81,7 +81,7 @@ class PrefectSubsteps(InlineSubsteps):
         if not in_flow_run():
             return await super().run(step, fn, *args)
         task = self.task_for(step, fn)
-        return await task(*(quote(arg) for arg in args))
+        return await task(quote(args))  # one argument: the durable cache key hashes it whole
 
     async def root(self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any) -> T:
         if in_flow_run():
