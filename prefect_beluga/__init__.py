@@ -8,8 +8,11 @@ Examples:
     {'input': 'hello', 'output': 'HELLO'}
 """
 
-from prefect_beluga import blocks, embeddings, llms, memory, rag, schema, vectorstores
+from prefect_beluga import agents, blocks, embeddings, llms, memory, rag, schema, tools, vectorstores
 from prefect_beluga.core import (
+    AgentError,
+    AgentIterationLimit,
+    AgentOutputError,
     BelugaError,
     ChainTimeoutError,
     GraphError,
@@ -42,6 +45,9 @@ from prefect_beluga.orchestration import (
 )
 
 __all__ = [
+    "AgentError",
+    "AgentIterationLimit",
+    "AgentOutputError",
     "BelugaError",
     "Chain",
     "ChainTimeoutError",
@@ -67,6 +73,7 @@ __all__ = [
     "WorkflowNotDeployed",
     "WorkflowRun",
     "WorkflowTimeout",
+    "agents",
     "blocks",
     "embeddings",
     "llms",
@@ -74,6 +81,7 @@ __all__ = [
     "publish",
     "rag",
     "schema",
+    "tools",
     "vectorstores",
     "wait_for_signal",
 ]

@@ -34,6 +34,7 @@ import functools
 import inspect
 import json
 import re
+import sys
 import typing
 from collections.abc import Callable
 from typing import Any, overload
@@ -82,6 +83,7 @@ class Tool:
         retry_delay: float = 0.0,
         timeout: float | None = None,
         requires_approval: bool = False,
+        _namespace: dict[str, Any] | None = None,
     ) -> None:
         self._runnable = fn if isinstance(fn, Runnable) else None
         if self._runnable is None and (not callable(fn) or isinstance(fn, type)):
@@ -109,7 +111,7 @@ class Tool:
                 input=(str, Field(description="The input text.")),
             )
         else:
-            self.args_model = _model_from_signature(fn, self.name, arg_docs)
+            self.args_model = _model_from_signature(fn, self.name, arg_docs, _namespace)
         self._is_async = self._runnable is None and _is_async(fn)
         self.parameters = _json_schema(self.args_model)
         self.retries = retries
@@ -272,11 +274,14 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
     unknown = set(options) - {"name", "description", "args_schema", "retries", "retry_delay", "timeout", "requires_approval"}
     if unknown:
         raise ValidationError(f"tool() got unknown option(s) {sorted(unknown)}")
+    # Hints naming classes local to the caller (e.g. a model defined in a function, with
+    # `from __future__ import annotations`) resolve in the caller's namespace, as in pydantic.
+    namespace = dict(sys._getframe(1).f_locals)
     if fn is None:
-        return lambda target: Tool(target, **options)
+        return lambda target: Tool(target, **options, _namespace=namespace)
     if isinstance(fn, Tool):
-        return fn if not options else Tool(fn.fn, **{**_options_of(fn), **options})
-    return Tool(fn, **options)
+        return fn if not options else Tool(fn.fn, **{**_options_of(fn), **options}, _namespace=namespace)
+    return Tool(fn, **options, _namespace=namespace)
 
 
 def as_tool(value: Any, *, where: str) -> Tool:
@@ -308,13 +313,15 @@ def _model_name(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[_-]", name) if part) + "Arguments"
 
 
-def _model_from_signature(fn: Callable[..., Any], name: str, arg_docs: dict[str, str]) -> type[BaseModel]:
+def _model_from_signature(
+    fn: Callable[..., Any], name: str, arg_docs: dict[str, str], namespace: dict[str, Any] | None = None
+) -> type[BaseModel]:
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"tool {name!r}: cannot read the signature of {fn!r}: {exc}") from None
     try:
-        hints = typing.get_type_hints(fn, include_extras=True)
+        hints = typing.get_type_hints(fn, localns=namespace, include_extras=True)
     except Exception as exc:  # e.g. a forward reference that does not resolve
         raise ValidationError(f"tool {name!r}: cannot resolve the type hints of {fn!r}: {exc}") from None
     fields: dict[str, Any] = {}

@@ -10,6 +10,8 @@ EXPECTED = {
     # Workflows (issue 6)
     "UnknownWorkflowRun", "Workflow", "WorkflowCancelled", "WorkflowError", "WorkflowFailed",
     "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "publish", "wait_for_signal",
+    # Agents (issue 17)
+    "AgentError", "AgentIterationLimit", "AgentOutputError", "agents", "tools",
 }
 
 
