@@ -17,7 +17,9 @@ readable from any process on the same Prefect API.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -48,6 +50,15 @@ def _current_run_id(what: str) -> str:
     return str(context.flow_run.id)
 
 
+def signal_key(name: str) -> str:
+    """The pause key of the signal `name`. Prefect keys take only lowercase letters, digits and
+    dashes: other names (e.g. "approve:refund_order") get a slug plus a hash of the name."""
+    if re.fullmatch(r"[a-z0-9-]+", name):
+        return SIGNAL_KEY_PREFIX + name
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"{SIGNAL_KEY_PREFIX}{slug}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+
+
 def check_signal_name(name: Any) -> str:
     if not isinstance(name, str) or not name or any(c in name for c in "/%&<> "):
         raise ValidationError(f"a signal name must be a non-empty string without spaces or / % & < >, got {name!r}")
@@ -68,7 +79,7 @@ async def await_signal(name: str, *, timeout: float = 3600, poll_interval: float
         wait_for_input=SignalInput,
         timeout=int(timeout),
         poll_interval=poll_interval,  # type: ignore[arg-type]
-        key=SIGNAL_KEY_PREFIX + name,
+        key=signal_key(name),
     )
     return received.payload if received is not None else None
 

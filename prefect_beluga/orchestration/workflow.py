@@ -60,8 +60,8 @@ from prefect_beluga.core.errors import (
 )
 from prefect_beluga.core.runnable import coerce_to_runnable
 from prefect_beluga.orchestration.signals import (
-    SIGNAL_KEY_PREFIX,
     check_signal_name,
+    signal_key,
     read_published,
 )
 from prefect_beluga.orchestration.tasks import durable_run
@@ -451,7 +451,7 @@ class Workflow:
                 if (
                     state is not None
                     and state.is_paused()
-                    and state.state_details.pause_key == SIGNAL_KEY_PREFIX + name
+                    and state.state_details.pause_key == signal_key(name)
                 ):
                     reply = await client.resume_flow_run(flow_run.id, run_input={"payload": payload})
                     if reply.status.value == "ACCEPT":
