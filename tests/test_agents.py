@@ -506,3 +506,30 @@ def assert_key_stored_nowhere(key: str) -> None:
     assert files, "found nothing to search"
     leaked = [str(p) for p in files if key.encode() in p.read_bytes()]
     assert not leaked, f"the API key is stored in {leaked}"
+
+
+# -- flows/agent.py --------------------------------------------------------------------------------
+
+
+async def test_agent_flow_answers_offline_with_the_store_as_a_tool(tmp_path):
+    sys.path.insert(0, str(TESTS.parent / "flows"))
+    from agent import agent_answer
+    from rag_ingest import rag_ingest
+
+    from prefect_beluga.blocks import ChatModelBlock, EmbeddedVectorStoreBlock, EmbedderBlock
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "prefect.md").write_text("# Prefect\n\nPrefect runs flows made of tasks. A failed task is retried by its retry policy.\n")
+    (docs / "ml.md").write_text("# Machine learning\n\nMachine learning learns patterns from data.\n")
+    names = {"embedder_block": f"emb-{uuid.uuid4().hex[:8]}", "vector_store_block": f"store-{uuid.uuid4().hex[:8]}"}
+    await EmbedderBlock(provider="hashing").asave(names["embedder_block"])
+    await EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).asave(names["vector_store_block"])
+    chat = f"chat-{uuid.uuid4().hex[:8]}"
+    await ChatModelBlock(provider="offline").asave(chat)
+    await rag_ingest(str(docs), chunk_size=40, chunk_overlap=0, **names)
+
+    result = await agent_answer("How is a failed task retried?", chat_model_block=chat, k=1, **names)
+    assert result["searches"] == ["How is a failed task retried?"]
+    assert len(result["sources"]) == 1 and "prefect.md" in result["sources"][0]
+    assert result["output"].startswith("[offline model]") and "retried by its retry policy" in result["output"]

@@ -112,9 +112,10 @@ class OfflineChatModel(ChatModel):
     def tool_call(self, messages: list[AnyMessage], tools: list[dict[str, Any]]) -> ToolCall | None:
         """The one tool call the offline model makes, if any: deterministic, no key needed.
 
-        When the last message is the user's question and a tool's name and description share
-        a content word with it, the best such tool (the first on a tie) whose required
-        arguments are all strings is called with the question as its first string argument.
+        When the last message is the user's question, of the tools whose required arguments
+        are all strings, the one whose name and description share the most content words with
+        it (the first on a tie; the only one, if just one qualifies) is called with the
+        question as its first string argument.
         Once tool results follow the question, the model answers by quoting them.
         """
         if not tools or not messages or not isinstance(messages[-1], HumanMessage):
@@ -122,6 +123,7 @@ class OfflineChatModel(ChatModel):
         question = messages[-1].content
         wanted = _content_words(question)
         best: tuple[int, str, str] | None = None
+        eligible: list[tuple[int, str, str]] = []
         for spec in tools:
             function = spec.get("function") if isinstance(spec, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
@@ -134,8 +136,11 @@ class OfflineChatModel(ChatModel):
                 continue
             about = re.sub(r"[_-]", " ", function["name"]) + " " + str(function.get("description") or "")
             score = len(wanted & _content_words(about))
+            eligible.append((score, function["name"], (required or texts)[0]))
             if score and (best is None or score > best[0]):
-                best = (score, function["name"], (required or texts)[0])
+                best = eligible[-1]
+        if best is None and len(eligible) == 1:
+            best = eligible[0]  # the only tool it could call: called even without a shared word
         if best is None:
             return None
         _, name, argument = best

@@ -61,8 +61,8 @@ from prefect_beluga.core.errors import (
 from prefect_beluga.core.runnable import coerce_to_runnable
 from prefect_beluga.orchestration.signals import (
     check_signal_name,
-    signal_key,
     read_published,
+    signal_key,
 )
 from prefect_beluga.orchestration.tasks import durable_run
 
