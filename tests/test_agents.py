@@ -463,7 +463,11 @@ def test_a_tool_requiring_approval_waits_for_the_signal(tmp_path, monkeypatch):
     monkeypatch.setenv("BELUGA_AGENT_TEST_DIR", str(tmp_path))
     monkeypatch.setenv("OPENAI_API_KEY", key)
     with OpenAIServer(api_key=key) as server:
-        server.reply_with({"tool_calls": [call("refund", order="A1")]}, "Refunded A1.")
+        server.reply_with(
+            {"tool_calls": [call("refund", order="A1")]},
+            {"tool_calls": [call("refund", order="B2")]},  # approved once per run and tool
+            "Refunded A1 and B2.",
+        )
         workflow_id, run_id = agent_workflow.execute({"input": "Refund A1", "base_url": server.base_url})
         deadline = time.monotonic() + 60
         while agent_workflow.status(run_id) != "PAUSED":
@@ -472,8 +476,8 @@ def test_a_tool_requiring_approval_waits_for_the_signal(tmp_path, monkeypatch):
         assert not (tmp_path / "tools.log").exists()  # not run before approval
         agent_workflow.signal(run_id, "approve:refund", {"approved": True, "by": "ann"})
         result = agent_workflow.get_result(workflow_id, run_id, timeout=60)
-    assert result == {"output": "Refunded A1.", "tools": ["refunded A1"]}
-    assert (tmp_path / "tools.log").read_text().split()[0] == "refund:A1"
+    assert result == {"output": "Refunded A1 and B2.", "tools": ["refunded A1", "refunded B2"]}
+    assert [line.split()[0] for line in (tmp_path / "tools.log").read_text().splitlines()] == ["refund:A1", "refund:B2"]
     assert_key_stored_nowhere(key)
 
 
@@ -533,3 +537,65 @@ async def test_agent_flow_answers_offline_with_the_store_as_a_tool(tmp_path):
     assert result["searches"] == ["How is a failed task retried?"]
     assert len(result["sources"]) == 1 and "prefect.md" in result["sources"][0]
     assert result["output"].startswith("[offline model]") and "retried by its retry policy" in result["output"]
+
+
+# -- the sub-step hook without Prefect -------------------------------------------------------------
+
+
+class RecordingSubsteps(InlineSubsteps):
+    """A runner of our own: records sub-steps, claims to be in a workflow, answers signals."""
+
+    def __init__(self, payload):
+        self.steps, self.signals, self.payload = [], [], payload
+
+    async def run(self, step, fn, /, *args):
+        self.steps.append(step.name)
+        return await super().run(step, fn, *args)
+
+    def in_workflow(self):
+        return True
+
+    async def wait_for_signal(self, name):
+        self.signals.append(name)
+        return self.payload
+
+
+def test_sub_steps_go_to_the_scoped_runner_and_a_declined_approval_reaches_the_model(openai_server):
+    ran = []
+
+    @tool(requires_approval=True, name="refund")
+    def refund_order(order: str) -> str:
+        """Refund an order."""
+        ran.append(order)
+        return "refunded"
+
+    openai_server.reply_with({"tool_calls": [call("refund", order="A1"), call("add", a=1)]}, "declined")
+    runner = RecordingSubsteps({"approved": False, "reason": "over the limit"})
+    with use_substeps(runner):
+        result = asyncio.run(Agent(chat_model(openai_server), tools=[refund_order, add]).ainvoke("Refund A1"))
+    assert result["output"] == "declined" and ran == []
+    assert runner.signals == ["approve:refund"]
+    assert sorted(runner.steps) == ["add", "openai:gpt-4o-mini", "openai:gpt-4o-mini"]
+    assert openai_server.tool_results()[0]["content"] == "The call to 'refund' was not approved: over the limit; it was not run."
+
+
+def test_inline_sub_steps_keep_retries_and_timeouts():
+    from prefect_beluga.core.substeps import Substep
+
+    attempts = []
+
+    async def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("again")
+        return "ok"
+
+    async def slow():
+        await asyncio.sleep(5)
+
+    runner = InlineSubsteps()
+    assert asyncio.run(runner.run(Substep("flaky", retries=2), flaky)) == "ok" and len(attempts) == 3
+    with pytest.raises(TimeoutError):
+        asyncio.run(runner.run(Substep("slow", timeout=0.1), slow))
+    with pytest.raises(ValidationError, match="sub-step 'x': retries must be an int >= 0"):
+        Substep("x", retries=-1)
