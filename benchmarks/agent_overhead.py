@@ -108,8 +108,8 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(2):  # warm-up: imports, clients, the first flow and task runs
                 for side in sides:
                     await timed(side)
-            for side in times:
-                times[side].clear()
+            for values in times.values():
+                values.clear()
             for i in range(args.repeat):
                 for side in sides[i % 3:] + sides[: i % 3]:
                     await timed(side)

@@ -45,11 +45,23 @@ import pydantic
 from pydantic import BaseModel
 
 from prefect_beluga.core.config import ConfigLike
-from prefect_beluga.core.errors import AgentIterationLimit, AgentOutputError, ValidationError
+from prefect_beluga.core.errors import (
+    AgentIterationLimit,
+    AgentOutputError,
+    ValidationError,
+)
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.substeps import Substep, SubstepRunner, substeps
 from prefect_beluga.llms.base import ChatModel, messages_from_state
-from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, SystemMessage, ToolCall, ToolMessage
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    ChatResult,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
 from prefect_beluga.tools import Tool, ToolArgumentsError, as_tool, render_result
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -253,7 +265,7 @@ class Agent(Runnable):
                 return refusal
         try:
             value = await runner.run(item.substep, item.run_call, arguments, call.id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any tool error goes back to the model
             kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
             return f"Error: tool {item.name!r} {kind}: {type(exc).__name__}: {exc}"
         return render_result(value)

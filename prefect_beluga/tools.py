@@ -43,7 +43,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.runnable import Runnable, _is_async_callable
 
 #: What OpenAI accepts as a function name.
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -112,7 +112,7 @@ class Tool:
             )
         else:
             self.args_model = _model_from_signature(fn, self.name, arg_docs, _namespace)
-        self._is_async = self._runnable is None and _is_async(fn)
+        self._is_async = self._runnable is None and _is_async_callable(fn)
         self.parameters = _json_schema(self.args_model)
         self.retries = retries
         self.retry_delay = retry_delay
@@ -303,12 +303,6 @@ def _options_of(t: Tool) -> dict[str, Any]:
     }
 
 
-def _is_async(fn: Any) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
 def _model_name(name: str) -> str:
     return "".join(part.capitalize() for part in re.split(r"[_-]", name) if part) + "Arguments"
 
@@ -322,7 +316,7 @@ def _model_from_signature(
         raise ValidationError(f"tool {name!r}: cannot read the signature of {fn!r}: {exc}") from None
     try:
         hints = typing.get_type_hints(fn, localns=namespace, include_extras=True)
-    except Exception as exc:  # e.g. a forward reference that does not resolve
+    except (NameError, TypeError, AttributeError, SyntaxError) as exc:  # e.g. an unresolved forward reference
         raise ValidationError(f"tool {name!r}: cannot resolve the type hints of {fn!r}: {exc}") from None
     fields: dict[str, Any] = {}
     for parameter in signature.parameters.values():
@@ -341,9 +335,11 @@ def _model_from_signature(
         else:
             fields[parameter.name] = (annotation, default)
     try:
-        return create_model(_model_name(name), __config__=ConfigDict(extra="forbid"), **fields)
-    except Exception as exc:  # a type pydantic cannot describe
+        model = create_model(_model_name(name), __config__=ConfigDict(extra="forbid"), **fields)
+        model.model_json_schema()
+    except (TypeError, ValueError, pydantic.PydanticUserError) as exc:  # a type pydantic cannot describe
         raise ValidationError(f"tool {name!r}: its arguments cannot be described as JSON schema: {exc}") from None
+    return model
 
 
 def _has_field_description(annotation: Any) -> bool:

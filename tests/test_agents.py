@@ -24,9 +24,20 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, PREFECT_SERVER_DATABASE_CONNECTION_URL
+from prefect.settings import (
+    PREFECT_API_URL,
+    PREFECT_LOCAL_STORAGE_PATH,
+    PREFECT_SERVER_DATABASE_CONNECTION_URL,
+)
 
-from prefect_beluga import AgentIterationLimit, Chain, Graph, Orchestrator, ValidationError, llms
+from prefect_beluga import (
+    AgentIterationLimit,
+    Chain,
+    Graph,
+    Orchestrator,
+    ValidationError,
+    llms,
+)
 from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
@@ -215,8 +226,8 @@ def test_tool_calls_of_one_turn_run_concurrently_as_task_runs(openai_server):
     openai_server.reply_with({"tool_calls": [call("fetch", page="x"), call("fetch", page="y")]}, "ok")
     serial = Agent(chat_model(openai_server), tools=[fetch], max_concurrency=1)
     assert serial.invoke("Read x and y.")["output"] == "ok"
-    (s1, e1), (s2, e2) = sorted(spans.values())
-    assert e1 <= s2
+    (_, first_end), (second_start, _) = sorted(spans.values())
+    assert first_end <= second_start
 
 
 def test_errors_and_bad_arguments_go_back_to_the_model_and_the_loop_goes_on(openai_server):
@@ -520,7 +531,11 @@ async def test_agent_flow_answers_offline_with_the_store_as_a_tool(tmp_path):
     from agent import agent_answer
     from rag_ingest import rag_ingest
 
-    from prefect_beluga.blocks import ChatModelBlock, EmbeddedVectorStoreBlock, EmbedderBlock
+    from prefect_beluga.blocks import (
+        ChatModelBlock,
+        EmbeddedVectorStoreBlock,
+        EmbedderBlock,
+    )
 
     docs = tmp_path / "docs"
     docs.mkdir()

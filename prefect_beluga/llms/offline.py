@@ -25,7 +25,14 @@ from typing import Any
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
-from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, ToolCall, Usage
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    ChatResult,
+    HumanMessage,
+    ToolCall,
+    Usage,
+)
 from prefect_beluga.tokens import count_message_tokens, count_tokens
 
 #: Every reply of the offline model starts with this.

@@ -32,7 +32,12 @@ from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
-from prefect_beluga.orchestration.runtime import body_flow, flow_name, in_flow_run, run_body
+from prefect_beluga.orchestration.runtime import (
+    body_flow,
+    flow_name,
+    in_flow_run,
+    run_body,
+)
 from prefect_beluga.orchestration.signals import await_signal
 from prefect_beluga.orchestration.tasks import RetryPolicy, StepTask, durable_run
 
