@@ -44,7 +44,7 @@ from typing import Any
 import pydantic
 from pydantic import BaseModel
 
-from prefect_beluga.core.config import ConfigLike
+from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import (
     AgentIterationLimit,
     AgentOutputError,
@@ -172,7 +172,7 @@ class Agent(Runnable):
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         """Run the loop on `input`; see the class docstring for the shapes."""
         messages = self._initial_messages(input)
-        return await substeps().root(self, self.name, self._loop, messages)
+        return await substeps().root(self, self.name, self._loop, messages, ensure_config(config))
 
     # -- the loop ------------------------------------------------------------------------------
 

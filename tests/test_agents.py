@@ -35,6 +35,7 @@ from prefect_beluga import (
     Chain,
     Graph,
     Orchestrator,
+    RunConfig,
     ValidationError,
     llms,
 )
@@ -163,8 +164,15 @@ def test_loop_sends_tool_schemas_and_results_with_call_ids(openai_server):
         "2 + 40 = 42.",
     )
     agent = Agent(chat_model(openai_server), tools=[add], system_prompt="Use the tools.", name="adder")
-    result = agent.invoke("What is 2 + 40?")
+    run_name = f"adder-{uuid.uuid4().hex[:8]}"
+    result = agent.invoke("What is 2 + 40?", RunConfig(run_name=run_name, tags=["agents"]))
     assert result["output"] == "2 + 40 = 42."
+    # on its own, the agent is one flow run named after it, its calls task runs of that run
+    flow_run, runs = asyncio.run(flow_run_and_task_runs(run_name, expected=3))
+    assert flow_run.state_type.value == "COMPLETED" and "agents" in flow_run.tags
+    assert [r.name for r in sorted(runs, key=lambda r: r.start_time)] == [
+        "openai:gpt-4o-mini", "add", "openai:gpt-4o-mini"
+    ]
     first, second = openai_server.requests_to("/v1/chat/completions")
     assert first.body["tools"] == [add.to_openai()]
     assert first.body["messages"][0] == {"role": "system", "content": "Use the tools."}
@@ -505,6 +513,14 @@ async def task_runs(flow_run_id, expected: int, timeout: float = 30.0):
             if len(final) >= expected or time.monotonic() > deadline:
                 return final
             await asyncio.sleep(0.2)
+
+
+async def flow_run_and_task_runs(run_name: str, expected: int):
+    """The flow run called `run_name`, its flow's name checked, and its final task runs."""
+    async with get_client() as client:
+        [flow_run] = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [run_name]}))
+        assert (await client.read_flow(flow_run.flow_id)).name == "adder"
+    return flow_run, await task_runs(flow_run.id, expected)
 
 
 def assert_key_stored_nowhere(key: str) -> None:

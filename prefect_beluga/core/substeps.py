@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import should_retry
 
@@ -69,8 +70,11 @@ class SubstepRunner(Protocol):
         method of a tool); `args` plain data (they may be hashed and persisted)."""
         ...
 
-    async def root(self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any) -> T:
-        """`await fn(input)` as a run of its own named `name`, when not inside one already."""
+    async def root(
+        self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None
+    ) -> T:
+        """`await fn(input)` as a run of its own named `name` (run name and tags from `config`),
+        when not inside one already."""
         ...
 
     def in_workflow(self) -> bool:
@@ -99,7 +103,9 @@ class InlineSubsteps:
                 if step.retry_delay:
                     await asyncio.sleep(step.retry_delay)
 
-    async def root(self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any) -> T:
+    async def root(
+        self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None
+    ) -> T:
         return await fn(input)
 
     def in_workflow(self) -> bool:

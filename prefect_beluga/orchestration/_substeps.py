@@ -88,7 +88,9 @@ class PrefectSubsteps(InlineSubsteps):
         task = self.task_for(step, fn)
         return await task(quote(args))  # one argument: the durable cache key hashes it whole
 
-    async def root(self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any) -> T:
+    async def root(
+        self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None
+    ) -> T:
         if in_flow_run():
             return await fn(input)
         flow = self._flows.get(owner)
@@ -97,7 +99,7 @@ class PrefectSubsteps(InlineSubsteps):
             flow = body_flow(name, body.__call__, description=f"{type(owner).__name__} {name!r}")
             flow._beluga_body = body  # the flow holds its body (body_flow keeps a weak reference)
             self._flows[owner] = flow
-        return await run_body(flow, flow._beluga_body.__call__, input, RunConfig())
+        return await run_body(flow, flow._beluga_body.__call__, input, config or RunConfig())
 
     def in_workflow(self) -> bool:
         return durable_run.get() is not None and FlowRunContext.get() is not None
