@@ -319,7 +319,9 @@ def _model_from_signature(
     except (NameError, TypeError, AttributeError, SyntaxError) as exc:  # e.g. an unresolved forward reference
         raise ValidationError(f"tool {name!r}: cannot resolve the type hints of {fn!r}: {exc}") from None
     fields: dict[str, Any] = {}
-    for parameter in signature.parameters.values():
+    for index, parameter in enumerate(signature.parameters.values()):
+        if index == 0 and parameter.name in ("self", "cls"):
+            continue  # a method decorated in its class: bound on access (see `Tool.__get__`)
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ValidationError(
                 f"tool {name!r}: *{parameter.name} / **{parameter.name} cannot be described to a model; "

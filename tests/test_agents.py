@@ -147,6 +147,23 @@ def test_bad_tools_are_clear_errors():
         Agent(llms.OfflineChatModel()).invoke(42)
 
 
+def test_a_method_is_a_tool_bound_to_its_instance():
+    class Shop:
+        def __init__(self, stock):
+            self.stock = stock
+
+        @tool
+        def count(self, item: str) -> int:
+            """How many of `item` are in stock."""
+            return self.stock.get(item, 0)
+
+    shop = Shop({"pens": 3})
+    assert list(Shop.count.parameters["properties"]) == ["item"]
+    with use_substeps(InlineSubsteps()):
+        assert asyncio.run(shop.count.acall(shop.count.parse_arguments('{"item": "pens"}'))) == 3
+    assert shop.count("pens") == 3
+
+
 def test_a_runnable_is_a_tool_too():
     chain = Chain([lambda s: {"output": s["input"][::-1]}], name="reverse")
     reverse = tool(chain, name="reverse", description="Reverse a text.")
