@@ -647,3 +647,20 @@ def test_inline_sub_steps_keep_retries_and_timeouts():
         asyncio.run(runner.run(Substep("slow", timeout=0.1), slow))
     with pytest.raises(ValidationError, match="sub-step 'x': retries must be an int >= 0"):
         Substep("x", retries=-1)
+
+
+def test_tool_calls_arrive_through_the_streaming_api_too(openai_server):
+    openai_server.reply_with({"content": "Let me add.", "tool_calls": [{"id": "call_9", **call("add", a=1, b=2)}]})
+    deltas: list[str] = []
+    result = asyncio.run(chat_model(openai_server).agenerate("Add 1 and 2", tools=[add.to_openai()], on_token=deltas.append))
+    assert "".join(deltas) == "Let me add." == result.content
+    [tool_call] = result.message.tool_calls
+    assert (tool_call.id, tool_call.name, tool_call.arguments) == ("call_9", "add", '{"a": 1, "b": 2}')
+    assert openai_server.requests[-1].body["stream"] is True
+    with pytest.raises(ValidationError, match="does not support tools"):
+
+        class Plain(llms.OfflineChatModel):
+            async def _agenerate(self, messages):
+                return await super()._agenerate(messages)
+
+        Plain().generate("hi", tools=[add.to_openai()])
