@@ -474,7 +474,11 @@ def test_finished_tool_calls_are_durable_in_a_killed_and_retried_workflow(tmp_pa
                 assert time.monotonic() < deadline, "the tools never started"
                 assert child.poll() is None, "the runner process died early"
                 time.sleep(0.1)
-            time.sleep(0.5)  # let `quick`'s result reach storage
+            # `quick` is Completed on the API only once its result is stored: wait for that
+            while not any(r.name == "quick" and r.state_type.value == "COMPLETED"
+                          for r in asyncio.run(task_runs(uuid.UUID(run_id), expected=1, timeout=0))):
+                assert time.monotonic() < deadline, "`quick` never completed"
+                time.sleep(0.2)
             child.send_signal(signal.SIGKILL)
             child.wait(10)
         finally:
