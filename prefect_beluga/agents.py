@@ -207,7 +207,7 @@ class Agent(Runnable):
             turns += 1
             correcting = False
             result: ChatResult = await runner.run(
-                self.model_step, self._model_call, messages, self._tool_specs, self._response_format
+                self.model_step, self._model_call, list(messages), self._tool_specs, self._response_format
             )
             messages.append(result.message)
             calls = result.message.tool_calls
