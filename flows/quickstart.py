@@ -19,6 +19,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The embedded API starts in a subprocess; on a busy 2-core machine that can take over 20 s.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
+from agent import agent_answer  # noqa: E402
 from prefect import flow  # noqa: E402
 from rag_answer import rag_answer  # noqa: E402
 from rag_ingest import rag_ingest  # noqa: E402
@@ -96,9 +97,13 @@ async def rag_pipeline() -> None:
 
 @flow(name="quickstart", log_prints=True)
 async def quickstart() -> None:
-    """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them."""
+    """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them
+    (a RAG chain, then an agent using the store as a tool)."""
     await tutorial(Orchestrator())
     await rag_pipeline()
+    # An agent deciding when to search the same store (a tool); offline, it searches once and quotes.
+    answer = await agent_answer("How are Prefect tasks retried?")
+    print(f"\nagent: {answer['output']}\n   searched: {answer['searches']}; sources: {', '.join(answer['sources'])}")
     api_url = os.environ.get("PREFECT_API_URL")
     if api_url:
         print(f"\nSee these runs in the Prefect UI: {api_url.removesuffix('/api')}/runs")

@@ -14,8 +14,11 @@ Examples:
     ```
 """
 
-from prefect_beluga import blocks, embeddings, llms, memory, rag, schema, vectorstores
+from prefect_beluga import agents, blocks, embeddings, llms, memory, rag, schema, tools, vectorstores
 from prefect_beluga.core import (
+    AgentError,
+    AgentIterationLimit,
+    AgentOutputError,
     BelugaError,
     ChainTimeoutError,
     GraphError,
@@ -53,6 +56,9 @@ from prefect_beluga.orchestration import (
 )
 
 __all__ = [
+    "AgentError",
+    "AgentIterationLimit",
+    "AgentOutputError",
     "BelugaError",
     "Chain",
     "ChainTimeoutError",
@@ -81,6 +87,7 @@ __all__ = [
     "WorkflowNotDeployed",
     "WorkflowRun",
     "WorkflowTimeout",
+    "agents",
     "blocks",
     "embeddings",
     "llms",
@@ -90,6 +97,7 @@ __all__ = [
     "publish",
     "rag",
     "schema",
+    "tools",
     "vectorstores",
     "wait_for_signal",
 ]

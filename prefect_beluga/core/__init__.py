@@ -2,6 +2,9 @@
 
 from prefect_beluga.core.config import RunConfig, ensure_config
 from prefect_beluga.core.errors import (
+    AgentError,
+    AgentIterationLimit,
+    AgentOutputError,
     BelugaError,
     ChainTimeoutError,
     GraphError,
@@ -24,6 +27,9 @@ from prefect_beluga.core.retry import is_permanent, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable, RunnableCallable, coerce_to_runnable
 
 __all__ = [
+    "AgentError",
+    "AgentIterationLimit",
+    "AgentOutputError",
     "BelugaError",
     "ChainTimeoutError",
     "GraphError",

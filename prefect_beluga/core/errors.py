@@ -13,6 +13,9 @@ Every exception of ours derives from `BelugaError`:
     │   ├── GraphRecursionError            a loop exceeded `recursion_limit`
     │   ├── StateConflictError             concurrent nodes wrote one key differently
     │   └── GraphNodesFailed               with fail_fast=False: every node failure
+    ├── AgentError                         an agent could not give a final answer
+    │   ├── AgentIterationLimit            `max_iterations` model turns without an answer
+    │   └── AgentOutputError (ValueError)  the answer does not fit `output_type`, even corrected
     └── WorkflowError                      a workflow run could not give a result
         ├── UnknownWorkflowRun (LookupError)  no such run (or not of this workflow)
         ├── WorkflowNotDeployed (ValidationError)  distributed execute without a deployment
@@ -106,6 +109,32 @@ class GraphNodesFailed(GraphError):
     def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
         super().__init__(message)
         self.failures = failures
+
+
+class AgentError(BelugaError):
+    """An agent could not give a final answer. `agent` names it."""
+
+    def __init__(self, message: str, *, agent: str | None = None) -> None:
+        super().__init__(message)
+        self.agent = agent
+
+
+class AgentIterationLimit(AgentError):
+    """An agent made `max_iterations` model turns and the model still asked for tools."""
+
+    def __init__(self, message: str, *, agent: str | None = None, max_iterations: int | None = None) -> None:
+        super().__init__(message, agent=agent)
+        self.max_iterations = max_iterations
+
+
+class AgentOutputError(AgentError, ValueError):
+    """An agent's final answer did not validate against its `output_type`, even after one
+    corrective turn. `errors` lists what was wrong; `content` is the last answer."""
+
+    def __init__(self, message: str, *, agent: str | None = None, content: str = "", errors: list[str] | None = None) -> None:
+        super().__init__(message, agent=agent)
+        self.content = content
+        self.errors = errors or []
 
 
 class WorkflowError(BelugaError):

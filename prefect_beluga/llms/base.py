@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -75,14 +76,19 @@ class ChatModel(Runnable, ABC):
 
     @abstractmethod
     async def _agenerate(self, messages: list[AnyMessage]) -> ChatResult:
-        """The reply to checked, non-empty `messages`."""
+        """The reply to checked, non-empty `messages`.
 
-    async def _astream(self, messages: list[AnyMessage]) -> AsyncIterator[str | ChatResult]:
+        A model that supports tool calling or structured output also accepts the keyword
+        arguments `tools` (OpenAI-style function entries) and `response_format` (OpenAI's
+        `{"type": "json_schema", ...}`); they are passed only when a caller gives them.
+        """
+
+    async def _astream(self, messages: list[AnyMessage], **request: Any) -> AsyncIterator[str | ChatResult]:
         """Text deltas of the reply, then the complete ChatResult (with usage) last.
 
         The default generates the whole reply and yields it as one delta.
         """
-        result = await self._agenerate(messages)
+        result = await self._agenerate(messages, **request)
         if result.content:
             yield result.content
         yield result
@@ -90,18 +96,27 @@ class ChatModel(Runnable, ABC):
     # -- public API ------------------------------------------------------------------------
 
     async def agenerate(
-        self, messages: MessagesLike, *, on_token: Callable[[str], Any] | None = None
+        self,
+        messages: MessagesLike,
+        *,
+        on_token: Callable[[str], Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        response_format: Mapping[str, Any] | None = None,
     ) -> ChatResult:
         """The model's reply to `messages` (schema messages, OpenAI-style dicts, or a str).
 
         With `on_token`, the reply is streamed and `on_token(delta)` called for each text
-        delta; the returned ChatResult still carries the full content and usage.
+        delta; the returned ChatResult still carries the full content and usage. `tools`
+        (OpenAI-style `{"type": "function", "function": {...}}` entries) lets the model ask
+        for tool calls (`result.message.tool_calls`); `response_format` asks for structured
+        output (e.g. `{"type": "json_schema", "json_schema": {...}}`).
         """
         checked = to_messages(messages, where=f"{type(self).__name__}.generate")
+        request = self._request_options(tools, response_format)
         if on_token is None:
-            return await self._agenerate(checked)
+            return await self._agenerate(checked, **request)
         result: ChatResult | None = None
-        async for item in self._astream(checked):
+        async for item in self._astream(checked, **request):
             if isinstance(item, ChatResult):
                 result = item
             else:
@@ -109,9 +124,39 @@ class ChatModel(Runnable, ABC):
         assert result is not None, f"{type(self).__name__}._astream yielded no ChatResult"
         return result
 
-    def generate(self, messages: MessagesLike, *, on_token: Callable[[str], Any] | None = None) -> ChatResult:
+    def generate(
+        self,
+        messages: MessagesLike,
+        *,
+        on_token: Callable[[str], Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+    ) -> ChatResult:
         """Sync `agenerate`."""
-        return run_sync(self.agenerate(messages, on_token=on_token))
+        return run_sync(self.agenerate(messages, on_token=on_token, tools=tools, response_format=response_format))
+
+    def _request_options(
+        self, tools: Sequence[Mapping[str, Any]] | None, response_format: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """`tools` / `response_format` as keyword arguments for `_agenerate`, checked."""
+        request: dict[str, Any] = {}
+        if tools:
+            if isinstance(tools, (str, bytes, Mapping)) or not all(isinstance(t, Mapping) for t in tools):
+                raise ValidationError(f"chat model {self.name!r}: tools must be a list of tool definitions (dicts)")
+            request["tools"] = [dict(t) for t in tools]
+        if response_format is not None:
+            if not isinstance(response_format, Mapping):
+                raise ValidationError(f"chat model {self.name!r}: response_format must be a dict")
+            request["response_format"] = dict(response_format)
+        if request:
+            parameters = inspect.signature(self._agenerate).parameters
+            takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+            missing = [key for key in request if key not in parameters and not takes_all]
+            if missing:
+                raise ValidationError(
+                    f"chat model {self.name!r} ({type(self).__name__}) does not support {' or '.join(missing)}"
+                )
+        return request
 
     async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[str]:
         """Yield the reply's text deltas. `input`: messages, a str, or a Runnable input dict."""

@@ -11,18 +11,29 @@ llm.generate([
 
 It is what the main job uses when no API key is set: a RAG pipeline still runs end to end and
 its answers are real sentences from the retrieved documents, labelled as coming from an offline
-model rather than a language model.
+model rather than a language model. Given tools, it makes one deterministic tool call (see
+`tool_call`) and then quotes the tool's results, so an agent runs without a key too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
-from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, Usage
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    ChatResult,
+    HumanMessage,
+    ToolCall,
+    Usage,
+)
 from prefect_beluga.tokens import count_message_tokens, count_tokens, truncate
 
 #: Every reply of the offline model starts with this.
@@ -80,22 +91,71 @@ class OfflineChatModel(ChatModel):
         self.config = config if config.provider else config.with_options(provider="offline")
         self.max_sentences = max_sentences
 
-    async def _agenerate(self, messages: list[AnyMessage]) -> ChatResult:
-        content = self.answer(messages)
+    async def _agenerate(
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        call = self.tool_call(messages, tools or [])
+        content = "" if call is not None else self.answer(messages)
         prompt = count_message_tokens(messages)
-        completion = count_tokens(content)
+        completion = count_tokens(content or (call.arguments if call else ""))
         return ChatResult(
-            message=AIMessage(content),
+            message=AIMessage(content, tool_calls=(call,) if call is not None else ()),
             usage=Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion),
             model=self.config.model_name,
-            finish_reason="stop",
+            finish_reason="tool_calls" if call is not None else "stop",
         )
 
-    async def _astream(self, messages: list[AnyMessage]) -> AsyncIterator[str | ChatResult]:
-        result = await self._agenerate(messages)
+    async def _astream(
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> AsyncIterator[str | ChatResult]:
+        result = await self._agenerate(messages, tools, response_format)
         for piece in re.findall(r"\s*\S+", result.content):
             yield piece
         yield result
+
+    def tool_call(self, messages: list[AnyMessage], tools: list[dict[str, Any]]) -> ToolCall | None:
+        """The one tool call the offline model makes, if any: deterministic, no key needed.
+
+        When the last message is the user's question, of the tools whose required arguments
+        are all strings, the one whose name and description share the most content words with
+        it (the first on a tie; the only one, if just one qualifies) is called with the
+        question as its first string argument.
+        Once tool results follow the question, the model answers by quoting them.
+        """
+        if not tools or not messages or not isinstance(messages[-1], HumanMessage):
+            return None
+        question = messages[-1].content
+        wanted = _content_words(question)
+        best: tuple[int, str, str] | None = None
+        eligible: list[tuple[int, str, str]] = []
+        for spec in tools:
+            function = spec.get("function") if isinstance(spec, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                continue
+            parameters = function.get("parameters") or {}
+            properties = parameters.get("properties") or {}
+            required = list(parameters.get("required") or [])
+            texts = [k for k, v in properties.items() if isinstance(v, dict) and v.get("type") == "string"]
+            if not texts or any(name not in texts for name in required):
+                continue
+            about = re.sub(r"[_-]", " ", function["name"]) + " " + str(function.get("description") or "")
+            score = len(wanted & _content_words(about))
+            eligible.append((score, function["name"], (required or texts)[0]))
+            if score and (best is None or score > best[0]):
+                best = eligible[-1]
+        if best is None and len(eligible) == 1:
+            best = eligible[0]  # the only tool it could call: called even without a shared word
+        if best is None:
+            return None
+        _, name, argument = best
+        call_id = "call_" + hashlib.sha256(f"{name}\n{question}".encode()).hexdigest()[:16]
+        return ToolCall(id=call_id, name=name, arguments=json.dumps({argument: question}))
 
     def answer(self, messages: list[AnyMessage]) -> str:
         """The reply text for `messages`."""

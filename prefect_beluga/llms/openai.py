@@ -72,11 +72,20 @@ class OpenAIChatModel(ChatModel):
             max_retries=0,  # retries belong to the Prefect retry policy of the step
         )
 
-    def _request(self, messages: list[AnyMessage]) -> dict[str, Any]:
+    def _request(
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.config.model_name,
             "messages": [m.to_openai() for m in messages],
         }
+        if tools:
+            params["tools"] = tools
+        if response_format is not None:
+            params["response_format"] = response_format
         if self.config.temperature is not None:
             params["temperature"] = self.config.temperature
         if self.config.max_tokens is not None and "max_completion_tokens" not in self.config.options:
@@ -100,8 +109,13 @@ class OpenAIChatModel(ChatModel):
         server = self.config.base_url or "api.openai.com"
         return f"OpenAI chat model {self.config.model_name!r} at {server}"
 
-    async def _agenerate(self, messages: list[AnyMessage]) -> ChatResult:
-        params = self._request(messages)
+    async def _agenerate(
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        params = self._request(messages, tools, response_format)
         response = await self._call(**params)
         choices = getattr(response, "choices", None)
         if not choices:
@@ -122,11 +136,17 @@ class OpenAIChatModel(ChatModel):
             finish_reason=choice.finish_reason,
         )
 
-    async def _astream(self, messages: list[AnyMessage]) -> AsyncIterator[str | ChatResult]:
-        params = self._request(messages)
+    async def _astream(
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]] | None = None,
+        response_format: dict[str, Any] | None = None,
+    ) -> AsyncIterator[str | ChatResult]:
+        params = self._request(messages, tools, response_format)
         params.update(stream=True, stream_options={"include_usage": True})
         stream = await self._call(**params)
         parts: list[str] = []
+        calls: dict[int, dict[str, str]] = {}  # streamed tool calls by index: id, name, arguments
         usage: Usage | None = None
         model = self.config.model_name
         finish_reason = None
@@ -139,6 +159,12 @@ class OpenAIChatModel(ChatModel):
                     for choice in chunk.choices or ():
                         if choice.finish_reason:
                             finish_reason = choice.finish_reason
+                        for call in (choice.delta.tool_calls or ()) if choice.delta else ():
+                            entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                            entry["id"] = call.id or entry["id"]
+                            if call.function is not None:
+                                entry["name"] += call.function.name or ""
+                                entry["arguments"] += call.function.arguments or ""
                         delta = choice.delta.content if choice.delta else None
                         if delta:
                             parts.append(delta)
@@ -153,8 +179,9 @@ class OpenAIChatModel(ChatModel):
             scrub(exc, self._api_key)  # in place: the same exception, without the key
             raise
         content = "".join(parts)
+        tool_calls = tuple(ToolCall(**calls[index]) for index in sorted(calls))
         yield ChatResult(
-            message=AIMessage(content),
+            message=AIMessage(content, tool_calls=tool_calls),
             usage=usage or self._estimate(params["messages"], content),
             model=model,
             finish_reason=finish_reason,

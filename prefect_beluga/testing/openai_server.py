@@ -19,6 +19,13 @@ SDK's default) and `GET /v1/models`.
 
 Replies are deterministic: "Echo: <last user message>" unless replies were scripted with
 `reply_with(...)` or a `responder(messages) -> str` was given. Usage counts are tiktoken counts.
+A scripted reply may be a dict asking for tool calls, as an agent's model would:
+
+    server.reply_with(
+        {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]},   # turn 1: call a tool
+        "The sum is 3.",                                                    # turn 2: answer
+    )
+    server.tool_results()        # the tool messages the client sent back in its last request
 
 Every request is recorded (`server.requests`: method, path, headers, JSON body). Faults are a
 queue, each consumed by one request (optionally only requests to one path):
@@ -49,11 +56,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Union
 
 from prefect_beluga.testing._loopback import Fault, LoopbackHandler, LoopbackServer, RecordedRequest
 
-Responder = Callable[[list[dict[str, Any]]], str]
+#: A scripted chat reply: its text, or `{"content": str | None, "tool_calls": [{"name": str,
+#: "arguments": dict | str, "id": str (optional)}, ...]}`.
+Reply = Union[str, dict[str, Any]]
+Responder = Callable[[list[dict[str, Any]]], Reply]
 
 
 _ERROR_TYPES = {
@@ -96,7 +106,7 @@ class OpenAIServer(LoopbackServer):
         dimension: int = 1536,
         honour_dimensions: bool = True,
         latency: float = 0.0,
-        replies: Sequence[str] = (),
+        replies: Sequence[Reply] = (),
         responder: Responder | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -108,7 +118,7 @@ class OpenAIServer(LoopbackServer):
         self.dimension = dimension
         self.honour_dimensions = honour_dimensions
         self.responder = responder
-        self._replies: deque[str] = deque(replies)
+        self._replies: deque[Reply] = deque(_check_reply(r) for r in replies)
 
     thread_name = "openai-loopback"
 
@@ -123,10 +133,15 @@ class OpenAIServer(LoopbackServer):
 
     # -- scripting -------------------------------------------------------------------------
 
-    def reply_with(self, *replies: str) -> None:
-        """Queue chat replies, used in order (then the echo reply again)."""
+    def reply_with(self, *replies: Reply) -> None:
+        """Queue chat replies, used in order (then the echo reply again).
+
+        A reply is its text, or a dict with `content` and/or `tool_calls` (a list of
+        `{"name", "arguments", "id"?}`; arguments a dict or a JSON string, sent as given).
+        """
+        checked = [_check_reply(reply) for reply in replies]
         with self._lock:
-            self._replies.extend(replies)
+            self._replies.extend(checked)
 
     def fail_next(
         self,
@@ -157,6 +172,14 @@ class OpenAIServer(LoopbackServer):
 
     # -- inspection ------------------------------------------------------------------------
 
+    def tool_results(self, request: int = -1) -> list[dict[str, Any]]:
+        """The tool messages (`role: tool`) the client sent in chat request number `request`."""
+        chats = self.requests_to("/v1/chat/completions")
+        if not chats:
+            return []
+        messages = (chats[request].body or {}).get("messages") or []
+        return [m for m in messages if isinstance(m, dict) and m.get("role") == "tool"]
+
     def reset(self) -> None:
         """Forget recorded requests, queued faults and replies, and `max_in_flight`."""
         with self._lock:
@@ -167,7 +190,7 @@ class OpenAIServer(LoopbackServer):
 
     # -- called by the handler -------------------------------------------------------------
 
-    def _chat_reply(self, messages: list[dict[str, Any]]) -> str:
+    def _chat_reply(self, messages: list[dict[str, Any]]) -> Reply:
         with self._lock:
             if self._replies:
                 return self._replies.popleft()
@@ -177,6 +200,33 @@ class OpenAIServer(LoopbackServer):
             if message.get("role") == "user":
                 return f"Echo: {_text_of(message.get('content'))}"
         return "Echo: "
+
+
+def _check_reply(reply: Any) -> Reply:
+    if isinstance(reply, str):
+        return reply
+    if not isinstance(reply, dict) or set(reply) - {"content", "tool_calls"}:
+        raise ValueError(f"a scripted reply is a str or a dict with 'content' / 'tool_calls', got {reply!r:.80}")
+    calls = reply.get("tool_calls") or []
+    if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        raise ValueError(f"'tool_calls' must be a list of {{'name': str, 'arguments': ...}}, got {calls!r:.80}")
+    return reply
+
+
+def _split_reply(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
+    """A scripted reply as its text and its tool calls in OpenAI's wire shape."""
+    if isinstance(reply, str):
+        return reply, []
+    calls = []
+    for call in reply.get("tool_calls") or ():
+        arguments = call.get("arguments", {})
+        calls.append({
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+            "type": "function",
+            "function": {"name": call["name"],
+                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+        })
+    return reply.get("content") or "", calls
 
 
 def _text_of(content: Any) -> str:
@@ -320,9 +370,9 @@ class _Handler(LoopbackHandler):
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             self._error(400, "each message must be an object with a 'role'")
             return
-        reply = state._chat_reply(messages)
+        reply, tool_calls = _split_reply(state._chat_reply(messages))
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        finish_reason = "stop"
+        finish_reason = "tool_calls" if tool_calls else "stop"
         if isinstance(max_tokens, int) and max_tokens > 0:
             from prefect_beluga.tokens import count_tokens, truncate
 
@@ -335,17 +385,23 @@ class _Handler(LoopbackHandler):
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            self._stream(completion_id, created, model, reply, finish_reason, usage if include_usage else None)
+            self._stream(completion_id, created, model, reply, finish_reason,
+                         usage if include_usage else None, tool_calls)
             return
+        message: dict[str, Any] = {"role": "assistant", "content": reply if reply or not tool_calls else None,
+                                   "refusal": None}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         self._json(200, {
             "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None, "finish_reason": finish_reason}],
             "usage": usage, "system_fingerprint": "fp_loopback",
         })
 
     def _stream(self, completion_id: str, created: int, model: str, reply: str,
-                finish_reason: str, usage: dict[str, int] | None) -> None:
+                finish_reason: str, usage: dict[str, int] | None,
+                tool_calls: list[dict[str, Any]] | None = None) -> None:
         self._hold()
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -368,6 +424,8 @@ class _Handler(LoopbackHandler):
         chunk({"role": "assistant", "content": ""}, None)
         for piece in _pieces(reply):
             chunk({"content": piece}, None)
+        for index, call in enumerate(tool_calls or ()):
+            chunk({"tool_calls": [{"index": index, **call}]}, None)
         chunk({}, finish_reason)
         if usage is not None:
             chunk({}, None, choices=False, usage=usage)
@@ -438,6 +496,6 @@ if pytest is not None:
             yield server
 
 
-__all__ = ["Fault", "OpenAIServer", "RecordedRequest", "embedding_vector"]
+__all__ = ["Fault", "OpenAIServer", "RecordedRequest", "Reply", "embedding_vector"]
 if pytest is not None:
     __all__ += ["openai_server"]

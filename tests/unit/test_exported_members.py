@@ -12,6 +12,8 @@ EXPECTED = {
     "WorkflowNotDeployed", "WorkflowRun", "WorkflowTimeout", "apublish", "await_for_signal", "publish", "wait_for_signal",
     # Shape (issue 13): the retry policy, and every exception of the tree in core/errors.py
     "ProviderResponseError", "RetryPolicy", "TokenizerUnavailable",
+    # Agents (issue 17)
+    "AgentError", "AgentIterationLimit", "AgentOutputError", "agents", "tools",
 }
 
 

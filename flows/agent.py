@@ -1,0 +1,78 @@
+"""Deployable flow: an agent that answers a question, searching the vector store as a tool.
+
+Where `rag_answer` always retrieves once and then answers, this agent decides: the chat model
+gets a `search_docs` tool over the store (the one `rag_ingest` fills) and calls it as often as
+it needs, with queries of its own, before it answers. Every model turn and every search is a
+Prefect task run of this flow run (named after the chat model and the tool), a search retried
+by its own retry policy. Without an API key the offline model makes one search with the
+question and quotes what it found.
+
+    python flows/agent.py "How are Prefect tasks retried?"
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from prefect_beluga.agents import Agent
+from prefect_beluga.blocks import (
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    ChatModelBlock,
+    EmbedderBlock,
+    load_block,
+    load_vector_store_block,
+)
+from prefect_beluga.rag.steps import format_context, source_of
+from prefect_beluga.tools import tool
+
+SYSTEM_PROMPT = (
+    "You answer questions about the documentation. Search it with the search_docs tool (more "
+    "than once if the first results are not enough), answer only from what it returns, and "
+    "cite the passages you used as [1], [2], ... If the documentation does not say, say so."
+)
+
+
+@flow(name="agent-answer", persist_result=True)
+async def agent_answer(
+    question: str,
+    chat_model_block: str = DEFAULT_CHAT_MODEL_BLOCK,
+    embedder_block: str = DEFAULT_EMBEDDER_BLOCK,
+    vector_store_block: str = DEFAULT_STORE_BLOCK,
+    k: int = 4,
+    max_iterations: int = 6,
+) -> dict[str, Any]:
+    """Answer `question` with an agent searching the store; returns `output`, `sources`, `searches`."""
+    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
+    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
+    store = (await load_vector_store_block(vector_store_block)).get_store()
+    sources: list[str] = []
+    searches: list[str] = []
+
+    @tool(retries=2, retry_delay=1.0, timeout=60)
+    async def search_docs(query: str) -> str:
+        """Search the documentation for passages about a question or topic.
+
+        Args:
+            query: What to look for, in a few words or a question.
+        """
+        documents, _ = await store.asimilarity_search_by_query(query, k, embedder)
+        searches.append(query)
+        sources.extend(source_of(d) for d in documents)
+        return format_context(documents) or "No passages found."
+
+    agent = Agent(llm, tools=[search_docs], system_prompt=SYSTEM_PROMPT, max_iterations=max_iterations,
+                  name="docs-agent", model_retries=2, model_retry_delay=2.0)
+    result = await agent.ainvoke({"input": question})
+    get_run_logger().info("answered after %d search(es) with %s", len(searches), llm.name)
+    return {"output": result["output"], "sources": list(dict.fromkeys(sources)), "searches": searches}
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    print(asyncio.run(agent_answer(" ".join(sys.argv[1:]) or "How are Prefect tasks retried?")))

@@ -1,0 +1,324 @@
+"""Agents: a chat model calling tools in a loop, each model call and tool call a Prefect task run.
+
+    >>> from prefect_beluga import llms
+    >>> from prefect_beluga.agents import Agent
+    >>> from prefect_beluga.tools import tool
+    >>> @tool(retries=2, timeout=10)
+    ... def add(a: int, b: int) -> int:
+    ...     \"\"\"Add two integers.\"\"\"
+    ...     return a + b
+    >>> agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
+    ...               system_prompt="Use the tools.", name="adder")
+    >>> agent.invoke("What is 2 + 40?")["output"]
+    '2 + 40 = 42.'
+
+The loop: the model gets the conversation and the tools' JSON schemas; when it answers with
+tool calls, they run — those of one turn concurrently, at most `max_concurrency` at a time —
+and their results go back as tool messages (with their call ids); when it answers with text,
+that is the output. A tool that finally fails (after its retries) or arguments that do not fit
+its schema do not stop the loop: the error goes back to the model as the tool message, naming
+the field, so the model can fix its call. `max_iterations` model turns without a final answer
+raise `AgentIterationLimit`. With `output_type` (a pydantic model), the request asks for a
+`json_schema` response format and the answer is parsed into the model; an answer that does not
+validate gets one corrective turn, then `AgentOutputError`.
+
+Prefect: the agent asks `prefect_beluga.core.substeps` to run each model call and tool call as
+a sub-step; inside a flow run (as a chain step, a graph node, a workflow body or in your own
+`@flow`) each is a Prefect task run — the model call named after the chat model, a tool call
+after the tool, with the tool's `retries` / `timeout` as its task policy. Invoked on its own,
+outside any flow run, the agent starts one flow run named after it. Inside a workflow run tool
+calls and model turns are durable like chain steps (a retried run reads back the finished ones),
+and a tool made with `requires_approval=True` waits for the signal `approve:<tool>`:
+
+    >>> workflow.signal(run_id, "approve:refund", {"approved": True})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel
+
+from prefect_beluga.core.config import ConfigLike, ensure_config
+from prefect_beluga.core.errors import (
+    AgentIterationLimit,
+    AgentOutputError,
+    ValidationError,
+)
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.substeps import Substep, SubstepRunner, substeps
+from prefect_beluga.llms.base import ChatModel, messages_from_state
+from prefect_beluga.schema import (
+    AIMessage,
+    AnyMessage,
+    ChatResult,
+    HumanMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+)
+from prefect_beluga.tools import Tool, ToolArgumentsError, as_tool, render_result
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+class Agent(Runnable):
+    """A chat model that calls tools in a loop until it answers; a Runnable step.
+
+    Input: `{"input": str}` (or a str), or `{"messages": [...]}` (e.g. an earlier result's
+    messages plus a new `HumanMessage`); a chain's `"system"` and memory `"history"` keys are
+    honoured as by a chat model step. Output: `{"output": final answer (str, or an
+    `output_type` instance), "messages": the whole conversation, tool calls and results
+    included}`.
+
+    Args:
+        llm: The chat model (`llms.OpenAIChatModel`, the offline model, ...).
+        tools: Tools (see `prefect_beluga.tools.tool`); plain functions and Runnables are made
+            tools as they are.
+        system_prompt: Instructions put first (unless the input's messages already start with
+            a system message).
+        max_iterations: Model turns allowed; past them, `AgentIterationLimit`.
+        output_type: A pydantic model the final answer must fit (asked for as OpenAI's
+            `json_schema` response format, then parsed).
+        name: The agent's name (its flow run's, when invoked on its own). Default "agent".
+        max_concurrency: Tool calls of one turn running at once (default: all of them).
+        model_retries: Extra attempts of a model call that failed with a transient error
+            (the model call task's retries; rate limits' `Retry-After` is honoured).
+        model_retry_delay: Seconds between those attempts.
+        model_timeout: Seconds one model call may take.
+
+    Examples:
+        >>> agent = Agent(llm, tools=[search_docs], system_prompt="Cite the docs.")
+        >>> agent.invoke({"input": "How are Prefect tasks retried?"})["output"]
+
+        Structured output:
+
+        >>> class Answer(pydantic.BaseModel):
+        ...     answer: str
+        ...     sources: list[str]
+        >>> Agent(llm, tools=[search_docs], output_type=Answer).invoke("...")["output"].sources
+
+        As a chain step or graph node:
+
+        >>> Chain([prepare, agent, publish], retries=2).invoke({"input": "..."})
+        >>> graph.add_node("research", agent)
+    """
+
+    def __init__(
+        self,
+        llm: ChatModel,
+        tools: Sequence[Tool | Any] = (),
+        system_prompt: str | None = None,
+        max_iterations: int = 10,
+        output_type: type[BaseModel] | None = None,
+        name: str | None = None,
+        *,
+        max_concurrency: int | None = None,
+        model_retries: int = 0,
+        model_retry_delay: float = 0.0,
+        model_timeout: float | None = None,
+    ) -> None:
+        self.name = name if name is not None else "agent"
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationError(f"Agent name must be a non-empty str, got {name!r}")
+        where = f"Agent {self.name!r}"
+        if not isinstance(llm, ChatModel):
+            raise ValidationError(
+                f"{where}: llm must be a chat model (e.g. llms.OpenAIChatModel), got {type(llm).__name__}"
+            )
+        if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
+            raise ValidationError(f"{where}: tools must be a list, got {type(tools).__name__}")
+        self.llm = llm
+        self.tools: tuple[Tool, ...] = tuple(as_tool(t, where=f"{where}: tools[{i}]") for i, t in enumerate(tools))
+        seen: dict[str, int] = {}
+        for index, item in enumerate(self.tools):
+            if item.name in seen:
+                raise ValidationError(
+                    f"{where}: tools[{seen[item.name]}] and tools[{index}] are both named {item.name!r}; "
+                    f"give one another name with tool(name=...)"
+                )
+            seen[item.name] = index
+        self._by_name = {t.name: t for t in self.tools}
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ValidationError(f"{where}: system_prompt must be a str, got {type(system_prompt).__name__}")
+        self.system_prompt = system_prompt
+        if not isinstance(max_iterations, int) or isinstance(max_iterations, bool) or max_iterations < 1:
+            raise ValidationError(f"{where}: max_iterations must be an int >= 1, got {max_iterations!r}")
+        self.max_iterations = max_iterations
+        if output_type is not None and not (isinstance(output_type, type) and issubclass(output_type, BaseModel)):
+            raise ValidationError(f"{where}: output_type must be a pydantic model class, got {output_type!r}")
+        self.output_type = output_type
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
+        ):
+            raise ValidationError(f"{where}: max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
+        self.max_concurrency = max_concurrency
+        try:
+            self.model_step = Substep(
+                llm.name, retries=model_retries, retry_delay=model_retry_delay, timeout=model_timeout
+            )
+        except ValidationError as exc:
+            raise ValidationError(f"{where}: {str(exc).replace('sub-step', 'model call', 1)}") from None
+        self._tool_specs = [t.to_openai() for t in self.tools]
+        self._response_format = _response_format(output_type) if output_type is not None else None
+
+    # -- Runnable ------------------------------------------------------------------------------
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        """Run the loop on `input`; see the class docstring for the shapes."""
+        messages = self._initial_messages(input)
+        return await substeps().root(self, self.name, self._loop, messages, ensure_config(config))
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _initial_messages(self, input: Any) -> list[AnyMessage]:
+        where = f"Agent {self.name!r}"
+        if isinstance(input, str):
+            input = {"input": input}
+        if not isinstance(input, Mapping):
+            raise ValidationError(
+                f"{where} expects {{'input': str}} or {{'messages': [...]}} (or a str), got {type(input).__name__}"
+            )
+        messages = messages_from_state(input, where=where)
+        if self.system_prompt and not (messages and isinstance(messages[0], SystemMessage)):
+            messages = [SystemMessage(self.system_prompt), *messages]
+        return messages
+
+    async def _loop(self, messages: list[AnyMessage]) -> dict[str, Any]:
+        runner = substeps()
+        messages = list(messages)
+        turns = 0
+        correcting = corrected = False
+        while True:
+            if turns >= self.max_iterations and not correcting:
+                asked = ", ".join(sorted({c.name for c in _last_calls(messages)})) or "none"
+                raise AgentIterationLimit(
+                    f"agent {self.name!r} reached max_iterations={self.max_iterations}: after "
+                    f"{turns} model turns the model still asked for tools (last: {asked}); "
+                    f"raise max_iterations or check what the tools return",
+                    agent=self.name,
+                    max_iterations=self.max_iterations,
+                )
+            turns += 1
+            correcting = False
+            result: ChatResult = await runner.run(
+                self.model_step, self._model_call, list(messages), self._tool_specs, self._response_format
+            )
+            messages.append(result.message)
+            calls = result.message.tool_calls
+            if calls:
+                messages.extend(await self._tool_calls(runner, calls))
+                continue
+            if self.output_type is None:
+                return {"output": result.content, "messages": messages}
+            parsed, problems = _parse_output(self.output_type, result.content)
+            if parsed is not None:
+                return {"output": parsed, "messages": messages}
+            if corrected:
+                raise AgentOutputError(
+                    f"agent {self.name!r}: the answer does not fit {self.output_type.__name__}, "
+                    f"even after a corrective turn: {'; '.join(problems)}",
+                    agent=self.name,
+                    content=result.content,
+                    errors=problems,
+                )
+            corrected = correcting = True
+            messages.append(HumanMessage(
+                f"Your answer does not match the required JSON schema of {self.output_type.__name__}: "
+                f"{'; '.join(problems)}. Reply again with only a JSON object that matches the schema."
+            ))
+
+    async def _model_call(
+        self, messages: list[AnyMessage], tools: list[dict[str, Any]], response_format: dict[str, Any] | None
+    ) -> ChatResult:
+        """One model turn (a sub-step: a Prefect task run named after the chat model)."""
+        return await self.llm.agenerate(messages, tools=tools or None, response_format=response_format)
+
+    async def _tool_calls(self, runner: SubstepRunner, calls: Sequence[ToolCall]) -> list[ToolMessage]:
+        limit = asyncio.Semaphore(self.max_concurrency or len(calls))
+
+        async def one(call: ToolCall) -> ToolMessage:
+            async with limit:
+                content = await self._tool_call(runner, call)
+            return ToolMessage(content, tool_call_id=call.id, name=call.name)
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
+
+    async def _tool_call(self, runner: SubstepRunner, call: ToolCall) -> str:
+        """The tool message's text for `call`: the result, or an error the model can act on."""
+        item = self._by_name.get(call.name)
+        if item is None:
+            available = ", ".join(self._by_name) or "none"
+            return f"Error: there is no tool named {call.name!r}. Available tools: {available}."
+        try:
+            arguments = item.parse_arguments(call.arguments)
+        except ToolArgumentsError as exc:
+            return f"Error: {exc}. Fix the arguments and call the tool again."
+        if item.requires_approval:
+            refusal = await _approval(runner, item)
+            if refusal is not None:
+                return refusal
+        try:
+            value = await runner.run(item.substep, item.run_call, arguments, call.id)
+        except Exception as exc:  # noqa: BLE001 - any tool error goes back to the model
+            kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
+            return f"Error: tool {item.name!r} {kind}: {type(exc).__name__}: {exc}"
+        return render_result(value)
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, llm={self.llm!r}, tools={[t.name for t in self.tools]})"
+
+
+async def _approval(runner: SubstepRunner, item: Tool) -> str | None:
+    """None when the call may run; else the tool message saying why it did not."""
+    if not runner.in_workflow():
+        return (
+            f"Error: tool {item.name!r} needs approval, which only a workflow run can wait for "
+            f"(signal 'approve:{item.name}'); it was not run."
+        )
+    payload = await runner.wait_for_signal(f"approve:{item.name}")
+    approved = payload is not False and not (isinstance(payload, Mapping) and payload.get("approved") is False)
+    if approved:
+        return None
+    reason = payload.get("reason") if isinstance(payload, Mapping) else None
+    return f"The call to {item.name!r} was not approved{f': {reason}' if reason else ''}; it was not run."
+
+
+def _last_calls(messages: list[AnyMessage]) -> tuple[ToolCall, ...]:
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            return message.tool_calls
+    return ()
+
+
+def _response_format(output_type: type[BaseModel]) -> dict[str, Any]:
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", output_type.__name__)[:64] or "output"
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": output_type.model_json_schema(), "strict": False},
+    }
+
+
+def _parse_output(output_type: type[BaseModel], content: str) -> tuple[BaseModel | None, list[str]]:
+    fenced = _FENCE.match(content or "")
+    text = fenced.group(1) if fenced else (content or "")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return None, [f"the answer is not valid JSON ({exc})"]
+    try:
+        return output_type.model_validate(data), []
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            location = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
+            problems.append(f"field {location!r}: {error.get('msg', 'invalid')}")
+        return None, problems
+
+
+__all__ = ["Agent", "AgentIterationLimit", "AgentOutputError"]

@@ -1,0 +1,129 @@
+"""Sub-steps as Prefect task runs: the Prefect side of `prefect_beluga.core.substeps`.
+
+An agent's model calls and tool calls ask the hook in `core/substeps.py` to run them as
+observable steps. Here, inside a flow run, each one becomes a Prefect async task run named
+after the sub-step (the tool's name, the chat model's name), with its `retries`, `retry_delay`
+and `timeout` as the task's retry policy and timeout, nested under whatever task run is
+current (a chain step, a graph node) or directly in the flow run (a workflow body). Outside a
+flow run, sub-steps run inline, and `root` starts one flow run for the whole agent.
+
+The tasks are `StepTask`s, the same kind chain steps use: inside a workflow run they are
+durable (their results persisted under a key made of the run id, the task run's name and a hash
+of the arguments), so a workflow run retried after its process died reads back the model turns
+and tool calls that had finished instead of paying for them again.
+
+A task is built once per (sub-step, function) pair and reused: building a Prefect task is not
+free, starting one run of it is cheap. Arguments are passed quoted (Prefect does not walk them).
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from prefect import Task
+from prefect.cache_policies import NONE
+from prefect.context import FlowRunContext
+from prefect.utilities.annotations import quote
+
+from prefect_beluga.core.config import RunConfig
+from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
+from prefect_beluga.orchestration._runtime import (
+    body_flow,
+    flow_name,
+    in_flow_run,
+    run_body,
+)
+from prefect_beluga.orchestration.signals import await_signal
+from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, durable_run
+
+T = TypeVar("T")
+
+_MAX_TASKS = 1024  # (sub-step, function) pairs kept; the oldest is rebuilt when needed again
+
+
+class PrefectSubsteps(InlineSubsteps):
+    """Sub-steps as Prefect task runs inside a flow run; inline outside one."""
+
+    def __init__(self) -> None:
+        self._tasks: OrderedDict[tuple[Substep, Any], Task] = OrderedDict()
+        self._flows: weakref.WeakKeyDictionary[object, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def task_for(self, step: Substep, fn: Callable[..., Awaitable[Any]]) -> Task:
+        """The Prefect task running `fn` as `step` (built once, then reused)."""
+        key = (step, fn)
+        with self._lock:
+            task = self._tasks.get(key)
+            if task is not None:
+                self._tasks.move_to_end(key)
+                return task
+
+        async def run(args: tuple[Any, ...]) -> Any:
+            return await fn(*args)
+
+        run.__qualname__ = run.__name__ = step.name
+        policy = RetryPolicy(retries=step.retries, retry_delay=step.retry_delay, timeout=step.timeout)
+        task = StepTask(
+            run,
+            name=step.name,
+            task_run_name=step.name,
+            **policy.task_options(),
+            cache_policy=NONE,
+            persist_result=False,
+        )
+        with self._lock:
+            self._tasks[key] = task
+            while len(self._tasks) > _MAX_TASKS:
+                self._tasks.popitem(last=False)
+        return task
+
+    async def run(self, step: Substep, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
+        if not in_flow_run():
+            return await super().run(step, fn, *args)
+        task = self.task_for(step, fn)
+        return await task(quote(args))  # one argument: the durable cache key hashes it whole
+
+    async def root(
+        self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None
+    ) -> T:
+        if in_flow_run():
+            return await fn(input)
+        flow = self._flows.get(owner)
+        if flow is None or flow.name != flow_name(name):
+            body = _Body(fn)
+            flow = body_flow(name, body.__call__, description=f"{type(owner).__name__} {name!r}")
+            flow._beluga_body = body  # the flow holds its body (body_flow keeps a weak reference)
+            self._flows[owner] = flow
+        return await run_body(flow, flow._beluga_body.__call__, input, config or RunConfig())
+
+    def in_workflow(self) -> bool:
+        return durable_run.get() is not None and FlowRunContext.get() is not None
+
+    async def wait_for_signal(self, name: str) -> Any:
+        if not self.in_workflow():
+            return await super().wait_for_signal(name)
+        return await await_signal(name)
+
+
+class _Body:
+    """A flow body calling `fn(input)`, held by its flow; a method's owner is held weakly."""
+
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
+        self.fn: Callable[[], Callable[[Any], Awaitable[Any]] | None] = (
+            weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn)
+        )
+
+    async def __call__(self, input: Any, config: RunConfig) -> Any:
+        fn = self.fn()
+        if fn is None:
+            raise RuntimeError("the object this flow ran no longer exists")
+        return await fn(input)
+
+
+PREFECT_SUBSTEPS = PrefectSubsteps()
+install_default(PREFECT_SUBSTEPS)
