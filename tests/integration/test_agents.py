@@ -505,15 +505,26 @@ def test_a_tool_requiring_approval_waits_for_the_signal(tmp_path, monkeypatch):
     with OpenAIServer(api_key=key) as server:
         server.reply_with(
             {"tool_calls": [call("refund", order="A1")]},
-            {"tool_calls": [call("refund", order="B2")]},  # approved once per run and tool
+            {"tool_calls": [call("refund", order="B2")]},  # each call waits for its own approval
             "Refunded A1 and B2.",
         )
         workflow_id, run_id = agent_workflow.execute({"input": "Refund A1", "base_url": server.base_url})
-        deadline = time.monotonic() + 60
-        while agent_workflow.status(run_id) != "PAUSED":
-            assert time.monotonic() < deadline, f"never paused: {agent_workflow.status(run_id)}"
-            time.sleep(0.2)
+
+        def wait_until_paused() -> None:
+            deadline = time.monotonic() + 60
+            while agent_workflow.status(run_id) != "PAUSED":
+                assert time.monotonic() < deadline, f"never paused: {agent_workflow.status(run_id)}"
+                time.sleep(0.2)
+
+        wait_until_paused()
         assert not (tmp_path / "tools.log").exists()  # not run before approval
+        agent_workflow.signal(run_id, "approve:refund", {"approved": True, "by": "ann"})
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "tools.log").exists():
+            assert time.monotonic() < deadline, "the approved call never ran"
+            time.sleep(0.2)
+        wait_until_paused()  # the second call waits for a second approval
+        assert (tmp_path / "tools.log").read_text().split()[0] == "refund:A1"
         agent_workflow.signal(run_id, "approve:refund", {"approved": True, "by": "ann"})
         result = agent_workflow.get_result(workflow_id, run_id, timeout=60)
     assert result == {"output": "Refunded A1 and B2.", "tools": ["refunded A1", "refunded B2"]}
