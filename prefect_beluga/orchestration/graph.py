@@ -55,10 +55,11 @@ Examples:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from prefect import Task
 from prefect.task_runners import TaskRunner
 
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
@@ -300,13 +301,7 @@ class CompiledGraph(Runnable):
         self.subflow = spec.subflow
         self.artifact = spec.artifact
         self.task_runner = spec.task_runner
-        self.tasks = MappingProxyType({
-            name: runnable_task(
-                node.runnable, name=name, where=f"node {name!r} of graph {self.name!r}",
-                policy=node.policy, tags=node.tags,
-            )
-            for name, node in self.nodes.items()
-        })
+        self.tasks: Mapping[str, Task] = _NodeTasks(spec)
         self._flow = body_flow(
             self.name, self._run, description=f"Graph of {len(self.nodes)} nodes",
             task_runner=self.task_runner,
@@ -337,6 +332,32 @@ class CompiledGraph(Runnable):
 
     def __repr__(self) -> str:
         return f"CompiledGraph(name={self.name!r}, nodes={list(self.nodes)})"
+
+
+class _NodeTasks(Mapping[str, Task]):
+    """Each node's Prefect task, made when the node first runs: making a Prefect task reads
+    its function's source (about 1-2 ms), which would make compiling a 10,000-node graph
+    take many seconds for nodes a run may never reach."""
+
+    def __init__(self, spec: GraphSpec) -> None:
+        self._spec = spec
+        self._made: dict[str, Task] = {}
+
+    def __getitem__(self, name: str) -> Task:
+        task = self._made.get(name)
+        if task is None:
+            node = self._spec.nodes[name]
+            task = self._made[name] = runnable_task(
+                node.runnable, name=name, where=f"node {name!r} of graph {self._spec.name!r}",
+                policy=node.policy, tags=node.tags,
+            )
+        return task
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spec.nodes)
+
+    def __len__(self) -> int:
+        return len(self._spec.nodes)
 
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphRun"]
