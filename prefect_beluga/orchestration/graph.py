@@ -77,8 +77,8 @@ from prefect_beluga.orchestration._topology import (
     Router,
     Topology,
 )
-from prefect_beluga.orchestration.executor import GraphRun, execute
-from prefect_beluga.orchestration.mermaid import graph_to_mermaid
+from prefect_beluga.orchestration._executor import GraphRun, execute
+from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration.runtime import body_flow, run_body
 from prefect_beluga.orchestration.stream import stream_updates
 from prefect_beluga.orchestration.tasks import RetryPolicy, runnable_task
