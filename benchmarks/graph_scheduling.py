@@ -269,10 +269,10 @@ def executor_only(dag: Dag) -> Callable[[], Awaitable[dict[str, Any]]]:
     coroutine doing what the task body does (run the node, copy its output dict), outside
     any flow run. What it costs is the executor's own scheduling and state merging.
 
-    It reaches into internals (`CompiledGraph.tasks`, `executor.execute`); it is not an API.
+    It reaches into internals (`CompiledGraph.tasks`, `_executor.execute`); it is not an API.
     """
     from prefect_beluga.core.config import RunConfig
-    from prefect_beluga.orchestration.executor import execute
+    from prefect_beluga.orchestration._executor import execute
 
     graph = build_ours(dag, artifact=False).compile()
 

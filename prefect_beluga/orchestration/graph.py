@@ -5,109 +5,83 @@ not supersteps), so independent branches overlap and a graph's wall time approac
 critical path. Edges are data dependencies: each node's task run receives its parents'
 outputs, so Prefect records the edges and the UI draws them.
 
+The builder (`Graph`) produces a frozen `GraphSpec`; `compile()` checks it and computes its
+shape once (`Topology`, in the topology module, which the executor uses too) and returns a
+`CompiledGraph`. Compiling and running are iterative: deep and wide graphs need no recursion.
+
+Ending a run. A run ends when no node is left to run. Its result is the state of the node(s)
+it ended at: the finish points that ran, and any node whose router chose `END`. With one
+finish point that is a single state (the finish point's if it ran, otherwise the state of the
+node that routed to `END`); with several, a dict keyed by the nodes that ended the run, the
+one that routed to `END` included. A router choosing `END` is never an error, and a result is
+never `{}`: a run that reaches neither a finish point nor `END` raises `GraphError`. LangGraph's
+`StateGraph` behaves alike for `END` (`invoke` returns the state the run ended with); it has
+one shared state instead of a state per finish point, and no finish points of its own.
+
 Examples:
     The tutorial's graph: step2 and step3 both follow step1 and run at the same time.
 
-    >>> from prefect_beluga import Graph
-    >>> graph = Graph()
-    >>> graph.add_node("step1", SimpleStep("node1"))
-    >>> graph.add_node("step2", SimpleStep("node2")).add_node("step3", SimpleStep("node3"))
-    >>> graph.add_edge("step1", "step2").add_edge("step1", "step3")
-    >>> graph.set_entry_point("step1").set_finish_point(["step2", "step3"])
-    >>> graph.invoke({"input": "test"})
-    {'step2': {'input': 'test', 'output': 'Result from node2'}, 'step3': {...}}
+    ```python
+    from prefect_beluga import Graph
 
-    Routing at run time: branches not taken are skipped, and a join waits only for
-    parents that run.
+    def step(label):
+        return lambda state: {label: f"Result from {label}"}
 
-    >>> graph.add_conditional_edges("step1", lambda s: "long" if len(s["input"]) > 9 else "short",
-    ...                             {"short": "step2", "long": "step3"})
+    graph = Graph()
+    graph.add_node("step1", step("node1"))
+    graph.add_node("step2", step("node2")).add_node("step3", step("node3"))
+    graph.add_edge("step1", "step2").add_edge("step1", "step3")
+    graph.set_entry_point("step1").set_finish_point(["step2", "step3"])
+    result = graph.invoke({"input": "test"})
+    assert set(result) == {"step2", "step3"}
+    ```
+
+    Routing at run time: branches not taken are skipped, a join waits only for parents that
+    run, and a router may end the run with `END`.
+
+    ```python
+    from prefect_beluga import END, Graph
+
+    graph = Graph()
+    graph.add_node("classify", lambda state: {"size": len(state["input"])})
+    graph.add_node("expand", lambda state: {"output": state["input"] * 2})
+    graph.add_conditional_edges(
+        "classify", lambda state: "long" if state["size"] > 9 else "done", {"long": "expand", "done": END}
+    )
+    graph.set_entry_point("classify").set_finish_point("expand")
+    assert graph.invoke({"input": "hi"}) == {"input": "hi", "size": 2}  # ended at classify
+    ```
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
+from prefect import Task
 from prefect.task_runners import TaskRunner
 
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
-from prefect_beluga.core.errors import GraphValidationError, ValidationError
+from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
-from prefect_beluga.orchestration.mermaid import graph_to_mermaid
+from prefect_beluga.orchestration._topology import (
+    END,
+    START,
+    ConditionalEdge,
+    GraphSpec,
+    NodeSpec,
+    Reducer,
+    Router,
+    Topology,
+)
+from prefect_beluga.orchestration._executor import GraphRun, execute
+from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, run_body
 from prefect_beluga.orchestration._stream import stream_updates
 from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
-
-END = "__end__"
-"""Route to END (from a router, or `add_edge(node, END)`) to finish a branch."""
-
-START = "__start__"
-
-Router = Callable[[dict[str, Any]], Union[str, Sequence[str]]]
-Reducer = Callable[[Any, Any], Any]
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """A node: its runnable, retry policy and Prefect tags."""
-
-    name: str
-    runnable: Runnable
-    policy: RetryPolicy
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ConditionalEdge:
-    """Edges from `source` chosen at run time by `router(state)`.
-
-    `path_map` maps the router's return values to node names (or END); without it the
-    router returns node names directly.
-    """
-
-    source: str
-    router: Router
-    path_map: Mapping[Any, str] | None = None
-
-    @property
-    def router_name(self) -> str:
-        return getattr(self.router, "__name__", type(self.router).__name__).replace("<lambda>", "router")
-
-    def possible_targets(self, nodes: Sequence[str]) -> tuple[str, ...]:
-        """Every node this edge may route to (all nodes when there is no path_map)."""
-        if self.path_map is None:
-            return tuple(nodes)
-        return tuple(dict.fromkeys(t for t in self.path_map.values() if t != END))
-
-    def resolve(self, choice: Any, nodes: Mapping[str, Any]) -> list[str]:
-        """The targets (maybe END) for a router's return value, or a clear error."""
-        choices = list(choice) if isinstance(choice, (list, tuple, set, frozenset)) else [choice]
-        targets = []
-        for item in choices:
-            if self.path_map is not None and _hashable(item) and item in self.path_map:
-                targets.append(self.path_map[item])
-            elif item == END or (self.path_map is None and item in nodes):
-                targets.append(item)
-            else:
-                allowed = list(self.path_map) if self.path_map is not None else [*nodes, END]
-                raise GraphValidationError(
-                    f"router {self.router_name!r} of node {self.source!r} returned {item!r}, "
-                    f"which is not one of {allowed}"
-                )
-        return targets
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
 
 
 class Graph(Runnable):
@@ -133,13 +107,17 @@ class Graph(Runnable):
             are submitted to the caller's flow's task runner.
 
     Examples:
-        >>> graph = Graph(reducers={"docs": operator.add}, name="rag")
+        A state key that concurrent nodes append to, and nodes on a Dask cluster:
 
-        Nodes on a temporary local Dask cluster, or on an existing one:
+        ```python
+        import operator
 
-        >>> from prefect_dask import DaskTaskRunner
-        >>> graph = Graph(task_runner=DaskTaskRunner())
-        >>> graph = Graph(task_runner=DaskTaskRunner(address="tcp://scheduler:8786"))
+        from prefect_beluga import Graph
+
+        graph = Graph(reducers={"docs": operator.add}, name="rag")
+        # from prefect_dask import DaskTaskRunner
+        # graph = Graph(task_runner=DaskTaskRunner())  # or DaskTaskRunner(address="tcp://scheduler:8786")
+        ```
     """
 
     def __init__(
@@ -264,8 +242,26 @@ class Graph(Runnable):
     def compile(self) -> CompiledGraph:
         """Validate the graph and return its immutable, runnable form (cached until a change)."""
         if self._compiled is None:
-            self._compiled = CompiledGraph(self)
+            self._compiled = CompiledGraph(self.spec())
         return self._compiled
+
+    def spec(self) -> GraphSpec:
+        """The graph as it stands, frozen (not validated: `compile()` does that)."""
+        return GraphSpec(
+            name=self.name,
+            nodes=MappingProxyType(dict(self._nodes)),
+            edges=tuple(self._edges),
+            conditional_edges=tuple(self._conditional),
+            entry_points=tuple(self._entry),
+            finish_points=tuple(self._finish),
+            reducers=MappingProxyType(dict(self.reducers)),
+            recursion_limit=self.recursion_limit,
+            max_concurrency=self.max_concurrency,
+            fail_fast=self.fail_fast,
+            subflow=self.subflow,
+            artifact=self.artifact,
+            task_runner=self.task_runner,
+        )
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
         return await self.compile().ainvoke(input, config)
@@ -286,101 +282,30 @@ class Graph(Runnable):
         return f"Graph(name={self.name!r}, nodes={list(self._nodes)})"
 
 
-@dataclass(frozen=True)
-class GraphRun:
-    """The outcome of one graph invocation.
-
-    Attributes:
-        result: What `invoke` returns: the finish point's state, or a dict of them.
-        ran: How many times each node ran.
-        skipped: Nodes on branches that were not taken.
-    """
-
-    result: Any
-    ran: Mapping[str, int]
-    skipped: tuple[str, ...]
-
-
 class CompiledGraph(Runnable):
     """A validated, immutable graph. Made by `Graph.compile()`; runs as a Prefect flow."""
 
-    def __init__(self, builder: Graph) -> None:
-        self.name = builder.name
-        self.nodes: Mapping[str, NodeSpec] = MappingProxyType(dict(builder._nodes))
-        self.edges: tuple[tuple[str, str], ...] = tuple(builder._edges)
-        self.conditional_edges: tuple[ConditionalEdge, ...] = tuple(builder._conditional)
-        self.entry_points: tuple[str, ...] = tuple(builder._entry)
-        self.finish_points: tuple[str, ...] = tuple(builder._finish)
-        self.reducers: Mapping[str, Reducer] = MappingProxyType(dict(builder.reducers))
-        self.recursion_limit = builder.recursion_limit
-        self.max_concurrency = builder.max_concurrency
-        self.fail_fast = builder.fail_fast
-        self.subflow = builder.subflow
-        self.artifact = builder.artifact
-        self.task_runner = builder.task_runner
-        self._validate()
-        self.topology = Topology.of(self)
-        self.tasks = MappingProxyType({
-            name: runnable_task(
-                spec.runnable, name=name, where=f"node {name!r} of graph {self.name!r}",
-                policy=spec.policy, tags=spec.tags,
-            )
-            for name, spec in self.nodes.items()
-        })
+    def __init__(self, spec: GraphSpec) -> None:
+        self.topology = Topology.of(spec)  # validates first
+        self.spec = spec
+        self.name = spec.name
+        self.nodes: Mapping[str, NodeSpec] = spec.nodes
+        self.edges: tuple[tuple[str, str], ...] = spec.edges
+        self.conditional_edges: tuple[ConditionalEdge, ...] = spec.conditional_edges
+        self.entry_points: tuple[str, ...] = spec.entry_points
+        self.finish_points: tuple[str, ...] = spec.finish_points
+        self.reducers: Mapping[str, Reducer] = spec.reducers
+        self.recursion_limit = spec.recursion_limit
+        self.max_concurrency = spec.max_concurrency
+        self.fail_fast = spec.fail_fast
+        self.subflow = spec.subflow
+        self.artifact = spec.artifact
+        self.task_runner = spec.task_runner
+        self.tasks: Mapping[str, Task] = _NodeTasks(spec)
         self._flow = body_flow(
             self.name, self._run, description=f"Graph of {len(self.nodes)} nodes",
             task_runner=self.task_runner,
         )
-
-    def _validate(self) -> None:
-        where = f"graph {self.name!r}"
-        if not self.nodes:
-            raise GraphValidationError(f"{where} has no nodes; add some with add_node()")
-        if not self.entry_points:
-            raise GraphValidationError(f"{where} has no entry point; call set_entry_point()")
-        if not self.finish_points:
-            raise GraphValidationError(f"{where} has no finish point; call set_finish_point() or add_edge(node, END)")
-        for what, names in (("entry point", self.entry_points), ("finish point", self.finish_points)):
-            for name in names:
-                if name not in self.nodes:
-                    raise GraphValidationError(f"{where}: {what} {name!r} is not a node; nodes: {list(self.nodes)}")
-        for source, target in self.edges:
-            for end in (source, target):
-                if end not in self.nodes:
-                    raise GraphValidationError(f"{where}: edge {source!r} -> {target!r} names unknown node {end!r}")
-        for edge in self.conditional_edges:
-            if edge.source not in self.nodes:
-                raise GraphValidationError(f"{where}: conditional edges from unknown node {edge.source!r}")
-            for key, target in (edge.path_map or {}).items():
-                if target != END and target not in self.nodes:
-                    raise GraphValidationError(
-                        f"{where}: path_map of node {edge.source!r} sends {key!r} to unknown node {target!r}"
-                    )
-        cycle = _find_cycle({n: [t for s, t in self.edges if s == n] for n in self.nodes})
-        if cycle:
-            raise GraphValidationError(
-                f"{where} has a cycle without a conditional edge: {' -> '.join(cycle)}; "
-                "loops must leave through add_conditional_edges so they can end"
-            )
-        reachable = _reachable(self.entry_points, self._successors)
-        unreachable_finish = [n for n in self.finish_points if n not in reachable]
-        if unreachable_finish:
-            raise GraphValidationError(
-                f"{where}: finish point(s) {unreachable_finish} cannot be reached from the entry point(s) {list(self.entry_points)}"
-            )
-        unreachable = [n for n in self.nodes if n not in reachable]
-        if unreachable:
-            raise GraphValidationError(
-                f"{where}: node(s) {unreachable} cannot be reached from the entry point(s) {list(self.entry_points)}"
-            )
-
-    def _successors(self, node: str) -> list[str]:
-        """Every node that may run right after `node`."""
-        targets = [t for s, t in self.edges if s == node]
-        for edge in self.conditional_edges:
-            if edge.source == node:
-                targets += edge.possible_targets(list(self.nodes))
-        return list(dict.fromkeys(targets))
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
         return (await self.arun(input, config)).result
@@ -399,8 +324,6 @@ class CompiledGraph(Runnable):
             yield update
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> GraphRun:
-        from prefect_beluga.orchestration.executor import execute
-
         return await execute(self, state, config)
 
     def to_mermaid(self, **run_colours: Any) -> str:
@@ -411,94 +334,30 @@ class CompiledGraph(Runnable):
         return f"CompiledGraph(name={self.name!r}, nodes={list(self.nodes)})"
 
 
-@dataclass(frozen=True)
-class Topology:
-    """What the executor needs to know of a graph's shape, computed once at compile time.
+class _NodeTasks(Mapping[str, Task]):
+    """Each node's Prefect task, made when the node first runs: making a Prefect task reads
+    its function's source (about 1-2 ms), which would make compiling a 10,000-node graph
+    take many seconds for nodes a run may never reach."""
 
-    Back edges (found by depth-first search from the entry points) close loops; all other
-    edges are forward edges. A node waits for its forward parents; a back edge re-runs its
-    target and everything forward-reachable from it.
-    """
+    def __init__(self, spec: GraphSpec) -> None:
+        self._spec = spec
+        self._made: dict[str, Task] = {}
 
-    static_targets: Mapping[str, tuple[str, ...]]
-    conditional: Mapping[str, tuple[ConditionalEdge, ...]]
-    forward_parents: Mapping[str, frozenset[str]]
-    back_edges: frozenset[tuple[str, str]]
-    forward_reach: Mapping[str, frozenset[str]]
+    def __getitem__(self, name: str) -> Task:
+        task = self._made.get(name)
+        if task is None:
+            node = self._spec.nodes[name]
+            task = self._made[name] = runnable_task(
+                node.runnable, name=name, where=f"node {name!r} of graph {self._spec.name!r}",
+                policy=node.policy, tags=node.tags,
+            )
+        return task
 
-    @classmethod
-    def of(cls, graph: CompiledGraph) -> Topology:
-        names = list(graph.nodes)
-        static = {n: tuple(t for s, t in graph.edges if s == n) for n in names}
-        conditional = {n: tuple(e for e in graph.conditional_edges if e.source == n) for n in names}
-        back: set[tuple[str, str]] = set()
-        state: dict[str, int] = {}  # 1: on the DFS stack, 2: done
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spec.nodes)
 
-        def visit(node: str) -> None:
-            state[node] = 1
-            for target in graph._successors(node):
-                if state.get(target) == 1:
-                    back.add((node, target))
-                elif target not in state:
-                    visit(target)
-            state[node] = 2
-
-        for entry in graph.entry_points:
-            if entry not in state:
-                visit(entry)
-        parents: dict[str, set[str]] = {n: set() for n in names}
-        forward: dict[str, list[str]] = {n: [] for n in names}
-        for node in names:
-            for target in graph._successors(node):
-                if (node, target) not in back:
-                    parents[target].add(node)
-                    forward[node].append(target)
-        reach = {n: frozenset(_reachable([n], forward.__getitem__)) for n in names}
-        return cls(
-            static_targets=MappingProxyType(static),
-            conditional=MappingProxyType(conditional),
-            forward_parents=MappingProxyType({n: frozenset(p) for n, p in parents.items()}),
-            back_edges=frozenset(back),
-            forward_reach=MappingProxyType(reach),
-        )
-
-
-def _reachable(starts: Sequence[str], successors: Callable[[str], Sequence[str]]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(starts)
-    while stack:
-        node = stack.pop()
-        if node not in seen:
-            seen.add(node)
-            stack.extend(successors(node))
-    return seen
-
-
-def _find_cycle(successors: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A cycle in `successors` as a path [a, b, ..., a], or None."""
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for target in successors.get(node, ()):
-            if state.get(target) == 1:
-                return path[path.index(target):] + [target]
-            if target not in state:
-                found = visit(target)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in successors:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
+    def __len__(self) -> int:
+        return len(self._spec.nodes)
 
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphRun"]

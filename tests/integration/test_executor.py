@@ -12,6 +12,7 @@ from prefect.context import FlowRunContext
 
 from prefect_beluga import (
     END,
+    GraphError,
     Chain,
     Graph,
     GraphNodesFailed,
@@ -371,3 +372,56 @@ async def test_the_artifact_reports_failed_and_cancelled_nodes(run_name):
         )
     summary = next(a.data for a in artifacts if a.type == "markdown")
     assert "| boom | failed | 1 |" in summary and "| slow | cancelled | 1 |" in summary
+
+
+def classify_graph(finish):
+    graph = Graph(name="end", artifact=False)
+    graph.add_node("classify", lambda s: {"size": len(s["input"])})
+    graph.add_node("expand", lambda s: {"output": s["input"] * 2})
+    graph.add_node("summarise", lambda s: {"output": s["input"][:3]})
+    graph.add_conditional_edges(
+        "classify", lambda s: "done" if s["size"] < 3 else ("long" if s["size"] > 9 else "medium"),
+        {"done": END, "medium": "expand", "long": "summarise"},
+    )
+    return graph.set_entry_point("classify").set_finish_point(finish)
+
+
+async def test_a_router_choosing_end_returns_the_state_the_run_ended_with():
+    one = classify_graph("expand")
+    assert await one.ainvoke({"input": "hi"}) == {"input": "hi", "size": 2}
+    assert await one.ainvoke({"input": "hello"}) == {"input": "hello", "size": 5, "output": "hellohello"}
+
+    several = classify_graph(["expand", "summarise"])
+    run = await several.arun({"input": "hi"})
+    assert run.result == {"classify": {"input": "hi", "size": 2}}  # keyed by the node that routed to END
+    assert set(run.skipped) == {"expand", "summarise"}
+    assert await several.ainvoke({"input": "a long input"}) == {
+        "summarise": {"input": "a long input", "size": 12, "output": "a l"}
+    }
+
+
+async def test_end_from_one_branch_and_a_finish_point_on_another_are_both_in_the_result():
+    graph = Graph(name="both", artifact=False)
+    graph.add_node("a", lambda s: {}).add_node("b", lambda s: {"b": 1}).add_node("c", lambda s: {"c": 1})
+    graph.add_edge("a", "b").add_edge("a", "c").add_conditional_edges("b", lambda s: END, {"more": "c"})
+    graph.set_entry_point("a").set_finish_point(["c", "a"])
+    assert await graph.ainvoke({}) == {"a": {}, "c": {"c": 1}, "b": {"b": 1}}
+
+
+async def test_a_loop_may_exit_through_end():
+    graph = Graph(name="loop-end", artifact=False)
+    graph.add_node("draft", lambda s: {"drafts": s.get("drafts", 0) + 1}).add_node("publish", lambda s: {})
+    graph.add_conditional_edges(
+        "draft", lambda s: "again" if s["drafts"] < 3 else END, {"again": "draft", "never": "publish"}
+    )
+    run = await graph.set_entry_point("draft").set_finish_point("publish").arun({})
+    assert run.result == {"drafts": 3} and run.ran == {"draft": 3} and run.skipped == ("publish",)
+
+
+async def test_a_run_reaching_neither_a_finish_point_nor_end_is_an_error_not_an_empty_result():
+    graph = Graph(name="astray", artifact=False)
+    graph.add_node("a", lambda s: {}).add_node("x", lambda s: {}).add_node("f", lambda s: {}).add_node("g", lambda s: {})
+    graph.add_conditional_edges("a", lambda s: "x", ["x", "f", "g"])
+    graph.set_entry_point("a").set_finish_point(["f", "g"])
+    with pytest.raises(GraphError, match=r"ended without reaching a finish point \['f', 'g'\] or a router choosing END"):
+        await graph.ainvoke({})

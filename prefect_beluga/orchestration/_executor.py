@@ -6,18 +6,24 @@ supersteps: a slow branch never holds back an independent one. A back edge (a lo
 its target, and everything forward-reachable from it, as new task runs named `node[2]`, ...
 
 A node's input is the graph input updated with the outputs of all its ancestors, applied in
-a topological order that does not depend on timing (ancestors first; concurrent nodes in the
-order they were added), so a reducer sees the same order on every run. Two ancestors that are concurrent (neither
-is an ancestor of the other) writing different values to one key is a `StateConflictError`,
-unless the graph has a reducer for the key.
+an order that does not depend on timing (by depth — an ancestor is always shallower — then the
+graph's topological order), so a reducer sees the same order on every run. A node with one
+parent simply takes the parent's state; only a join walks its ancestors (iteratively, through
+each activation's parents), so a long chain costs the same per node however deep it is. Two
+ancestors that are concurrent (neither is an ancestor of the other) writing different values to
+one key is a `StateConflictError`, unless the graph has a reducer for the key.
+
+The run ends when no node is left to run; its result is described in the graph module:
+the finish points that ran and the nodes whose router chose `END`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Optional
 
 from prefect.artifacts import acreate_markdown_artifact
@@ -32,14 +38,31 @@ from prefect_beluga.core.errors import (
     StateConflictError,
     add_step_note,
 )
+from prefect_beluga.orchestration._topology import END, ConditionalEdge
 from prefect_beluga.orchestration._runtime import in_flow_run
 from prefect_beluga.orchestration._stream import StreamSink
 from prefect_beluga.orchestration._tasks import call_args
 
 if TYPE_CHECKING:
-    from prefect_beluga.orchestration.graph import CompiledGraph, ConditionalEdge, GraphRun
+    from prefect_beluga.orchestration.graph import CompiledGraph
 
 SKIPPED_KEY = "__skipped__"
+
+
+@dataclass(frozen=True)
+class GraphRun:
+    """The outcome of one graph invocation.
+
+    Attributes:
+        result: What `invoke` returns: the state the run ended with, or a dict of them keyed
+            by the nodes that ended it (see the graph module).
+        ran: How many times each node ran.
+        skipped: Nodes on branches that were not taken.
+    """
+
+    result: Any
+    ran: Mapping[str, int]
+    skipped: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -51,7 +74,8 @@ class Activation:
     id: int  # order of completion: ancestors always have smaller ids
     output: dict[str, Any]  # the very object the node's task returned (Prefect links it)
     state: dict[str, Any]  # the state after this node
-    lineage: frozenset[int]  # ids of this activation and all its ancestors
+    parents: tuple[int, ...]  # ids of the activations it ran after
+    depth: int  # 0 for an entry point; more than any ancestor's
     future: Any = None  # the Prefect future, when the node was submitted to a task runner
 
 
@@ -64,7 +88,7 @@ class _Execution:
     def __init__(self, graph: CompiledGraph, input: dict[str, Any], config: RunConfig) -> None:
         self.graph = graph
         self.topology = graph.topology
-        self.rank = {name: index for index, name in enumerate(graph.nodes)}  # order added
+        self.rank = graph.topology.order  # a topological order; ties: order added
         self.input = input
         self.config = config
         # Passed quoted, like the state: Prefect need not walk (and rebuild) it on every call.
@@ -75,9 +99,12 @@ class _Execution:
         self.ids = itertools.count()
         self.activations: dict[int, Activation] = {}
         self.latest: dict[str, Activation] = {}
+        self.ended: dict[str, Activation] = {}  # nodes whose router chose END, latest run
         self.runs: Counter[str] = Counter()
         self.started: set[str] = set()  # in the current pass over the node's region
         self.resolved: dict[str, Token] = {}
+        self.to_resolve: deque[tuple[str, Token, list[tuple[ConditionalEdge, list[str]]]]] = deque()
+        self.resolving = False
         self.tokens: dict[str, dict[str, Token]] = {name: {} for name in graph.nodes}
         self.skipped: dict[str, None] = {}
         self.failures: dict[str, BaseException] = {}  # with fail_fast=False
@@ -88,8 +115,6 @@ class _Execution:
         self.settled = asyncio.Event()
 
     async def run(self) -> GraphRun:
-        from prefect_beluga.orchestration.graph import GraphRun
-
         for entry in self.graph.entry_points:
             self.started.add(entry)
             self.start(entry, [])
@@ -110,15 +135,21 @@ class _Execution:
         return GraphRun(result=self.result(), ran=dict(self.runs), skipped=skipped)
 
     def result(self) -> Any:
+        """The state the run ended with: see "Ending a run" in the graph module."""
         finish = self.graph.finish_points
-        if len(finish) > 1:
-            return {name: self.latest[name].state for name in finish if name in self.latest}
-        if finish[0] not in self.latest:
+        enders = [n for n in finish if n in self.latest]
+        enders += [n for n in self.ended if n not in enders]
+        if not enders:
             raise GraphError(
-                f"graph {self.graph.name!r}: finish point {finish[0]!r} did not run "
-                "(the branch leading to it was not taken)"
+                f"graph {self.graph.name!r}: the run ended without reaching a finish point "
+                f"{list(finish)} or a router choosing END (the branches leading to them were not taken)"
             )
-        return self.latest[finish[0]].state
+        if len(finish) > 1:
+            return {name: (self.latest[name] if name in finish else self.ended[name]).state for name in enders}
+        if finish[0] in self.latest:
+            return self.latest[finish[0]].state
+        last = max((self.ended[n] for n in enders), key=lambda a: (a.depth, self.rank[a.node]))
+        return last.state
 
     # -- scheduling ---------------------------------------------------------------------------
 
@@ -155,7 +186,7 @@ class _Execution:
 
     async def execute(self, node: str, parents: list[Activation], number: int) -> None:
         try:
-            state, lineage = self.input_for(node, parents)
+            state = self.input_for(node, parents)
             task = self.graph.tasks[node]
             if number > 1:
                 task = task.with_options(task_run_name=f"{node}[{number}]")
@@ -168,8 +199,8 @@ class _Execution:
                     output, future = await self.call(task, state, upstream)
             finished = next(self.ids)
             activation = Activation(
-                node, number, finished, output, self.apply(state, output), lineage | {finished},
-                future,
+                node, number, finished, output, self.apply(state, output),
+                tuple(p.id for p in parents), 1 + max((p.depth for p in parents), default=-1), future,
             )
             choices = [
                 (edge, await self.route(edge, activation.state))
@@ -182,6 +213,9 @@ class _Execution:
             return
         self.activations[activation.id] = activation
         self.latest[node] = activation
+        if any(END in picked for _, picked in choices):
+            self.ended.pop(node, None)
+            self.ended[node] = activation
         self.completed[node] += 1
         if self.sink is not None:
             self.sink.put({node: output})
@@ -225,7 +259,20 @@ class _Execution:
             self.resolve(node, None, [])
 
     def resolve(self, node: str, activation: Token, choices: list[tuple[ConditionalEdge, list[str]]]) -> None:
-        """`node` finished (or was skipped): pass a token to each node that may follow it."""
+        """`node` finished (or was skipped): pass a token to each node that may follow it.
+
+        Skips spread through a queue, not recursion, so a skipped branch may be any length."""
+        self.to_resolve.append((node, activation, choices))
+        if self.resolving:
+            return
+        self.resolving = True
+        try:
+            while self.to_resolve:
+                self._resolve_one(*self.to_resolve.popleft())
+        finally:
+            self.resolving = False
+
+    def _resolve_one(self, node: str, activation: Token, choices: list[tuple[ConditionalEdge, list[str]]]) -> None:
         self.resolved[node] = activation
         if activation is None and node not in self.failures:
             self.skipped[node] = None
@@ -237,9 +284,9 @@ class _Execution:
             chosen.update(targets)
             for _, picked in choices:
                 chosen.update(picked)
-        for edge in self.topology.conditional[node]:
-            targets += edge.possible_targets(list(self.graph.nodes))
-        for target in dict.fromkeys(targets):
+        if self.topology.conditional[node]:
+            targets = self.topology.successors[node]
+        for target in targets:
             token = activation if target in chosen else None
             if (node, target) in self.topology.back_edges:
                 if token is not None:
@@ -248,13 +295,15 @@ class _Execution:
                 self.deliver(target, node, token)
 
     def deliver(self, node: str, parent: str, token: Token) -> None:
+        if parent not in self.resolved:
+            return  # a loop back into `parent`'s region just superseded this pass
         self.tokens[node][parent] = token
         if node in self.started or node in self.resolved:
             return
-        parents = self.topology.forward_parents[node]
-        if any(p not in self.resolved for p in parents):
+        tokens = self.tokens[node]  # one per forward parent resolved in this pass
+        if len(tokens) < len(self.topology.forward_parents[node]):
             return  # a parent that may still choose this node has not resolved yet
-        chosen_by = [t for p in parents if (t := self.tokens[node].get(p)) is not None]
+        chosen_by = [t for t in tokens.values() if t is not None]
         if chosen_by:
             self.started.add(node)
             self.start(node, sorted(chosen_by, key=lambda a: a.id))
@@ -274,28 +323,50 @@ class _Execution:
     # -- state ---------------------------------------------------------------------------------
 
     def _merge_order(self, activation_id: int) -> tuple[int, int, int]:
-        """A topological order that does not depend on timing: an ancestor's lineage is a strict
-        subset of its descendants', so fewer ancestors first; then the order nodes were added."""
+        """An order that does not depend on timing: ancestors are shallower, then topological."""
         activation = self.activations[activation_id]
-        return len(activation.lineage), self.rank[activation.node], activation.number
+        return activation.depth, self.rank[activation.node], activation.number
 
-    def input_for(self, node: str, parents: list[Activation]) -> tuple[dict[str, Any], frozenset[int]]:
-        """The state `node` runs on, and the ids of its ancestors."""
+    def ancestors(self, parents: list[Activation]) -> set[int]:
+        """The ids of `parents` and all their ancestors (an iterative walk)."""
+        seen: set[int] = set()
+        stack = [p.id for p in parents]
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(self.activations[current].parents)
+        return seen
+
+    def is_ancestor(self, earlier: Activation, later: Activation) -> bool:
+        """Whether `earlier` ran before `later` on a path of edges (ids only grow along one)."""
+        seen: set[int] = set()
+        stack = list(later.parents)
+        while stack:
+            current = stack.pop()
+            if current == earlier.id:
+                return True
+            if current > earlier.id and current not in seen:
+                seen.add(current)
+                stack.extend(self.activations[current].parents)
+        return False
+
+    def input_for(self, node: str, parents: list[Activation]) -> dict[str, Any]:
+        """The state `node` runs on."""
         if not parents:
-            return dict(self.input), frozenset()
+            return dict(self.input)
         if len(parents) == 1:
-            return parents[0].state, parents[0].lineage
-        lineage = frozenset().union(*(p.lineage for p in parents))
+            return parents[0].state
         state = dict(self.input)
         writers: dict[str, Activation] = {}
-        for ancestor in sorted(lineage, key=self._merge_order):
+        for ancestor in sorted(self.ancestors(parents), key=self._merge_order):
             written = self.activations[ancestor]
             for key, value in written.output.items():
                 if key in self.graph.reducers:
                     state[key] = self.graph.reducers[key](state[key], value) if key in state else value
                     continue
                 previous = writers.get(key)
-                if previous is not None and previous.id not in written.lineage and state[key] != value:
+                if previous is not None and state[key] != value and not self.is_ancestor(previous, written):
                     raise StateConflictError(
                         f"graph {self.graph.name!r}: nodes {previous.node!r} and {written.node!r} ran "
                         f"concurrently and wrote different values to state key {key!r} (joined at "
@@ -304,7 +375,7 @@ class _Execution:
                     )
                 state[key] = value
                 writers[key] = written
-        return state, lineage
+        return state
 
     def apply(self, state: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
         """The state after a node: `state` updated with `output` (reducers combine their keys)."""
