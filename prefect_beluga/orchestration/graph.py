@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, Union
 
@@ -39,6 +40,7 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
 from prefect_beluga.orchestration.mermaid import graph_to_mermaid
+from prefect_beluga.orchestration._cache import CacheSettings
 from prefect_beluga.orchestration._runtime import body_flow, run_body
 from prefect_beluga.orchestration._stream import stream_updates
 from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
@@ -54,12 +56,14 @@ Reducer = Callable[[Any, Any], Any]
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A node: its runnable, retry policy and Prefect tags."""
+    """A node: its runnable, retry policy, Prefect tags and cache override (None: the graph's)."""
 
     name: str
     runnable: Runnable
     policy: RetryPolicy
     tags: tuple[str, ...] = ()
+    cache: bool | None = None
+    cache_expiration: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,10 @@ class Graph(Runnable):
             graph's flow uses it, and nodes are submitted to it (`task.submit`) instead of
             awaited on the flow's event loop. With `subflow=False` inside a flow run, nodes
             are submitted to the caller's flow's task runner.
+        cache: Default of `add_node(cache=...)`: cache nodes across runs by value (docs/cache.md).
+        cache_expiration: Default of `add_node(cache_expiration=...)` (a `timedelta`).
+        cache_storage: Where cached outputs are kept (a Prefect filesystem block or its slug);
+            default: Prefect's result storage.
 
     Examples:
         >>> graph = Graph(reducers={"docs": operator.add}, name="rag")
@@ -153,8 +161,14 @@ class Graph(Runnable):
         subflow: bool = True,
         artifact: bool = True,
         task_runner: TaskRunner | type[TaskRunner] | None = None,
+        cache: bool = False,
+        cache_expiration: timedelta | None = None,
+        cache_storage: Any = None,
     ) -> None:
         self.name = name or "graph"
+        if not isinstance(cache, bool):
+            raise ValidationError(f"graph {self.name!r}: cache must be True or False, got {cache!r}")
+        self.cache, self.cache_expiration, self.cache_storage = cache, cache_expiration, cache_storage
         if not isinstance(recursion_limit, int) or recursion_limit < 1:
             raise ValidationError(f"graph {self.name!r}: recursion_limit must be an int >= 1, got {recursion_limit!r}")
         if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
@@ -197,8 +211,15 @@ class Graph(Runnable):
         retry_on: RetryOn | None = None,
         timeout: float | None = None,
         tags: Sequence[str] = (),
+        cache: bool | None = None,
+        cache_expiration: timedelta | None = None,
     ) -> Graph:
-        """Add a node running `runnable` (a Runnable, Chain, Graph or function of the state)."""
+        """Add a node running `runnable` (a Runnable, Chain, Graph or function of the state).
+
+        `cache` (default: the graph's `cache`) caches the node across runs by value: a node
+        whose input state was seen before returns the stored output without running (see
+        docs/cache.md); `cache_expiration` (default: the graph's) bounds the reuse.
+        """
         if not isinstance(name, str) or not name:
             raise ValidationError(f"graph {self.name!r}: a node name must be a non-empty str, got {name!r}")
         if name in (START, END):
@@ -210,7 +231,11 @@ class Graph(Runnable):
         except ValidationError as exc:
             raise ValidationError(f"graph {self.name!r}: node {name!r}: {exc}") from None
         runnable = coerce_to_runnable(runnable, where=f"node {name!r} of graph {self.name!r}")
-        self._nodes[name] = NodeSpec(name, runnable, policy, tuple(tags))
+        if cache is not None and not isinstance(cache, bool):
+            raise ValidationError(
+                f"graph {self.name!r}: node {name!r}: cache must be True, False or None, got {cache!r}"
+            )
+        self._nodes[name] = NodeSpec(name, runnable, policy, tuple(tags), cache, cache_expiration)
         return self._changed()
 
     def add_edge(self, source: str, target: str) -> Graph:
@@ -323,7 +348,7 @@ class CompiledGraph(Runnable):
         self.tasks = MappingProxyType({
             name: runnable_task(
                 spec.runnable, name=name, where=f"node {name!r} of graph {self.name!r}",
-                policy=spec.policy, tags=spec.tags,
+                policy=spec.policy, tags=spec.tags, cache=self._cache_settings(builder, spec),
             )
             for name, spec in self.nodes.items()
         })
@@ -331,6 +356,16 @@ class CompiledGraph(Runnable):
             self.name, self._run, description=f"Graph of {len(self.nodes)} nodes",
             task_runner=self.task_runner,
         )
+
+    def _cache_settings(self, builder: Graph, spec: NodeSpec) -> CacheSettings | None:
+        """A node's cache settings: its own `cache`, else the graph's; None when not cached."""
+        if not (builder.cache if spec.cache is None else spec.cache):
+            return None
+        expiration = spec.cache_expiration if spec.cache_expiration is not None else builder.cache_expiration
+        try:
+            return CacheSettings(f"graph {self.name!r}", expiration, builder.cache_storage)
+        except ValidationError as exc:
+            raise ValidationError(f"node {spec.name!r}: {exc}") from None
 
     def _validate(self) -> None:
         where = f"graph {self.name!r}"
