@@ -10,7 +10,8 @@ let two API keys share a result. This module computes the pieces (no Prefect imp
   URL and `secret_digest` of the API key); any other object falls back to its class qualname,
   a hash of its class's source and the fingerprints of the values it holds (through `vars()`):
   objects with `cache_key()` contribute it, JSON-able values their JSON, secrets their digest,
-  functions their qualified name and source hash, Runnables recurse, the rest their type.
+  functions their qualified name, source hash and captured values (a captured list, dict or
+  set counts by its type only: it is working state), Runnables recurse, the rest their type.
 - `secret_digest(secret)`: a one-way sha256 of an API key. The key itself never enters a
   fingerprint, and a fingerprint is itself hashed again before it is used as a key.
 
@@ -190,9 +191,13 @@ def _describe_function(func: Any, depth: int, seen: set[int]) -> Any:
     cells = {}
     for name, cell in zip(names, closure, strict=False):
         try:
-            cells[name] = _describe(cell.cell_contents, depth + 1, seen)
+            value = cell.cell_contents
         except ValueError:  # an empty cell
             cells[name] = None
+            continue
+        # A captured list/dict/set is working state (results collected, counters), not settings.
+        mutable = isinstance(value, (list, dict, set)) and own_cache_key(value) is None
+        cells[name] = {"__type__": _qualname(type(value))} if mutable else _describe(value, depth + 1, seen)
     if cells:
         described["closure"] = cells
     return described
