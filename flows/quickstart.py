@@ -92,6 +92,12 @@ async def rag_pipeline() -> None:
         print(f"\nQ: {question}\nA: {answer['output']}\n   sources: {', '.join(answer['sources'])}"
               f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens)")
     await publish_answers(answers, key="quickstart-answers")
+    # The same questions again: the cross-run cache answers them, no embedding or model call.
+    started = time.perf_counter()
+    again = [await rag_answer(question) for question in QUESTIONS]
+    cached = sum("generate" in answer["cached"] for answer in again)
+    print(f"\nsame {len(QUESTIONS)} questions again: {cached} of {len(QUESTIONS)} answers (cached), "
+          f"{len(QUESTIONS) - cached} model call(s), {time.perf_counter() - started:.2f}s")
 
 
 @flow(name="quickstart", log_prints=True)

@@ -19,6 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -112,12 +115,60 @@ def _warn_once(scope: str, step: str, reason: str) -> None:
     logger.warning(message)
 
 
+# Where `cache_hits()` collects the cached steps that finished while it is open.
+_recorder: ContextVar[list[tuple[str, bool]] | None] = ContextVar("prefect_beluga_cache_hits", default=None)
+
+
+class CacheHits(list):
+    """`(step name, hit)` of every cached step that finished, in order; see `cache_hits`."""
+
+    @property
+    def hits(self) -> list[str]:
+        """The steps answered from the cache."""
+        return [step for step, hit in self if hit]
+
+    @property
+    def misses(self) -> list[str]:
+        """The cached steps that ran (and stored their output)."""
+        return [step for step, hit in self if not hit]
+
+
+@contextmanager
+def cache_hits() -> Iterator[CacheHits]:
+    """Record which cached steps were answered from the cache during the block.
+
+    Steps run on this process's event loop are recorded (not those a task runner such as Dask
+    runs elsewhere).
+
+    Examples:
+        ```python
+        with cache_hits() as record:
+            chain.invoke({"input": "What is Prefect?"})
+        record.hits      # e.g. ["embed-query", "generate"] on the second call
+        ```
+    """
+    record = CacheHits()
+    token = _recorder.set(record)
+    try:
+        yield record
+    finally:
+        _recorder.reset(token)
+
+
+def _record(task: Any, task_run: Any, state: Any) -> None:
+    """Prefect on_completion hook of a cached step's task."""
+    record = _recorder.get()
+    if record is not None:
+        record.append((task.name, state.name == "Cached"))
+
+
 def cached_task_options(runnable: Any, step: str, settings: CacheSettings) -> dict[str, Any]:
     """Keyword arguments of a Prefect task caching `runnable` across runs."""
     options: dict[str, Any] = {
         "cache_policy": StepValueKey(scope=settings.scope, step=step, runnable=runnable),
         "persist_result": True,
         "cache_expiration": settings.expiration,
+        "on_completion": [_record],
     }
     if settings.storage is not None:
         options["result_storage"] = settings.storage
