@@ -220,13 +220,24 @@ def _class_source_digest(cls: type) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _source_digest(obj: Any) -> str:
+    """A hash of `obj`'s source text and, for a function, of its compiled code (two lambdas on
+    one line share a source line, not their code)."""
     try:
-        return sha256(inspect.getsource(obj))
+        source = inspect.getsource(obj)
     except (OSError, TypeError):
-        code = getattr(obj, "__code__", None)
-        if code is not None:
-            return sha256(code.co_code + repr(code.co_consts).encode())
-        return ""
+        source = ""
+    code = getattr(obj, "__code__", None)
+    return sha256(source + "\x1f" + (_code_digest(code) if code is not None else ""))
+
+
+def _code_digest(code: Any) -> str:
+    """A stable hash of a code object: bytecode, names and constants (nested code recursively;
+    never a repr, which holds memory addresses)."""
+    consts = [
+        _code_digest(c) if inspect.iscode(c) else repr(sorted(map(repr, c))) if isinstance(c, frozenset) else repr(c)
+        for c in code.co_consts
+    ]
+    return sha256(code.co_code + repr((code.co_names, code.co_varnames, consts)).encode())
 
 
 __all__ = [
