@@ -68,7 +68,8 @@ def trimmed_mean(samples: list[float], cut: float = 0.1) -> float:
 async def main(questions: int, repeat: int, latency: float, gap: float) -> None:
     with OpenAIServer(latency=latency, dimension=256) as server:
         embedder = OpenAIEmbedder("text-embedding-3-small", api_key=KEY, base_url=server.base_url, dimension=256)
-        llm = OpenAIChatModel(Config(provider="openai", model_name="gpt-4o-mini", api_key=KEY, base_url=server.base_url))
+        config = Config(provider="openai", model_name="gpt-4o-mini", api_key=KEY, base_url=server.base_url)
+        llm = OpenAIChatModel(config)
         store = InMemoryVectorStore()
         await store.aadd_documents([Document(page_content=t, metadata={"source": f"d{i}"}) for i, t in enumerate(DOCS)],
                                    embedder)

@@ -234,3 +234,17 @@ async def test_a_cached_node_in_a_graph_keeps_its_edge(storage, run_name):
     assert runs["second"].state.name == "Cached"
     upstream = [i.id for i in runs["second"].task_inputs.get("upstream", [])]
     assert runs["first"].id in upstream
+
+
+def test_a_cached_step_inside_a_workflow_uses_the_cross_run_key(server, storage):
+    from prefect_beluga import Orchestrator
+
+    chain = Chain([model(server)], name="cache-in-workflow", cache=True)
+    workflow = Orchestrator().create_workflow(chain, workflow_id="cache-in-workflow")
+    for _ in range(2):
+        workflow_id, run_id = workflow.execute({"input": "durable and cached"})
+        assert workflow.get_result(workflow_id, run_id, timeout=120)["output"] == "Echo: durable and cached"
+    assert calls(server) == 1
+    # the workflow's stored output serves a plain call of the same chain too
+    assert chain.invoke({"input": "durable and cached"})["output"] == "Echo: durable and cached"
+    assert calls(server) == 1
