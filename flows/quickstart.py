@@ -91,8 +91,15 @@ async def rag_pipeline() -> None:
         answer = await rag_answer(question)
         answers.append({"question": question, **answer})
         print(f"\nQ: {question}\nA: {answer['output']}\n   sources: {', '.join(answer['sources'])}"
-              f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens)")
+              f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens"
+              f"{', cached' if 'generate' in answer['cached'] else ''})")
     await publish_answers(answers, key="quickstart-answers")
+    # The same questions again: the cross-run cache answers them, no embedding or model call.
+    started = time.perf_counter()
+    again = [await rag_answer(question) for question in QUESTIONS]
+    cached = sum("generate" in answer["cached"] for answer in again)
+    print(f"\nsame {len(QUESTIONS)} questions again: {cached} of {len(QUESTIONS)} answers (cached), "
+          f"{len(QUESTIONS) - cached} model call(s), {time.perf_counter() - started:.2f}s")
 
 
 @flow(name="quickstart", log_prints=True)

@@ -14,6 +14,10 @@ Retention: at most `memory_max_turns` turns per session (default 50) and session
 `memory_ttl_days` (default 30) are removed when next used (and by the store's `prune()`); `None`
 keeps them. The run logs the session and store; the `rag-answers` artifact shows answers with
 their sources (path in the ingested folder and chunk number), the session, tokens and cost.
+Cross-run cache (`cache`, default on; `cache_days` bounds reuse): the question's embedding and the
+model's reply are cached by value in Prefect's result storage, so asking the same question with
+the same context again, from any worker sharing that storage, makes no embedding and no model call
+(the search itself always runs); see docs/cache.md. `cached` in the result lists the hits.
 When the store is empty the run logs a warning (and the artifact shows it) naming `rag-ingest`.
 
 The chat model, embedder and store are blocks chosen by name (see `blocks/create_blocks.py`):
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +39,7 @@ from prefect.settings import PREFECT_HOME
 from prefect_beluga import memory, rag
 from prefect_beluga.artifacts import publish_answers
 from prefect_beluga.memory_blocks import aload_memory_store
+from prefect_beluga.orchestration import cache_hits
 from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
@@ -63,8 +69,11 @@ async def rag_answer(
     memory_block: str | None = None,
     memory_max_turns: int | None = 50,
     memory_ttl_days: float | None = 30.0,
+    cache: bool = True,
+    cache_days: float | None = None,
 ) -> dict[str, Any]:
-    """Answer `question` from the store; returns `output`, `sources`, `usage` and `model`."""
+    """Answer `question` from the store; returns `output`, `sources`, `usage`, `model` and
+    `cached` (the steps answered from the cross-run cache, e.g. `["embed-query", "generate"]`)."""
     logger = get_run_logger()
     llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
     embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
@@ -81,13 +90,16 @@ async def rag_answer(
         conversation = memory.new_memory(memory.MemoryType.WINDOW, k=memory_turns, store=turns_store)
         logger.info("conversation session %r, kept in %s", session_id, turns_store.describe())
     chain = rag.build_rag_chain(
-        store, embedder, llm, k=k, memory=conversation, retries=2, retry_delay=[1.0, 5.0], subflow=False
+        store, embedder, llm, k=k, memory=conversation, retries=2, retry_delay=[1.0, 5.0], subflow=False,
+        cache=cache, cache_expiration=None if cache_days is None else timedelta(days=cache_days),
     )
     state: dict[str, Any] = {"input": question}
     if session_id is not None:
         state["session_id"] = session_id
-    answer = await chain.ainvoke(state)
+    with cache_hits() as record:
+        answer = await chain.ainvoke(state)
     result = {key: answer[key] for key in ("output", "sources", "usage", "model")}
+    result["cached"] = record.hits
     warning = None
     if not answer.get("documents"):
         warning = (f"the vector store {vector_store_block!r} returned nothing for this question: it is empty or "
@@ -95,7 +107,8 @@ async def rag_answer(
         logger.warning(warning)
     await publish_answers([{"question": question, **result}], key="rag-answers", session=session_id,
                           memory_store=turns_store.describe() if turns_store else None, warning=warning)
-    logger.info("answered from %d source(s) with %s", len(result["sources"]), result["model"])
+    logger.info("answered from %d source(s) with %s%s", len(result["sources"]), result["model"],
+                " (model reply from the cache)" if "generate" in record.hits else "")
     return result
 
 

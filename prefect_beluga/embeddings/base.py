@@ -9,6 +9,7 @@ from typing import Any
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.core.runnable import Runnable
 
 
@@ -26,6 +27,15 @@ class Embedder(Runnable, ABC):
     """
 
     dimension: int
+
+    def cache_key(self) -> str:
+        """What this embedder is, for the cross-run cache: class, its public settings (model,
+        dimension, base URL ...) and a one-way digest of its API key (`_api_key`), if any."""
+        return key_of(
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            settings=public_settings(self, exclude=("name",)),
+            api_key=secret_digest(getattr(self, "_api_key", None)),
+        )
 
     @abstractmethod
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:

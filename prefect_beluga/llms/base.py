@@ -12,6 +12,7 @@ import pydantic
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import (
@@ -183,6 +184,22 @@ class ChatModel(Runnable, ABC):
             )
         result = await self._agenerate(messages_from_state(input, where=where))
         return {"output": result.content, "usage": result.usage.model_dump(), "model": result.model}
+
+    def cache_key(self) -> str:
+        """What this model is, for the cross-run cache: class, provider, model, parameters,
+        base URL and a one-way digest of the API key (see `prefect_beluga.core.fingerprint`)."""
+        config = self.config
+        return key_of(
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            provider=config.provider,
+            model=config.model_name,
+            base_url=config.base_url,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+            options=config.options,
+            api_key=secret_digest(config.resolved_api_key()),
+            settings=public_settings(self, exclude=("config", "name")),
+        )
 
     def __repr__(self) -> str:
         base = f", base_url={self.config.base_url!r}" if self.config.base_url else ""

@@ -1,5 +1,6 @@
 """Chains, graphs and workflows, and the one place Runnables become Prefect tasks."""
 
+from prefect_beluga.orchestration._cache import CacheHits, UncacheableInputWarning, cache_hits
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import END, CompiledGraph, Graph, GraphRun
 from prefect_beluga.orchestration.orchestrator import Orchestrator
@@ -9,17 +10,20 @@ from prefect_beluga.orchestration.workflow import Workflow, WorkflowRun
 
 __all__ = [
     "END",
+    "CacheHits",
     "Chain",
     "CompiledGraph",
     "Graph",
     "GraphRun",
     "Orchestrator",
     "RetryPolicy",
+    "UncacheableInputWarning",
     "Workflow",
     "WorkflowRun",
     "apublish",
     "await_for_signal",
     "await_signal",
+    "cache_hits",
     "publish",
     "wait_for_signal",
 ]

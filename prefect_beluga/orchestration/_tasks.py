@@ -34,6 +34,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
+from prefect_beluga.orchestration._cache import CacheSettings, cached_task_options
 
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
@@ -195,6 +196,7 @@ def runnable_task(
     where: str,
     policy: RetryPolicy,
     tags: Sequence[str] = (),
+    cache: CacheSettings | None = None,
 ) -> Task:
     """A Prefect async task that runs `runnable` on a state dict and checks its output.
 
@@ -202,7 +204,9 @@ def runnable_task(
     not walk it), `upstream` holds the exact objects parent tasks returned, which is how
     Prefect records the edges between task runs (`task_inputs`) and draws them in the UI.
     `where` (e.g. "step 2 of chain 'rag'") names the step in validation errors. `tags` go on
-    every task run, so Prefect's tag concurrency limits apply to it.
+    every task run, so Prefect's tag concurrency limits apply to it. With `cache`, the task
+    is cached across runs by value (see `_cache.py`); inside a workflow run it keeps that key
+    (same input, same result: a retried workflow run reuses it too).
     """
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
@@ -210,15 +214,14 @@ def runnable_task(
         return check_output(output, where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
-    return StepTask(
-        run,
-        name=name,
-        task_run_name=name,
-        **policy.task_options(),
-        tags=list(tags),
-        cache_policy=NONE,
-        persist_result=False,
+    caching: dict[str, Any] = (
+        cached_task_options(runnable, name, cache) if cache is not None
+        else {"cache_policy": NONE, "persist_result": False}
     )
+    task = StepTask(run, name=name, task_run_name=name, **policy.task_options(), tags=list(tags), **caching)
+    if cache is not None:
+        task._durable_variant = Task.with_options(task)  # durable as it is: the cross-run key
+    return task
 
 
 def call_args(state: dict[str, Any]) -> quote:

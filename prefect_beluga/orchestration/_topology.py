@@ -19,6 +19,7 @@ from prefect.task_runners import TaskRunner
 
 from prefect_beluga.core.errors import GraphValidationError
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.orchestration._cache import CacheSettings
 from prefect_beluga.orchestration._tasks import RetryPolicy
 
 END = "__end__"
@@ -32,12 +33,13 @@ Reducer = Callable[[Any, Any], Any]
 
 @dataclass(frozen=True)
 class NodeSpec:
-    """A node: its runnable, retry policy and Prefect tags."""
+    """A node: its runnable, retry policy, Prefect tags and cross-run cache settings (None: uncached)."""
 
     name: str
     runnable: Runnable
     policy: RetryPolicy
     tags: tuple[str, ...] = ()
+    cache: CacheSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ Examples:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any, Union
 
 import anyio
@@ -36,6 +37,7 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input, merge
 from prefect_beluga.memory.base import BaseMemory
+from prefect_beluga.orchestration._cache import CacheSettings, cache_steps
 from prefect_beluga.orchestration._runtime import body_flow, run_body
 from prefect_beluga.orchestration._stream import StreamSink, stream_updates
 from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
@@ -75,6 +77,13 @@ class Chain(Runnable):
             never see one another's turns: each sees the memory as it was when it (for a
             batch: the batch) started, and its own turn is saved when it finishes.
         subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
+        cache: Cross-run cache: True caches every step, a list of step names those steps. A
+            cached step whose input was seen before (in any process sharing Prefect's result
+            storage) returns the stored output without running; its task run shows as Cached.
+            Keys are made of values only (see docs/cache.md).
+        cache_expiration: How long a cached output is reused (a `timedelta`; None: forever).
+        cache_storage: Where cached outputs are kept: a Prefect filesystem block (or its
+            slug, e.g. "s3-bucket/results"); default: Prefect's result storage.
 
     Examples:
         ```python
@@ -109,6 +118,9 @@ class Chain(Runnable):
         error_handler: ErrorHandler | None = None,
         memory: BaseMemory | None = None,
         subflow: bool = True,
+        cache: bool | Collection[str] = False,
+        cache_expiration: timedelta | None = None,
+        cache_storage: Any = None,
     ) -> None:
         self.name = name or "chain"
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
@@ -145,12 +157,17 @@ class Chain(Runnable):
         self.error_handler = error_handler
         self.memory = memory
         self.subflow = subflow
+        self.cached_steps = cache_steps(cache, [s.name for s in self.steps], where=f"chain {self.name!r}")
+        settings = (
+            CacheSettings(f"chain {self.name!r}", cache_expiration, cache_storage) if self.cached_steps else None
+        )
         self._tasks = [
             runnable_task(
                 step,
                 name=step.name,
                 where=self._where(i, len(self.steps), step),
                 policy=self.retry_policy,
+                cache=settings if step.name in self.cached_steps else None,
             )
             for i, step in enumerate(self.steps)
         ]

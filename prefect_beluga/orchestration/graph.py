@@ -56,6 +56,7 @@ Examples:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -77,6 +78,7 @@ from prefect_beluga.orchestration._topology import (
     Router,
     Topology,
 )
+from prefect_beluga.orchestration._cache import CacheSettings
 from prefect_beluga.orchestration._executor import GraphRun, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, run_body
@@ -97,6 +99,10 @@ class Graph(Runnable):
         recursion_limit: How many times one node may run in one invocation (loops).
         name: Name of the graph's flow (default "graph").
         max_concurrency: At most this many nodes run at once (default: no limit).
+        cache: Default of `add_node(cache=...)`: cache nodes across runs by value (docs/cache.md).
+        cache_expiration: Default of `add_node(cache_expiration=...)` (a `timedelta`).
+        cache_storage: Where cached outputs are kept (a Prefect filesystem block or its slug);
+            default: Prefect's result storage.
         fail_fast: On a node failure, cancel running nodes and raise at once (default). With
             False, independent branches finish and a `GraphNodesFailed` lists every failure.
         subflow: Inside a flow run, run as a subflow (default) or as the caller's tasks.
@@ -131,8 +137,14 @@ class Graph(Runnable):
         subflow: bool = True,
         artifact: bool = True,
         task_runner: TaskRunner | type[TaskRunner] | None = None,
+        cache: bool = False,
+        cache_expiration: timedelta | None = None,
+        cache_storage: Any = None,
     ) -> None:
         self.name = name or "graph"
+        if not isinstance(cache, bool):
+            raise ValidationError(f"graph {self.name!r}: cache must be True or False, got {cache!r}")
+        self.cache, self.cache_expiration, self.cache_storage = cache, cache_expiration, cache_storage
         if not isinstance(recursion_limit, int) or recursion_limit < 1:
             raise ValidationError(f"graph {self.name!r}: recursion_limit must be an int >= 1, got {recursion_limit!r}")
         if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
@@ -175,8 +187,15 @@ class Graph(Runnable):
         retry_on: RetryOn | None = None,
         timeout: float | None = None,
         tags: Sequence[str] = (),
+        cache: bool | None = None,
+        cache_expiration: timedelta | None = None,
     ) -> Graph:
-        """Add a node running `runnable` (a Runnable, Chain, Graph or function of the state)."""
+        """Add a node running `runnable` (a Runnable, Chain, Graph or function of the state).
+
+        `cache` (default: the graph's `cache`) caches the node across runs by value: a node
+        whose input state was seen before returns the stored output without running (see
+        docs/cache.md); `cache_expiration` (default: the graph's) bounds the reuse.
+        """
         if not isinstance(name, str) or not name:
             raise ValidationError(f"graph {self.name!r}: a node name must be a non-empty str, got {name!r}")
         if name in (START, END):
@@ -188,7 +207,18 @@ class Graph(Runnable):
         except ValidationError as exc:
             raise ValidationError(f"graph {self.name!r}: node {name!r}: {exc}") from None
         runnable = coerce_to_runnable(runnable, where=f"node {name!r} of graph {self.name!r}")
-        self._nodes[name] = NodeSpec(name, runnable, policy, tuple(tags))
+        if cache is not None and not isinstance(cache, bool):
+            raise ValidationError(
+                f"graph {self.name!r}: node {name!r}: cache must be True, False or None, got {cache!r}"
+            )
+        settings = None
+        if self.cache if cache is None else cache:
+            expiration = self.cache_expiration if cache_expiration is None else cache_expiration
+            try:
+                settings = CacheSettings(f"graph {self.name!r}", expiration, self.cache_storage)
+            except ValidationError as exc:
+                raise ValidationError(f"node {name!r}: {exc}") from None
+        self._nodes[name] = NodeSpec(name, runnable, policy, tuple(tags), settings)
         return self._changed()
 
     def add_edge(self, source: str, target: str) -> Graph:
@@ -349,7 +379,7 @@ class _NodeTasks(Mapping[str, Task]):
             node = self._spec.nodes[name]
             task = self._made[name] = runnable_task(
                 node.runnable, name=name, where=f"node {name!r} of graph {self._spec.name!r}",
-                policy=node.policy, tags=node.tags,
+                policy=node.policy, tags=node.tags, cache=node.cache,
             )
         return task
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.fingerprint import fingerprint, key_of, own_cache_key, public_settings
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.embeddings.base import Embedder
 from prefect_beluga.llms.base import ChatModel
@@ -62,6 +63,36 @@ def _question(state: Any, key: str, where: str) -> str:
     return question
 
 
+def store_identity(store: Any) -> str:
+    """What a vector store is, for cache keys: its own `cache_key()`, else its class and public
+    settings (index, host, namespace ...; an API key only as a digest). Not its contents: a
+    cached retrieval does not see documents ingested since (see docs/cache.md)."""
+    key = own_cache_key(store)
+    if key is not None:
+        return key
+    return key_of(f"{type(store).__module__}.{type(store).__qualname__}", settings=public_settings(store))
+
+
+class QueryEmbeddingStep(Runnable):
+    """Embeds the question: `{"query_vector": [float, ...]}` (read by a following `RetrievalStep`).
+
+    A step of its own so that the embedding call can be cached across runs while the search
+    itself always reads the store as it is now (`build_rag_chain(cache=True)`).
+    """
+
+    def __init__(self, embedder: Embedder, *, query_key: str = "input", name: str = "embed-query") -> None:
+        if not isinstance(embedder, Embedder):
+            raise ValidationError(f"QueryEmbeddingStep: embedder must be an Embedder, got {type(embedder).__name__}")
+        self.embedder, self.query_key, self.name = embedder, query_key, name
+
+    def cache_key(self) -> str:
+        return key_of("QueryEmbeddingStep", embedder=self.embedder.cache_key(), query_key=self.query_key)
+
+    async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
+        question = _question(input, self.query_key, f"step {self.name!r}")
+        return {"query_vector": list(await self.embedder.aembed_query(question))}
+
+
 class RetrievalStep(Runnable):
     """Finds the `k` chunks most similar to the question.
 
@@ -92,12 +123,23 @@ class RetrievalStep(Runnable):
         self.store, self.embedder, self.k = store, embedder, k
         self.filter, self.query_key, self.name = filter, query_key, name
 
+    def cache_key(self) -> str:
+        """Embedder, k, filter, query key and the store's identity (not its contents)."""
+        return key_of(
+            "RetrievalStep", embedder=self.embedder.cache_key(), store=store_identity(self.store),
+            k=self.k, filter=self.filter, query_key=self.query_key,
+        )
+
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         question = _question(input, self.query_key, f"step {self.name!r}")
+        vector = input.get("query_vector") if isinstance(input, Mapping) else None
         try:
-            documents, scores = await self.store.asimilarity_search_by_query(
-                question, self.k, self.embedder, filter=self.filter
-            )
+            if vector is not None:  # embedded by a QueryEmbeddingStep before this one
+                documents, scores = await self.store.asimilarity_search_by_vector(vector, self.k, filter=self.filter)
+            else:
+                documents, scores = await self.store.asimilarity_search_by_query(
+                    question, self.k, self.embedder, filter=self.filter
+                )
         except ValidationError as exc:
             if "dimension" not in str(exc):
                 raise
@@ -138,6 +180,12 @@ class GenerationStep(Runnable):
             raise ValidationError("GenerationStep: system_prompt must contain '{context}'")
         self.llm, self.system_prompt, self.query_key, self.name = llm, system_prompt, query_key, name
 
+    def cache_key(self) -> str:
+        """The chat model's key, the system prompt and the query key."""
+        return key_of(
+            "GenerationStep", llm=fingerprint(self.llm), system_prompt=self.system_prompt, query_key=self.query_key
+        )
+
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         where = f"step {self.name!r}"
         question = _question(input, self.query_key, where)
@@ -167,12 +215,26 @@ def build_rag_chain(
     filter: Mapping[str, Any] | None = None,
     memory: BaseMemory | None = None,
     name: str = "rag",
+    cache: bool = False,
+    cache_expiration: Any = None,
     **chain_options: Any,
 ) -> Chain:
-    """A two-step Chain — retrieve, then generate — with the chain's retry policy on both."""
+    """A two-step Chain — retrieve, then generate — with the chain's retry policy on both.
+
+    With `cache=True` it has three steps: `embed-query` (cached), `retrieve` (the search, never
+    cached: it reads the store as it is now) and `generate` (cached). A question asked before, in
+    any process sharing Prefect's result storage, then costs no embedding and no model call
+    (until `cache_expiration`, a `timedelta`, if given). See docs/cache.md.
+    """
+    retrieve = RetrievalStep(store, embedder, k, filter=filter)
+    steps: list[Runnable] = [retrieve, GenerationStep(llm, system_prompt)]
+    if cache:
+        steps.insert(0, QueryEmbeddingStep(embedder))
     return Chain(
-        [RetrievalStep(store, embedder, k, filter=filter), GenerationStep(llm, system_prompt)],
+        steps,
         name=name,
         memory=memory,
+        cache=("embed-query", "generate") if cache else False,
+        cache_expiration=cache_expiration,
         **chain_options,
     )

@@ -1,0 +1,190 @@
+"""The cross-run cache: Prefect task caching keyed by values (see docs/cache.md).
+
+A cached step's task gets `StepValueKey` as its cache policy and a persisted result. The key is a
+sha256 of: the key format version, the chain/graph name, the step name, the step's fingerprint
+(`prefect_beluga.core.fingerprint.fingerprint`: its `cache_key()`, or its class, source and held
+values) and the canonical JSON of the step's input state. No API key enters it except as a
+sha256 digest inside the fingerprint, itself hashed again here: the stored record (named by the
+key) holds no secret unless the step's own output does.
+
+Prefect then does the rest: before running, it looks the key up in the task's result storage
+(`PREFECT_LOCAL_STORAGE_PATH`, the server's default result storage block, or the `cache_storage`
+given); a record that exists and has not expired is returned as the task's result and the task
+run ends in the `Cached` state, without running the step. Any process sharing that storage
+shares the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.utilities.annotations import quote
+
+from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.fingerprint import FORMAT_VERSION, NoCanonicalForm, canonical_json, fingerprint, sha256
+
+logger = logging.getLogger("prefect_beluga.cache")
+
+KEY_PREFIX = "beluga-cache-"
+
+
+class UncacheableInputWarning(UserWarning):
+    """A cached step got an input with no canonical JSON form: it ran without the cache."""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How one step is cached: `scope` (e.g. "chain 'rag'"), expiration and result storage."""
+
+    scope: str
+    expiration: timedelta | None = None
+    storage: Any = None  # a Prefect WritableFileSystem block (or its slug); None: Prefect's default
+
+    def __post_init__(self) -> None:
+        if self.expiration is not None and (
+            not isinstance(self.expiration, timedelta) or self.expiration <= timedelta(0)
+        ):
+            raise ValidationError(
+                f"{self.scope}: cache_expiration must be a positive datetime.timedelta or None, "
+                f"got {self.expiration!r}"
+            )
+
+
+_warned: set[tuple[str, str]] = set()
+_warned_lock = threading.Lock()
+
+
+@dataclass
+class StepValueKey(CachePolicy):
+    """Cache key from values only: scope, step name, step fingerprint, canonical input JSON.
+
+    The step's fingerprint is recomputed on every call (a held model's settings may change
+    between calls); an input without canonical JSON gives no key (the step runs uncached) and
+    one `UncacheableInputWarning` per step and process.
+    """
+
+    scope: str = ""
+    step: str = ""
+    runnable: Any = field(default=None, repr=False, compare=False)
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        state = (inputs or {}).get("state")
+        if isinstance(state, quote):
+            state = state.unquote()
+        return step_cache_key(self.scope, self.step, self.runnable, state)
+
+
+def step_cache_key(scope: str, step: str, runnable: Any, state: Any) -> str | None:
+    """The cache key of `runnable` (named `step` in `scope`) on input `state`, or None (warned)."""
+    try:
+        body = canonical_json(state)
+    except NoCanonicalForm as exc:
+        _warn_once(scope, step, str(exc))
+        return None
+    parts = (FORMAT_VERSION, scope, step, fingerprint(runnable), sha256(body))
+    return KEY_PREFIX + sha256("\x1f".join(parts))
+
+
+def _warn_once(scope: str, step: str, reason: str) -> None:
+    with _warned_lock:
+        if (scope, step) in _warned:
+            return
+        _warned.add((scope, step))
+    message = (
+        f"step {step!r} of {scope}: its input has no canonical JSON form ({reason}), so it runs "
+        f"without the cross-run cache; pass JSON-able values (str, numbers, lists, dicts with str "
+        f"keys, pydantic models) to cache it"
+    )
+    warnings.warn(message, UncacheableInputWarning, stacklevel=2)
+    logger.warning(message)
+
+
+# Where `cache_hits()` collects the cached steps that finished while it is open.
+_recorder: ContextVar[list[tuple[str, bool]] | None] = ContextVar("prefect_beluga_cache_hits", default=None)
+
+
+class CacheHits(list):
+    """`(step name, hit)` of every cached step that finished, in order; see `cache_hits`."""
+
+    @property
+    def hits(self) -> list[str]:
+        """The steps answered from the cache."""
+        return [step for step, hit in self if hit]
+
+    @property
+    def misses(self) -> list[str]:
+        """The cached steps that ran (and stored their output)."""
+        return [step for step, hit in self if not hit]
+
+
+@contextmanager
+def cache_hits() -> Iterator[CacheHits]:
+    """Record which cached steps were answered from the cache during the block.
+
+    Steps run on this process's event loop are recorded (not those a task runner such as Dask
+    runs elsewhere).
+
+    Examples:
+        ```python
+        with cache_hits() as record:
+            chain.invoke({"input": "What is Prefect?"})
+        record.hits      # e.g. ["embed-query", "generate"] on the second call
+        ```
+    """
+    record = CacheHits()
+    token = _recorder.set(record)
+    try:
+        yield record
+    finally:
+        _recorder.reset(token)
+
+
+def _record(task: Any, task_run: Any, state: Any) -> None:
+    """Prefect on_completion hook of a cached step's task."""
+    record = _recorder.get()
+    if record is not None:
+        record.append((task.name, state.name == "Cached"))
+
+
+def cached_task_options(runnable: Any, step: str, settings: CacheSettings) -> dict[str, Any]:
+    """Keyword arguments of a Prefect task caching `runnable` across runs."""
+    options: dict[str, Any] = {
+        "cache_policy": StepValueKey(scope=settings.scope, step=step, runnable=runnable),
+        "persist_result": True,
+        "cache_expiration": settings.expiration,
+        "on_completion": [_record],
+    }
+    if settings.storage is not None:
+        options["result_storage"] = settings.storage
+    return options
+
+
+def cache_steps(
+    cache: Any, step_names: list[str], *, where: str
+) -> set[str]:
+    """Which of `step_names` a `cache=` option (bool, or a collection of step names) caches."""
+    if isinstance(cache, bool):
+        return set(step_names) if cache else set()
+    if isinstance(cache, str) or not hasattr(cache, "__iter__"):
+        raise ValidationError(f"{where}: cache must be True, False or a list of step names, got {cache!r}")
+    chosen = set(cache)
+    unknown = chosen - set(step_names)
+    if unknown:
+        raise ValidationError(f"{where}: cache names unknown step(s) {sorted(unknown)}; steps: {step_names}")
+    return chosen
