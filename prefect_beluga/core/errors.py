@@ -30,6 +30,9 @@ naming the step and its position (see `add_step_note`).
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "AgentIterationLimit",
+    "AgentOutputError",
     "BelugaError",
     "ChainTimeoutError",
     "GraphError",
