@@ -23,7 +23,6 @@ from prefect_beluga import (
     ValidationError,
     memory,
 )
-
 from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 

@@ -21,7 +21,6 @@ from prefect_beluga import (
     Runnable,
     StateConflictError,
 )
-
 from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from pydantic import SecretStr
@@ -29,6 +28,7 @@ from prefect_beluga.blocks import (
 )
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms import OFFLINE_PREFIX
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.vectorstores import InMemoryVectorStore
 
 DOCS = {

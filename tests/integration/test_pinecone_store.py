@@ -20,9 +20,8 @@ from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.rag import RetrievalStep
 from prefect_beluga.schema import Document
 from prefect_beluga.testing import PineconeServer
-from prefect_beluga.vectorstores import PineconeVectorStore, document_id
-
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.vectorstores import PineconeVectorStore, document_id
 
 UPSERT = "/vectors/upsert"
 TOPICS = ["machine learning models learn patterns from data", "Prefect retries failed tasks",

@@ -6,9 +6,8 @@ from prefect_beluga import RunConfig, ValidationError
 from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.llms import OfflineChatModel
 from prefect_beluga.rag import GenerationStep, RetrievalStep, TokenTextSplitter, build_rag_chain, load_documents
-from prefect_beluga.vectorstores import InMemoryVectorStore
-
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.vectorstores import InMemoryVectorStore
 
 
 @pytest.fixture

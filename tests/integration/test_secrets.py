@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, get_current_settings
@@ -49,6 +48,7 @@ from prefect_beluga.blocks import (
     PineconeVectorStoreBlock,
 )
 from prefect_beluga.testing import OpenAIServer, PineconeServer
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 TAG = uuid.uuid4().hex

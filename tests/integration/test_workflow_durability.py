@@ -8,6 +8,7 @@ import signal
 import time
 
 import workflow_fixtures as fx
+
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.testing.prefect_server import PrefectServer
 

@@ -12,10 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prefect_beluga.testing.helpers import stop_process_group
 
 from prefect_beluga import Orchestrator, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.helpers import stop_process_group
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
 

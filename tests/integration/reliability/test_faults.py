@@ -19,7 +19,6 @@ from typing import Any
 
 import openai
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 import rag_ingest as rag_ingest_module
 from pinecone.errors import ServiceError
 from pydantic import SecretStr
@@ -27,11 +26,12 @@ from rag_ingest import rag_ingest
 
 from prefect_beluga import Chain, Graph, llms, rag
 from prefect_beluga.blocks import EmbedderBlock, OpenAICredentials, PineconeCredentials, PineconeVectorStoreBlock
+from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.embeddings import OpenAIEmbedder
 from prefect_beluga.llms import OpenAIChatModel
-from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.rag.ingest import with_ids
 from prefect_beluga.schema import Document
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.testing.openai_server import OpenAIServer
 from prefect_beluga.testing.pinecone_server import PineconeServer
 from prefect_beluga.vectorstores import PineconeVectorStore
