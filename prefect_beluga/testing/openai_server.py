@@ -273,8 +273,12 @@ class _Handler(LoopbackHandler):
             headers["retry-after-ms"] = str(fault.retry_after_ms)
         if fault.body is not None:
             payload = fault.body if isinstance(fault.body, (bytes, str)) else json.dumps(fault.body)
-            self._send(fault.status, payload.encode() if isinstance(payload, str) else payload,
-                       content_type="application/json", headers=headers)
+            self._send(
+                fault.status,
+                payload.encode() if isinstance(payload, str) else payload,
+                content_type="application/json",
+                headers=headers,
+            )
         else:
             message = {429: "Rate limit reached for requests. Please try again later."}.get(
                 fault.status, f"Injected fault: HTTP {fault.status}."
@@ -303,10 +307,16 @@ class _Handler(LoopbackHandler):
     # -- endpoints -------------------------------------------------------------------------
 
     def _models(self, body: Any) -> None:
-        self._json(200, {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "loopback"}
-            for name in ("gpt-4o-mini", "text-embedding-3-small")
-        ]})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "loopback"}
+                    for name in ("gpt-4o-mini", "text-embedding-3-small")
+                ],
+            },
+        )
 
     def _chat(self, body: dict[str, Any]) -> None:
         state = self.server_state
@@ -329,23 +339,36 @@ class _Handler(LoopbackHandler):
             if count_tokens(reply) > max_tokens:
                 reply, finish_reason = truncate(reply, max_tokens), "length"
         prompt = _prompt_tokens(messages)
-        usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply),
-                 "total_tokens": prompt + _count(reply)}
+        usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply), "total_tokens": prompt + _count(reply)}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._stream(completion_id, created, model, reply, finish_reason, usage if include_usage else None)
             return
-        self._json(200, {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage, "system_fingerprint": "fp_loopback",
-        })
+        self._json(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+                "usage": usage,
+                "system_fingerprint": "fp_loopback",
+            },
+        )
 
-    def _stream(self, completion_id: str, created: int, model: str, reply: str,
-                finish_reason: str, usage: dict[str, int] | None) -> None:
+    def _stream(
+        self, completion_id: str, created: int, model: str, reply: str, finish_reason: str, usage: dict[str, int] | None
+    ) -> None:
         self._hold()
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -355,10 +378,14 @@ class _Handler(LoopbackHandler):
         self.close_connection = True
 
         def chunk(delta: dict[str, Any], finish: str | None, choices: bool = True, **extra: Any) -> None:
-            data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "system_fingerprint": "fp_loopback",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-                    if choices else []}
+            data = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_loopback",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else [],
+            }
             if usage is not None:
                 data["usage"] = None
             data.update(extra)
@@ -406,13 +433,18 @@ class _Handler(LoopbackHandler):
         data = []
         for index, text in enumerate(texts):
             vector = embedding_vector(text, dimension)
-            encoded: Any = (
-                base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
-            )
+            encoded: Any = base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(_count(t) for t in texts)
-        self._json(200, {"object": "list", "data": data, "model": model,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
 
 def _pieces(text: str) -> Iterator[str]:

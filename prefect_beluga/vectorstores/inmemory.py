@@ -105,7 +105,9 @@ class InMemoryVectorStore(VectorStore):
 
     # -- the VectorStore primitives -------------------------------------------------------------
 
-    async def aupsert(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]) -> None:
+    async def aupsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]
+    ) -> None:
         ids = check_ids(ids, where="upsert")
         if not (len(ids) == len(vectors) == len(documents)):
             raise ValidationError(
@@ -230,8 +232,12 @@ class InMemoryVectorStore(VectorStore):
         with self._lock:
             vectors = self._buffer[: len(self._ids)]
             records = json.dumps(
-                {"format": _FORMAT, "dimension": self.dimension, "ids": self._ids,
-                 "documents": [{"page_content": d.page_content, "metadata": d.metadata} for d in self._documents]},
+                {
+                    "format": _FORMAT,
+                    "dimension": self.dimension,
+                    "ids": self._ids,
+                    "documents": [{"page_content": d.page_content, "metadata": d.metadata} for d in self._documents],
+                },
                 ensure_ascii=False,
             ).encode("utf-8")
             handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

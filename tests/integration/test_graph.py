@@ -57,7 +57,10 @@ def test_edge_to_end_makes_a_finish_point():
             lambda: line("a", "b").add_conditional_edges("a", lambda s: "x", {"x": "nowhere"}),
             "sends 'x' to unknown node 'nowhere'",
         ),
-        (lambda: line("a").add_conditional_edges("ghost", lambda s: "a"), "conditional edges from unknown node 'ghost'"),
+        (
+            lambda: line("a").add_conditional_edges("ghost", lambda s: "a"),
+            "conditional edges from unknown node 'ghost'",
+        ),
     ],
 )
 def test_validation_errors_name_the_offender(build, message):

@@ -346,13 +346,20 @@ CONTEXT = (
 def test_offline_model_answers_from_the_context_and_says_it_is_offline(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     model = Factory().create_provider("offline")
-    reply = model.generate([SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
-                            HumanMessage("Which database stores embeddings?")])
+    reply = model.generate(
+        [
+            SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
+            HumanMessage("Which database stores embeddings?"),
+        ]
+    )
     assert reply.content == "[offline model] Pinecone is a managed vector database that stores embeddings."
     assert reply.model == "offline-extractive"
     assert reply.usage.completion_tokens == count_tokens(reply.content)
     assert reply.usage.prompt_tokens == count_message_tokens(
-        [SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"), HumanMessage("Which database stores embeddings?")]
+        [
+            SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
+            HumanMessage("Which database stores embeddings?"),
+        ]
     )
 
 

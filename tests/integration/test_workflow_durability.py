@@ -82,7 +82,9 @@ def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while not ready.exists():
-            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            assert time.monotonic() < deadline and child.poll() is None, (
+                child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            )
             time.sleep(0.1)
         time.sleep(0.5)
         child.send_signal(signal.SIGTERM)
