@@ -29,10 +29,11 @@ Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its
    hand, one `Task(cache_policy=NONE, persist_result=False)` per node, in-flow), a
    diagnostic run of our executor with the Prefect tasks swapped for plain coroutines
    (its own scheduling cost), and ours end-to-end with our shared API clients switched
-   off (Prefect builds two new clients per flow run, as before `runtime.api_clients`). Prints each wall time / the critical path (the longest path
-   of sleep durations), LangGraph / ours, and the superstep bound: the sum over supersteps
-   of the slowest node in each, which no superstep engine beats, with its spread over 50
-   seeds of the same generator.
+   off (Prefect builds two new clients per flow run, as before `runtime.api_clients`).
+   Prints each wall time / the critical path (the longest path of sleep durations),
+   LangGraph / ours, and the superstep bound: the sum over supersteps of the slowest node
+   in each, which no superstep engine beats, with its spread over 50 seeds of the same
+   generator.
 
 2. 1,000 zero-latency nodes (a seeded random layered DAG of the same shape, 20 layers of
    about 50 no-op async nodes): per-node overhead, wall / 1000, for every engine above.

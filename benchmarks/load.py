@@ -250,8 +250,9 @@ async def main(args: argparse.Namespace) -> int:
             lat = r["latencies"] or [float("nan")]
             note = " (tracemalloc on)" if number == 3 else ""
             print(
-                f"| {number}{note} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | {statistics.median(lat):.2f} | "
-                f"{percentile(lat, 0.95):.2f} | {max(lat):.2f} | {len(r['errors'])} | {r['server_peak']} | {r['rss']:.0f} |"
+                f"| {number}{note} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | "
+                f"{statistics.median(lat):.2f} | {percentile(lat, 0.95):.2f} | {max(lat):.2f} | "
+                f"{len(r['errors'])} | {r['server_peak']} | {r['rss']:.0f} |"
             )
             failures += [f"chain round {number}: {e!r}"[:300] for e in r["errors"][:5]]
             if r["errors"]:

@@ -183,7 +183,9 @@ class FileMemoryStore(MemoryStore):
                 turns.append((str(user), str(reply), float(rest[0]) if rest else modified))  # older files: no time
             return turns
         except (ValueError, TypeError) as exc:
-            raise ValidationError(f"memory file {path} is not a list of [input, output, saved_at] items: {exc}") from None
+            raise ValidationError(
+                f"memory file {path} is not a list of [input, output, saved_at] items: {exc}"
+            ) from None
 
     def _write(self, path: Path, turns: list[_Timed]) -> None:
         handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")

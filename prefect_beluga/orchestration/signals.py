@@ -126,7 +126,9 @@ async def send_signal(client: Any, run_id: Any, name: str, payload: Any) -> int:
     check_signal_name(name)
     text = check_json({"name": name, "payload": payload}, f"signal {name!r}: the payload")
     prefix = f"{SIGNAL_KEY_PREFIX}{name.encode().hex()}-"
-    existing = await client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set())
+    existing = await client.filter_flow_run_input(
+        flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set()
+    )
     number = len(existing)
     while True:
         try:

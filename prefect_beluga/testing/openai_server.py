@@ -151,7 +151,9 @@ class OpenAIServer(LoopbackServer):
         """Close the connection without any reply, for the next `times` requests."""
         self._queue(Fault("drop", path=path), times)
 
-    def malformed_next(self, *, times: int = 1, body: str = '{"id": "chatcmpl-broken", "choices": [', path: str | None = None) -> None:
+    def malformed_next(
+        self, *, times: int = 1, body: str = '{"id": "chatcmpl-broken", "choices": [', path: str | None = None
+    ) -> None:
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 

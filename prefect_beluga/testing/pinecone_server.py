@@ -15,7 +15,8 @@ Endpoints (JSON bodies, camelCase as on the wire; every request needs the `Api-K
 `api_key` is set, else 401):
 
     POST /vectors/upsert         {"vectors": [{"id", "values", "metadata"?}], "namespace"?}
-    POST /query                  {"topK", "vector" | "id", "namespace"?, "filter"?, "includeValues"?, "includeMetadata"?}
+    POST /query                  {"topK", "vector" | "id", "namespace"?, "filter"?,
+                                  "includeValues"?, "includeMetadata"?}
     GET  /vectors/fetch          ?ids=a&ids=b&namespace=ns
     POST /vectors/delete         {"ids" | "deleteAll" | "filter", "namespace"}
     POST /vectors/update         {"id", "values"?, "setMetadata"?, "namespace"?}

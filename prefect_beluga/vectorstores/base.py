@@ -5,7 +5,9 @@
     >>> from prefect_beluga.vectorstores import InMemoryVectorStore
     >>> store, embedder = InMemoryVectorStore(), HashingEmbedder()
     >>> ids = store.add_documents([
-    ...     Document(page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}),
+    ...     Document(
+    ...         page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}
+    ...     ),
     ...     Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
     ... ], embedder)
     >>> docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)

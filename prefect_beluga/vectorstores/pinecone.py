@@ -126,7 +126,8 @@ class PineconeVectorStore(VectorStore):
             raise ValidationError(f"PineconeVectorStore: `dimension` must be an int >= 1 or None, got {dimension!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValidationError(
-                f"PineconeVectorStore: `batch_size` must be an int from 1 to {MAX_BATCH_SIZE} (Pinecone's limit per upsert), got {batch_size!r}"
+                f"PineconeVectorStore: `batch_size` must be an int from 1 to {MAX_BATCH_SIZE} "
+                f"(Pinecone's limit per upsert), got {batch_size!r}"
             )
         if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or not 1 <= max_concurrency <= 64:
             raise ValidationError(
@@ -260,7 +261,8 @@ class PineconeVectorStore(VectorStore):
         ids = check_ids(ids, where="PineconeVectorStore.upsert")
         if not (len(ids) == len(vectors) == len(documents)):
             raise ValidationError(
-                f"PineconeVectorStore.upsert: {len(ids)} ids, {len(vectors)} vectors and {len(documents)} documents differ in number"
+                f"PineconeVectorStore.upsert: {len(ids)} ids, {len(vectors)} vectors and "
+                f"{len(documents)} documents differ in number"
             )
         if not ids:
             return
@@ -281,7 +283,8 @@ class PineconeVectorStore(VectorStore):
         """The document's metadata as Pinecone stores it, with the text under `text_key`."""
         if not isinstance(document, Document):
             raise ValidationError(
-                f"PineconeVectorStore.upsert: the document for id {id_!r} is {type(document).__name__}, expected Document"
+                f"PineconeVectorStore.upsert: the document for id {id_!r} is {type(document).__name__}, "
+                "expected Document"
             )
         if self.text_key in document.metadata:
             raise ValidationError(
@@ -305,8 +308,9 @@ class PineconeVectorStore(VectorStore):
         size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         if size > MAX_METADATA_BYTES:
             raise ValidationError(
-                f"PineconeVectorStore: document {id_!r} (source {document.metadata.get('source')!r}) has {size} bytes of "
-                f"metadata with its text; Pinecone allows {MAX_METADATA_BYTES} per vector: split it into smaller chunks"
+                f"PineconeVectorStore: document {id_!r} (source {document.metadata.get('source')!r}) "
+                f"has {size} bytes of metadata with its text; Pinecone allows {MAX_METADATA_BYTES} per vector: "
+                "split it into smaller chunks"
             )
         return metadata
 

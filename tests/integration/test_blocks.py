@@ -367,8 +367,12 @@ async def test_defaults_without_keys_are_offline_and_idempotent(tmp_path, clean_
     report = await asave_default_blocks(env)
     assert report == {
         DEFAULT_CHAT_MODEL_BLOCK: "OPENAI_API_KEY is not set: saved the offline chat model as 'beluga-chat'",
-        DEFAULT_EMBEDDER_BLOCK: "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 384) as 'beluga-embedder'",
-        DEFAULT_STORE_BLOCK: f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'",
+        DEFAULT_EMBEDDER_BLOCK: (
+            "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 384) as 'beluga-embedder'"
+        ),
+        DEFAULT_STORE_BLOCK: (
+            f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'"
+        ),
     }
     first = {name: await documents_named(name) for name in DEFAULT_NAMES}
     assert await asave_default_blocks(env) == report

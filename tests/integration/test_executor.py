@@ -145,7 +145,9 @@ async def test_router_returning_a_list_runs_several_branches_and_end_stops_one()
 async def test_router_returning_an_unknown_key_is_a_clear_error():
     graph = conditional_graph()
     graph.add_conditional_edges("short", lambda s: "sideways", {"up": "join"})
-    with pytest.raises(GraphValidationError, match=r"router 'router' of node 'short' returned 'sideways', which is not one of \['up'\]"):
+    with pytest.raises(
+        GraphValidationError, match=r"router 'router' of node 'short' returned 'sideways', which is not one of \['up'\]"
+    ):
         await graph.ainvoke("hi")
 
 

@@ -231,7 +231,10 @@ async def test_a_server_echoing_the_key_is_scrubbed(openai_server):
 
 async def test_malformed_reply_is_a_clear_retryable_error(openai_server):
     openai_server.malformed_next()
-    with pytest.raises(llms.ProviderResponseError, match=r"'gpt-4o-mini' at http://127.0.0.1:\d+/v1: the server's reply is not valid JSON"):
+    with pytest.raises(
+        llms.ProviderResponseError,
+        match=r"'gpt-4o-mini' at http://127.0.0.1:\d+/v1: the server's reply is not valid JSON",
+    ):
         await model_for(openai_server).agenerate("hi")
     assert not is_permanent(llms.ProviderResponseError("x"))
 

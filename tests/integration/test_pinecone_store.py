@@ -324,7 +324,8 @@ async def test_retrieval_step_over_pinecone(pinecone_server, embedder):
         (lambda s, e: s.asimilarity_search_by_vector([float("nan")] * 64, 3), "contains NaN"),
         (
             lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"nested": {"a": 1}})], e),
-            "metadata field 'nested' of document '.*' is a dict; Pinecone stores strings, numbers, booleans and lists of strings",
+            "metadata field 'nested' of document '.*' is a dict; "
+            "Pinecone stores strings, numbers, booleans and lists of strings",
         ),
         (
             lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"pages": [1, 2]})], e),

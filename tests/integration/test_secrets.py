@@ -257,7 +257,8 @@ async def save_blocks(openai_url: str, pinecone_url: str) -> dict[str, str]:
     names = {"embedder_block": unique("emb"), "vector_store_block": unique("pc"), "chat_model_block": unique("chat")}
     await credentials.asave(unique("openai"))
     await EmbedderBlock(provider="openai", dimension=DIMENSION, credentials=credentials).asave(names["embedder_block"])
-    await ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials).asave(names["chat_model_block"])
+    chat_block = ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials)
+    await chat_block.asave(names["chat_model_block"])
     pinecone = PineconeCredentials(api_key=SecretStr(PINECONE_KEY))
     await pinecone.asave(unique("pinecone"))
     await PineconeVectorStoreBlock(host=pinecone_url, namespace="secrets", credentials=pinecone).asave(

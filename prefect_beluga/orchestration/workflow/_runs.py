@@ -222,7 +222,10 @@ class Runs:
     # -- operations ------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> str:
-        """The run's state type: SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED."""
+        """The run's state type.
+
+        One of SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED.
+        """
         return run_sync(self.astatus(run_id))
 
     async def astatus(self, run_id: str) -> str:

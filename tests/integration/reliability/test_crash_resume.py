@@ -181,7 +181,9 @@ def test_killed_ingest_resumes_without_re_embedding_or_duplicating(prefect_serve
 RUN_GRAPH = """
     import sys, time
     from crash_graph import workflow
-    workflow_id, run_id = workflow.execute({"topic": "resume", "log": sys.argv[1], "gate": sys.argv[2], "base_url": sys.argv[3]})
+    workflow_id, run_id = workflow.execute(
+        {"topic": "resume", "log": sys.argv[1], "gate": sys.argv[2], "base_url": sys.argv[3]}
+    )
     print(run_id, flush=True)
     time.sleep(600)
 """
