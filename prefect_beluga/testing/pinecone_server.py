@@ -419,7 +419,7 @@ class PineconeServer(LoopbackServer):
             )
 
     def _score(self, a: list[float], b: list[float]) -> float:
-        dot = sum(x * y for x, y in zip(a, b))
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
         if self.metric == "dotproduct":
             return dot
         norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))

@@ -325,7 +325,9 @@ class VectorStore(ABC):
         async def upsert_slabs() -> None:
             async for start, vectors in receive:
                 slab = slice(start, start + len(vectors))
-                documents_with_ids = [d.model_copy(update={"id": i}) for d, i in zip(documents[slab], ids[slab])]
+                documents_with_ids = [
+                    d.model_copy(update={"id": i}) for d, i in zip(documents[slab], ids[slab], strict=True)
+                ]
                 await self.aupsert(ids[slab], vectors, documents_with_ids)
 
         try:

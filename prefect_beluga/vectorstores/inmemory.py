@@ -115,7 +115,7 @@ class InMemoryVectorStore(VectorStore):
             )
         if not ids:
             return
-        documents = [d if d.id == i else d.model_copy(update={"id": i}) for d, i in zip(documents, ids)]
+        documents = [d if d.id == i else d.model_copy(update={"id": i}) for d, i in zip(documents, ids, strict=True)]
         try:
             matrix = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError):
@@ -303,7 +303,7 @@ class InMemoryVectorStore(VectorStore):
             store = cls(records["dimension"])
             store._buffer = vectors if vectors.size else np.zeros((0, store.dimension or 0), dtype=np.float32)
             store._ids = [str(i) for i in ids]
-            store._documents = [Document(id=i, **d) for i, d in zip(store._ids, documents)]
+            store._documents = [Document(id=i, **d) for i, d in zip(store._ids, documents, strict=True)]
         except FileNotFoundError:
             raise ValidationError(f"InMemoryVectorStore.load: no file at {path}") from None
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -217,7 +217,9 @@ class PineconeVectorStore(VectorStore):
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, call)
         except Exception as exc:
-            raise scrub(exc, self.api_key) if self.api_key is not None else exc
+            if self.api_key is not None:
+                scrub(exc, self.api_key)  # in place: the same exception, without the key
+            raise
 
     def close(self) -> None:
         """Release the SDK's connections and the store's threads (both are made again if used)."""
@@ -268,7 +270,7 @@ class PineconeVectorStore(VectorStore):
             return
         dimension = await self.adimension()
         records: dict[str, dict[str, Any]] = {}  # an id twice in one call: the last wins
-        for id_, vector, document in zip(ids, vectors, documents):
+        for id_, vector, document in zip(ids, vectors, documents, strict=True):
             if len(id_) > MAX_ID_LENGTH:
                 raise ValidationError(
                     f"PineconeVectorStore.upsert: id {id_[:40]!r}... is longer than {MAX_ID_LENGTH} characters"
