@@ -57,6 +57,7 @@ SLUGS = {
     EmbeddedVectorStoreBlock: "beluga-embedded-vector-store",
     PineconeVectorStoreBlock: "beluga-pinecone-vector-store",
 }
+BLOCK_TYPE_SLUGS = tuple(SLUGS.values())
 DEFAULT_NAMES = [
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
@@ -77,7 +78,7 @@ class TestBlockStandards(BlockStandardTestSuite):
         return request.param
 
 
-async def documents_named(name: str, slugs=tuple(SLUGS.values())) -> dict[str, object]:
+async def documents_named(name: str, slugs: tuple[str, ...] = BLOCK_TYPE_SLUGS) -> dict[str, object]:
     """The block documents called `name`, by type slug (secrets obscured)."""
     found = {}
     async with get_client() as client:

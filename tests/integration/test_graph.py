@@ -2,6 +2,7 @@
 
 import asyncio
 import operator
+from itertools import pairwise
 
 import pytest
 
@@ -16,7 +17,7 @@ def line(*names, **options):
     graph = Graph(**options)
     for name in names:
         graph.add_node(name, noop)
-    for source, target in zip(names, names[1:]):
+    for source, target in pairwise(names):
         graph.add_edge(source, target)
     return graph.set_entry_point(names[0]).set_finish_point(names[-1])
 

@@ -231,7 +231,7 @@ def test_concurrent_writers_lose_nothing(server):
 def test_reset_and_lifecycle():
     server = PineconeServer(dimension=4)
     with pytest.raises(RuntimeError, match="not running"):
-        server.url
+        _ = server.url
     with server:
         port = server.port
         raw(server, "POST", "/vectors/upsert", json={"vectors": [{"id": "a", "values": unit(4, 0)}]})

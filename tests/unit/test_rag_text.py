@@ -1,5 +1,7 @@
 """Splitting and loading text for retrieval (prefect_beluga/rag/splitter.py, loaders.py)."""
 
+from itertools import pairwise
+
 import pytest
 
 from prefect_beluga import ValidationError
@@ -15,7 +17,7 @@ def test_chunks_fit_the_budget_and_overlap_by_whole_sentences():
     splitter = TokenTextSplitter(chunk_size=40, chunk_overlap=15)
     chunks = splitter.split_text(TEXT)
     assert len(chunks) > 5 and all(count_tokens(c) <= 40 for c in chunks)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in pairwise(chunks):
         last_sentence = before.split(". ")[-1]
         assert after.startswith(last_sentence.rstrip(".")), (before, after)
     every_fact = " ".join(chunks)
