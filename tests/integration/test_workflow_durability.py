@@ -10,15 +10,8 @@ import time
 import workflow_fixtures as fx
 
 from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.helpers import create_process_pool
 from prefect_beluga.testing.prefect_server import PrefectServer
-
-
-async def _create_pool(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
 
 
 async def _state_messages(run_id: str) -> list[str]:
@@ -33,7 +26,7 @@ def test_a_run_whose_worker_is_killed_is_resumed_by_another_worker_by_itself(pre
     beat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     workers = []
     with prefect_server.settings():
-        run_sync(_create_pool(pool))
+        run_sync(create_process_pool(pool))
         fx.durable.deploy(work_pool=pool, lost_after=45)
         try:
             workers.append(fx.start_worker(prefect_server, pool, "doomed", tmp_path, **beat))
