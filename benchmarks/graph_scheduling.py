@@ -29,10 +29,11 @@ Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its
    hand, one `Task(cache_policy=NONE, persist_result=False)` per node, in-flow), a
    diagnostic run of our executor with the Prefect tasks swapped for plain coroutines
    (its own scheduling cost), and ours end-to-end with our shared API clients switched
-   off (Prefect builds two new clients per flow run, as before `runtime.api_clients`). Prints each wall time / the critical path (the longest path
-   of sleep durations), LangGraph / ours, and the superstep bound: the sum over supersteps
-   of the slowest node in each, which no superstep engine beats, with its spread over 50
-   seeds of the same generator.
+   off (Prefect builds two new clients per flow run, as before `runtime.api_clients`).
+   Prints each wall time / the critical path (the longest path of sleep durations),
+   LangGraph / ours, and the superstep bound: the sum over supersteps of the slowest node
+   in each, which no superstep engine beats, with its spread over 50 seeds of the same
+   generator.
 
 2. 1,000 zero-latency nodes (a seeded random layered DAG of the same shape, 20 layers of
    about 50 no-op async nodes): per-node overhead, wall / 1000, for every engine above.
@@ -362,8 +363,11 @@ class Api:
                 if response.json() >= self.expected:
                     break
                 if time.monotonic() - start > timeout:
-                    print(f"  (API still recording task runs after {timeout:.0f} s; going on)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  (API still recording task runs after {timeout:.0f} s; going on)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     break
                 await asyncio.sleep(0.25)
         await asyncio.sleep(0.25)
@@ -467,16 +471,10 @@ LABELS = {
 
 def report_latency(benches: list[Bench], seed: int) -> None:
     print("\n### Random layered DAGs with sleeping nodes (median of runs; wall / critical path)\n")
-    head = "| engine | " + " | ".join(
-        f"{len(b.dag.nodes)} nodes: wall s | / critical path" for b in benches
-    ) + " |"
+    head = "| engine | " + " | ".join(f"{len(b.dag.nodes)} nodes: wall s | / critical path" for b in benches) + " |"
     print(head)
     print("| --- |" + " ---: | ---: |" * len(benches))
-    print(
-        "| critical path | "
-        + " | ".join(f"{b.dag.critical_path():.3f} | 1.000x" for b in benches)
-        + " |"
-    )
+    print("| critical path | " + " | ".join(f"{b.dag.critical_path():.3f} | 1.000x" for b in benches) + " |")
     for label, title in LABELS.items():
         if not all(label in b.samples for b in benches):
             continue
@@ -488,8 +486,7 @@ def report_latency(benches: list[Bench], seed: int) -> None:
     print(
         "| superstep bound (no LangGraph overhead; computed) | "
         + " | ".join(
-            f"{b.dag.superstep_bound():.3f} | {b.dag.superstep_bound() / b.dag.critical_path():.3f}x"
-            for b in benches
+            f"{b.dag.superstep_bound():.3f} | {b.dag.superstep_bound() / b.dag.critical_path():.3f}x" for b in benches
         )
         + " |"
     )
@@ -509,8 +506,7 @@ def report_latency(benches: list[Bench], seed: int) -> None:
     for b in benches:
         nodes, layers = len(b.dag.nodes), b.dag.layers
         gains = sorted(
-            (d.superstep_bound() / d.critical_path())
-            for d in (random_dag(nodes, layers, other) for other in range(50))
+            (d.superstep_bound() / d.critical_path()) for d in (random_dag(nodes, layers, other) for other in range(50))
         )
         rank = sum(g < b.dag.superstep_bound() / b.dag.critical_path() for g in gains)
         print(
@@ -520,17 +516,16 @@ def report_latency(benches: list[Bench], seed: int) -> None:
             f"{rank} of 50"
         )
     for b in benches:
-        spread = ", ".join(
-            f"{label} {min(s):.3f}-{max(s):.3f}" for label, s in b.samples.items()
-        )
-        print(f"\n{len(b.dag.nodes)} nodes ({b.dag.edges} edges, {b.dag.layers} middle layers), "
-              f"min-max s: {spread}")
+        spread = ", ".join(f"{label} {min(s):.3f}-{max(s):.3f}" for label, s in b.samples.items())
+        print(f"\n{len(b.dag.nodes)} nodes ({b.dag.edges} edges, {b.dag.layers} middle layers), min-max s: {spread}")
 
 
 def report_overhead(bench: Bench) -> None:
     n = len(bench.dag.nodes)
-    print(f"\n### {n} zero-latency nodes ({bench.dag.edges} edges, {bench.dag.layers} middle layers): "
-          "per-node overhead (median wall / nodes)\n")
+    print(
+        f"\n### {n} zero-latency nodes ({bench.dag.edges} edges, {bench.dag.layers} middle layers): "
+        "per-node overhead (median wall / nodes)\n"
+    )
     print("| engine | wall s | ms / node |")
     print("| --- | ---: | ---: |")
     for label, title in LABELS.items():
@@ -555,21 +550,29 @@ def report_overhead(bench: Bench) -> None:
 def report_seeds(benches: list[Bench]) -> None:
     """One row per seed: how much of what dataflow can gain over supersteps on that DAG we get."""
     nodes = len(benches[0].dag.nodes)
-    print(f"\n### {nodes} nodes, seeds {benches[0].seed}-{benches[-1].seed}: "
-          "ours end-to-end against LangGraph on each seed's DAG (medians)\n")
-    print("| seed | critical path s | superstep bound | asyncio | ours end-to-end | LangGraph "
-          "| LangGraph / ours | LangGraph / asyncio (the most any engine gets) |")
+    print(
+        f"\n### {nodes} nodes, seeds {benches[0].seed}-{benches[-1].seed}: "
+        "ours end-to-end against LangGraph on each seed's DAG (medians)\n"
+    )
+    print(
+        "| seed | critical path s | superstep bound | asyncio | ours end-to-end | LangGraph "
+        "| LangGraph / ours | LangGraph / asyncio (the most any engine gets) |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     ratios = []
     for b in benches:
         cp = b.dag.critical_path()
         lang, ours, ideal = b.median("LangGraph"), b.median("ours end-to-end"), b.median("asyncio")
         ratios.append(lang / ours)
-        print(f"| {b.seed} | {cp:.3f} | {b.dag.superstep_bound() / cp:.3f}x | {ideal / cp:.3f}x "
-              f"| {ours / cp:.3f}x | {lang / cp:.3f}x | **{lang / ours:.2f}x** | {lang / ideal:.2f}x |")
+        print(
+            f"| {b.seed} | {cp:.3f} | {b.dag.superstep_bound() / cp:.3f}x | {ideal / cp:.3f}x "
+            f"| {ours / cp:.3f}x | {lang / cp:.3f}x | **{lang / ours:.2f}x** | {lang / ideal:.2f}x |"
+        )
     reached = sum(r >= 1.75 for r in ratios)
-    print(f"\nLangGraph / ours over {len(ratios)} seeds: median {statistics.median(ratios):.2f}x, "
-          f"range {min(ratios):.2f}x-{max(ratios):.2f}x; >= 1.75x on {reached} of {len(ratios)}")
+    print(
+        f"\nLangGraph / ours over {len(ratios)} seeds: median {statistics.median(ratios):.2f}x, "
+        f"range {min(ratios):.2f}x-{max(ratios):.2f}x; >= 1.75x on {reached} of {len(ratios)}"
+    )
 
 
 async def profile(dag: Dag, top: int) -> None:
@@ -590,8 +593,10 @@ async def profile(dag: Dag, top: int) -> None:
         await graph.ainvoke({"input": "bench"})
         profiler.disable()
         elapsed = time.perf_counter() - start
-        print(f"\n### Profile: one in-flow run of {len(dag.nodes)} no-op nodes, {elapsed:.2f} s "
-              f"under cProfile ({elapsed / len(dag.nodes) * 1e3:.1f} ms/node)\n")
+        print(
+            f"\n### Profile: one in-flow run of {len(dag.nodes)} no-op nodes, {elapsed:.2f} s "
+            f"under cProfile ({elapsed / len(dag.nodes) * 1e3:.1f} ms/node)\n"
+        )
         stats = pstats.Stats(profiler, stream=sys.stdout)
         total = sum(tt for _, _, tt, _, _ in stats.stats.values())
         own: dict[str, float] = {}
@@ -640,8 +645,7 @@ def busy_retries() -> int:
 
 async def main_async(args: argparse.Namespace) -> None:
     if StateGraph is None:
-        print("LangGraph is not installed (pip install -e '.[bench]'): its rows are left out",
-              file=sys.stderr)
+        print("LangGraph is not installed (pip install -e '.[bench]'): its rows are left out", file=sys.stderr)
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
     unknown = parts - {*SIZES, NOOP_NODES}
     if unknown:
@@ -673,40 +677,49 @@ async def main_async(args: argparse.Namespace) -> None:
 
     seeds = f"seeds 0-{args.seeds - 1}" if args.seeds and not (benches or noop.samples) else f"seed {args.seed}"
     print(f"\n## Graph scheduling ({seeds}, {args.repeat} runs after a warm-up, medians)")
-    print(f"\nPrefect {version('prefect')}, LangGraph {langgraph_version}, "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load average "
-          f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nPrefect {version('prefect')}, LangGraph {langgraph_version}, "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; load average "
+        f"before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}"
+    )
     if benches:
         report_latency(benches, args.seed)
     if noop.samples:
         report_overhead(noop)
     if spread and StateGraph is not None:
         report_seeds(spread)
-    print(f"\nRetryable 503s from the API absorbed by our client's fast retry (BusyRetryTransport): "
-          f"{busy_retries()}")
+    print(f"\nRetryable 503s from the API absorbed by our client's fast retry (BusyRetryTransport): {busy_retries()}")
     if args.profile:
         await API.drain()
         await profile(noop.dag, 35)
-    print(f"\n(untimed waits for the API to record task runs: {API.waited:.0f} s in all)",
-          file=sys.stderr)
+    print(f"\n(untimed waits for the API to record task runs: {API.waited:.0f} s in all)", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per engine (default 3)")
-    parser.add_argument("--gap", type=float, default=0.5,
-                        help="idle seconds before each run, after the API has recorded the "
-                        "previous runs' task runs; not timed (default 0.5)")
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.5,
+        help="idle seconds before each run, after the API has recorded the "
+        "previous runs' task runs; not timed (default 0.5)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the random DAGs (default 7)")
-    parser.add_argument("--parts", default="40,100,1000",
-                        help="which DAGs to run: 40, 100 (sleeping nodes), 1000 (zero-latency); "
-                        "comma-separated (default all)")
-    parser.add_argument("--seeds", type=int, default=0,
-                        help="also run the 100-node DAG of seeds 0 .. SEEDS-1 (asyncio, ours "
-                        "end-to-end, LangGraph only) and print LangGraph / ours per seed; "
-                        "use --parts '' for only this")
-    parser.add_argument("--profile", action="store_true",
-                        help="also cProfile one in-flow run of the 1,000-node graph")
+    parser.add_argument(
+        "--parts",
+        default="40,100,1000",
+        help="which DAGs to run: 40, 100 (sleeping nodes), 1000 (zero-latency); comma-separated (default all)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="also run the 100-node DAG of seeds 0 .. SEEDS-1 (asyncio, ours "
+        "end-to-end, LangGraph only) and print LangGraph / ours per seed; "
+        "use --parts '' for only this",
+    )
+    parser.add_argument("--profile", action="store_true", help="also cProfile one in-flow run of the 1,000-node graph")
     asyncio.run(main_async(parser.parse_args()))
 
 

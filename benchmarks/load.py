@@ -249,8 +249,11 @@ async def main(args: argparse.Namespace) -> int:
         for number, r in enumerate(rounds, 1):
             lat = r["latencies"] or [float("nan")]
             note = " (tracemalloc on)" if number == 3 else ""
-            print(f"| {number}{note} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | {statistics.median(lat):.2f} | "
-                  f"{percentile(lat, 0.95):.2f} | {max(lat):.2f} | {len(r['errors'])} | {r['server_peak']} | {r['rss']:.0f} |")
+            print(
+                f"| {number}{note} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | "
+                f"{statistics.median(lat):.2f} | {percentile(lat, 0.95):.2f} | {max(lat):.2f} | "
+                f"{len(r['errors'])} | {r['server_peak']} | {r['rss']:.0f} |"
+            )
             failures += [f"chain round {number}: {e!r}"[:300] for e in r["errors"][:5]]
             if r["errors"]:
                 failures.append(f"chain round {number}: {len(r['errors'])} errors")
@@ -259,18 +262,22 @@ async def main(args: argparse.Namespace) -> int:
 
         memory_problems = check_memory(shared, args.sessions, 3)
         chats, request_problems = check_requests(openai_server)
-        print(f"\ncross-talk: {args.sessions} sessions x 3 turns checked in memory: "
-              f"{len(memory_problems)} wrong; {chats} chat requests checked (the history sent names only "
-              f"the asker's session): {len(request_problems)} wrong")
+        print(
+            f"\ncross-talk: {args.sessions} sessions x 3 turns checked in memory: "
+            f"{len(memory_problems)} wrong; {chats} chat requests checked (the history sent names only "
+            f"the asker's session): {len(request_problems)} wrong"
+        )
         failures += memory_problems[:5] + request_problems[:5]
 
         retained = (traced_after - traced_before) / 2**20
         rss_growth = rounds[2]["rss"] - rounds[1]["rss"]
-        print(f"memory: round 3 under tracemalloc: peak {traced_peak / 2**20:.1f} MB traced, "
-              f"{retained:.2f} MB retained after the round ({retained * 2**20 / args.sessions / 1024:.1f} KB "
-              f"per invocation: the memory turns, Prefect's caches); RSS {rss_start:.0f} MB after warm-up -> "
-              f"{rounds[0]['rss']:.0f} / {rounds[1]['rss']:.0f} / {rounds[2]['rss']:.0f} MB after rounds 1-3; "
-              f"ru_maxrss {max_rss_start:.0f} -> {max_rss_mb():.0f} MB")
+        print(
+            f"memory: round 3 under tracemalloc: peak {traced_peak / 2**20:.1f} MB traced, "
+            f"{retained:.2f} MB retained after the round ({retained * 2**20 / args.sessions / 1024:.1f} KB "
+            f"per invocation: the memory turns, Prefect's caches); RSS {rss_start:.0f} MB after warm-up -> "
+            f"{rounds[0]['rss']:.0f} / {rounds[1]['rss']:.0f} / {rounds[2]['rss']:.0f} MB after rounds 1-3; "
+            f"ru_maxrss {max_rss_start:.0f} -> {max_rss_mb():.0f} MB"
+        )
         if retained > args.max_retained_mb:
             failures.append(f"retained {retained:.1f} MB after a round, over {args.max_retained_mb} MB")
         if rss_growth > args.max_rss_growth_mb:
@@ -280,21 +287,31 @@ async def main(args: argparse.Namespace) -> int:
         handwritten = handwritten_flow(store, embedder, llm)
         await asyncio.gather(*(timed(handwritten("warm-up")) for _ in range(5)))
         references = [await reference_round(handwritten, args.sessions, turn) for turn in (1, 2)]
-        print(f"\nreference: hand-written Prefect flow (@flow of @task retrieve -> @task generate, no memory), "
-              f"{args.sessions} concurrent runs per round")
+        print(
+            f"\nreference: hand-written Prefect flow (@flow of @task retrieve -> @task generate, no memory), "
+            f"{args.sessions} concurrent runs per round"
+        )
         print("| round | wall s | runs/s | p50 s | p95 s | max s | errors |")
         print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for number, r in enumerate(references, 1):
             lat = r["latencies"] or [float("nan")]
-            print(f"| {number} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | {statistics.median(lat):.2f} | "
-                  f"{percentile(lat, 0.95):.2f} | {max(lat):.2f} | {len(r['errors'])} |")
+            print(
+                f"| {number} | {r['wall']:.1f} | {args.sessions / r['wall']:.1f} | {statistics.median(lat):.2f} | "
+                f"{percentile(lat, 0.95):.2f} | {max(lat):.2f} | {len(r['errors'])} |"
+            )
         # Not a failure of this package: reported, as Prefect's own result on this server.
         reference_errors = sum(len(r["errors"]) for r in references)
-        print(f"summary ({args.server}): chains {args.sessions / rounds[0]['wall']:.1f} / "
-              f"{args.sessions / rounds[1]['wall']:.1f} invocations/s (rounds 1/2); hand-written flow "
-              f"{args.sessions / references[0]['wall']:.1f} / {args.sessions / references[1]['wall']:.1f} runs/s; "
-              f"hand-written errors {reference_errors}"
-              + (f" (first: {references[0]['errors'][:1] or references[1]['errors'][:1]!r})"[:300] if reference_errors else ""))
+        print(
+            f"summary ({args.server}): chains {args.sessions / rounds[0]['wall']:.1f} / "
+            f"{args.sessions / rounds[1]['wall']:.1f} invocations/s (rounds 1/2); hand-written flow "
+            f"{args.sessions / references[0]['wall']:.1f} / {args.sessions / references[1]['wall']:.1f} runs/s; "
+            f"hand-written errors {reference_errors}"
+            + (
+                f" (first: {references[0]['errors'][:1] or references[1]['errors'][:1]!r})"[:300]
+                if reference_errors
+                else ""
+            )
+        )
 
         # Graphs.
         graph = build_graph(pinecone, embedder, llm)
@@ -302,23 +319,30 @@ async def main(args: argparse.Namespace) -> int:
         openai_server.max_in_flight = 0
         before = dict(pinecone_server.request_counts)
         started = time.perf_counter()
-        outcomes = await asyncio.gather(*(
-            timed(graph.ainvoke({"input": f"[graph-{g:03d}] what do the notes say about {TOPICS[g % len(TOPICS)]}?"}))
-            for g in range(args.graphs)
-        ))
+        outcomes = await asyncio.gather(
+            *(
+                timed(
+                    graph.ainvoke({"input": f"[graph-{g:03d}] what do the notes say about {TOPICS[g % len(TOPICS)]}?"})
+                )
+                for g in range(args.graphs)
+            )
+        )
         wall = time.perf_counter() - started
         errors = [r for _, r in outcomes if isinstance(r, BaseException)]
         latencies = [t for t, r in outcomes if not isinstance(r, BaseException)] or [float("nan")]
         mixed = [
-            g for g, (_, r) in enumerate(outcomes)
+            g
+            for g, (_, r) in enumerate(outcomes)
             if not isinstance(r, BaseException) and set(re.findall(r"graph-\d{3}", r["output"])) != {f"graph-{g:03d}"}
         ]
         queries = pinecone_server.request_counts.get("/query", 0) - before.get("/query", 0)
         print(f"\ngraphs: {args.graphs} concurrent runs of retrieve (Pinecone) -> brief || detailed (chat) -> combine")
-        print(f"wall {wall:.1f} s, {args.graphs / wall:.2f} graph runs/s ({4 * args.graphs / wall:.1f} node runs/s), "
-              f"p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s, errors {len(errors)}, "
-              f"answers mixed between runs {len(mixed)}, Pinecone queries {queries}, "
-              f"OpenAI server peak in flight {openai_server.max_in_flight}")
+        print(
+            f"wall {wall:.1f} s, {args.graphs / wall:.2f} graph runs/s ({4 * args.graphs / wall:.1f} node runs/s), "
+            f"p50 {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s, errors {len(errors)}, "
+            f"answers mixed between runs {len(mixed)}, Pinecone queries {queries}, "
+            f"OpenAI server peak in flight {openai_server.max_in_flight}"
+        )
         failures += [f"graph: {e!r}"[:300] for e in errors[:5]]
         if mixed:
             failures.append(f"graph: {len(mixed)} runs got another run's answer")
@@ -342,8 +366,12 @@ if __name__ == "__main__":
     parser.add_argument("--docs", type=int, default=500, help="chunks in the stores")
     parser.add_argument("--max-retained-mb", type=float, default=64.0)
     parser.add_argument("--max-rss-growth-mb", type=float, default=150.0)
-    parser.add_argument("--server", choices=("embedded", "sqlite", "postgresql"), default="embedded",
-                        help="Prefect's ephemeral API in this process, or a `prefect server` on SQLite / PostgreSQL")
+    parser.add_argument(
+        "--server",
+        choices=("embedded", "sqlite", "postgresql"),
+        default="embedded",
+        help="Prefect's ephemeral API in this process, or a `prefect server` on SQLite / PostgreSQL",
+    )
     args = parser.parse_args()
     if args.server != "embedded" and not os.environ.get("BELUGA_LOAD_SERVER"):
         # Prefect reads its settings when it is imported: run the benchmark in a child process

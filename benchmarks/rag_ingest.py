@@ -310,10 +310,12 @@ def report(setup: Setup, args: argparse.Namespace, runs: dict[str, list[Run]], f
         if kind != "embed":
             assert last["vectors"] == setup.chunks, (kind, last)
         limit = limits[kind]  # 0 with --latency 0: no limit, the run shows the CPU ceiling
-        print(f"| {kind} | {requests} | {in_flight} | {seconds:.2f} | {limit:.2f} | "
-              f"{setup.chunks / seconds:.0f} | {f'{setup.chunks / limit:.0f}' if limit else '-'} | "
-              f"{f'{limit / seconds:.0%}' if limit else '-'} | {statistics.median(r.client_cpu for r in samples):.2f} | "
-              f"{statistics.median(r.server_cpu for r in samples):.2f} |")
+        print(
+            f"| {kind} | {requests} | {in_flight} | {seconds:.2f} | {limit:.2f} | "
+            f"{setup.chunks / seconds:.0f} | {f'{setup.chunks / limit:.0f}' if limit else '-'} | "
+            f"{f'{limit / seconds:.0%}' if limit else '-'} | {statistics.median(r.client_cpu for r in samples):.2f} | "
+            f"{statistics.median(r.server_cpu for r in samples):.2f} |"
+        )
 
 
 def main() -> None:
@@ -326,8 +328,12 @@ def main() -> None:
     parser.add_argument("--embed-concurrency", type=int, default=3, help="embedding requests in flight (default 3)")
     parser.add_argument("--upsert-batch", type=int, default=100, help="vectors per upsert (default 100)")
     parser.add_argument("--upsert-concurrency", type=int, default=10, help="upserts in flight (default 10)")
-    parser.add_argument("--slab-size", type=int, default=None,
-                        help="documents per add_documents slab (default: the library's, 900 here)")
+    parser.add_argument(
+        "--slab-size",
+        type=int,
+        default=None,
+        help="documents per add_documents slab (default: the library's, 900 here)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="measured runs of each kind (default 3)")
     args = parser.parse_args()
     servers = Servers(args.latency, args.dimension)

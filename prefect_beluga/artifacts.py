@@ -77,7 +77,7 @@ def answers_markdown(answers: Sequence[Mapping[str, Any]], *, session: str | Non
             question = question[: QUESTION_PREVIEW - 1].rstrip() + "…"
         lines.append(f"| {number} | {_cell(question)} | {row['model']} | "
                      f"{row['prompt tokens']} + {row['completion tokens']} | {row['cost (USD)']} |")
-    for number, (answer, row) in enumerate(zip(answers, rows), 1):
+    for number, (answer, row) in enumerate(zip(answers, rows, strict=True), 1):
         lines += ["", f"### {number}. {row['question']}", "", str(row["answer"]), "", "**Sources**", ""]
         lines += [f"- {_short(s)}" for s in answer.get("sources", [])] or ["- none"]
     return "\n".join(lines)

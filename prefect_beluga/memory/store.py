@@ -183,7 +183,9 @@ class FileMemoryStore(MemoryStore):
                 turns.append((str(user), str(reply), float(rest[0]) if rest else modified))  # older files: no time
             return turns
         except (ValueError, TypeError) as exc:
-            raise ValidationError(f"memory file {path} is not a list of [input, output, saved_at] items: {exc}") from None
+            raise ValidationError(
+                f"memory file {path} is not a list of [input, output, saved_at] items: {exc}"
+            ) from None
 
     def _write(self, path: Path, turns: list[_Timed]) -> None:
         handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
@@ -211,7 +213,7 @@ class FileMemoryStore(MemoryStore):
     def append(self, session_id: str, turn: Turn) -> None:
         with self._locked(session_id) as path:
             turns = self._expire(session_id) + [(turn[0], turn[1], self.clock())]
-            self._write(path, turns[-self.max_turns:] if self.max_turns else turns)
+            self._write(path, turns[-self.max_turns :] if self.max_turns else turns)
 
     def clear(self, session_id: str) -> None:
         with self._locked(session_id) as path:
@@ -227,7 +229,7 @@ class FileMemoryStore(MemoryStore):
                     path.unlink(missing_ok=True)
                     removed += 1
                 elif self.max_turns and len(turns) > self.max_turns:
-                    self._write(path, turns[-self.max_turns:])
+                    self._write(path, turns[-self.max_turns :])
         return removed
 
 
@@ -257,7 +259,9 @@ class SharedMemoryStore(MemoryStore):
         super().__init__(**retention)
         for method in ("pipe_file", "cat_file", "ls", "rm", "mv", "makedirs"):
             if not callable(getattr(fs, method, None)):
-                raise ValidationError(f"SharedMemoryStore: fs must be an fsspec filesystem (no {method}()), got {type(fs).__name__}")
+                raise ValidationError(
+                    f"SharedMemoryStore: fs must be an fsspec filesystem (no {method}()), got {type(fs).__name__}"
+                )
         if not isinstance(root, str) or not root:
             raise ValidationError(f"SharedMemoryStore: root must be a non-empty path, got {root!r}")
         self.fs, self.root, self.label = fs, root.rstrip("/"), label
@@ -273,7 +277,9 @@ class SharedMemoryStore(MemoryStore):
             names = self.fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if n.rsplit("/", 1)[-1].endswith(".json") and not n.rsplit("/", 1)[-1].startswith("."))
+        return sorted(
+            n for n in names if n.rsplit("/", 1)[-1].endswith(".json") and not n.rsplit("/", 1)[-1].startswith(".")
+        )
 
     @staticmethod
     def _saved_at(name: str) -> float:
@@ -293,7 +299,7 @@ class SharedMemoryStore(MemoryStore):
             return []
         if self.max_turns and len(names) > self.max_turns:
             self._remove(names[: -self.max_turns])
-            names = names[-self.max_turns:]
+            names = names[-self.max_turns :]
         return names
 
     def load(self, session_id: str) -> list[Turn]:

@@ -126,11 +126,15 @@ async def send_signal(client: Any, run_id: Any, name: str, payload: Any) -> int:
     check_signal_name(name)
     text = check_json({"name": name, "payload": payload}, f"signal {name!r}: the payload")
     prefix = f"{SIGNAL_KEY_PREFIX}{name.encode().hex()}-"
-    existing = await client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set())
+    existing = await client.filter_flow_run_input(
+        flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set()
+    )
     number = len(existing)
     while True:
         try:
-            await client.create_flow_run_input(flow_run_id=run_id, key=signal_key(name, number), value=text, sender="beluga")
+            await client.create_flow_run_input(
+                flow_run_id=run_id, key=signal_key(name, number), value=text, sender="beluga"
+            )
             return number
         except PrefectHTTPStatusError as exc:
             if getattr(exc.response, "status_code", None) != 409:
@@ -193,7 +197,9 @@ async def _poll(
                 "workflow run %s is paused waiting for signal %r and stays Paused on the Prefect API as "
                 "this process exits: send the signal with workflow.signal(run_id, %r, payload) and finish "
                 "it with workflow.retry(run_id), from any process",
-                run_id, name, name,
+                run_id,
+                name,
+                name,
             )
             raise WaitCancelled(f"this process exited while the run waited for signal {name!r}", state)
         if found:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import operator as _operator
 import socket
 import time
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ DEFAULT_NAMESPACE_LABEL = "__default__"  # how describe_index_stats names the ""
 # gRPC status codes Pinecone puts in its error bodies.
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 412: 9, 413: 3, 429: 8, 500: 13, 501: 12, 503: 14, 504: 4}
 _COMPARISONS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+_ORDERINGS = {"$gt": _operator.gt, "$gte": _operator.ge, "$lt": _operator.lt, "$lte": _operator.le}
 
 
 class _BadRequest(Exception):
@@ -77,6 +79,11 @@ def _check_filter(filter: Any) -> None:
                     raise _BadRequest(f"{operator} for field {field} must be an array")
 
 
+def _same(value: Any, operand: Any) -> bool:
+    """Equal and both or neither a bool (True is not 1 to Pinecone)."""
+    return value == operand and isinstance(value, bool) == isinstance(operand, bool)
+
+
 def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     """Pinecone's metadata filter semantics (a list-valued field matches through any item)."""
     for field, condition in filter.items():
@@ -91,21 +98,19 @@ def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
             value = metadata.get(field)
             items = value if isinstance(value, list) else [value]
             for operator, operand in (condition if isinstance(condition, dict) else {"$eq": condition}).items():
-                same = lambda v, o: v == o and isinstance(v, bool) == isinstance(o, bool)
                 if operator == "$exists":
                     ok = present == operand
                 elif operator == "$eq":
-                    ok = present and any(same(v, operand) for v in items)
+                    ok = present and any(_same(v, operand) for v in items)
                 elif operator == "$ne":
-                    ok = not present or not any(same(v, operand) for v in items)
+                    ok = not present or not any(_same(v, operand) for v in items)
                 elif operator == "$in":
-                    ok = present and any(same(v, o) for v in items for o in operand)
+                    ok = present and any(_same(v, o) for v in items for o in operand)
                 elif operator == "$nin":
-                    ok = not present or not any(same(v, o) for v in items for o in operand)
+                    ok = not present or not any(_same(v, o) for v in items for o in operand)
                 else:
                     numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
-                    ok = numeric and {"$gt": lambda: value > operand, "$gte": lambda: value >= operand,
-                                      "$lt": lambda: value < operand, "$lte": lambda: value <= operand}[operator]()
+                    ok = numeric and _ORDERINGS[operator](value, operand)
                 if not ok:
                     return False
     return True

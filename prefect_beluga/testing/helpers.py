@@ -7,9 +7,6 @@ from a ``conftest.py``.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +15,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId
 from prefect.client.schemas.objects import FlowRun, TaskRun
 
-__all__ = ["read_flow_run", "read_subflow_runs", "read_task_runs", "stop_process_group", "write_docs"]
+from prefect_beluga.testing.prefect_server import stop_process_group
+
+__all__ = [
+    "create_process_pool",
+    "read_flow_run",
+    "read_subflow_runs",
+    "read_task_runs",
+    "stop_process_group",
+    "write_docs",
+]
 
 
 async def read_flow_run(name: str, timeout: float = 30.0) -> FlowRun:
@@ -69,15 +75,12 @@ async def read_subflow_runs(parent_flow_run_id: uuid.UUID) -> list[FlowRun]:
         )
 
 
-def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM a subprocess started with `start_new_session=True` and its children; SIGKILL on timeout."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
+async def create_process_pool(name: str) -> None:
+    """Create (or overwrite) the work pool `name` of type "process" on the current API."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    async with get_client() as client:
+        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
 
 
 def write_docs(directory: Path, docs: dict[str, str]) -> Path:

@@ -15,7 +15,8 @@ Endpoints (JSON bodies, camelCase as on the wire; every request needs the `Api-K
 `api_key` is set, else 401):
 
     POST /vectors/upsert         {"vectors": [{"id", "values", "metadata"?}], "namespace"?}
-    POST /query                  {"topK", "vector" | "id", "namespace"?, "filter"?, "includeValues"?, "includeMetadata"?}
+    POST /query                  {"topK", "vector" | "id", "namespace"?, "filter"?,
+                                  "includeValues"?, "includeMetadata"?}
     GET  /vectors/fetch          ?ids=a&ids=b&namespace=ns
     POST /vectors/delete         {"ids" | "deleteAll" | "filter", "namespace"}
     POST /vectors/update         {"id", "values"?, "setMetadata"?, "namespace"?}
@@ -262,17 +263,26 @@ class PineconeServer(LoopbackServer):
         else:
             query = self._check_values(body["vector"], "vector")
         candidates = [r for r in stored if filter is None or _matches(r["metadata"] or {}, filter)]
-        scored = sorted(((self._score(query, r["values"]), order, r) for order, r in enumerate(candidates)),
-                        key=lambda item: (-item[0], item[1]))[:top_k]
+        scored = sorted(
+            ((self._score(query, r["values"]), order, r) for order, r in enumerate(candidates)),
+            key=lambda item: (-item[0], item[1]),
+        )[:top_k]
         matches = []
         for score, _, record in scored:
-            match: dict[str, Any] = {"id": record["id"], "score": score,
-                                     "values": record["values"] if body.get("includeValues") else []}
+            match: dict[str, Any] = {
+                "id": record["id"],
+                "score": score,
+                "values": record["values"] if body.get("includeValues") else [],
+            }
             if body.get("includeMetadata") and record["metadata"] is not None:
                 match["metadata"] = record["metadata"]
             matches.append(match)
-        return {"results": [], "matches": matches, "namespace": namespace,
-                "usage": {"readUnits": max(1, len(stored) // 1000 + 1)}}
+        return {
+            "results": [],
+            "matches": matches,
+            "namespace": namespace,
+            "usage": {"readUnits": max(1, len(stored) // 1000 + 1)},
+        }
 
     def _fetch(self, query: dict[str, list[str]]) -> dict[str, Any]:
         ids = query.get("ids") or []
@@ -340,21 +350,34 @@ class PineconeServer(LoopbackServer):
         with self._lock:
             ids = sorted(i for i in self._namespaces.get(namespace, {}) if i.startswith(prefix))
         page = ids[start : start + limit]
-        reply: dict[str, Any] = {"vectors": [{"id": i} for i in page], "namespace": namespace,
-                                 "usage": {"readUnits": 1}}
+        reply: dict[str, Any] = {
+            "vectors": [{"id": i} for i in page],
+            "namespace": namespace,
+            "usage": {"readUnits": 1},
+        }
         if start + limit < len(ids):
             reply["pagination"] = {"next": str(start + limit)}
         return reply
 
     def _describe_index_stats(self, body: dict[str, Any] | None) -> dict[str, Any]:
         if body and body.get("filter"):
-            raise _BadRequest("Serverless and starter indexes do not support describing index stats with metadata filtering.")
+            raise _BadRequest(
+                "Serverless and starter indexes do not support describing index stats with metadata filtering."
+            )
         with self._lock:
-            namespaces = {(name or DEFAULT_NAMESPACE_LABEL): {"vectorCount": len(vectors)}
-                          for name, vectors in self._namespaces.items() if vectors}
-        return {"namespaces": namespaces, "dimension": self.dimension, "indexFullness": 0.0,
-                "totalVectorCount": sum(n["vectorCount"] for n in namespaces.values()),
-                "metric": self.metric, "vectorType": "dense"}
+            namespaces = {
+                (name or DEFAULT_NAMESPACE_LABEL): {"vectorCount": len(vectors)}
+                for name, vectors in self._namespaces.items()
+                if vectors
+            }
+        return {
+            "namespaces": namespaces,
+            "dimension": self.dimension,
+            "indexFullness": 0.0,
+            "totalVectorCount": sum(n["vectorCount"] for n in namespaces.values()),
+            "metric": self.metric,
+            "vectorType": "dense",
+        }
 
     # -- checks ----------------------------------------------------------------------------------
 
@@ -379,8 +402,10 @@ class PineconeServer(LoopbackServer):
         if not isinstance(metadata, dict):
             raise _BadRequest(f"Metadata of vector {id_} must be an object")
         for key, value in metadata.items():
-            ok = isinstance(value, (str, bool)) or (isinstance(value, numbers.Real) and math.isfinite(value)) or (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ok = (
+                isinstance(value, (str, bool))
+                or (isinstance(value, numbers.Real) and math.isfinite(value))
+                or (isinstance(value, list) and all(isinstance(v, str) for v in value))
             )
             if not ok:
                 raise _BadRequest(
@@ -394,7 +419,7 @@ class PineconeServer(LoopbackServer):
             )
 
     def _score(self, a: list[float], b: list[float]) -> float:
-        dot = sum(x * y for x, y in zip(a, b))
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
         if self.metric == "dotproduct":
             return dot
         norms = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))

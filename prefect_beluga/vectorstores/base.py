@@ -5,7 +5,9 @@
     >>> from prefect_beluga.vectorstores import InMemoryVectorStore
     >>> store, embedder = InMemoryVectorStore(), HashingEmbedder()
     >>> ids = store.add_documents([
-    ...     Document(page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}),
+    ...     Document(
+    ...         page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}
+    ...     ),
     ...     Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
     ... ], embedder)
     >>> docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
@@ -154,8 +156,9 @@ def _compare(value: Any, operator: str, operand: Any, field: str) -> bool:
     if operator in ("$gt", "$gte", "$lt", "$lte"):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return False
-        return {"$gt": value > operand, "$gte": value >= operand,
-                "$lt": value < operand, "$lte": value <= operand}[operator]
+        return {"$gt": value > operand, "$gte": value >= operand, "$lt": value < operand, "$lte": value <= operand}[
+            operator
+        ]
     raise ValidationError(f"unknown filter operator {operator!r} for field {field!r}")
 
 
@@ -220,7 +223,9 @@ class VectorStore(ABC):
     # -- what a store implements --------------------------------------------------------------
 
     @abstractmethod
-    async def aupsert(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]) -> None:
+    async def aupsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]
+    ) -> None:
         """Insert or replace the vectors and documents under `ids`."""
 
     @abstractmethod
@@ -320,7 +325,9 @@ class VectorStore(ABC):
         async def upsert_slabs() -> None:
             async for start, vectors in receive:
                 slab = slice(start, start + len(vectors))
-                documents_with_ids = [d.model_copy(update={"id": i}) for d, i in zip(documents[slab], ids[slab])]
+                documents_with_ids = [
+                    d.model_copy(update={"id": i}) for d, i in zip(documents[slab], ids[slab], strict=True)
+                ]
                 await self.aupsert(ids[slab], vectors, documents_with_ids)
 
         try:
@@ -329,7 +336,7 @@ class VectorStore(ABC):
                     tasks.start_soon(upsert_slabs)
                     with send:
                         for start in range(0, len(documents), slab_size):
-                            texts = [d.page_content for d in documents[start:start + slab_size]]
+                            texts = [d.page_content for d in documents[start : start + slab_size]]
                             vectors = await embedder.aembed_documents(texts)
                             if len(vectors) != len(texts):
                                 raise ValidationError(
@@ -387,6 +394,13 @@ class VectorStore(ABC):
 
 
 __all__ = [
-    "DEFAULT_SLAB_SIZE", "Filter", "VectorStore", "check_filter", "check_ids", "check_k", "check_slab_size",
-    "document_id", "matches",
+    "DEFAULT_SLAB_SIZE",
+    "Filter",
+    "VectorStore",
+    "check_filter",
+    "check_ids",
+    "check_k",
+    "check_slab_size",
+    "document_id",
+    "matches",
 ]

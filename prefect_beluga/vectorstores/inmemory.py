@@ -105,7 +105,9 @@ class InMemoryVectorStore(VectorStore):
 
     # -- the VectorStore primitives -------------------------------------------------------------
 
-    async def aupsert(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]) -> None:
+    async def aupsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]
+    ) -> None:
         ids = check_ids(ids, where="upsert")
         if not (len(ids) == len(vectors) == len(documents)):
             raise ValidationError(
@@ -113,7 +115,7 @@ class InMemoryVectorStore(VectorStore):
             )
         if not ids:
             return
-        documents = [d if d.id == i else d.model_copy(update={"id": i}) for d, i in zip(documents, ids)]
+        documents = [d if d.id == i else d.model_copy(update={"id": i}) for d, i in zip(documents, ids, strict=True)]
         try:
             matrix = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError):
@@ -230,8 +232,12 @@ class InMemoryVectorStore(VectorStore):
         with self._lock:
             vectors = self._buffer[: len(self._ids)]
             records = json.dumps(
-                {"format": _FORMAT, "dimension": self.dimension, "ids": self._ids,
-                 "documents": [{"page_content": d.page_content, "metadata": d.metadata} for d in self._documents]},
+                {
+                    "format": _FORMAT,
+                    "dimension": self.dimension,
+                    "ids": self._ids,
+                    "documents": [{"page_content": d.page_content, "metadata": d.metadata} for d in self._documents],
+                },
                 ensure_ascii=False,
             ).encode("utf-8")
             handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -297,7 +303,7 @@ class InMemoryVectorStore(VectorStore):
             store = cls(records["dimension"])
             store._buffer = vectors if vectors.size else np.zeros((0, store.dimension or 0), dtype=np.float32)
             store._ids = [str(i) for i in ids]
-            store._documents = [Document(id=i, **d) for i, d in zip(store._ids, documents)]
+            store._documents = [Document(id=i, **d) for i, d in zip(store._ids, documents, strict=True)]
         except FileNotFoundError:
             raise ValidationError(f"InMemoryVectorStore.load: no file at {path}") from None
         except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:

@@ -119,27 +119,36 @@ class PineconeVectorStore(VectorStore):
             if value is not None and not isinstance(value, str):
                 raise ValidationError(f"PineconeVectorStore: `{option}` must be a str, got {type(value).__name__}")
         if not isinstance(namespace, str) or len(namespace) > 512:
-            raise ValidationError(f"PineconeVectorStore: `namespace` must be a str of at most 512 characters, got {namespace!r:.80}")
+            raise ValidationError(
+                f"PineconeVectorStore: `namespace` must be a str of at most 512 characters, got {namespace!r:.80}"
+            )
         if dimension is not None and (not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1):
             raise ValidationError(f"PineconeVectorStore: `dimension` must be an int >= 1 or None, got {dimension!r}")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
             raise ValidationError(
-                f"PineconeVectorStore: `batch_size` must be an int from 1 to {MAX_BATCH_SIZE} (Pinecone's limit per upsert), got {batch_size!r}"
+                f"PineconeVectorStore: `batch_size` must be an int from 1 to {MAX_BATCH_SIZE} "
+                f"(Pinecone's limit per upsert), got {batch_size!r}"
             )
         if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or not 1 <= max_concurrency <= 64:
-            raise ValidationError(f"PineconeVectorStore: `max_concurrency` must be an int from 1 to 64, got {max_concurrency!r}")
+            raise ValidationError(
+                f"PineconeVectorStore: `max_concurrency` must be an int from 1 to 64, got {max_concurrency!r}"
+            )
         if not isinstance(text_key, str) or not text_key:
             raise ValidationError(f"PineconeVectorStore: `text_key` must be a non-empty str, got {text_key!r}")
         if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
             raise ValidationError(f"PineconeVectorStore: `timeout` must be a number of seconds > 0, got {timeout!r}")
         if not isinstance(sdk_max_retries, int) or isinstance(sdk_max_retries, bool) or sdk_max_retries < 0:
-            raise ValidationError(f"PineconeVectorStore: `sdk_max_retries` must be an int >= 0, got {sdk_max_retries!r}")
+            raise ValidationError(
+                f"PineconeVectorStore: `sdk_max_retries` must be an int >= 0, got {sdk_max_retries!r}"
+            )
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         if api_key is None and os.environ.get("PINECONE_API_KEY"):
             api_key = SecretStr(os.environ["PINECONE_API_KEY"])
         if api_key is not None and not isinstance(api_key, SecretStr):
-            raise ValidationError(f"PineconeVectorStore: `api_key` must be a SecretStr or str, got {type(api_key).__name__}")
+            raise ValidationError(
+                f"PineconeVectorStore: `api_key` must be a SecretStr or str, got {type(api_key).__name__}"
+            )
         if api_key is None or not api_key.get_secret_value().strip():
             raise ValidationError(
                 "PineconeVectorStore: no Pinecone API key: pass `api_key=` (e.g. from a Prefect Secret block) "
@@ -183,8 +192,11 @@ class PineconeVectorStore(VectorStore):
                 from pinecone import Pinecone
 
                 # The SDK keeps half its pool alive between requests: keep one per thread.
-                client = Pinecone(api_key=self.api_key.get_secret_value(), timeout=self.timeout,
-                                  connection_pool_maxsize=max(20, 2 * self.max_concurrency))
+                client = Pinecone(
+                    api_key=self.api_key.get_secret_value(),
+                    timeout=self.timeout,
+                    connection_pool_maxsize=max(20, 2 * self.max_concurrency),
+                )
                 index = client.Index(name=self.index_name or "", host=self.host or "")
                 _set_sdk_retries(index, self.sdk_max_retries)
                 self._index = index
@@ -205,7 +217,9 @@ class PineconeVectorStore(VectorStore):
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, call)
         except Exception as exc:
-            raise scrub(exc, self.api_key) if self.api_key is not None else exc
+            if self.api_key is not None:
+                scrub(exc, self.api_key)  # in place: the same exception, without the key
+            raise
 
     def close(self) -> None:
         """Release the SDK's connections and the store's threads (both are made again if used)."""
@@ -230,7 +244,7 @@ class PineconeVectorStore(VectorStore):
         """How many vectors the store's namespace holds (from describe_index_stats)."""
         stats = await self._call("describe_index_stats")
         namespaces = getattr(stats, "namespaces", None) or {}
-        for name in ([self.namespace] if self.namespace else ["", "__default__"]):
+        for name in [self.namespace] if self.namespace else ["", "__default__"]:
             if name in namespaces:
                 return int(namespaces[name].vector_count)
         return 0
@@ -243,19 +257,24 @@ class PineconeVectorStore(VectorStore):
 
     # -- the VectorStore primitives ---------------------------------------------------------------
 
-    async def aupsert(self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]) -> None:
+    async def aupsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], documents: Sequence[Document]
+    ) -> None:
         ids = check_ids(ids, where="PineconeVectorStore.upsert")
         if not (len(ids) == len(vectors) == len(documents)):
             raise ValidationError(
-                f"PineconeVectorStore.upsert: {len(ids)} ids, {len(vectors)} vectors and {len(documents)} documents differ in number"
+                f"PineconeVectorStore.upsert: {len(ids)} ids, {len(vectors)} vectors and "
+                f"{len(documents)} documents differ in number"
             )
         if not ids:
             return
         dimension = await self.adimension()
         records: dict[str, dict[str, Any]] = {}  # an id twice in one call: the last wins
-        for id_, vector, document in zip(ids, vectors, documents):
+        for id_, vector, document in zip(ids, vectors, documents, strict=True):
             if len(id_) > MAX_ID_LENGTH:
-                raise ValidationError(f"PineconeVectorStore.upsert: id {id_[:40]!r}... is longer than {MAX_ID_LENGTH} characters")
+                raise ValidationError(
+                    f"PineconeVectorStore.upsert: id {id_[:40]!r}... is longer than {MAX_ID_LENGTH} characters"
+                )
             values = _values(vector, id_)
             self.check_vector(values, f"the vector for id {id_!r}", dimension)
             records[id_] = {"id": id_, "values": values, "metadata": self._metadata(document, id_)}
@@ -265,7 +284,10 @@ class PineconeVectorStore(VectorStore):
     def _metadata(self, document: Document, id_: str) -> dict[str, Any]:
         """The document's metadata as Pinecone stores it, with the text under `text_key`."""
         if not isinstance(document, Document):
-            raise ValidationError(f"PineconeVectorStore.upsert: the document for id {id_!r} is {type(document).__name__}, expected Document")
+            raise ValidationError(
+                f"PineconeVectorStore.upsert: the document for id {id_!r} is {type(document).__name__}, "
+                "expected Document"
+            )
         if self.text_key in document.metadata:
             raise ValidationError(
                 f"PineconeVectorStore: document {id_!r} has a metadata field {self.text_key!r}, which holds the text "
@@ -288,8 +310,9 @@ class PineconeVectorStore(VectorStore):
         size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
         if size > MAX_METADATA_BYTES:
             raise ValidationError(
-                f"PineconeVectorStore: document {id_!r} (source {document.metadata.get('source')!r}) has {size} bytes of "
-                f"metadata with its text; Pinecone allows {MAX_METADATA_BYTES} per vector: split it into smaller chunks"
+                f"PineconeVectorStore: document {id_!r} (source {document.metadata.get('source')!r}) "
+                f"has {size} bytes of metadata with its text; Pinecone allows {MAX_METADATA_BYTES} per vector: "
+                "split it into smaller chunks"
             )
         return metadata
 
@@ -300,8 +323,12 @@ class PineconeVectorStore(VectorStore):
         current: list[dict[str, Any]] = []
         used = 0
         for record in records:
-            size = (len(json.dumps(record["metadata"], ensure_ascii=False).encode("utf-8"))
-                    + len(record["id"]) + _BYTES_PER_VALUE * len(record["values"]) + 64)
+            size = (
+                len(json.dumps(record["metadata"], ensure_ascii=False).encode("utf-8"))
+                + len(record["id"])
+                + _BYTES_PER_VALUE * len(record["values"])
+                + 64
+            )
             if current and (len(current) >= self.batch_size or used + size > budget):
                 batches.append(current)
                 current, used = [], 0
@@ -324,11 +351,14 @@ class PineconeVectorStore(VectorStore):
                     await self._call("upsert", vectors=batch, namespace=self.namespace)
                 except BaseException as exc:
                     failed.set()
-                    add_step_note(exc, (
-                        f"PineconeVectorStore: upsert batch {number} of {len(batches)} ({len(batch)} vectors, "
-                        f"namespace {self.namespace!r}) failed; batches already written are kept and re-running "
-                        f"the same add_documents is safe (deterministic ids, no duplicates)"
-                    ))
+                    add_step_note(
+                        exc,
+                        (
+                            f"PineconeVectorStore: upsert batch {number} of {len(batches)} ({len(batch)} vectors, "
+                            f"namespace {self.namespace!r}) failed; batches already written are kept and re-running "
+                            f"the same add_documents is safe (deterministic ids, no duplicates)"
+                        ),
+                    )
                     raise
 
         results = await asyncio.gather(*(send(n, b) for n, b in enumerate(batches, 1)), return_exceptions=True)
@@ -341,7 +371,9 @@ class PineconeVectorStore(VectorStore):
     ) -> tuple[list[Document], list[float]]:
         check_k(k)
         if k > MAX_TOP_K:
-            raise ValidationError(f"PineconeVectorStore: k must be at most {MAX_TOP_K} (Pinecone's top_k limit), got {k}")
+            raise ValidationError(
+                f"PineconeVectorStore: k must be at most {MAX_TOP_K} (Pinecone's top_k limit), got {k}"
+            )
         filter = check_filter(filter)
         values = _values(vector, "the query")
         self.check_vector(values, "the query vector", await self.adimension())
@@ -367,12 +399,19 @@ class PineconeVectorStore(VectorStore):
     async def alist_ids(self, prefix: str = "") -> list[str]:
         """Ids in the namespace starting with `prefix`, through Pinecone's list-by-prefix (pages of 100)."""
         if not isinstance(prefix, str) or not prefix.isascii():
-            raise ValidationError(f"PineconeVectorStore.list_ids: prefix must be an ASCII str (Pinecone's rule), got {prefix!r:.80}")
+            raise ValidationError(
+                f"PineconeVectorStore.list_ids: prefix must be an ASCII str (Pinecone's rule), got {prefix!r:.80}"
+            )
         ids: list[str] = []
         token: str | None = None
         while True:
-            response = await self._call("list_paginated", prefix=prefix or None, limit=_LIST_PAGE,
-                                        pagination_token=token, namespace=self.namespace)
+            response = await self._call(
+                "list_paginated",
+                prefix=prefix or None,
+                limit=_LIST_PAGE,
+                pagination_token=token,
+                namespace=self.namespace,
+            )
             ids += [item.id for item in getattr(response, "vectors", None) or []]
             token = getattr(getattr(response, "pagination", None), "next", None)
             if not token:
@@ -422,8 +461,10 @@ def _set_sdk_retries(index: Any, max_retries: int) -> bool:
         config = transport._config
         transport._config = dataclasses.replace(config, max_retries=max_retries)
     except (AttributeError, TypeError, ValueError):
-        logger.warning("PineconeVectorStore: could not set the pinecone SDK's retries (SDK layout changed); "
-                       "the SDK's own retry policy applies in addition to the Prefect one")
+        logger.warning(
+            "PineconeVectorStore: could not set the pinecone SDK's retries (SDK layout changed); "
+            "the SDK's own retry policy applies in addition to the Prefect one"
+        )
         return False
     return True
 

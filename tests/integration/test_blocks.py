@@ -41,7 +41,14 @@ from prefect_beluga.schema import Document, HumanMessage, SystemMessage
 from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
 
 ROOT = Path(__file__).resolve().parents[2]
-BLOCKS = [OpenAICredentials, PineconeCredentials, ChatModelBlock, EmbedderBlock, EmbeddedVectorStoreBlock, PineconeVectorStoreBlock]
+BLOCKS = [
+    OpenAICredentials,
+    PineconeCredentials,
+    ChatModelBlock,
+    EmbedderBlock,
+    EmbeddedVectorStoreBlock,
+    PineconeVectorStoreBlock,
+]
 SLUGS = {
     OpenAICredentials: "beluga-openai-credentials",
     PineconeCredentials: "beluga-pinecone-credentials",
@@ -50,11 +57,19 @@ SLUGS = {
     EmbeddedVectorStoreBlock: "beluga-embedded-vector-store",
     PineconeVectorStoreBlock: "beluga-pinecone-vector-store",
 }
-DEFAULT_NAMES = [DEFAULT_CHAT_MODEL_BLOCK, DEFAULT_EMBEDDER_BLOCK, DEFAULT_STORE_BLOCK,
-                 DEFAULT_OPENAI_CREDENTIALS_BLOCK, DEFAULT_PINECONE_CREDENTIALS_BLOCK]
+BLOCK_TYPE_SLUGS = tuple(SLUGS.values())
+DEFAULT_NAMES = [
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    DEFAULT_OPENAI_CREDENTIALS_BLOCK,
+    DEFAULT_PINECONE_CREDENTIALS_BLOCK,
+]
 SECRET = "sk-very-secret-0123456789"
-DOCS = [Document(page_content=text, metadata={"source": "notes.md", "chunk": i}, id=f"notes-{i}")
-        for i, text in enumerate(["Prefect retries failed tasks.", "Pinecone stores vectors.", "Bananas are yellow."])]
+DOCS = [
+    Document(page_content=text, metadata={"source": "notes.md", "chunk": i}, id=f"notes-{i}")
+    for i, text in enumerate(["Prefect retries failed tasks.", "Pinecone stores vectors.", "Bananas are yellow."])
+]
 
 
 class TestBlockStandards(BlockStandardTestSuite):
@@ -63,7 +78,7 @@ class TestBlockStandards(BlockStandardTestSuite):
         return request.param
 
 
-async def documents_named(name: str, slugs=tuple(SLUGS.values())) -> dict[str, object]:
+async def documents_named(name: str, slugs: tuple[str, ...] = BLOCK_TYPE_SLUGS) -> dict[str, object]:
     """The block documents called `name`, by type slug (secrets obscured)."""
     found = {}
     async with get_client() as client:
@@ -112,7 +127,10 @@ def test_prefect_block_register_cli_registers_every_block_with_field_description
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_beluga.blocks"],
-        env=env, capture_output=True, text=True, timeout=180,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Successfully registered 6 blocks" in done.stdout, done.stdout
@@ -129,7 +147,9 @@ def test_prefect_block_register_cli_registers_every_block_with_field_description
                     assert spec.get("description", "").endswith("."), (slug, field)
         with pytest.raises(ObjectNotFound):
             client.read_block_type_by_slug("vectorstoreblock")
-        schema = client.get_most_recent_block_schema_for_block_type(client.read_block_type_by_slug("beluga-openai-credentials").id)
+        schema = client.get_most_recent_block_schema_for_block_type(
+            client.read_block_type_by_slug("beluga-openai-credentials").id
+        )
         assert schema.fields["secret_fields"] == ["api_key"]
 
 
@@ -137,18 +157,34 @@ def test_prefect_block_register_cli_registers_every_block_with_field_description
 
 
 async def test_round_trips_keep_every_field_and_reference_the_credentials(tmp_path):
-    openai_credentials = OpenAICredentials(api_key=SecretStr(SECRET), base_url="http://127.0.0.1:1/v1", organization="org-7")
+    openai_credentials = OpenAICredentials(
+        api_key=SecretStr(SECRET), base_url="http://127.0.0.1:1/v1", organization="org-7"
+    )
     await openai_credentials.asave("rt-openai", overwrite=True)
     pinecone_credentials = PineconeCredentials(api_key=SecretStr("pc-secret"))
     await pinecone_credentials.asave("rt-pinecone", overwrite=True)
     blocks = {
-        "rt-chat": ChatModelBlock(provider="openai", model_name="gpt-4o", temperature=0.2, max_tokens=64, timeout=5,
-                                  options={"seed": 1}, credentials=openai_credentials),
-        "rt-embedder": EmbedderBlock(provider="openai", model_name="text-embedding-3-large", dimension=256, batch_size=8,
-                                     max_concurrency=2, credentials=openai_credentials),
+        "rt-chat": ChatModelBlock(
+            provider="openai",
+            model_name="gpt-4o",
+            temperature=0.2,
+            max_tokens=64,
+            timeout=5,
+            options={"seed": 1},
+            credentials=openai_credentials,
+        ),
+        "rt-embedder": EmbedderBlock(
+            provider="openai",
+            model_name="text-embedding-3-large",
+            dimension=256,
+            batch_size=8,
+            max_concurrency=2,
+            credentials=openai_credentials,
+        ),
         "rt-embedded": EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz"), dimension=384),
-        "rt-pinecone-store": PineconeVectorStoreBlock(index_name="docs", namespace="handbook", credentials=pinecone_credentials,
-                                                      batch_size=50, max_concurrency=2),
+        "rt-pinecone-store": PineconeVectorStoreBlock(
+            index_name="docs", namespace="handbook", credentials=pinecone_credentials, batch_size=50, max_concurrency=2
+        ),
     }
     for name, block in blocks.items():
         await block.asave(name, overwrite=True)
@@ -157,13 +193,17 @@ async def test_round_trips_keep_every_field_and_reference_the_credentials(tmp_pa
     loaded = await ChatModelBlock.aload("rt-chat")
     assert loaded.credentials.api_key.get_secret_value() == SECRET
     assert (await OpenAICredentials.aload("rt-openai")).organization == "org-7"
-    assert (await PineconeVectorStoreBlock.aload("rt-pinecone-store")).credentials.api_key.get_secret_value() == "pc-secret"
+    assert (
+        await PineconeVectorStoreBlock.aload("rt-pinecone-store")
+    ).credentials.api_key.get_secret_value() == "pc-secret"
 
     # The chat model and embedder documents point at the credentials document: rotate the key once.
     async with get_client() as client:
         chat = await client.read_block_document_by_name("rt-chat", "beluga-chat-model")
         assert chat.block_document_references["credentials"]["block_document"]["name"] == "rt-openai"
-    await OpenAICredentials(api_key=SecretStr("sk-rotated"), base_url="http://127.0.0.1:1/v1").asave("rt-openai", overwrite=True)
+    await OpenAICredentials(api_key=SecretStr("sk-rotated"), base_url="http://127.0.0.1:1/v1").asave(
+        "rt-openai", overwrite=True
+    )
     assert (await EmbedderBlock.aload("rt-embedder")).credentials.api_key.get_secret_value() == "sk-rotated"
 
 
@@ -184,9 +224,17 @@ def test_bad_values_are_refused_up_front():
 
 
 def test_chat_model_block_honours_credentials_base_url_and_organization_over_http(openai_server):
-    credentials = OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url, organization="org-42")
-    block = ChatModelBlock(provider="openai", model_name="gpt-4o-mini", temperature=0.5, max_tokens=20,
-                           options={"seed": 7}, credentials=credentials)
+    credentials = OpenAICredentials(
+        api_key=SecretStr("sk-test"), base_url=openai_server.base_url, organization="org-42"
+    )
+    block = ChatModelBlock(
+        provider="openai",
+        model_name="gpt-4o-mini",
+        temperature=0.5,
+        max_tokens=20,
+        options={"seed": 7},
+        credentials=credentials,
+    )
     llm = block.get_chat_model()
     assert isinstance(llm, OpenAIChatModel)
     assert llm.generate([SystemMessage("Be brief."), HumanMessage("hello")]).content == "Echo: hello"
@@ -200,7 +248,9 @@ def test_chat_model_block_honours_credentials_base_url_and_organization_over_htt
     assert client.models.list().data is not None
     assert openai_server.requests[-1].headers["openai-organization"] == "org-42"
 
-    wrong = ChatModelBlock(provider="openai", credentials=OpenAICredentials(api_key=SecretStr(SECRET), base_url=openai_server.base_url))
+    wrong = ChatModelBlock(
+        provider="openai", credentials=OpenAICredentials(api_key=SecretStr(SECRET), base_url=openai_server.base_url)
+    )
     with pytest.raises(openai.AuthenticationError) as caught:
         wrong.get_chat_model().generate("hello")
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value.args)
@@ -209,13 +259,17 @@ def test_chat_model_block_honours_credentials_base_url_and_organization_over_htt
 def test_chat_model_block_offline_needs_nothing():
     llm = ChatModelBlock().get_chat_model()
     assert isinstance(llm, OfflineChatModel)
-    reply = llm.generate([SystemMessage("Context: Pinecone stores vectors."), HumanMessage("What does Pinecone store?")])
+    reply = llm.generate(
+        [SystemMessage("Context: Pinecone stores vectors."), HumanMessage("What does Pinecone store?")]
+    )
     assert reply.content.startswith(OFFLINE_PREFIX)
 
 
 def test_embedder_block_over_http_and_offline(openai_server):
     credentials = OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url)
-    embedder = EmbedderBlock(provider="openai", dimension=16, batch_size=2, max_concurrency=1, credentials=credentials).get_embedder()
+    embedder = EmbedderBlock(
+        provider="openai", dimension=16, batch_size=2, max_concurrency=1, credentials=credentials
+    ).get_embedder()
     assert isinstance(embedder, OpenAIEmbedder) and embedder.dimension == 16
     vectors = embedder.embed_documents(["a", "b", "c"])
     assert [len(v) for v in vectors] == [16, 16, 16]
@@ -227,14 +281,18 @@ def test_embedder_block_over_http_and_offline(openai_server):
     assert isinstance(hashing, HashingEmbedder) and hashing.dimension == 384
     assert EmbedderBlock(dimension=64).get_embedder().dimension == 64
 
-    with_org = EmbedderBlock(provider="openai", credentials=OpenAICredentials(api_key=SecretStr("k"), organization="org-1"))
+    with_org = EmbedderBlock(
+        provider="openai", credentials=OpenAICredentials(api_key=SecretStr("k"), organization="org-1")
+    )
     with pytest.raises(ValidationError, match="organization"):
         with_org.get_embedder()
 
 
 def test_pinecone_block_honours_host_key_and_namespace_over_http(pinecone_server):
     credentials = PineconeCredentials(api_key=SecretStr("pc-test"))
-    block = PineconeVectorStoreBlock(host=pinecone_server.url, namespace="handbook", credentials=credentials, batch_size=2)
+    block = PineconeVectorStoreBlock(
+        host=pinecone_server.url, namespace="handbook", credentials=credentials, batch_size=2
+    )
     store = block.get_store()
     assert isinstance(store, PineconeVectorStore)
     embedder = HashingEmbedder(64)
@@ -286,14 +344,18 @@ def test_embedded_store_block_runs_persisting_at_once_both_keep_their_documents(
 async def test_load_vector_store_block_finds_either_type_by_name(tmp_path):
     credentials = PineconeCredentials(api_key=SecretStr("pc-test"))
     await EmbeddedVectorStoreBlock(path=str(tmp_path / "s.npz")).asave("lv-embedded", overwrite=True)
-    await PineconeVectorStoreBlock(host="http://127.0.0.1:9", credentials=credentials).asave("lv-pinecone", overwrite=True)
+    await PineconeVectorStoreBlock(host="http://127.0.0.1:9", credentials=credentials).asave(
+        "lv-pinecone", overwrite=True
+    )
     assert isinstance(await load_vector_store_block("lv-embedded"), EmbeddedVectorStoreBlock)
     loaded = await load_vector_store_block("lv-pinecone")
     assert isinstance(loaded, PineconeVectorStoreBlock) and loaded.credentials.api_key.get_secret_value() == "pc-test"
 
     with pytest.raises(ValidationError, match="no vector store block named 'lv-missing'.*beluga-embedded-vector-store"):
         await load_vector_store_block("lv-missing")
-    await PineconeVectorStoreBlock(host="http://127.0.0.1:9", credentials=credentials).asave("lv-embedded", overwrite=True)
+    await PineconeVectorStoreBlock(host="http://127.0.0.1:9", credentials=credentials).asave(
+        "lv-embedded", overwrite=True
+    )
     with pytest.raises(ValidationError, match="'lv-embedded' names a vector store block of each of the types"):
         await load_vector_store_block("lv-embedded")
 
@@ -306,14 +368,19 @@ async def test_defaults_without_keys_are_offline_and_idempotent(tmp_path, clean_
     report = await asave_default_blocks(env)
     assert report == {
         DEFAULT_CHAT_MODEL_BLOCK: "OPENAI_API_KEY is not set: saved the offline chat model as 'beluga-chat'",
-        DEFAULT_EMBEDDER_BLOCK: "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 384) as 'beluga-embedder'",
-        DEFAULT_STORE_BLOCK: f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'",
+        DEFAULT_EMBEDDER_BLOCK: (
+            "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 384) as 'beluga-embedder'"
+        ),
+        DEFAULT_STORE_BLOCK: (
+            f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'"
+        ),
     }
     first = {name: await documents_named(name) for name in DEFAULT_NAMES}
     assert await asave_default_blocks(env) == report
     again = {name: await documents_named(name) for name in DEFAULT_NAMES}
-    assert {n: {s: d.id for s, d in docs.items()} for n, docs in again.items()} == \
-        {n: {s: d.id for s, d in docs.items()} for n, docs in first.items()}
+    assert {n: {s: d.id for s, d in docs.items()} for n, docs in again.items()} == {
+        n: {s: d.id for s, d in docs.items()} for n, docs in first.items()
+    }
     assert set(again[DEFAULT_STORE_BLOCK]) == {"beluga-embedded-vector-store"}
     assert not again[DEFAULT_OPENAI_CREDENTIALS_BLOCK] and not again[DEFAULT_PINECONE_CREDENTIALS_BLOCK]
 
@@ -324,14 +391,21 @@ async def test_defaults_without_keys_are_offline_and_idempotent(tmp_path, clean_
     store = store_block.get_store()
     store.add_documents(DOCS, embedder)
     store_block.persist(store)
-    docs, _ = (await load_vector_store_block(DEFAULT_STORE_BLOCK)).get_store().similarity_search_by_query("yellow bananas", 1, embedder)
+    docs, _ = (
+        (await load_vector_store_block(DEFAULT_STORE_BLOCK))
+        .get_store()
+        .similarity_search_by_query("yellow bananas", 1, embedder)
+    )
     assert docs[0].id == "notes-2"
 
 
 def test_default_store_path_is_under_prefect_home_and_named_after_the_embedder(clean_defaults_sync):
     report = save_default_blocks({})
     path = Path(PREFECT_HOME.value()).resolve() / "beluga" / "store-hashing-384.npz"
-    assert report[DEFAULT_STORE_BLOCK] == f"PINECONE_API_KEY is not set: saved the embedded store at {path} as 'beluga-store'"
+    assert (
+        report[DEFAULT_STORE_BLOCK]
+        == f"PINECONE_API_KEY is not set: saved the embedded store at {path} as 'beluga-store'"
+    )
     assert EmbeddedVectorStoreBlock.load(DEFAULT_STORE_BLOCK).dimension == 384
     report = save_default_blocks({"BELUGA_EMBEDDING_DIMENSION": "128", "PREFECT_HOME": "/srv/prefect"})
     assert EmbeddedVectorStoreBlock.load(DEFAULT_STORE_BLOCK).path == "/srv/prefect/beluga/store-hashing-128.npz"
@@ -341,7 +415,9 @@ def test_default_store_path_is_under_prefect_home_and_named_after_the_embedder(c
 async def test_save_default_blocks_works_from_inside_an_async_flow(tmp_path, clean_defaults):
     @flow
     async def setup() -> dict[str, str]:
-        report = save_default_blocks({"BELUGA_STORE_PATH": str(tmp_path / "store.npz")})  # sync, as the quickstart calls it
+        report = save_default_blocks(
+            {"BELUGA_STORE_PATH": str(tmp_path / "store.npz")}
+        )  # sync, as the quickstart calls it
         store_block = await load_vector_store_block(DEFAULT_STORE_BLOCK)
         return {**report, "loaded": type(store_block).__name__}
 
@@ -360,12 +436,23 @@ def clean_defaults_sync():
 
 
 async def test_defaults_with_openai_key_use_it_over_http(openai_server, tmp_path, clean_defaults):
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_server.base_url, "BELUGA_CHAT_MODEL": "gpt-4o",
-           "BELUGA_EMBEDDING_DIMENSION": "16", "BELUGA_STORE_PATH": str(tmp_path / "store.npz")}
+    env = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "BELUGA_CHAT_MODEL": "gpt-4o",
+        "BELUGA_EMBEDDING_DIMENSION": "16",
+        "BELUGA_STORE_PATH": str(tmp_path / "store.npz"),
+    }
     report = await asave_default_blocks(env)
-    assert report[DEFAULT_OPENAI_CREDENTIALS_BLOCK] == f"saved the OpenAI credentials for {openai_server.base_url} as 'beluga-openai'"
+    assert (
+        report[DEFAULT_OPENAI_CREDENTIALS_BLOCK]
+        == f"saved the OpenAI credentials for {openai_server.base_url} as 'beluga-openai'"
+    )
     assert report[DEFAULT_CHAT_MODEL_BLOCK] == "saved the OpenAI chat model 'gpt-4o' as 'beluga-chat'"
-    assert report[DEFAULT_EMBEDDER_BLOCK] == "saved the OpenAI embedder 'text-embedding-3-small' (dimension 16) as 'beluga-embedder'"
+    assert (
+        report[DEFAULT_EMBEDDER_BLOCK]
+        == "saved the OpenAI embedder 'text-embedding-3-small' (dimension 16) as 'beluga-embedder'"
+    )
 
     llm = (await ChatModelBlock.aload(DEFAULT_CHAT_MODEL_BLOCK)).get_chat_model()
     assert (await llm.agenerate("hi")).content == "Echo: hi"
@@ -374,18 +461,28 @@ async def test_defaults_with_openai_key_use_it_over_http(openai_server, tmp_path
     assert {r.bearer for r in openai_server.requests} == {"sk-test"}
     assert openai_server.requests_to("/v1/chat/completions")[-1].body["model"] == "gpt-4o"
     async with get_client() as client:
-        for name, slug in ((DEFAULT_CHAT_MODEL_BLOCK, "beluga-chat-model"), (DEFAULT_EMBEDDER_BLOCK, "beluga-embedder")):
+        for name, slug in (
+            (DEFAULT_CHAT_MODEL_BLOCK, "beluga-chat-model"),
+            (DEFAULT_EMBEDDER_BLOCK, "beluga-embedder"),
+        ):
             document = await client.read_block_document_by_name(name, slug)
-            assert document.block_document_references["credentials"]["block_document"]["name"] == DEFAULT_OPENAI_CREDENTIALS_BLOCK
+            assert (
+                document.block_document_references["credentials"]["block_document"]["name"]
+                == DEFAULT_OPENAI_CREDENTIALS_BLOCK
+            )
 
 
-async def test_defaults_with_pinecone_take_the_index_dimension_and_replace_the_embedded_store(pinecone_server, tmp_path, clean_defaults):
+async def test_defaults_with_pinecone_take_the_index_dimension_and_replace_the_embedded_store(
+    pinecone_server, tmp_path, clean_defaults
+):
     await asave_default_blocks({"BELUGA_STORE_PATH": str(tmp_path / "store.npz")})
     env = {"PINECONE_API_KEY": "pc-test", "PINECONE_HOST": pinecone_server.url, "PINECONE_NAMESPACE": "handbook"}
     report = await asave_default_blocks(env)
     assert report[DEFAULT_PINECONE_CREDENTIALS_BLOCK] == "saved the Pinecone credentials as 'beluga-pinecone'"
-    assert report[DEFAULT_EMBEDDER_BLOCK] == \
-        "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 64) as 'beluga-embedder'"
+    assert (
+        report[DEFAULT_EMBEDDER_BLOCK]
+        == "OPENAI_API_KEY is not set: saved the offline hashing embedder (dimension 64) as 'beluga-embedder'"
+    )
     assert report[DEFAULT_STORE_BLOCK] == (
         f"saved the Pinecone store (host {pinecone_server.url}, namespace 'handbook') as 'beluga-store' "
         "(replacing the beluga-embedded-vector-store block of that name)"
@@ -398,12 +495,16 @@ async def test_defaults_with_pinecone_take_the_index_dimension_and_replace_the_e
     await store.aadd_documents(DOCS, embedder)
     assert pinecone_server.vector_count("handbook") == 3
 
-    with pytest.raises(ValidationError, match="dimension 64 but the embedder 'beluga-embedder' makes 32.*BELUGA_EMBEDDING_DIMENSION=64"):
+    with pytest.raises(
+        ValidationError, match="dimension 64 but the embedder 'beluga-embedder' makes 32.*BELUGA_EMBEDDING_DIMENSION=64"
+    ):
         await asave_default_blocks({**env, "BELUGA_EMBEDDING_DIMENSION": "32"})
 
 
 async def test_defaults_refuse_bad_variables_before_saving_anything(tmp_path, clean_defaults):
-    with pytest.raises(ValidationError, match="PINECONE_API_KEY is set but neither PINECONE_INDEX .* nor PINECONE_HOST"):
+    with pytest.raises(
+        ValidationError, match="PINECONE_API_KEY is set but neither PINECONE_INDEX .* nor PINECONE_HOST"
+    ):
         await asave_default_blocks({"PINECONE_API_KEY": "pc-test", "OPENAI_API_KEY": "sk-x"})
     with pytest.raises(ValidationError, match="BELUGA_EMBEDDING_DIMENSION must be a whole number >= 1, got 'big'"):
         await asave_default_blocks({"BELUGA_EMBEDDING_DIMENSION": "big"})
@@ -420,11 +521,23 @@ async def test_defaults_refuse_bad_variables_before_saving_anything(tmp_path, cl
 
 async def test_defaults_without_overwrite_keep_what_exists(openai_server, tmp_path, clean_defaults):
     await asave_default_blocks({"BELUGA_STORE_PATH": str(tmp_path / "store.npz")})
-    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_server.base_url, "BELUGA_STORE_PATH": str(tmp_path / "other.npz")}
+    env = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "BELUGA_STORE_PATH": str(tmp_path / "other.npz"),
+    }
     report = await asave_default_blocks(env, overwrite=False)
-    assert report[DEFAULT_CHAT_MODEL_BLOCK] == "kept the existing beluga-chat-model block 'beluga-chat' (overwrite=False)"
-    assert report[DEFAULT_STORE_BLOCK] == "kept the existing beluga-embedded-vector-store block 'beluga-store' (overwrite=False)"
-    assert report[DEFAULT_OPENAI_CREDENTIALS_BLOCK] == f"saved the OpenAI credentials for {openai_server.base_url} as 'beluga-openai'"
+    assert (
+        report[DEFAULT_CHAT_MODEL_BLOCK] == "kept the existing beluga-chat-model block 'beluga-chat' (overwrite=False)"
+    )
+    assert (
+        report[DEFAULT_STORE_BLOCK]
+        == "kept the existing beluga-embedded-vector-store block 'beluga-store' (overwrite=False)"
+    )
+    assert (
+        report[DEFAULT_OPENAI_CREDENTIALS_BLOCK]
+        == f"saved the OpenAI credentials for {openai_server.base_url} as 'beluga-openai'"
+    )
     assert (await ChatModelBlock.aload(DEFAULT_CHAT_MODEL_BLOCK)).provider == "offline"
     assert (await EmbeddedVectorStoreBlock.aload(DEFAULT_STORE_BLOCK)).path == str(tmp_path / "store.npz")
 
@@ -463,10 +576,19 @@ def test_create_blocks_script_prints_what_it_saved(tmp_path, monkeypatch, capsys
 def test_create_blocks_script_runs_as_a_command(tmp_path, clean_defaults_sync):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "PINECONE_API_KEY")}
     env.update(PREFECT_API_URL=PREFECT_API_URL.value(), BELUGA_STORE_PATH=str(tmp_path / "store.npz"))
-    done = subprocess.run([sys.executable, "blocks/create_blocks.py", "--no-overwrite"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "blocks/create_blocks.py", "--no-overwrite"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'"
+    assert (
+        done.stdout.splitlines()[-1]
+        == f"PINECONE_API_KEY is not set: saved the embedded store at {tmp_path / 'store.npz'} as 'beluga-store'"
+    )
 
 
 # -- secrets ------------------------------------------------------------------------------------
@@ -485,7 +607,9 @@ async def test_keys_never_show_in_reprs_dumps_or_the_stored_documents():
     await chat.asave("secret-chat", overwrite=True)
     await pinecone.asave("secret-pinecone", overwrite=True)
     async with get_client() as client:
-        document = await client.read_block_document_by_name("secret-openai", "beluga-openai-credentials", include_secrets=False)
+        document = await client.read_block_document_by_name(
+            "secret-openai", "beluga-openai-credentials", include_secrets=False
+        )
         assert document.data["api_key"] != SECRET and set(document.data["api_key"]) == {"*"}
         document = await client.read_block_document_by_name("secret-chat", "beluga-chat-model", include_secrets=False)
         assert SECRET not in str(document)

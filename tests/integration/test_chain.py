@@ -8,6 +8,7 @@ through it; construction and input checks need no flow run and start none.
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -23,7 +24,6 @@ from prefect_beluga import (
     ValidationError,
     memory,
 )
-
 from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 
@@ -81,7 +81,7 @@ async def test_five_steps_run_in_order_as_named_task_runs(run_name):
     assert [t.name for t in task_runs] == names
     assert all(t.state.is_completed() for t in task_runs)
     # each step's input is the task run before it: Prefect records the edge
-    for before, after in zip(task_runs, task_runs[1:]):
+    for before, after in pairwise(task_runs):
         assert [i.id for i in after.task_inputs["upstream"]] == [before.id]
 
 
@@ -253,7 +253,7 @@ def test_batch_items_sharing_one_memory_never_see_each_others_turns(max_concurre
         [{"input": "apple"}, {"input": "banana"}], RunConfig(max_concurrency=max_concurrency)
     )
 
-    for result, other in zip(results, ("banana", "apple")):
+    for result, other in zip(results, ("banana", "apple"), strict=True):
         assert result["history"] == "Human: earlier\nAI: earlier (history: '')"
         assert other not in result["history"]
     # Both turns were saved; the next sequential call sees them (the tutorial relies on it).

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from prefect_beluga import Graph, RunConfig
-
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
 
 prefect_dask = pytest.importorskip("prefect_dask")

@@ -22,7 +22,6 @@ from prefect_beluga import (
     Runnable,
     StateConflictError,
 )
-
 from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
 
 
@@ -147,7 +146,9 @@ async def test_router_returning_a_list_runs_several_branches_and_end_stops_one()
 async def test_router_returning_an_unknown_key_is_a_clear_error():
     graph = conditional_graph()
     graph.add_conditional_edges("short", lambda s: "sideways", {"up": "join"})
-    with pytest.raises(GraphValidationError, match=r"router 'router' of node 'short' returned 'sideways', which is not one of \['up'\]"):
+    with pytest.raises(
+        GraphValidationError, match=r"router 'router' of node 'short' returned 'sideways', which is not one of \['up'\]"
+    ):
         await graph.ainvoke("hi")
 
 
@@ -155,7 +156,9 @@ async def test_a_loop_reruns_its_node_as_new_task_runs_until_it_exits(run_name):
     graph = Graph(name="loop")
     graph.add_node("draft", lambda s: {"drafts": s.get("drafts", 0) + 1})
     graph.add_node("publish", lambda s: {"published": s["drafts"]})
-    graph.add_conditional_edges("draft", lambda s: "again" if s["drafts"] < 3 else "done", {"again": "draft", "done": "publish"})
+    graph.add_conditional_edges(
+        "draft", lambda s: "again" if s["drafts"] < 3 else "done", {"again": "draft", "done": "publish"}
+    )
     graph.set_entry_point("draft").set_finish_point("publish")
     run = await graph.arun({}, RunConfig(run_name=run_name))
     assert run.result == {"drafts": 3, "published": 3} and run.ran == {"draft": 3, "publish": 1}
@@ -333,9 +336,7 @@ async def test_prefect_tag_concurrency_limits_apply_to_tagged_nodes():
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     async with get_client() as client:
-        await client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name="tag:beluga-test-llm", limit=1)
-        )
+        await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="tag:beluga-test-llm", limit=1))
     running, peak = [0], [0]
 
     async def call_llm(state):

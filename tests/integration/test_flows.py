@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from pydantic import SecretStr
@@ -29,6 +28,7 @@ from prefect_beluga.blocks import (
 )
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms import OFFLINE_PREFIX
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.vectorstores import InMemoryVectorStore
 
 DOCS = {
@@ -80,7 +80,9 @@ async def test_ingest_writes_every_chunk_then_a_rerun_writes_none(docs, offline_
 
 
 async def test_ingest_rewrites_an_edited_file_and_drops_its_lost_chunks(docs, offline_blocks, tmp_path):
-    (docs / "prefect.md").write_text("# Prefect\n\n" + " ".join(f"Sentence number {i} about Prefect." for i in range(12)))
+    (docs / "prefect.md").write_text(
+        "# Prefect\n\n" + " ".join(f"Sentence number {i} about Prefect." for i in range(12))
+    )
     before = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, **ingest_options(offline_blocks))
     (docs / "prefect.md").write_text("# Prefect\n\nPrefect is short now.\n")
     after = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, **ingest_options(offline_blocks))
@@ -102,17 +104,18 @@ async def test_two_ingests_into_one_embedded_store_at_once_both_keep_their_chunk
     await EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).asave(blocks["vector_store_block"])
     folders = [write_docs(tmp_path / name, {f"{name}-{file}": text for file, text in DOCS.items()}) for name in "ab"]
 
-    reports = await asyncio.gather(*(
-        rag_ingest(str(folder), chunk_size=20, chunk_overlap=0, batch_size=1, **blocks) for folder in folders
-    ))
+    reports = await asyncio.gather(
+        *(rag_ingest(str(folder), chunk_size=20, chunk_overlap=0, batch_size=1, **blocks) for folder in folders)
+    )
     stored = InMemoryVectorStore.load(tmp_path / "store.npz")
     sources = {Path(d.metadata["source"]).name[0] for d in stored.get_by_ids(stored._ids)}
     assert sources == {"a", "b"} and len(stored) == sum(r["written"] for r in reports) > 2
 
 
 async def test_ingest_artifacts_show_progress_and_a_report(docs, offline_blocks):
-    state = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, batch_size=1,
-                             **ingest_options(offline_blocks), return_state=True)
+    state = await rag_ingest(
+        str(docs), chunk_size=20, chunk_overlap=0, batch_size=1, **ingest_options(offline_blocks), return_state=True
+    )
     report = await state.result()
     artifacts = await artifacts_of(state.state_details.flow_run_id)
     assert artifacts["rag-ingest-progress"].type == "progress"
@@ -160,8 +163,12 @@ async def test_openai_and_pinecone_through_blocks(docs, openai_server, pinecone_
     key = SecretStr("sk-test")
     credentials = OpenAICredentials(api_key=key, base_url=openai_server.base_url)
     names = {"embedder_block": unique("emb"), "vector_store_block": unique("pc"), "chat_model_block": unique("chat")}
-    await EmbedderBlock(provider="openai", dimension=pinecone_server.dimension, credentials=credentials).asave(names["embedder_block"])
-    await ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials).asave(names["chat_model_block"])
+    await EmbedderBlock(provider="openai", dimension=pinecone_server.dimension, credentials=credentials).asave(
+        names["embedder_block"]
+    )
+    await ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials).asave(
+        names["chat_model_block"]
+    )
     await PineconeVectorStoreBlock(
         host=pinecone_server.url, namespace="flows", credentials=PineconeCredentials(api_key=SecretStr("pc-test"))
     ).asave(names["vector_store_block"])

@@ -2,6 +2,7 @@
 
 import asyncio
 import operator
+from itertools import pairwise
 
 import pytest
 
@@ -16,7 +17,7 @@ def line(*names, **options):
     graph = Graph(**options)
     for name in names:
         graph.add_node(name, noop)
-    for source, target in zip(names, names[1:]):
+    for source, target in pairwise(names):
         graph.add_edge(source, target)
     return graph.set_entry_point(names[0]).set_finish_point(names[-1])
 
@@ -57,7 +58,10 @@ def test_edge_to_end_makes_a_finish_point():
             lambda: line("a", "b").add_conditional_edges("a", lambda s: "x", {"x": "nowhere"}),
             "sends 'x' to unknown node 'nowhere'",
         ),
-        (lambda: line("a").add_conditional_edges("ghost", lambda s: "a"), "conditional edges from unknown node 'ghost'"),
+        (
+            lambda: line("a").add_conditional_edges("ghost", lambda s: "a"),
+            "conditional edges from unknown node 'ghost'",
+        ),
     ],
 )
 def test_validation_errors_name_the_offender(build, message):

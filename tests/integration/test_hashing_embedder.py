@@ -13,7 +13,7 @@ from prefect_beluga.embeddings import Embedder, HashingEmbedder
 
 
 def cosine(a, b):
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def norm(v):
@@ -74,7 +74,7 @@ def test_vectors_are_the_same_in_another_process():
     env = {**os.environ, "PYTHONHASHSEED": "12345"}  # another salt for Python's own hash()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    line = next(l for l in done.stdout.splitlines() if l.startswith("VECTOR "))
+    line = next(text for text in done.stdout.splitlines() if text.startswith("VECTOR "))
     assert json.loads(line[len("VECTOR "):]) == HashingEmbedder(32).embed_text("stable hashing")
 
 

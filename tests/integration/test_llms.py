@@ -231,7 +231,10 @@ async def test_a_server_echoing_the_key_is_scrubbed(openai_server):
 
 async def test_malformed_reply_is_a_clear_retryable_error(openai_server):
     openai_server.malformed_next()
-    with pytest.raises(llms.ProviderResponseError, match=r"'gpt-4o-mini' at http://127.0.0.1:\d+/v1: the server's reply is not valid JSON"):
+    with pytest.raises(
+        llms.ProviderResponseError,
+        match=r"'gpt-4o-mini' at http://127.0.0.1:\d+/v1: the server's reply is not valid JSON",
+    ):
         await model_for(openai_server).agenerate("hi")
     assert not is_permanent(llms.ProviderResponseError("x"))
 
@@ -346,13 +349,20 @@ CONTEXT = (
 def test_offline_model_answers_from_the_context_and_says_it_is_offline(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     model = Factory().create_provider("offline")
-    reply = model.generate([SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
-                            HumanMessage("Which database stores embeddings?")])
+    reply = model.generate(
+        [
+            SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
+            HumanMessage("Which database stores embeddings?"),
+        ]
+    )
     assert reply.content == "[offline model] Pinecone is a managed vector database that stores embeddings."
     assert reply.model == "offline-extractive"
     assert reply.usage.completion_tokens == count_tokens(reply.content)
     assert reply.usage.prompt_tokens == count_message_tokens(
-        [SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"), HumanMessage("Which database stores embeddings?")]
+        [
+            SystemMessage(f"Answer from the context.\n\nContext:\n{CONTEXT}"),
+            HumanMessage("Which database stores embeddings?"),
+        ]
     )
 
 

@@ -20,9 +20,8 @@ from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.rag import RetrievalStep
 from prefect_beluga.schema import Document
 from prefect_beluga.testing import PineconeServer
-from prefect_beluga.vectorstores import PineconeVectorStore, document_id
-
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.vectorstores import PineconeVectorStore, document_id
 
 UPSERT = "/vectors/upsert"
 TOPICS = ["machine learning models learn patterns from data", "Prefect retries failed tasks",
@@ -92,7 +91,9 @@ async def test_filters_reach_pinecone_unchanged(pinecone_server, embedder):
     docs, _ = await store.asimilarity_search_by_query("fruit", 50, embedder, filter={"topic": {"$in": [2, 3]}})
     assert docs and {d.metadata["topic"] for d in docs} == {2, 3} and len(docs) == 20
     assert pinecone_server.requests_to("/query")[-1].body["filter"] == {"topic": {"$in": [2, 3]}}
-    docs, _ = await store.asimilarity_search_by_query("fruit", 50, embedder, filter={"chunk": {"$gte": 45}, "tags": "t0"})
+    docs, _ = await store.asimilarity_search_by_query(
+        "fruit", 50, embedder, filter={"chunk": {"$gte": 45}, "tags": "t0"}
+    )
     assert sorted(d.metadata["chunk"] for d in docs) == [45, 48]
     docs, _ = await store.asimilarity_search_by_query("fruit", 5, embedder, filter={"source": "other.md"})
     assert docs == []
@@ -103,14 +104,24 @@ async def test_filters_reach_pinecone_unchanged(pinecone_server, embedder):
 
 async def test_metadata_is_converted_for_pinecone(pinecone_server, embedder):
     store = store_for(pinecone_server)
-    doc = Document(page_content="text", metadata={"source": "a.md", "page": None, "authors": ("ann", "bob"),
-                                                   "score": 0.5, "draft": False})
+    doc = Document(
+        page_content="text",
+        metadata={"source": "a.md", "page": None, "authors": ("ann", "bob"), "score": 0.5, "draft": False},
+    )
     [id_] = await store.aadd_documents([doc], embedder)
-    assert pinecone_server.vectors()[id_]["metadata"] == {"source": "a.md", "authors": ["ann", "bob"], "score": 0.5,
-                                                          "draft": False, "text": "text"}
+    assert pinecone_server.vectors()[id_]["metadata"] == {
+        "source": "a.md",
+        "authors": ["ann", "bob"],
+        "score": 0.5,
+        "draft": False,
+        "text": "text",
+    }
     [back] = await store.aget_by_ids([id_])
-    assert back == Document(id=id_, page_content="text", metadata={"source": "a.md", "authors": ["ann", "bob"],
-                                                                 "score": 0.5, "draft": False})
+    assert back == Document(
+        id=id_,
+        page_content="text",
+        metadata={"source": "a.md", "authors": ["ann", "bob"], "score": 0.5, "draft": False},
+    )
 
 
 async def test_dimension_is_read_from_the_index_once(pinecone_server, embedder):
@@ -300,23 +311,38 @@ async def test_retrieval_step_over_pinecone(pinecone_server, embedder):
 # --- bad input ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda s, e: s.asimilarity_search_by_query("  ", 3, e), "the query must be a non-empty str"),
-    (lambda s, e: s.asimilarity_search_by_query("q", 0, e), "k must be an int >= 1"),
-    (lambda s, e: s.asimilarity_search_by_query("q", 10_001, e), "k must be at most 10000"),
-    (lambda s, e: s.asimilarity_search_by_vector([0.1] * 32, 3), "the query vector has dimension 32, the store holds dimension 64"),
-    (lambda s, e: s.asimilarity_search_by_vector([float("nan")] * 64, 3), "contains NaN"),
-    (lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"nested": {"a": 1}})], e),
-     "metadata field 'nested' of document '.*' is a dict; Pinecone stores strings, numbers, booleans and lists of strings"),
-    (lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"pages": [1, 2]})], e),
-     "metadata field 'pages' .* is a list of int"),
-    (lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"text": "mine"})], e),
-     "has a metadata field 'text', which holds the text"),
-    (lambda s, e: s.aadd_documents([Document(page_content="y" * 41_000, metadata={"source": "huge.md"})], e),
-     "source 'huge.md'.* bytes of metadata with its text; Pinecone allows 40960 per vector"),
-    (lambda s, e: s.aadd_documents([Document(page_content="x", id="i" * 513)], e), "longer than 512 characters"),
-    (lambda s, e: s.adelete("one-id"), "ids must be a list of str"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s, e: s.asimilarity_search_by_query("  ", 3, e), "the query must be a non-empty str"),
+        (lambda s, e: s.asimilarity_search_by_query("q", 0, e), "k must be an int >= 1"),
+        (lambda s, e: s.asimilarity_search_by_query("q", 10_001, e), "k must be at most 10000"),
+        (
+            lambda s, e: s.asimilarity_search_by_vector([0.1] * 32, 3),
+            "the query vector has dimension 32, the store holds dimension 64",
+        ),
+        (lambda s, e: s.asimilarity_search_by_vector([float("nan")] * 64, 3), "contains NaN"),
+        (
+            lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"nested": {"a": 1}})], e),
+            "metadata field 'nested' of document '.*' is a dict; "
+            "Pinecone stores strings, numbers, booleans and lists of strings",
+        ),
+        (
+            lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"pages": [1, 2]})], e),
+            "metadata field 'pages' .* is a list of int",
+        ),
+        (
+            lambda s, e: s.aadd_documents([Document(page_content="x", metadata={"text": "mine"})], e),
+            "has a metadata field 'text', which holds the text",
+        ),
+        (
+            lambda s, e: s.aadd_documents([Document(page_content="y" * 41_000, metadata={"source": "huge.md"})], e),
+            "source 'huge.md'.* bytes of metadata with its text; Pinecone allows 40960 per vector",
+        ),
+        (lambda s, e: s.aadd_documents([Document(page_content="x", id="i" * 513)], e), "longer than 512 characters"),
+        (lambda s, e: s.adelete("one-id"), "ids must be a list of str"),
+    ],
+)
 async def test_bad_input_is_a_clear_error_and_sends_nothing(call, message, pinecone_server, embedder):
     store = store_for(pinecone_server)
     docs = corpus(3)
@@ -337,24 +363,32 @@ async def test_a_bad_document_fails_the_whole_call_before_anything_is_written(pi
 
 async def test_embedder_of_the_wrong_dimension_is_caught_before_embedding(pinecone_server):
     store = PineconeVectorStore(host=pinecone_server.url, api_key=pinecone_server.api_key)  # asks the index
-    with pytest.raises(ValidationError, match="the embedder HashingEmbedder has dimension 32, the store holds dimension 64"):
+    with pytest.raises(
+        ValidationError, match="the embedder HashingEmbedder has dimension 32, the store holds dimension 64"
+    ):
         await store.aadd_documents(corpus(3), HashingEmbedder(dimension=32))
     with pytest.raises(ValidationError, match="has dimension 32, the store holds dimension 64"):
         await store.asimilarity_search_by_query("q", 1, HashingEmbedder(dimension=32))
     assert pinecone_server.request_counts == {"/describe_index_stats": 1}
 
 
-@pytest.mark.parametrize("options, message", [
-    ({}, "pass `index_name` or `host`"),
-    ({"host": "h", "batch_size": 0}, "`batch_size` must be an int from 1 to 1000"),
-    ({"host": "h", "batch_size": 1001}, "`batch_size` must be an int from 1 to 1000 \\(Pinecone's limit per upsert\\)"),
-    ({"host": "h", "max_concurrency": 0}, "`max_concurrency` must be an int from 1 to 64"),
-    ({"host": "h", "text_key": ""}, "`text_key` must be a non-empty str"),
-    ({"host": "h", "dimension": 0}, "`dimension` must be an int >= 1"),
-    ({"host": "h", "timeout": 0}, "`timeout` must be a number of seconds > 0"),
-    ({"host": "h", "namespace": 3}, "`namespace` must be a str"),
-    ({"host": "h", "api_key": SecretStr(" ")}, "no Pinecone API key"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, "pass `index_name` or `host`"),
+        ({"host": "h", "batch_size": 0}, "`batch_size` must be an int from 1 to 1000"),
+        (
+            {"host": "h", "batch_size": 1001},
+            "`batch_size` must be an int from 1 to 1000 \\(Pinecone's limit per upsert\\)",
+        ),
+        ({"host": "h", "max_concurrency": 0}, "`max_concurrency` must be an int from 1 to 64"),
+        ({"host": "h", "text_key": ""}, "`text_key` must be a non-empty str"),
+        ({"host": "h", "dimension": 0}, "`dimension` must be an int >= 1"),
+        ({"host": "h", "timeout": 0}, "`timeout` must be a number of seconds > 0"),
+        ({"host": "h", "namespace": 3}, "`namespace` must be a str"),
+        ({"host": "h", "api_key": SecretStr(" ")}, "no Pinecone API key"),
+    ],
+)
 def test_bad_options_are_clear_errors(options, message, monkeypatch):
     monkeypatch.setenv("PINECONE_API_KEY", "pc-from-env")
     with pytest.raises(ValidationError, match=message):

@@ -6,18 +6,21 @@ from prefect_beluga import RunConfig, ValidationError
 from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.llms import OfflineChatModel
 from prefect_beluga.rag import GenerationStep, RetrievalStep, TokenTextSplitter, build_rag_chain, load_documents
-from prefect_beluga.vectorstores import InMemoryVectorStore
-
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.vectorstores import InMemoryVectorStore
 
 
 @pytest.fixture
 def store(tmp_path):
-    (tmp_path / "ml.md").write_text("# ML\n\nMachine learning (ML) is a field of AI in which models learn patterns from data.\n")
+    (tmp_path / "ml.md").write_text(
+        "# ML\n\nMachine learning (ML) is a field of AI in which models learn patterns from data.\n"
+    )
     (tmp_path / "prefect.md").write_text("# Prefect\n\nPrefect retries failed tasks according to their retry policy.\n")
     embedder = HashingEmbedder()
     store = InMemoryVectorStore()
-    store.add_documents(TokenTextSplitter(chunk_size=60, chunk_overlap=10).split_documents(load_documents(tmp_path)), embedder)
+    store.add_documents(
+        TokenTextSplitter(chunk_size=60, chunk_overlap=10).split_documents(load_documents(tmp_path)), embedder
+    )
     return store, embedder
 
 

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 from prefect.client.orchestration import get_client
 from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, get_current_settings
@@ -49,6 +48,7 @@ from prefect_beluga.blocks import (
     PineconeVectorStoreBlock,
 )
 from prefect_beluga.testing import OpenAIServer, PineconeServer
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 TAG = uuid.uuid4().hex
@@ -257,7 +257,8 @@ async def save_blocks(openai_url: str, pinecone_url: str) -> dict[str, str]:
     names = {"embedder_block": unique("emb"), "vector_store_block": unique("pc"), "chat_model_block": unique("chat")}
     await credentials.asave(unique("openai"))
     await EmbedderBlock(provider="openai", dimension=DIMENSION, credentials=credentials).asave(names["embedder_block"])
-    await ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials).asave(names["chat_model_block"])
+    chat_block = ChatModelBlock(provider="openai", model_name="gpt-4o-mini", credentials=credentials)
+    await chat_block.asave(names["chat_model_block"])
     pinecone = PineconeCredentials(api_key=SecretStr(PINECONE_KEY))
     await pinecone.asave(unique("pinecone"))
     await PineconeVectorStoreBlock(host=pinecone_url, namespace="secrets", credentials=pinecone).asave(
@@ -284,8 +285,9 @@ async def test_flows_succeed_without_leaking(docs, tmp_path, openai_canary, pine
     ingest = {k: names[k] for k in ("embedder_block", "vector_store_block")}
     report = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, **ingest)
     assert report["written"] == pinecone_canary.vector_count("secrets") > 0
-    answer = await rag_answer("What is machine learning?", k=2, session_id="alice",
-                              memory_dir=str(tmp_path / "memory"), **names)
+    answer = await rag_answer(
+        "What is machine learning?", k=2, session_id="alice", memory_dir=str(tmp_path / "memory"), **names
+    )
     assert answer["output"] and answer["usage"]["total_tokens"] > 0
     # The keys did reach the servers (so they were really used), and nothing else did.
     assert {r.bearer for r in openai_canary.requests} == {OPENAI_KEY}
@@ -296,7 +298,8 @@ async def test_flows_succeed_without_leaking(docs, tmp_path, openai_canary, pine
 
 
 async def test_flows_on_a_server_with_basic_auth_leak_neither_keys_nor_the_auth_string(
-        docs, tmp_path, openai_canary, pinecone_canary, capfd, caplog):
+    docs, tmp_path, openai_canary, pinecone_canary, capfd, caplog
+):
     """The same scan through a `prefect server` with basic auth: the auth string is a secret too."""
     auth = f"beluga:LEAKCANARY-{uuid.uuid4().hex}"
     needles = NEEDLES + needles_for(auth)
@@ -304,8 +307,9 @@ async def test_flows_on_a_server_with_basic_auth_leak_neither_keys_nor_the_auth_
         names = await save_blocks(openai_canary.base_url, pinecone_canary.url)
         ingest = {k: names[k] for k in ("embedder_block", "vector_store_block")}
         report = await rag_ingest(str(docs), chunk_size=20, chunk_overlap=0, **ingest)
-        answer = await rag_answer("What is machine learning?", k=2, session_id="bob",
-                                  memory_dir=str(tmp_path / "memory"), **names)
+        answer = await rag_answer(
+            "What is machine learning?", k=2, session_id="bob", memory_dir=str(tmp_path / "memory"), **names
+        )
         assert report["written"] > 0 and answer["output"]
         db = database_files(f"sqlite+aiosqlite:///{server.home / 'server-home' / 'prefect.db'}")
         # Known, outside this package: the `websockets` library logs, at DEBUG only, the headers and
@@ -332,8 +336,10 @@ async def test_the_raw_database_holds_block_keys_encrypted_only(openai_canary, p
 async def test_flows_failing_on_wrong_keys_and_server_errors_leak_nothing(docs, tmp_path, capfd, caplog):
     # Servers that expect other keys: the canaries are refused with 401 (OpenAI quotes the
     # sent key masked in its message, as the real API does).
-    with OpenAIServer(api_key="sk-the-right-one", dimension=DIMENSION) as openai_server, \
-            PineconeServer(api_key=PINECONE_KEY, dimension=DIMENSION) as pinecone_server:
+    with (
+        OpenAIServer(api_key="sk-the-right-one", dimension=DIMENSION) as openai_server,
+        PineconeServer(api_key=PINECONE_KEY, dimension=DIMENSION) as pinecone_server,
+    ):
         names = await save_blocks(openai_server.base_url, pinecone_server.url)
         ingest = {k: names[k] for k in ("embedder_block", "vector_store_block")}
         with pytest.raises(Exception, match="Incorrect API key") as embed_401:  # OpenAI refuses
@@ -412,12 +418,18 @@ async def test_a_pinecone_error_quoting_the_key_back_is_scrubbed(openai_canary, 
     key = f"pcsk_beluga-LEAKCANARY-{uuid.uuid4().hex}"
     with PineconeServer(api_key=key, dimension=DIMENSION) as pinecone_server:
         credentials = OpenAICredentials(api_key=SecretStr(OPENAI_KEY), base_url=openai_canary.base_url)
-        names = {"embedder_block": unique("emb"), "vector_store_block": unique("pc"), "chat_model_block": unique("chat")}
-        await EmbedderBlock(provider="openai", dimension=DIMENSION, credentials=credentials).asave(names["embedder_block"])
-        await ChatModelBlock(provider="openai", credentials=credentials).asave(names["chat_model_block"])
-        await PineconeVectorStoreBlock(host=pinecone_server.url, credentials=PineconeCredentials(api_key=SecretStr(key))).asave(
-            names["vector_store_block"]
+        names = {
+            "embedder_block": unique("emb"),
+            "vector_store_block": unique("pc"),
+            "chat_model_block": unique("chat"),
+        }
+        await EmbedderBlock(provider="openai", dimension=DIMENSION, credentials=credentials).asave(
+            names["embedder_block"]
         )
+        await ChatModelBlock(provider="openai", credentials=credentials).asave(names["chat_model_block"])
+        await PineconeVectorStoreBlock(
+            host=pinecone_server.url, credentials=PineconeCredentials(api_key=SecretStr(key))
+        ).asave(names["vector_store_block"])
         pinecone_server.fail_next(500, times=3, body={"code": 13, "message": f"bad key {key}"}, path="/query")
         with pytest.raises(Exception, match="bad key") as query_500:
             await rag_answer("What is ML?", **names)

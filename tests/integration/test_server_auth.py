@@ -25,6 +25,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.helpers import create_process_pool
 from prefect_beluga.testing.prefect_server import (
     PrefectServer,
     postgres_bin_dir,
@@ -126,13 +127,6 @@ def _child_env(server: PrefectServer, worker: str) -> dict[str, str]:
     return env
 
 
-async def _create_pool(name: str) -> None:
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
-
-
 async def _everything_through_the_api() -> str:
     async with get_client() as client:
         parts = [
@@ -166,7 +160,7 @@ def test_a_process_worker_and_another_process_run_workflows_through_auth(auth_se
 
     pool = "beluga-auth-pool"
     with auth_server.settings():
-        run_sync(_create_pool(pool))
+        run_sync(create_process_pool(pool))
         assert fx.spread.deploy(work_pool=pool)
         worker_log = open(tmp_path / "worker.log", "wb")
         worker = subprocess.Popen(

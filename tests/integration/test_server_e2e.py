@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect_beluga.testing.helpers import stop_process_group
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -25,6 +24,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.deployments import run_deployment
 
+from prefect_beluga.testing.helpers import stop_process_group
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,6 @@ async def test_redeploying_does_not_move_the_ingest_schedule(deployed):
 
 def test_prefect_yaml_names_a_prefect_version_inside_the_supported_range():
     import tomllib
-
     import yaml
     from packaging.requirements import Requirement
 

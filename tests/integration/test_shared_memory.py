@@ -92,7 +92,9 @@ async def test_rag_answer_keeps_a_session_in_a_memory_block_and_shows_it(tmp_pat
     (folder / "guide").mkdir(parents=True)
     (folder / "guide" / "retries.md").write_text("# Retries\n\nA Prefect task is retried by its retry policy.\n")
     blocks = await offline_blocks(tmp_path)
-    await rag_ingest(str(folder), embedder_block=blocks["embedder_block"], vector_store_block=blocks["vector_store_block"])
+    await rag_ingest(
+        str(folder), embedder_block=blocks["embedder_block"], vector_store_block=blocks["vector_store_block"]
+    )
     memory_block = f"mem-{uuid.uuid4().hex[:8]}"
     await LocalFileSystem(basepath=str(tmp_path / "shared")).asave(memory_block)
 
@@ -108,9 +110,16 @@ async def test_rag_answer_keeps_a_session_in_a_memory_block_and_shows_it(tmp_pat
 def test_the_answers_table_has_five_short_columns_and_keeps_tokens_and_cost():
     """The UI does not wrap table cells and its artifact pane is ~700 px wide in a 1,280 px window
     (seen in a screenshot): rows stay under ~90 characters; answers and sources go below."""
-    answers = [{"question": f"Question {i}: " + "why " * 30, "output": "word " * 200,
-                "sources": ["guide/a.md#0", "/old/abs/b.md#3"], "model": "gpt-4o-mini",
-                "usage": {"prompt_tokens": 100 + i, "completion_tokens": 20}} for i in range(3)]
+    answers = [
+        {
+            "question": f"Question {i}: " + "why " * 30,
+            "output": "word " * 200,
+            "sources": ["guide/a.md#0", "/old/abs/b.md#3"],
+            "model": "gpt-4o-mini",
+            "usage": {"prompt_tokens": 100 + i, "completion_tokens": 20},
+        }
+        for i in range(3)
+    ]
     markdown = answers_markdown(answers, session="s1", memory_store="FileMemoryStore(/m)")
     assert table_widths(markdown) == [5] * 5  # header, rule, 3 rows
     rows = [line for line in markdown.splitlines() if line.startswith("| ")]

@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 import workflow_fixtures as fx
+
 from prefect_beluga import (
     Chain,
     Graph,
@@ -24,8 +24,6 @@ from prefect_beluga import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
-
-
 
 subprocess_env = fx.subprocess_env
 

@@ -8,16 +8,10 @@ import signal
 import time
 
 import workflow_fixtures as fx
+
 from prefect_beluga.core._sync import run_sync
+from prefect_beluga.testing.helpers import create_process_pool
 from prefect_beluga.testing.prefect_server import PrefectServer
-
-
-async def _create_pool(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
 
 
 async def _state_messages(run_id: str) -> list[str]:
@@ -32,7 +26,7 @@ def test_a_run_whose_worker_is_killed_is_resumed_by_another_worker_by_itself(pre
     beat = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     workers = []
     with prefect_server.settings():
-        run_sync(_create_pool(pool))
+        run_sync(create_process_pool(pool))
         fx.durable.deploy(work_pool=pool, lost_after=45)
         try:
             workers.append(fx.start_worker(prefect_server, pool, "doomed", tmp_path, **beat))
@@ -81,7 +75,9 @@ def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
     try:
         deadline = time.monotonic() + 90
         while not ready.exists():
-            assert time.monotonic() < deadline and child.poll() is None, child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            assert time.monotonic() < deadline and child.poll() is None, (
+                child.stderr.read()[-3000:] if child.poll() is not None else "slow"
+            )
             time.sleep(0.1)
         time.sleep(0.5)
         child.send_signal(signal.SIGTERM)

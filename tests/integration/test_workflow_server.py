@@ -12,11 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prefect_beluga.testing.helpers import stop_process_group
 
 from prefect_beluga import Orchestrator, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
+from prefect_beluga.testing.helpers import create_process_pool, stop_process_group
+from prefect_beluga.testing.prefect_server import PrefectServer
 
 
 def test_prefect_server_is_healthy_and_reachable_from_a_subprocess(prefect_server: PrefectServer):
@@ -44,33 +44,15 @@ def test_prefect_server_rejects_bad_timeouts():
         PrefectServer(startup_timeout=0)
 
 
-def _start_worker(server: PrefectServer, pool: str, name: str, tmp: Path) -> subprocess.Popen:
-    env = dict(server.env)
-    env.update(
-        BELUGA_TEST_WORKER=name,
-        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]),
-        PREFECT_WORKER_QUERY_SECONDS="1",
-        PREFECT_WORKER_PREFETCH_SECONDS="1",
-    )
-    log = open(tmp / f"{name}.log", "wb")
-    return subprocess.Popen(
-        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", "1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
 def test_deployed_workflow_runs_spread_over_two_workers(prefect_server: PrefectServer, tmp_path):
     import workflow_fixtures as fx
 
     pool = "beluga-test-pool"
     with prefect_server.settings():
-        run_sync(_create_pool(pool))
+        run_sync(create_process_pool(pool))
         deployment_id = fx.spread.deploy(work_pool=pool)
         assert deployment_id
-        workers = [_start_worker(prefect_server, pool, f"worker-{i}", tmp_path) for i in (1, 2)]
+        workers = [fx.start_worker(prefect_server, pool, f"worker-{i}", tmp_path) for i in (1, 2)]
         try:
             runs = [fx.spread.execute({"a": i, "b": 100, "seconds": 1}) for i in range(4)]
             assert len({run_id for _, run_id in runs}) == 4
@@ -88,14 +70,6 @@ def test_deployed_workflow_runs_spread_over_two_workers(prefect_server: PrefectS
         assert all(listed[rid].status == "COMPLETED" for _, rid in runs)
 
 
-async def _create_pool(name: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-
-    async with get_client() as client:
-        await client.create_work_pool(WorkPoolCreate(name=name, type="process"), overwrite=True)
-
-
 def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(prefect_server: PrefectServer, tmp_path):
     """A worker's flow-run process and the worker itself are SIGKILLed in step 3; after a retry a
     second worker finishes the same run, reading steps 1 and 2 back from their persisted results."""
@@ -103,9 +77,9 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
 
     pool, log, gate = "beluga-durable-pool", tmp_path / "steps.log", tmp_path / "gate"
     with prefect_server.settings():
-        run_sync(_create_pool(pool))
+        run_sync(create_process_pool(pool))
         fx.durable.deploy(work_pool=pool)
-        first = _start_worker(prefect_server, pool, "doomed-worker", tmp_path)
+        first = fx.start_worker(prefect_server, pool, "doomed-worker", tmp_path)
         try:
             _, run_id = fx.durable.execute({"n": 4, "log": str(log), "gate": str(gate)})
             deadline = time.monotonic() + 180
@@ -121,7 +95,7 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
         assert fx.durable.status(run_id) == "RUNNING"  # nobody is left to say otherwise
 
         gate.touch()
-        second = _start_worker(prefect_server, pool, "rescue-worker", tmp_path)
+        second = fx.start_worker(prefect_server, pool, "rescue-worker", tmp_path)
         try:
             assert fx.durable.retry(run_id) == ("test-durable", run_id)
             result = fx.durable.get_result("test-durable", run_id, timeout=180)

@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 import workflow_fixtures as fx
+
 from prefect_beluga import WorkflowCancelled, WorkflowError
 
 

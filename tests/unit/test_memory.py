@@ -43,7 +43,9 @@ def test_new_memory_accepts_the_enum_or_its_name(spelling):
 
 
 def test_new_memory_rejects_an_unknown_type_listing_the_known_ones():
-    with pytest.raises(ValidationError, match=r"unknown memory type 'summary'; expected one of \['BUFFER', 'WINDOW', 'TOKEN_WINDOW'\]"):
+    with pytest.raises(
+        ValidationError, match=r"unknown memory type 'summary'; expected one of \['BUFFER', 'WINDOW', 'TOKEN_WINDOW'\]"
+    ):
         memory.new_memory("summary")
 
 

@@ -37,7 +37,7 @@ def test_the_sdk_round_trip(server, index):
     assert response.upserted_count == 3
     result = index.query(vector=unit(4, 0, tilt=0.5), top_k=2, namespace="films", include_metadata=True)
     assert [m.id for m in result.matches] == ["a", "b"] and result.namespace == "films"
-    assert result.matches[0].score == pytest.approx(1 / (1.25 ** 0.5)) and result.matches[0].metadata["genre"] == "drama"
+    assert result.matches[0].score == pytest.approx(1 / (1.25**0.5)) and result.matches[0].metadata["genre"] == "drama"
     assert result.matches[0].values == []  # not asked for
     with_values = index.query(id="c", top_k=1, namespace="films", include_values=True)
     assert with_values.matches[0].id == "c" and with_values.matches[0].values == unit(4, 2)
@@ -67,16 +67,23 @@ def test_requests_carry_the_sdk_headers_and_are_counted(server, index):
     upsert = server.requests_to("/vectors/upsert")[0]
     assert upsert.method == "POST" and upsert.headers["api-key"] == "pc-test"
     assert upsert.headers["x-pinecone-api-version"] and upsert.body == {"vectors": [{"id": "a", "values": unit(4, 0)}]}
-    assert server.responses == [("/vectors/upsert", 200), ("/query", 200), ("/query", 200), ("/describe_index_stats", 200)]
+    assert server.responses == [
+        ("/vectors/upsert", 200),
+        ("/query", 200),
+        ("/query", 200),
+        ("/describe_index_stats", 200),
+    ]
     assert index.describe_index_stats().namespaces["__default__"].vector_count == 1  # how Pinecone names ""
 
 
 def test_metadata_filters(server, index):
-    index.upsert(vectors=[
-        ("a", unit(4, 0), {"genre": "drama", "year": 2019, "tags": ["x", "y"]}),
-        ("b", unit(4, 1), {"genre": "comedy", "year": 2021, "tags": ["y"]}),
-        ("c", unit(4, 2), {"genre": "drama", "year": 2023}),
-    ])
+    index.upsert(
+        vectors=[
+            ("a", unit(4, 0), {"genre": "drama", "year": 2019, "tags": ["x", "y"]}),
+            ("b", unit(4, 1), {"genre": "comedy", "year": 2021, "tags": ["y"]}),
+            ("c", unit(4, 2), {"genre": "drama", "year": 2023}),
+        ]
+    )
 
     def ids(filter):
         return sorted(m.id for m in index.query(vector=unit(4, 3), top_k=10, filter=filter).matches)
@@ -95,21 +102,35 @@ def test_metadata_filters(server, index):
     assert sorted(server.vectors()) == ["b"]
 
 
-@pytest.mark.parametrize("vectors, message", [
-    ([{"id": "a", "values": [1.0, 0.0]}], "Vector dimension 2 does not match the dimension of the index 4"),
-    ([{"id": "a", "values": [1.0, 0.0, 0.0, "x"]}], "vectors\\[1\\]: values must be an array of numbers"),
-    ([{"id": "a", "values": unit(4, 0), "metadata": {"n": None}}],
-     "Metadata value must be a string, number, boolean or list of strings, got null for field 'n' of vector a"),
-    ([{"id": "a", "values": unit(4, 0), "metadata": {"n": {"deep": 1}}}], "for field 'n'"),
-    ([{"id": "a", "values": unit(4, 0), "metadata": {"n": [1, 2]}}], "for field 'n'"),
-    ([{"id": "a", "values": unit(4, 0), "metadata": {"text": "x" * 41_000}}], "exceeds the limit of 40960 bytes per vector"),
-    ([{"id": "", "values": unit(4, 0)}], "vectors\\[1\\].id must be a string of 1 to 512 characters"),
-    ([{"id": "i" * 513, "values": unit(4, 0)}], "must be a string of 1 to 512 characters"),
-    ([{"id": str(i), "values": unit(4, 0)} for i in range(1000)], "Too many vectors in one upsert request: 1001; the maximum is 1000"),
-])
+@pytest.mark.parametrize(
+    "vectors, message",
+    [
+        ([{"id": "a", "values": [1.0, 0.0]}], "Vector dimension 2 does not match the dimension of the index 4"),
+        ([{"id": "a", "values": [1.0, 0.0, 0.0, "x"]}], "vectors\\[1\\]: values must be an array of numbers"),
+        (
+            [{"id": "a", "values": unit(4, 0), "metadata": {"n": None}}],
+            "Metadata value must be a string, number, boolean or list of strings, got null for field 'n' of vector a",
+        ),
+        ([{"id": "a", "values": unit(4, 0), "metadata": {"n": {"deep": 1}}}], "for field 'n'"),
+        ([{"id": "a", "values": unit(4, 0), "metadata": {"n": [1, 2]}}], "for field 'n'"),
+        (
+            [{"id": "a", "values": unit(4, 0), "metadata": {"text": "x" * 41_000}}],
+            "exceeds the limit of 40960 bytes per vector",
+        ),
+        ([{"id": "", "values": unit(4, 0)}], "vectors\\[1\\].id must be a string of 1 to 512 characters"),
+        ([{"id": "i" * 513, "values": unit(4, 0)}], "must be a string of 1 to 512 characters"),
+        (
+            [{"id": str(i), "values": unit(4, 0)} for i in range(1000)],
+            "Too many vectors in one upsert request: 1001; the maximum is 1000",
+        ),
+    ],
+)
 def test_pinecone_limits_reject_the_whole_request(vectors, message, server):
     """Sent as raw HTTP: the SDK checks some of these itself before sending."""
-    assert raw(server, "POST", "/vectors/upsert", json={"vectors": [{"id": "keep", "values": unit(4, 0)}]}).status_code == 200
+    assert (
+        raw(server, "POST", "/vectors/upsert", json={"vectors": [{"id": "keep", "values": unit(4, 0)}]}).status_code
+        == 200
+    )
     reply = raw(server, "POST", "/vectors/upsert", json={"vectors": [{"id": "ok", "values": unit(4, 1)}] + vectors})
     assert reply.status_code == 400 and reply.json()["code"] == 3
     assert re.search(message, reply.json()["message"]), reply.json()
@@ -147,7 +168,10 @@ def test_authentication(server):
 def test_bad_requests(server):
     assert raw(server, "POST", "/vectors/upsert", content=b"{not json").status_code == 400
     assert raw(server, "POST", "/query", json={"topK": 0, "vector": unit(4, 0)}).status_code == 400
-    assert raw(server, "POST", "/query", json={"topK": 1}).json()["message"] == "Exactly one of vector or id must be provided"
+    assert (
+        raw(server, "POST", "/query", json={"topK": 1}).json()["message"]
+        == "Exactly one of vector or id must be provided"
+    )
     assert raw(server, "GET", "/vectors/fetch").status_code == 400
     assert raw(server, "POST", "/vectors/delete", json={"namespace": ""}).status_code == 400
     assert raw(server, "POST", "/nowhere", json={}).status_code == 404
@@ -190,7 +214,10 @@ def test_concurrent_writers_lose_nothing(server):
         with httpx.Client(headers={"Api-Key": "pc-test"}, timeout=10) as client:
             for batch in range(5):
                 vectors = [{"id": f"{worker}-{batch}-{i}", "values": unit(4, i % 4)} for i in range(20)]
-                assert client.post(server.url + "/vectors/upsert", json={"vectors": vectors, "namespace": "n"}).status_code == 200
+                assert (
+                    client.post(server.url + "/vectors/upsert", json={"vectors": vectors, "namespace": "n"}).status_code
+                    == 200
+                )
 
     threads = [threading.Thread(target=write, args=(w,)) for w in range(6)]
     for thread in threads:
@@ -204,7 +231,7 @@ def test_concurrent_writers_lose_nothing(server):
 def test_reset_and_lifecycle():
     server = PineconeServer(dimension=4)
     with pytest.raises(RuntimeError, match="not running"):
-        server.url
+        _ = server.url
     with server:
         port = server.port
         raw(server, "POST", "/vectors/upsert", json={"vectors": [{"id": "a", "values": unit(4, 0)}]})

@@ -1,5 +1,7 @@
 """Splitting and loading text for retrieval (prefect_beluga/rag/splitter.py, loaders.py)."""
 
+from itertools import pairwise
+
 import pytest
 
 from prefect_beluga import ValidationError
@@ -15,7 +17,7 @@ def test_chunks_fit_the_budget_and_overlap_by_whole_sentences():
     splitter = TokenTextSplitter(chunk_size=40, chunk_overlap=15)
     chunks = splitter.split_text(TEXT)
     assert len(chunks) > 5 and all(count_tokens(c) <= 40 for c in chunks)
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in pairwise(chunks):
         last_sentence = before.split(". ")[-1]
         assert after.startswith(last_sentence.rstrip(".")), (before, after)
     every_fact = " ".join(chunks)
@@ -34,17 +36,23 @@ def test_a_sentence_longer_than_a_chunk_is_cut_by_tokens():
 
 
 def test_split_documents_numbers_chunks_and_keeps_metadata():
-    docs = [Document(page_content=TEXT, metadata={"source": "a.md"}), Document(page_content="Short.", metadata={"source": "b.md"})]
+    docs = [
+        Document(page_content=TEXT, metadata={"source": "a.md"}),
+        Document(page_content="Short.", metadata={"source": "b.md"}),
+    ]
     chunks = TokenTextSplitter(chunk_size=40, chunk_overlap=0).split_documents(docs)
     a_chunks = [c for c in chunks if c.metadata["source"] == "a.md"]
     assert [c.metadata["chunk"] for c in a_chunks] == list(range(len(a_chunks)))
     assert chunks[-1].metadata == {"source": "b.md", "chunk": 0} and chunks[-1].page_content == "Short."
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"chunk_size": 0}, "chunk_size must be an int >= 1"),
-    ({"chunk_size": 10, "chunk_overlap": 10}, "chunk_overlap must be an int with 0 <= chunk_overlap < chunk_size"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"chunk_size": 0}, "chunk_size must be an int >= 1"),
+        ({"chunk_size": 10, "chunk_overlap": 10}, "chunk_overlap must be an int with 0 <= chunk_overlap < chunk_size"),
+    ],
+)
 def test_bad_splitter_options(options, message):
     with pytest.raises(ValidationError, match=message):
         TokenTextSplitter(**options)

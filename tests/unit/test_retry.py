@@ -1,7 +1,7 @@
 """Which errors are retried, and how long a server asked us to wait."""
 
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 

@@ -20,8 +20,12 @@ TEXTS = [
 
 
 def chunks(source="notes.md"):
-    return [Document(page_content=t, metadata={"source": source, "chunk": i, "topic": ["ai", "ops", "food"][i], "year": 2020 + i})
-            for i, t in enumerate(TEXTS)]
+    return [
+        Document(
+            page_content=t, metadata={"source": source, "chunk": i, "topic": ["ai", "ops", "food"][i], "year": 2020 + i}
+        )
+        for i, t in enumerate(TEXTS)
+    ]
 
 
 @pytest.fixture
@@ -42,7 +46,8 @@ def test_document_ids_are_deterministic_and_distinct():
     assert document_id(edited) == document_id(first[0])
     # a source without chunk indexes: two different texts must not collide
     assert document_id(Document(page_content="a", metadata={"source": "s"})) != document_id(
-        Document(page_content="b", metadata={"source": "s"}))
+        Document(page_content="b", metadata={"source": "s"})
+    )
     assert document_id(Document(page_content="same")) == document_id(Document(page_content="same"))
 
 
@@ -51,47 +56,53 @@ def test_document_ids_are_deterministic_and_distinct():
 META = {"source": "a.md", "year": 2021, "tags": ["ml", "intro"], "draft": False}
 
 
-@pytest.mark.parametrize("filter, expected", [
-    ({"source": "a.md"}, True),
-    ({"source": {"$eq": "b.md"}}, False),
-    ({"source": {"$ne": "b.md"}}, True),
-    ({"source": {"$in": ["a.md", "b.md"]}}, True),
-    ({"source": {"$nin": ["a.md"]}}, False),
-    ({"year": {"$gte": 2021, "$lt": 2022}}, True),
-    ({"year": {"$gt": 2021}}, False),
-    ({"year": {"$lte": 2020}}, False),
-    ({"source": {"$gt": 1}}, False),  # a string is not greater than a number: no match, no error
-    ({"tags": "ml"}, True),  # a list field matches through any item
-    ({"tags": {"$in": ["intro", "x"]}}, True),
-    ({"tags": {"$nin": ["ml"]}}, False),
-    ({"title": {"$exists": False}}, True),
-    ({"year": {"$exists": True}}, True),
-    ({"missing": {"$ne": "x"}}, True),
-    ({"draft": False}, True),
-    ({"draft": 0}, False),  # booleans are not numbers
-    ({"$or": [{"year": 1999}, {"tags": "ml"}]}, True),
-    ({"$and": [{"year": 2021}, {"source": "b.md"}]}, False),
-    ({"source": "a.md", "year": 1999}, False),  # several fields: all must hold
-    ({}, True),
-    (None, True),
-])
+@pytest.mark.parametrize(
+    "filter, expected",
+    [
+        ({"source": "a.md"}, True),
+        ({"source": {"$eq": "b.md"}}, False),
+        ({"source": {"$ne": "b.md"}}, True),
+        ({"source": {"$in": ["a.md", "b.md"]}}, True),
+        ({"source": {"$nin": ["a.md"]}}, False),
+        ({"year": {"$gte": 2021, "$lt": 2022}}, True),
+        ({"year": {"$gt": 2021}}, False),
+        ({"year": {"$lte": 2020}}, False),
+        ({"source": {"$gt": 1}}, False),  # a string is not greater than a number: no match, no error
+        ({"tags": "ml"}, True),  # a list field matches through any item
+        ({"tags": {"$in": ["intro", "x"]}}, True),
+        ({"tags": {"$nin": ["ml"]}}, False),
+        ({"title": {"$exists": False}}, True),
+        ({"year": {"$exists": True}}, True),
+        ({"missing": {"$ne": "x"}}, True),
+        ({"draft": False}, True),
+        ({"draft": 0}, False),  # booleans are not numbers
+        ({"$or": [{"year": 1999}, {"tags": "ml"}]}, True),
+        ({"$and": [{"year": 2021}, {"source": "b.md"}]}, False),
+        ({"source": "a.md", "year": 1999}, False),  # several fields: all must hold
+        ({}, True),
+        (None, True),
+    ],
+)
 def test_filter_language(filter, expected):
     check_filter(filter)
     assert matches(META, filter) is expected
 
 
-@pytest.mark.parametrize("filter, message", [
-    ({"chunk": {"$regex": "a"}}, r"unknown filter operator '\$regex' for field 'chunk'"),
-    ({"$not": {"a": 1}}, r"unknown filter operator '\$not' at the top level"),
-    ({"a": {"$in": "abc"}}, r"\$in for field 'a' takes a list"),
-    ({"a": {"$gt": "3"}}, r"\$gt for field 'a' takes a number"),
-    ({"a": {"$exists": 1}}, r"\$exists for field 'a' takes True or False"),
-    ({"$or": []}, r"\$or takes a non-empty list"),
-    ({"a": {}}, r"the condition for field 'a' is empty"),
-    ({"a": {"nested": 1}}, r"unknown filter operator 'nested'"),
-    ({"a": [1, 2]}, r"\$eq for field 'a' takes a single value"),
-    ("source=a.md", r"filter must be a dict"),
-])
+@pytest.mark.parametrize(
+    "filter, message",
+    [
+        ({"chunk": {"$regex": "a"}}, r"unknown filter operator '\$regex' for field 'chunk'"),
+        ({"$not": {"a": 1}}, r"unknown filter operator '\$not' at the top level"),
+        ({"a": {"$in": "abc"}}, r"\$in for field 'a' takes a list"),
+        ({"a": {"$gt": "3"}}, r"\$gt for field 'a' takes a number"),
+        ({"a": {"$exists": 1}}, r"\$exists for field 'a' takes True or False"),
+        ({"$or": []}, r"\$or takes a non-empty list"),
+        ({"a": {}}, r"the condition for field 'a' is empty"),
+        ({"a": {"nested": 1}}, r"unknown filter operator 'nested'"),
+        ({"a": [1, 2]}, r"\$eq for field 'a' takes a single value"),
+        ("source=a.md", r"filter must be a dict"),
+    ],
+)
 def test_bad_filters_are_clear_errors(filter, message):
     with pytest.raises(ValidationError, match=message):
         check_filter(filter)
@@ -126,7 +137,11 @@ def test_reingesting_the_same_chunks_does_not_duplicate(embedder):
     assert store.add_documents(chunks(), embedder) == first and len(store) == 3
     assert document_id(chunks()[0]) == first[0]
     # an edited chunk replaces the old one in place
-    edited = [Document(page_content="Deep learning is a kind of machine learning.", metadata={"source": "notes.md", "chunk": 0})]
+    edited = [
+        Document(
+            page_content="Deep learning is a kind of machine learning.", metadata={"source": "notes.md", "chunk": 0}
+        )
+    ]
     assert store.add_documents(edited, embedder) == first[:1] and len(store) == 3
     assert store.get_by_ids(first[:1])[0].get_content().startswith("Deep learning")
     store.add_documents(chunks(source="other.md"), embedder)
@@ -155,7 +170,9 @@ def test_filters_and_delete(embedder):
     docs, _ = store.similarity_search_by_query("fruit", 3, embedder, filter={"topic": "none"})
     assert docs == []
     store.delete([ids[2], "unknown"])
-    assert len(store) == 2 and all(d.metadata["topic"] != "food" for d in store.similarity_search_by_query("fruit", 3, embedder)[0])
+    assert len(store) == 2 and all(
+        d.metadata["topic"] != "food" for d in store.similarity_search_by_query("fruit", 3, embedder)[0]
+    )
     assert store.get_by_ids([ids[2]]) == []
     store.delete(ids)
     assert len(store) == 0 and store.similarity_search_by_query("fruit", 3, embedder) == ([], [])
@@ -178,7 +195,10 @@ def test_save_and_load(tmp_path, embedder):
     loaded.add_documents([Document(page_content="Ünïcödé text ✓", metadata={"source": "u.md"})], embedder)
     loaded.save(tmp_path / "index.npz")
     again = InMemoryVectorStore.load(tmp_path / "index.npz")
-    assert len(again) == 4 and again.similarity_search_by_query("ünïcödé", 1, embedder)[0][0].get_content() == "Ünïcödé text ✓"
+    assert (
+        len(again) == 4
+        and again.similarity_search_by_query("ünïcödé", 1, embedder)[0][0].get_content() == "Ünïcödé text ✓"
+    )
 
 
 def test_save_empty_store(tmp_path):
@@ -301,8 +321,10 @@ def test_pickles_and_many_small_upserts(embedder):
 
 async def test_concurrent_upserts_lose_nothing(embedder):
     store = InMemoryVectorStore()
-    batches = [[Document(page_content=f"text {b}-{i}", metadata={"source": f"s{b}", "chunk": i}) for i in range(50)]
-               for b in range(8)]
+    batches = [
+        [Document(page_content=f"text {b}-{i}", metadata={"source": f"s{b}", "chunk": i}) for i in range(50)]
+        for b in range(8)
+    ]
     await asyncio.gather(*(store.aadd_documents(batch, embedder) for batch in batches))
     assert len(store) == 400 and len(set(store._ids)) == 400
 
@@ -314,8 +336,10 @@ def test_memory_for_100k_chunks_of_dimension_384_is_well_under_a_gigabyte():
     tracemalloc.start()
     store = InMemoryVectorStore(dimension=384)
     for start in range(0, rows, 500):  # ingested in batches, as add_documents would
-        docs = [Document(page_content=text[: 799] + str(i % 10), metadata={"source": "guide.md", "chunk": i})
-                for i in range(start, start + 500)]
+        docs = [
+            Document(page_content=text[:799] + str(i % 10), metadata={"source": "guide.md", "chunk": i})
+            for i in range(start, start + 500)
+        ]
         asyncio.run(store.aupsert([document_id(d) for d in docs], vectors[start : start + 500], docs))
     held, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -327,25 +351,41 @@ def test_memory_for_100k_chunks_of_dimension_384_is_well_under_a_gigabyte():
     assert peak_per_chunk * 100_000 < 0.75 * 1024**3, peak_per_chunk
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda s, e: s.similarity_search_by_query("", 3, e), "the query must be a non-empty str"),
-    (lambda s, e: s.similarity_search_by_query("q", 0, e), "k must be an int >= 1"),
-    (lambda s, e: s.similarity_search_by_query("q", "3", e), "k must be an int >= 1"),
-    (lambda s, e: s.similarity_search_by_query("q", 3, HashingEmbedder(dimension=64)),
-     "the embedder HashingEmbedder has dimension 64, the store holds dimension 128"),
-    (lambda s, e: s.similarity_search_by_vector([0.1] * 64, 3), "the query vector has dimension 64, the store holds dimension 128"),
-    (lambda s, e: s.similarity_search_by_query("q", 3, e, filter={"a": {"$bad": 1}}), "unknown filter operator"),
-    (lambda s, e: s.add_documents(chunks(), HashingEmbedder(dimension=64)), "the embedder HashingEmbedder has dimension 64"),
-    (lambda s, e: s.add_documents(chunks(), "not an embedder"), "embedder must be an Embedder, got str"),
-    (lambda s, e: s.add_documents(["text"], e), "item 0 is str, expected Document"),
-    (lambda s, e: s.add_documents(chunks()[0], e), "expected a list of Document, got Document"),
-    (lambda s, e: s.add_documents(chunks(), e, ids=["a"]), "1 ids for 3 documents"),
-    (lambda s, e: s.add_documents(chunks(), e, ids=["a", "", "c"]), "id 1 is '', expected a non-empty str"),
-    (lambda s, e: s.delete("abc"), "ids must be a list of str, got str"),
-    (lambda s, e: asyncio.run(s.aupsert(["x"], [[float("nan")] * 128], [Document(page_content="x")])), "contains NaN"),
-    (lambda s, e: asyncio.run(s.aupsert(["x", "y"], [[0.1] * 128, [0.1] * 3], [Document(page_content="x")] * 2)),
-     "all of the same length"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda s, e: s.similarity_search_by_query("", 3, e), "the query must be a non-empty str"),
+        (lambda s, e: s.similarity_search_by_query("q", 0, e), "k must be an int >= 1"),
+        (lambda s, e: s.similarity_search_by_query("q", "3", e), "k must be an int >= 1"),
+        (
+            lambda s, e: s.similarity_search_by_query("q", 3, HashingEmbedder(dimension=64)),
+            "the embedder HashingEmbedder has dimension 64, the store holds dimension 128",
+        ),
+        (
+            lambda s, e: s.similarity_search_by_vector([0.1] * 64, 3),
+            "the query vector has dimension 64, the store holds dimension 128",
+        ),
+        (lambda s, e: s.similarity_search_by_query("q", 3, e, filter={"a": {"$bad": 1}}), "unknown filter operator"),
+        (
+            lambda s, e: s.add_documents(chunks(), HashingEmbedder(dimension=64)),
+            "the embedder HashingEmbedder has dimension 64",
+        ),
+        (lambda s, e: s.add_documents(chunks(), "not an embedder"), "embedder must be an Embedder, got str"),
+        (lambda s, e: s.add_documents(["text"], e), "item 0 is str, expected Document"),
+        (lambda s, e: s.add_documents(chunks()[0], e), "expected a list of Document, got Document"),
+        (lambda s, e: s.add_documents(chunks(), e, ids=["a"]), "1 ids for 3 documents"),
+        (lambda s, e: s.add_documents(chunks(), e, ids=["a", "", "c"]), "id 1 is '', expected a non-empty str"),
+        (lambda s, e: s.delete("abc"), "ids must be a list of str, got str"),
+        (
+            lambda s, e: asyncio.run(s.aupsert(["x"], [[float("nan")] * 128], [Document(page_content="x")])),
+            "contains NaN",
+        ),
+        (
+            lambda s, e: asyncio.run(s.aupsert(["x", "y"], [[0.1] * 128, [0.1] * 3], [Document(page_content="x")] * 2)),
+            "all of the same length",
+        ),
+    ],
+)
 def test_bad_input_is_a_clear_error(call, message, embedder):
     store = InMemoryVectorStore()
     store.add_documents(chunks(), embedder)
@@ -393,8 +433,10 @@ class SlowStore(InMemoryVectorStore):
 
 
 def numbered(count=50):
-    return [Document(page_content=f"chunk {i} about topic{i % 7}", metadata={"source": "n.md", "chunk": i})
-            for i in range(count)]
+    return [
+        Document(page_content=f"chunk {i} about topic{i % 7}", metadata={"source": "n.md", "chunk": i})
+        for i in range(count)
+    ]
 
 
 def at(events, *event):

@@ -111,7 +111,9 @@ class BackgroundRunner:
             if workflow.flow.isasync:
                 await run_flow_async(workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
             else:  # a sync @flow: on a thread, so this loop keeps serving other runs
-                await self._on_thread(run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
+                await self._on_thread(
+                    run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state"
+                )
         except Abort:
             pass  # cancelled while paused in a signal wait: its state is already Cancelled
         except asyncio.CancelledError:

@@ -91,7 +91,11 @@ class Workflow(Runs, Deployment):
         self.flow = self._build_flow(fn)
         self._deployed = False
         # Where `entrypoint` looks for the module-level name bound to this workflow.
-        modules = (caller_module(), getattr(fn, "__module__", None), getattr(getattr(fn, "fn", None), "__module__", None))
+        modules = (
+            caller_module(),
+            getattr(fn, "__module__", None),
+            getattr(getattr(fn, "fn", None), "__module__", None),
+        )
         self._modules = tuple(dict.fromkeys(m for m in modules if isinstance(m, str)))
 
     # -- the flow --------------------------------------------------------------------------------

@@ -149,7 +149,9 @@ class Deployment:
                 description=self.description,
             )
             if resume_lost_runs:
-                await ensure_lost_run_automation(client, self.flow.name, self.deployment_name, deployment_id, lost_after)
+                await ensure_lost_run_automation(
+                    client, self.flow.name, self.deployment_name, deployment_id, lost_after
+                )
         self._deployed = True
         return str(deployment_id)
 

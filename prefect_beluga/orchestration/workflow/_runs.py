@@ -222,7 +222,10 @@ class Runs:
     # -- operations ------------------------------------------------------------------------------
 
     def status(self, run_id: str) -> str:
-        """The run's state type: SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED."""
+        """The run's state type.
+
+        One of SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED.
+        """
         return run_sync(self.astatus(run_id))
 
     async def astatus(self, run_id: str) -> str:
@@ -264,9 +267,7 @@ class Runs:
             if flow_run.state is not None and flow_run.state.is_running():
                 await client.set_flow_run_state(flow_run.id, Cancelling(message=reason), force=True)
             runner().stop(flow_run.id)
-            await client.set_flow_run_state(
-                flow_run.id, Cancelled(name="Terminated", message=reason), force=True
-            )
+            await client.set_flow_run_state(flow_run.id, Cancelled(name="Terminated", message=reason), force=True)
 
     def signal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
         """Send the signal `name` with `payload` to the run: recorded at once, durably.
@@ -346,4 +347,3 @@ class Runs:
         if flow_run.deployment_id is None:
             runner().submit(self, flow_run, flow_run.parameters)
         return self.workflow_id, str(flow_run.id)
-

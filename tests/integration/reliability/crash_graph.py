@@ -18,7 +18,9 @@ from prefect_beluga.llms import OpenAIChatModel
 
 
 def ask(state: dict, node: str, question: str) -> str:
-    model = OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=state["base_url"], timeout=5))
+    model = OpenAIChatModel(
+        llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=state["base_url"], timeout=5)
+    )
     return model.generate(f"[{node}] {question}").content
 
 

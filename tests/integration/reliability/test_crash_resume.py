@@ -51,7 +51,9 @@ def spawn(code: str, env: dict[str, str], log: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=open(log, "ab"), text=True)
 
 
-def wait_for(condition: Callable[[], bool], child: subprocess.Popen, what: str, stderr: Path, timeout: float = 120) -> None:
+def wait_for(
+    condition: Callable[[], bool], child: subprocess.Popen, what: str, stderr: Path, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if child.poll() is not None:
@@ -109,15 +111,27 @@ def test_killed_ingest_resumes_without_re_embedding_or_duplicating(prefect_serve
     env, stderr = child_env(prefect_server), tmp_path / "stderr.log"
     started = time.monotonic()
     # Every embeddings request takes 0.25 s: a run takes a few seconds, long enough to kill it midway.
-    with OpenAIServer(api_key="sk-test", dimension=DIM, latency=0.25) as openai_server, \
-            PineconeServer(api_key="pc-test", dimension=DIM) as pinecone_server:
+    with (
+        OpenAIServer(api_key="sk-test", dimension=DIM, latency=0.25) as openai_server,
+        PineconeServer(api_key="pc-test", dimension=DIM) as pinecone_server,
+    ):
         args = [openai_server.base_url, pinecone_server.url, namespace, str(source), suffix]
         code = INGEST.format(dim=DIM, batch=BATCH_SIZE, chunk=CHUNK_SIZE)
-        first = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=str(ROOT),
-                                 stdout=subprocess.PIPE, stderr=open(stderr, "ab"), text=True)
+        first = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code), *args],
+            env=env,
+            cwd=str(ROOT),
+            stdout=subprocess.PIPE,
+            stderr=open(stderr, "ab"),
+            text=True,
+        )
         try:
-            wait_for(lambda: pinecone_server.vector_count(namespace) >= 3 * BATCH_SIZE, first,
-                     "three batches were written", stderr)
+            wait_for(
+                lambda: pinecone_server.vector_count(namespace) >= 3 * BATCH_SIZE,
+                first,
+                "three batches were written",
+                stderr,
+            )
             kill(first)
         finally:
             if first.poll() is None:
@@ -130,8 +144,14 @@ def test_killed_ingest_resumes_without_re_embedding_or_duplicating(prefect_serve
         requests_before = len(openai_server.requests_to(EMBED))
         upserts_before = len(pinecone_server.requests_to(UPSERT))
 
-        second = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=str(ROOT),
-                                capture_output=True, text=True, timeout=180)
+        second = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), *args],
+            env=env,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert second.returncode == 0, second.stderr[-3000:]
         result = json.loads(second.stdout.strip().splitlines()[-1])
 
@@ -139,15 +159,21 @@ def test_killed_ingest_resumes_without_re_embedding_or_duplicating(prefect_serve
         again = texts_embedded(openai_server, since=requests_before)
         # Only the missing chunks were embedded again, each once (texts may repeat across chunks: compare multisets).
         assert Counter(again) == Counter(c.page_content for c in chunks if c.id in missing), (
-            f"kept {len(kept)}, missing {len(missing)}, embedded again {len(again)}")
+            f"kept {len(kept)}, missing {len(missing)}, embedded again {len(again)}"
+        )
         assert (result["chunks"], result["written"], result["unchanged"]) == (len(expected), len(missing), len(kept))
         assert len(pinecone_server.requests_to(UPSERT)) - upserts_before == -(-len(missing) // BATCH_SIZE)
         stored = pinecone_server.vectors(namespace)
         assert set(stored) == expected and pinecone_server.vector_count(namespace) == len(expected)
-        report(component="ingest flow (openai + pinecone)", path="subprocess, prefect server",
-               fault=f"SIGKILL after {len(kept)}/{len(expected)} chunks written", attempts="2 runs",
-               outcome=f"ok; run 1 embedded {embedded_before}, run 2 embedded {len(again)} (the missing ones)",
-               vectors=vectors_cell(len(expected), len(stored)), seconds=f"{time.monotonic() - started:.1f}")
+        report(
+            component="ingest flow (openai + pinecone)",
+            path="subprocess, prefect server",
+            fault=f"SIGKILL after {len(kept)}/{len(expected)} chunks written",
+            attempts="2 runs",
+            outcome=f"ok; run 1 embedded {embedded_before}, run 2 embedded {len(again)} (the missing ones)",
+            vectors=vectors_cell(len(expected), len(stored)),
+            seconds=f"{time.monotonic() - started:.1f}",
+        )
 
 
 # --- a graph in a workflow -----------------------------------------------------------------------------
@@ -155,7 +181,9 @@ def test_killed_ingest_resumes_without_re_embedding_or_duplicating(prefect_serve
 RUN_GRAPH = """
     import sys, time
     from crash_graph import workflow
-    workflow_id, run_id = workflow.execute({"topic": "resume", "log": sys.argv[1], "gate": sys.argv[2], "base_url": sys.argv[3]})
+    workflow_id, run_id = workflow.execute(
+        {"topic": "resume", "log": sys.argv[1], "gate": sys.argv[2], "base_url": sys.argv[3]}
+    )
     print(run_id, flush=True)
     time.sleep(600)
 """
@@ -175,8 +203,14 @@ def test_killed_graph_workflow_resumes_without_recomputing_finished_nodes(prefec
     env = child_env(prefect_server)
     started = time.monotonic()
     with OpenAIServer(api_key="sk-test") as openai_server:
-        first = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RUN_GRAPH), str(log), str(gate), openai_server.base_url],
-                                 env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=open(stderr, "ab"), text=True)
+        first = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(RUN_GRAPH), str(log), str(gate), openai_server.base_url],
+            env=env,
+            cwd=str(ROOT),
+            stdout=subprocess.PIPE,
+            stderr=open(stderr, "ab"),
+            text=True,
+        )
         try:
             run_id = first.stdout.readline().strip()
             assert run_id, stderr.read_text()[-3000:]
@@ -190,8 +224,14 @@ def test_killed_graph_workflow_resumes_without_recomputing_finished_nodes(prefec
         assert sorted(asked_before) == ["[left]", "[plan]", "[right]"]
 
         gate.touch()
-        second = subprocess.run([sys.executable, "-c", textwrap.dedent(RETRY_GRAPH), run_id], env=env, cwd=str(ROOT),
-                                capture_output=True, text=True, timeout=180)
+        second = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(RETRY_GRAPH), run_id],
+            env=env,
+            cwd=str(ROOT),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert second.returncode == 0, second.stderr[-3000:]
         status, result = second.stdout.strip().splitlines()[0], json.loads(second.stdout.strip().splitlines()[-1])
     assert status == "RUNNING"  # nobody was left to say otherwise
@@ -201,7 +241,12 @@ def test_killed_graph_workflow_resumes_without_recomputing_finished_nodes(prefec
     assert {pid for node, pid in runs if node != "join"} == {str(first.pid)}
     asked = [r.body["messages"][-1]["content"].split("]")[0] + "]" for r in openai_server.requests_to(CHAT)]
     assert sorted(asked) == ["[join]", "[left]", "[plan]", "[right]"]  # each node's request once
-    report(component="workflow graph (4 nodes, chat)", path="subprocess, prefect server",
-           fault="SIGKILL in node join (3/4 done)", attempts="run + retry",
-           outcome="ok; plan/left/right read back, only join re-ran", vectors="-",
-           seconds=f"{time.monotonic() - started:.1f}")
+    report(
+        component="workflow graph (4 nodes, chat)",
+        path="subprocess, prefect server",
+        fault="SIGKILL in node join (3/4 done)",
+        attempts="run + retry",
+        outcome="ok; plan/left/right read back, only join re-ran",
+        vectors="-",
+        seconds=f"{time.monotonic() - started:.1f}",
+    )

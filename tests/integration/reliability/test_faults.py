@@ -19,7 +19,6 @@ from typing import Any
 
 import openai
 import pytest
-from prefect_beluga.testing.helpers import write_docs
 import rag_ingest as rag_ingest_module
 from pinecone.errors import ServiceError
 from pydantic import SecretStr
@@ -27,11 +26,12 @@ from rag_ingest import rag_ingest
 
 from prefect_beluga import Chain, Graph, llms, rag
 from prefect_beluga.blocks import EmbedderBlock, OpenAICredentials, PineconeCredentials, PineconeVectorStoreBlock
+from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.embeddings import OpenAIEmbedder
 from prefect_beluga.llms import OpenAIChatModel
-from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.rag.ingest import with_ids
 from prefect_beluga.schema import Document
+from prefect_beluga.testing.helpers import write_docs
 from prefect_beluga.testing.openai_server import OpenAIServer
 from prefect_beluga.testing.pinecone_server import PineconeServer
 from prefect_beluga.vectorstores import PineconeVectorStore
@@ -58,12 +58,17 @@ FAULTS: dict[str, Inject] = {
     "malformed JSON": lambda server, path: server.malformed_next(path=path),
 }
 FAULT_IDS = ["429", "500", "503", "slow", "drop", "malformed"]
-PINECONE_FAULTS = {**FAULTS, "reply lost after the write": lambda server, path: server.drop_next(path=path, after_apply=True)}
+PINECONE_FAULTS = {
+    **FAULTS,
+    "reply lost after the write": lambda server, path: server.drop_next(path=path, after_apply=True),
+}
 PINECONE_FAULT_IDS = [*FAULT_IDS, "lost-reply"]
 
 
 def chat_model(server: OpenAIServer) -> OpenAIChatModel:
-    return OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=server.base_url, timeout=TIMEOUT))
+    return OpenAIChatModel(
+        llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=server.base_url, timeout=TIMEOUT)
+    )
 
 
 def embedder_for(server: OpenAIServer) -> OpenAIEmbedder:
@@ -71,18 +76,27 @@ def embedder_for(server: OpenAIServer) -> OpenAIEmbedder:
 
 
 def store_for(server: PineconeServer, namespace: str, **options: Any) -> PineconeVectorStore:
-    return PineconeVectorStore(host=server.url, api_key="pc-test", namespace=namespace, dimension=DIM, timeout=TIMEOUT, **options)
+    return PineconeVectorStore(
+        host=server.url, api_key="pc-test", namespace=namespace, dimension=DIM, timeout=TIMEOUT, **options
+    )
 
 
 def corpus(n: int) -> list[Document]:
-    return [Document(page_content=f"Fact {i}: the {i}th fruit is ripe in month {i % 12}.",
-                     metadata={"source": "facts.md", "chunk": i}) for i in range(n)]
+    return [
+        Document(
+            page_content=f"Fact {i}: the {i}th fruit is ripe in month {i % 12}.",
+            metadata={"source": "facts.md", "chunk": i},
+        )
+        for i in range(n)
+    ]
 
 
 def check_vectors(server: PineconeServer, namespace: str, expected: set[str]) -> str:
     """Assert the index holds exactly `expected` (none lost, none twice); the table's cell."""
     stored = server.vectors(namespace)
-    assert set(stored) == expected, f"lost {sorted(expected - set(stored))[:5]}, extra {sorted(set(stored) - expected)[:5]}"
+    assert set(stored) == expected, (
+        f"lost {sorted(expected - set(stored))[:5]}, extra {sorted(set(stored) - expected)[:5]}"
+    )
     assert server.vector_count(namespace) == len(expected)  # ids are unique keys: count == distinct ids
     return vectors_cell(len(expected), server.vector_count(namespace))
 
@@ -91,7 +105,9 @@ def check_gap(server: Any, path: str, fault: str) -> None:
     """For a 429 with Retry-After, the retry came no sooner than asked."""
     if fault.startswith("429"):
         first, second = server.requests_to(path)[:2]
-        assert second.at - first.at >= RETRY_AFTER - 0.05, f"retried after {second.at - first.at:.2f}s, Retry-After was {RETRY_AFTER}s"
+        assert second.at - first.at >= RETRY_AFTER - 0.05, (
+            f"retried after {second.at - first.at:.2f}s, Retry-After was {RETRY_AFTER}s"
+        )
 
 
 def namespace() -> str:
@@ -134,24 +150,40 @@ async def test_chat_final_error_after_the_retries(openai_server, report):
         await chain.ainvoke({"input": "What is AI?"})
     assert "503" in str(raised.value)
     assert len(openai_server.requests_to(CHAT)) == RETRIES + 1
-    report(component="chat", path="chain", fault="503 x3 (outlasts 2 retries)", attempts=RETRIES + 1,
-           outcome="error: InternalServerError 503")
+    report(
+        component="chat",
+        path="chain",
+        fault="503 x3 (outlasts 2 retries)",
+        attempts=RETRIES + 1,
+        outcome="error: InternalServerError 503",
+    )
 
 
 async def test_chat_wrong_key_is_not_retried(openai_server, report):
-    model = OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-wrong-key-0000",
-                                        base_url=openai_server.base_url, timeout=TIMEOUT))
+    model = OpenAIChatModel(
+        llms.Config(
+            model_name="gpt-4o-mini", api_key="sk-wrong-key-0000", base_url=openai_server.base_url, timeout=TIMEOUT
+        )
+    )
     with pytest.raises(openai.AuthenticationError) as raised:
         await Chain([model], name="chat-auth", retries=RETRIES, retry_delay=0).ainvoke({"input": "hi"})
     assert "Incorrect API key" in str(raised.value) and "sk-wrong-key-0000" not in str(raised.value)
     assert len(openai_server.requests_to(CHAT)) == 1
-    report(component="chat", path="chain", fault="401 wrong key (permanent)", attempts=1, outcome="error: AuthenticationError 401")
+    report(
+        component="chat",
+        path="chain",
+        fault="401 wrong key (permanent)",
+        attempts=1,
+        outcome="error: AuthenticationError 401",
+    )
 
 
 # --- embeddings and Pinecone through a chain: one step embeds and upserts -----------------------------
 
 
-def ingest_chain(openai_server: OpenAIServer, pinecone_server: PineconeServer, docs: list[Document], ns: str, **store_options: Any) -> Chain:
+def ingest_chain(
+    openai_server: OpenAIServer, pinecone_server: PineconeServer, docs: list[Document], ns: str, **store_options: Any
+) -> Chain:
     embedder, store = embedder_for(openai_server), store_for(pinecone_server, ns, **store_options)
 
     async def ingest(state: dict) -> dict:
@@ -169,8 +201,14 @@ async def test_embeddings_through_a_chain(fault, openai_server, pinecone_server,
     assert set(result["ids"]) == expected
     assert len(openai_server.requests_to(EMBED)) == 2 and len(pinecone_server.requests_to(UPSERT)) == 1
     check_gap(openai_server, EMBED, fault)
-    report(component="embeddings", path="chain", fault=fault, attempts=2, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component="embeddings",
+        path="chain",
+        fault=fault,
+        attempts=2,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
 
 
 @pytest.mark.parametrize("fault", PINECONE_FAULTS, ids=PINECONE_FAULT_IDS)
@@ -186,8 +224,14 @@ async def test_pinecone_through_a_chain(fault, openai_server, pinecone_server, r
     assert len(openai_server.requests_to(EMBED)) == 2  # the step is retried whole: embedded again
     assert len(pinecone_server.requests_to(UPSERT)) == 1 + 3  # the failed batch, then all three
     check_gap(pinecone_server, UPSERT, fault)
-    report(component="pinecone", path="chain", fault=fault, attempts=2, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component="pinecone",
+        path="chain",
+        fault=fault,
+        attempts=2,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
 
 
 # --- embeddings and Pinecone through a graph: embed -> upsert, each node retried on its own -----------
@@ -219,8 +263,14 @@ async def test_embeddings_through_a_graph(fault, openai_server, pinecone_server,
     assert set(result["ids"]) == expected
     assert len(openai_server.requests_to(EMBED)) == 2 and len(pinecone_server.requests_to(UPSERT)) == 3
     check_gap(openai_server, EMBED, fault)
-    report(component="embeddings", path="graph", fault=fault, attempts=2, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component="embeddings",
+        path="graph",
+        fault=fault,
+        attempts=2,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
 
 
 @pytest.mark.parametrize("fault", PINECONE_FAULTS, ids=PINECONE_FAULT_IDS)
@@ -233,8 +283,14 @@ async def test_pinecone_through_a_graph(fault, openai_server, pinecone_server, r
     assert len(openai_server.requests_to(EMBED)) == 1  # only the upsert node was retried
     assert len(pinecone_server.requests_to(UPSERT)) == 1 + 3
     check_gap(pinecone_server, UPSERT, fault)
-    report(component="pinecone", path="graph", fault=fault, attempts=2, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component="pinecone",
+        path="graph",
+        fault=fault,
+        attempts=2,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
 
 
 async def test_embeddings_final_error_after_the_retries(openai_server, pinecone_server, report):
@@ -244,8 +300,14 @@ async def test_embeddings_final_error_after_the_retries(openai_server, pinecone_
         await ingest_graph(openai_server, pinecone_server, docs, ns).ainvoke({})
     assert len(openai_server.requests_to(EMBED)) == RETRIES + 1
     assert pinecone_server.requests_to(UPSERT) == []  # nothing half-written
-    report(component="embeddings", path="graph", fault="malformed JSON x3 (outlasts 2 retries)", attempts=RETRIES + 1,
-           outcome="error: ProviderResponseError: reply is not valid JSON", vectors=check_vectors(pinecone_server, ns, set()))
+    report(
+        component="embeddings",
+        path="graph",
+        fault="malformed JSON x3 (outlasts 2 retries)",
+        attempts=RETRIES + 1,
+        outcome="error: ProviderResponseError: reply is not valid JSON",
+        vectors=check_vectors(pinecone_server, ns, set()),
+    )
 
 
 # --- embeddings and Pinecone through the rag_ingest flow (blocks, per-batch task runs) ---------------
@@ -253,9 +315,9 @@ async def test_embeddings_final_error_after_the_retries(openai_server, pinecone_
 
 DOCS = {
     "prefect.md": "# Prefect\n\nPrefect runs flows made of tasks. A task can be retried by its retry policy. "
-                  "Results can be persisted, and runs resumed.\n",
+    "Results can be persisted, and runs resumed.\n",
     "ml.md": "# Machine learning\n\nMachine learning learns patterns from data. Models are trained on examples "
-             "and evaluated on data they have not seen.\n",
+    "and evaluated on data they have not seen.\n",
 }
 CHUNK_SIZE = 12
 
@@ -275,16 +337,24 @@ def fast_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
     """The flow's tasks with retry delays of 0 (it waits 2, 10, 30 s); their retry condition,
     which honours Retry-After, is the flow's own."""
     for name in ("find_new_chunks", "embed_and_upsert", "delete_stale_chunks"):
-        monkeypatch.setattr(rag_ingest_module, name, getattr(rag_ingest_module, name).with_options(retry_delay_seconds=0))
+        monkeypatch.setattr(
+            rag_ingest_module, name, getattr(rag_ingest_module, name).with_options(retry_delay_seconds=0)
+        )
 
 
 async def ingest_blocks(openai_server: OpenAIServer, pinecone_server: PineconeServer, ns: str) -> dict[str, str]:
     suffix = uuid.uuid4().hex[:8]
     names = {"embedder_block": f"faults-emb-{suffix}", "vector_store_block": f"faults-pc-{suffix}"}
     credentials = OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url)
-    await EmbedderBlock(provider="openai", dimension=DIM, timeout=TIMEOUT, credentials=credentials).asave(names["embedder_block"])
-    await PineconeVectorStoreBlock(host=pinecone_server.url, namespace=ns, timeout=TIMEOUT,
-                                   credentials=PineconeCredentials(api_key=SecretStr("pc-test"))).asave(names["vector_store_block"])
+    await EmbedderBlock(provider="openai", dimension=DIM, timeout=TIMEOUT, credentials=credentials).asave(
+        names["embedder_block"]
+    )
+    await PineconeVectorStoreBlock(
+        host=pinecone_server.url,
+        namespace=ns,
+        timeout=TIMEOUT,
+        credentials=PineconeCredentials(api_key=SecretStr("pc-test")),
+    ).asave(names["vector_store_block"])
     return names
 
 
@@ -301,8 +371,14 @@ async def test_ingest_flow(fault, component, path, docs_dir, openai_server, pine
     assert len(openai_server.requests_to(EMBED)) == 2  # one batch, embedded on both attempts
     assert len(pinecone_server.requests_to(UPSERT)) == (2 if component == "pinecone" else 1)
     check_gap(server, path, fault)
-    report(component=component, path="ingest flow", fault=fault, attempts=2, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component=component,
+        path="ingest flow",
+        fault=fault,
+        attempts=2,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
 
 
 async def test_ingest_flow_final_error_then_a_rerun(docs_dir, openai_server, pinecone_server, fast_ingest, report):
@@ -316,9 +392,21 @@ async def test_ingest_flow_final_error_then_a_rerun(docs_dir, openai_server, pin
         await rag_ingest(str(docs_dir), chunk_size=CHUNK_SIZE, chunk_overlap=0, **names)
     assert raised.value.status_code == 503 and "Service unavailable" in str(raised.value)
     assert len(pinecone_server.requests_to(UPSERT)) == 4 and pinecone_server.vector_count(ns) == 0
-    report(component="pinecone", path="ingest flow", fault="503 x4 (outlasts 3 retries)", attempts=4,
-           outcome="error: ServiceError 503", vectors=vectors_cell(0, pinecone_server.vector_count(ns)))
+    report(
+        component="pinecone",
+        path="ingest flow",
+        fault="503 x4 (outlasts 3 retries)",
+        attempts=4,
+        outcome="error: ServiceError 503",
+        vectors=vectors_cell(0, pinecone_server.vector_count(ns)),
+    )
     result = await rag_ingest(str(docs_dir), chunk_size=CHUNK_SIZE, chunk_overlap=0, **names)
     assert result["written"] == len(expected)
-    report(component="pinecone", path="ingest flow", fault="(re-run after that failure)", attempts=1, outcome="ok",
-           vectors=check_vectors(pinecone_server, ns, expected))
+    report(
+        component="pinecone",
+        path="ingest flow",
+        fault="(re-run after that failure)",
+        attempts=1,
+        outcome="ok",
+        vectors=check_vectors(pinecone_server, ns, expected),
+    )
