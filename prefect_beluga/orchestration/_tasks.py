@@ -203,7 +203,30 @@ def runnable_task(
     Prefect records the edges between task runs (`task_inputs`) and draws them in the UI.
     `where` (e.g. "step 2 of chain 'rag'") names the step in validation errors. `tags` go on
     every task run, so Prefect's tag concurrency limits apply to it.
+
+    A `Map` becomes a `MapTask` instead: one task run per item, named `<name>[<index>]`, each
+    with this policy (see `_map.py`).
     """
+    from prefect_beluga.orchestration._map import Map, MapTask
+
+    if isinstance(runnable, Map):
+        inner = runnable.runnable
+
+        async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
+            output = await inner.ainvoke(state, config)
+            return check_output(output, where=f"item {index} of {where}")
+
+        run_item.__qualname__ = run_item.__name__ = name
+        item_task = StepTask(
+            run_item,
+            name=name,
+            task_run_name=f"{name}[{{index}}]",
+            **policy.task_options(),
+            tags=list(tags),
+            cache_policy=NONE,
+            persist_result=False,
+        )
+        return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
         output = await runnable.ainvoke(state, config)
