@@ -13,10 +13,22 @@ from prefect_beluga import Chain, Graph, GraphNodesFailed, Map, RunConfig, Valid
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
 
 
+PEAKS: dict[int, Peak] = {}
+
+
+def _peak(key: int) -> Peak:
+    return PEAKS[key]
+
+
 class Peak:
-    """Counts items in flight (thread-safe: Dask runs items on worker threads)."""
+    """Counts items in flight (thread-safe: Dask runs items on worker threads).
+
+    Dask pickles the item's function (even with an in-process cluster): a Peak travels as a
+    reference to this process's instance.
+    """
 
     def __init__(self) -> None:
+        PEAKS[id(self)] = self
         self.lock = threading.Lock()
         self.now = self.peak = 0
         self.calls: Counter[int] = Counter()
@@ -26,6 +38,9 @@ class Peak:
             self.calls[index] += 1
             self.now += 1
             self.peak = max(self.peak, self.now)
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        return (_peak, (id(self),))
 
     def leave(self) -> None:
         with self.lock:
