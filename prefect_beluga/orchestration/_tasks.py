@@ -23,18 +23,17 @@ from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import NONE, CachePolicy
-from prefect.context import TaskRunContext
-from prefect.utilities.hashing import hash_objects
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import quote
+from prefect.utilities.hashing import hash_objects
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
-
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0

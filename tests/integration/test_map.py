@@ -12,7 +12,6 @@ import pytest
 from prefect_beluga import Chain, Graph, GraphNodesFailed, Map, RunConfig, ValidationError
 from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
 
-
 PEAKS: dict[int, Peak] = {}
 
 
