@@ -144,3 +144,32 @@ def test_rate_limit_travels_through_the_blocks(monkeypatch: pytest.MonkeyPatch) 
     assert chat._clients.rate_limit == "from-block"
     embedder = EmbedderBlock(provider="openai", rate_limit="from-block").get_embedder()
     assert embedder.rate_limit == "from-block"
+
+
+async def delete_default_blocks() -> None:
+    """No documents under the default block names (other modules use them too)."""
+    names = {"beluga-openai", "beluga-pinecone", "beluga-chat", "beluga-embedder", "beluga-store"}
+    async with get_client() as client:
+        for document in await client.read_block_documents(include_secrets=False):
+            if document.name in names:
+                await client.delete_block_document(document.id)
+
+
+async def test_saving_the_default_blocks_can_set_the_openai_rate_limit(tmp_path: Any) -> None:
+    from prefect_beluga.blocks import ChatModelBlock, EmbedderBlock, asave_default_blocks
+
+    env = {"OPENAI_API_KEY": "sk-test", "BELUGA_OPENAI_RATE_PER_SECOND": "7.5",
+           "BELUGA_STORE_PATH": str(tmp_path / "store.npz")}
+    await delete_default_blocks()
+    try:
+        report = await asave_default_blocks(env)
+        assert "7.5 requests per second" in report["rate limit openai"]
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name("openai")
+        assert (limit.limit, limit.slot_decay_per_second) == (8, 7.5)
+        assert (await ChatModelBlock.aload("beluga-chat")).rate_limit == "openai"
+        assert (await EmbedderBlock.aload("beluga-embedder")).rate_limit == "openai"
+        with pytest.raises(ValidationError, match="BELUGA_OPENAI_RATE_PER_SECOND must be a number"):
+            await asave_default_blocks({**env, "BELUGA_OPENAI_RATE_PER_SECOND": "fast"})
+    finally:
+        await delete_default_blocks()
