@@ -18,7 +18,8 @@ DOCS = {
 
 
 async def test_summarize_maps_one_task_run_per_chunk(tmp_path: Path) -> None:
-    names = {k: f"{k.split('_')[0]}-{uuid.uuid4().hex[:8]}" for k in ("embedder_block", "vector_store_block", "chat_model_block")}
+    kinds = ("embedder_block", "vector_store_block", "chat_model_block")
+    names = {k: f"{k.split('_')[0]}-{uuid.uuid4().hex[:8]}" for k in kinds}
     await EmbedderBlock(provider="hashing").asave(names["embedder_block"])
     await EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).asave(names["vector_store_block"])
     await ChatModelBlock(provider="offline").asave(names["chat_model_block"])
