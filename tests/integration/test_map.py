@@ -208,3 +208,47 @@ async def test_items_go_to_the_dask_task_runner(run_name: str) -> None:
     flow_run = await read_flow_run(run_name)
     names = Counter(r.name for r in await read_task_runs(flow_run.id, expected=len(DOCS) + 2))
     assert names == Counter(["retrieve", "combine", *(f"summarize[{i}]" for i in range(len(DOCS)))])
+
+
+def test_a_killed_workflow_retried_reruns_only_the_missing_items(tmp_path: Any) -> None:
+    """Items 0-5 of a Map in a workflow; the process is SIGKILLed while item 3 waits. Retrying
+    the run reads the five finished items back and runs only item 3."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import map_workflow_fixtures as mx
+    import workflow_fixtures as fx
+
+    log, gate = tmp_path / "items.log", tmp_path / "gate"
+    code = (
+        "import map_workflow_fixtures as mx, time\n"
+        f"wid, rid = mx.durable_map.execute({{'n': 6, 'log': {str(log)!r}, 'gate': {str(gate)!r}}})\n"
+        "print(rid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        run_id = child.stdout.readline().strip()
+        deadline = time.monotonic() + 90
+        while not (log.exists() and len(log.read_text().splitlines()) == 5):
+            assert time.monotonic() < deadline, "the five other items never finished"
+            assert child.poll() is None, "the runner process died early"
+            time.sleep(0.1)
+        time.sleep(1.0)  # let the last finished item's result be persisted and recorded
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    gate.touch()
+    assert mx.durable_map.retry(run_id) == ("test-durable-map", run_id)
+    result = mx.durable_map.get_result("test-durable-map", run_id, timeout=90)
+    assert result["labels"] == [f"item-{i}" for i in range(6)]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(int(i) for i, _ in lines) == [0, 1, 2, 3, 4, 5]  # each item ran once
+    assert [int(i) for i, pid in lines if pid == str(os.getpid())] == [3]
