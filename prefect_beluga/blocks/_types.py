@@ -409,5 +409,4 @@ class PineconeVectorStoreBlock(VectorStoreBlock):
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             timeout=self.timeout,
-            rate_limit=self.rate_limit,
         )
