@@ -44,12 +44,15 @@ class ClientPerLoop:
 
     An SDK client's connection pool belongs to the event loop it was first used on; Prefect
     tasks, `run_sync` and user code may each run on a different loop, so each gets its own.
+    With `rate_limit`, every HTTP request the client sends first takes a slot of that rate
+    limit (`prefect_beluga.core.limits.take_slot`; see `prefect_beluga.limits`).
     """
 
-    def __init__(self, **client_options: Any) -> None:
+    def __init__(self, rate_limit: str | None = None, **client_options: Any) -> None:
         if client_options.get("base_url") is None:
             client_options["base_url"] = DEFAULT_BASE_URL
         self._options = client_options
+        self.rate_limit = rate_limit
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -60,15 +63,42 @@ class ClientPerLoop:
         with self._lock:
             client = self._clients.get(loop)
             if client is None:
-                client = openai.AsyncOpenAI(**self._options)
+                options = dict(self._options)
+                if self.rate_limit is not None:
+                    options["http_client"] = openai.DefaultAsyncHttpxClient(
+                        event_hooks={"request": [_slot_taker(self.rate_limit)]}
+                    )
+                client = openai.AsyncOpenAI(**options)
                 self._clients[loop] = client
             return client
 
     def __getstate__(self) -> dict[str, Any]:  # clients are not picklable; rebuild them
-        return {"_options": self._options}
+        return {"_options": self._options, "rate_limit": self.rate_limit}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state["_options"])
+        self.__init__(rate_limit=state.get("rate_limit"), **state["_options"])
 
 
-__all__ = ["DEFAULT_BASE_URL", "OPENAI_API_KEY_ENV", "ClientPerLoop", "resolve_api_key"]
+def _slot_taker(name: str) -> Any:
+    """An httpx request hook taking one slot of the rate limit `name` before each request."""
+    from prefect_beluga.core.limits import take_slot
+
+    async def take(request: Any) -> None:
+        await take_slot(name)
+
+    return take
+
+
+def check_rate_limit_name(value: Any, *, where: str) -> str | None:
+    """`value` if it is None or a non-empty str; else a ValidationError naming `where`."""
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise ValidationError(
+        f"{where}: rate_limit must be the name of a rate limit (see "
+        f"prefect_beluga.limits.ensure_rate_limit), got {value!r}"
+    )
+
+
+__all__ = [
+    "DEFAULT_BASE_URL", "OPENAI_API_KEY_ENV", "ClientPerLoop", "check_rate_limit_name", "resolve_api_key",
+]

@@ -56,6 +56,9 @@ idempotently, under the names `DEFAULT_CHAT_MODEL_BLOCK` ("beluga-chat"),
     BELUGA_CHAT_MODEL           chat model name (default "gpt-4o-mini")
     BELUGA_EMBEDDING_MODEL      OpenAI embedding model (default "text-embedding-3-small")
     BELUGA_EMBEDDING_DIMENSION  vector length (default: the Pinecone index's, else the embedder's own)
+    BELUGA_OPENAI_RATE_PER_SECOND  with OPENAI_API_KEY: a Prefect rate limit "openai" of this many
+                                requests per second, taken by the OpenAI blocks saved
+                                (prefect_beluga.limits)
     PINECONE_API_KEY            a Pinecone store, on PINECONE_INDEX (name) or PINECONE_HOST (host),
                                 in PINECONE_NAMESPACE; unset: the embedded store
     BELUGA_STORE_PATH           file of the embedded store (default: under PREFECT_HOME/beluga/,

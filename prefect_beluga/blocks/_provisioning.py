@@ -39,6 +39,9 @@ __all__ = ["asave_default_blocks", "save_default_blocks"]
 
 B = TypeVar("B", bound=Block)
 
+#: The rate limit BELUGA_OPENAI_RATE_PER_SECOND creates and the OpenAI blocks saved with it take.
+OPENAI_RATE_LIMIT = "openai"
+
 
 def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
     """Save the block documents a deployment needs, configured from environment variables.
@@ -84,6 +87,8 @@ async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite
 async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: PrefectClient) -> dict[str, str]:
     env = {key: value.strip() for key, value in env.items() if isinstance(value, str) and value.strip()}
     dimension = _dimension_from(env)
+    rate = _rate_from(env)
+    rate_limit = OPENAI_RATE_LIMIT if rate is not None and "OPENAI_API_KEY" in env else None
     report: dict[str, str] = {}
     saves: list[tuple[Block, str, str]] = []  # (block, name, message), saved in this order
 
@@ -133,7 +138,9 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
     else:
         if openai_credentials is not None:
             model_name = env.get("BELUGA_CHAT_MODEL", "gpt-4o-mini")
-            chat = ChatModelBlock(provider="openai", model_name=model_name, credentials=openai_credentials)
+            chat = ChatModelBlock(
+                provider="openai", model_name=model_name, credentials=openai_credentials, rate_limit=rate_limit
+            )
             message = f"saved the OpenAI chat model '{model_name}'"
         else:
             chat = ChatModelBlock(provider="offline")
@@ -165,7 +172,8 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
         if openai_credentials is not None:
             model_name = env.get("BELUGA_EMBEDDING_MODEL", "text-embedding-3-small")
             embedder_block = EmbedderBlock(
-                provider="openai", model_name=model_name, dimension=dimension, credentials=openai_credentials
+                provider="openai", model_name=model_name, dimension=dimension, credentials=openai_credentials,
+                rate_limit=rate_limit,
             )
             message = f"saved the OpenAI embedder '{model_name}'"
         else:
@@ -195,6 +203,14 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
         where = f"index '{store.index_name}'" if store.index_name else f"host {store.host}"
         saves.append((store, DEFAULT_STORE_BLOCK, f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
 
+    if rate_limit is not None:
+        from prefect_beluga.limits import aensure_rate_limit
+
+        await aensure_rate_limit(rate_limit, per_second=rate)
+        report[f"rate limit {rate_limit}"] = (
+            f"saved the rate limit '{rate_limit}' ({rate:g} requests per second, BELUGA_OPENAI_RATE_PER_SECOND) "
+            "taken by the OpenAI chat model and embedder blocks saved here"
+        )
     for block, name, message in saves:
         await block.asave(name, overwrite=True, client=client)
         report[name] = f"{message} as '{name}'"
@@ -202,6 +218,21 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
             for replaced in await _remove_other_vector_stores(name, type(block), client):
                 report[name] += f" (replacing the {replaced} block of that name)"
     return report
+
+
+def _rate_from(env: Mapping[str, str]) -> float | None:
+    value = env.get("BELUGA_OPENAI_RATE_PER_SECOND")
+    if value is None:
+        return None
+    try:
+        rate = float(value)
+    except ValueError:
+        rate = 0.0
+    if not rate > 0 or rate != rate or rate == float("inf"):
+        raise ValidationError(
+            f"BELUGA_OPENAI_RATE_PER_SECOND must be a number of requests per second > 0, got {value!r}"
+        )
+    return rate
 
 
 def _dimension_from(env: Mapping[str, str]) -> int | None:

@@ -161,6 +161,11 @@ class ChatModelBlock(Block):
     options: dict[str, Any] = Field(
         default_factory=dict, description='Further request parameters sent as they are, e.g. {"top_p": 0.9, "seed": 1}.'
     )
+    rate_limit: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Prefect rate limit (prefect_beluga.limits.ensure_rate_limit) each request takes a slot of.",
+    )
     credentials: OpenAICredentials | None = Field(
         default=None, description="Key and base URL for the provider; empty reads OPENAI_API_KEY where the flow runs."
     )
@@ -188,6 +193,7 @@ class ChatModelBlock(Block):
             max_tokens=self.max_tokens,
             timeout=self.timeout,
             options=options,
+            rate_limit=self.rate_limit,
         )
         return llms.Factory().create_provider(self.provider, config)
 
@@ -231,6 +237,11 @@ class EmbedderBlock(Block):
     batch_size: int = Field(default=512, ge=1, le=2048, description="Most texts per embeddings request.")
     max_concurrency: int = Field(default=4, ge=1, description="Most embeddings requests in flight at once.")
     timeout: float = Field(default=60.0, gt=0, description="Seconds one request may take.")
+    rate_limit: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Prefect rate limit (prefect_beluga.limits.ensure_rate_limit) each request takes a slot of.",
+    )
     credentials: OpenAICredentials | None = Field(
         default=None, description="OpenAI key and base URL; empty reads OPENAI_API_KEY where the flow runs."
     )
@@ -258,6 +269,7 @@ class EmbedderBlock(Block):
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,
             timeout=self.timeout,
+            rate_limit=self.rate_limit,
         )
 
 

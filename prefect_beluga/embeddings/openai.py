@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from prefect_beluga._openai_client import ClientPerLoop, resolve_api_key
+from prefect_beluga._openai_client import ClientPerLoop, check_rate_limit_name, resolve_api_key
 from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.secrets import scrub
 from prefect_beluga.embeddings.base import Embedder, check_texts
@@ -65,6 +65,8 @@ class OpenAIEmbedder(Embedder):
         max_concurrency: Most requests in flight at once, per `embed_documents` call.
         max_input_tokens: Longest input accepted, in tokens (the model's limit: 8191).
         timeout: Seconds one HTTP request may take.
+        rate_limit: Name of a rate limit (`prefect_beluga.limits.ensure_rate_limit`): every
+            HTTP request, retries included, takes one of its slots first.
 
     Examples:
         ```python
@@ -85,8 +87,10 @@ class OpenAIEmbedder(Embedder):
         max_concurrency: int = 4,
         max_input_tokens: int = MAX_INPUT_TOKENS,
         timeout: float = 60.0,
+        rate_limit: str | None = None,
     ) -> None:
         where = f"OpenAIEmbedder({model!r})"
+        self.rate_limit = check_rate_limit_name(rate_limit, where=where)
         if not isinstance(model, str) or not model:
             raise ValidationError(f"OpenAIEmbedder: model must be a non-empty str, got {model!r}")
         for option, value, low, high in (
@@ -126,6 +130,7 @@ class OpenAIEmbedder(Embedder):
         self._send_dimensions = model.startswith("text-embedding-3") and dimension != native
         self._api_key = resolve_api_key(api_key, where=where)
         self._clients = ClientPerLoop(
+            rate_limit=rate_limit,
             api_key=self._api_key.get_secret_value(), base_url=base_url, timeout=timeout, max_retries=0
         )
 

@@ -37,6 +37,8 @@ class Config(BaseModel):
         max_tokens: Upper bound on the reply's tokens (provider default when None).
         timeout: Seconds one HTTP request may take.
         options: Further request parameters passed as they are (e.g. {"top_p": 0.9, "seed": 1}).
+        rate_limit: Name of a rate limit (`prefect_beluga.limits.ensure_rate_limit`): every
+            HTTP request, retries included, takes one of its slots first.
 
     Examples:
         ```python
@@ -57,6 +59,9 @@ class Config(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0, description="Maximum tokens in a reply.")
     timeout: float = Field(default=60.0, gt=0, description="Seconds one request may take.")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra request parameters.")
+    rate_limit: str | None = Field(
+        default=None, min_length=1, description="Name of a Prefect rate limit taken per HTTP request."
+    )
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -66,6 +66,7 @@ class OpenAIChatModel(ChatModel):
         self._api_key: SecretStr = resolve_api_key(config.api_key, where=where)
         self.config = config if config.provider else config.with_options(provider="openai")
         self._clients = ClientPerLoop(
+            rate_limit=config.rate_limit,
             api_key=self._api_key.get_secret_value(),
             base_url=config.base_url,
             timeout=config.timeout,

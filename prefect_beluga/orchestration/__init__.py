@@ -5,6 +5,7 @@ from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import END, CompiledGraph, Graph, GraphRun
 from prefect_beluga.orchestration.orchestrator import Orchestrator
 from prefect_beluga.orchestration.signals import apublish, await_for_signal, await_signal, publish, wait_for_signal
+from prefect_beluga.orchestration._map import Map
 from prefect_beluga.orchestration._tasks import RetryPolicy
 from prefect_beluga.orchestration.workflow import Workflow, WorkflowRun
 
@@ -15,6 +16,7 @@ __all__ = [
     "CompiledGraph",
     "Graph",
     "GraphRun",
+    "Map",
     "Orchestrator",
     "RetryPolicy",
     "UncacheableInputWarning",

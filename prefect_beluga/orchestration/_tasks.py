@@ -23,11 +23,11 @@ from typing import Any
 
 from prefect import Task
 from prefect.cache_policies import NONE, CachePolicy
-from prefect.context import TaskRunContext
-from prefect.utilities.hashing import hash_objects
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import quote
+from prefect.utilities.hashing import hash_objects
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
@@ -35,7 +35,6 @@ from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.orchestration._cache import CacheSettings, cached_task_options
-
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0
@@ -207,7 +206,30 @@ def runnable_task(
     every task run, so Prefect's tag concurrency limits apply to it. With `cache`, the task
     is cached across runs by value (see `_cache.py`); inside a workflow run it keeps that key
     (same input, same result: a retried workflow run reuses it too).
+
+    A `Map` becomes a `MapTask` instead: one task run per item, named `<name>[<index>]`, each
+    with this policy (see `_map.py`).
     """
+    from prefect_beluga.orchestration._map import Map, MapTask
+
+    if isinstance(runnable, Map):
+        inner = runnable.runnable
+
+        async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
+            output = await inner.ainvoke(state, config)
+            return check_output(output, where=f"item {index} of {where}")
+
+        run_item.__qualname__ = run_item.__name__ = name
+        item_task = StepTask(
+            run_item,
+            name=name,
+            task_run_name=f"{name}[{{index}}]",
+            **policy.task_options(),
+            tags=list(tags),
+            cache_policy=NONE,
+            persist_result=False,
+        )
+        return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
         output = await runnable.ainvoke(state, config)

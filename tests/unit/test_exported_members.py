@@ -4,7 +4,7 @@ import prefect_beluga
 
 EXPECTED = {
     "BelugaError", "Chain", "ChainTimeoutError", "CompiledGraph", "END", "Graph", "GraphError",
-    "GraphNodesFailed", "GraphRecursionError", "GraphRun", "GraphValidationError", "Orchestrator",
+    "GraphNodesFailed", "GraphRecursionError", "GraphRun", "GraphValidationError", "Map", "Orchestrator",
     "RunConfig", "Runnable", "StateConflictError", "StepOutputError", "ValidationError",
     "blocks", "embeddings", "llms", "memory", "rag", "schema", "vectorstores",
     # Workflows (issue 6)

@@ -1,0 +1,136 @@
+"""Map fan-out: per-item cost against raw Prefect `task.map`, and how close a bounded Map gets
+to its floor.
+
+Runs in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its own), inside
+one warm outer async `@flow` (each part in the same flow run):
+
+1. 1,000 zero-latency items. Ours: a `Chain([Map(work, over="items")], subflow=False)`, so
+   each item is a task run of the outer flow run (`work[0]` ... `work[999]`). Raw: the same
+   function as `@task(cache_policy=NONE, persist_result=False)`, `work.map(items)` on the
+   flow's default task runner, then the results gathered. Wall time / 1,000 per item, median of
+   `--repeat` rounds (the two alternate, order rotating). Then peak Python memory (tracemalloc)
+   of one more run of each.
+2. 200 items each sleeping 50 ms at `max_concurrency=20`: the floor is ceil(200 / 20) x 50 ms
+   = 500 ms; efficiency = floor / wall (median of `--repeat`).
+
+    python benchmarks/map_fanout.py [--repeat 3] [--items 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import statistics
+import tempfile
+import time
+import tracemalloc
+
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-beluga-bench-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NONE  # noqa: E402
+
+from prefect_beluga import Chain, Map  # noqa: E402
+
+
+async def work(state: dict) -> dict:
+    return {"y": state["item"] * 2}
+
+
+@task(name="raw-work", cache_policy=NONE, persist_result=False)
+async def raw_work(item: int) -> dict:
+    return {"y": item * 2}
+
+
+async def sleepy(state: dict) -> dict:
+    await asyncio.sleep(0.05)
+    return {"y": state["item"]}
+
+
+async def run_ours(n: int) -> float:
+    chain = Chain([Map(work, over="items", name="work")], name="map-bench", subflow=False)
+    start = time.perf_counter()
+    result = await chain.ainvoke({"items": list(range(n))})
+    wall = time.perf_counter() - start
+    assert [r["y"] for r in result["work"]] == [2 * i for i in range(n)]
+    return wall
+
+
+async def run_raw(n: int) -> float:
+    start = time.perf_counter()
+    futures = raw_work.map(list(range(n)))
+    results = await asyncio.to_thread(futures.result)
+    wall = time.perf_counter() - start
+    assert [r["y"] for r in results] == [2 * i for i in range(n)]
+    return wall
+
+
+async def run_bounded(n: int, limit: int) -> float:
+    chain = Chain([Map(sleepy, over="items", name="sleepy", max_concurrency=limit)],
+                  name="map-bounded", subflow=False)
+    start = time.perf_counter()
+    result = await chain.ainvoke({"items": list(range(n))})
+    wall = time.perf_counter() - start
+    assert len(result["sleepy"]) == n
+    return wall
+
+
+async def peak_memory(run, n: int) -> float:
+    tracemalloc.start()
+    try:
+        await run(n)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+@flow(name="map-fanout-bench", persist_result=False)
+async def bench(repeat: int, items: int) -> None:
+    await run_ours(50)
+    await run_raw(50)  # warm both paths
+    ours: list[float] = []
+    raw: list[float] = []
+    for round_ in range(repeat):
+        order = [(run_ours, ours), (run_raw, raw)]
+        for run, times in order if round_ % 2 == 0 else order[::-1]:
+            times.append(await run(items))
+            await asyncio.sleep(1.0)  # let the API write the task runs' events
+    per_ours = statistics.median(ours) / items * 1e3
+    per_raw = statistics.median(raw) / items * 1e3
+    print(f"1. {items} zero-latency items, {repeat} rounds (ms per item: median [min, max])")
+    print(f"   Map:      {per_ours:.2f} ms  [{min(ours) / items * 1e3:.2f}, {max(ours) / items * 1e3:.2f}]")
+    print(f"   task.map: {per_raw:.2f} ms  [{min(raw) / items * 1e3:.2f}, {max(raw) / items * 1e3:.2f}]")
+    print(f"   ratio Map / task.map: {per_ours / per_raw:.2f}x (goal <= 1.1x)")
+    mem_ours = await peak_memory(run_ours, items)
+    await asyncio.sleep(1.0)
+    mem_raw = await peak_memory(run_raw, items)
+    print(f"   peak Python memory (tracemalloc) of one run: Map {mem_ours:.1f} MiB, task.map {mem_raw:.1f} MiB")
+
+    n, limit, latency = 200, 20, 0.05
+    floor = math.ceil(n / limit) * latency
+    bounded = []
+    for _ in range(repeat):
+        await asyncio.sleep(1.0)
+        bounded.append(await run_bounded(n, limit))
+    wall = statistics.median(bounded)
+    print(f"2. {n} items x {latency * 1e3:.0f} ms, max_concurrency={limit}: wall {wall * 1e3:.0f} ms "
+          f"[{min(bounded) * 1e3:.0f}, {max(bounded) * 1e3:.0f}], floor {floor * 1e3:.0f} ms, "
+          f"efficiency {floor / wall:.0%} (goal >= 85 %)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--items", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"load average: {os.getloadavg()}")
+    asyncio.run(bench(args.repeat, args.items))
+
+
+if __name__ == "__main__":
+    main()
