@@ -38,8 +38,6 @@ from prefect.settings import PREFECT_HOME
 
 from prefect_beluga import memory, rag
 from prefect_beluga.artifacts import publish_answers
-from prefect_beluga.memory_blocks import aload_memory_store
-from prefect_beluga.orchestration import cache_hits
 from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
@@ -49,6 +47,8 @@ from prefect_beluga.blocks import (
     load_block,
     load_vector_store_block,
 )
+from prefect_beluga.memory_blocks import aload_memory_store
+from prefect_beluga.orchestration import cache_hits
 
 
 def default_memory_dir() -> str:

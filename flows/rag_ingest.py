@@ -101,10 +101,13 @@ async def rag_ingest(
 
     chunks = await load_and_split(source, chunk_size, chunk_overlap)
     todo = await find_new_chunks(chunks, store)
-    logger.info("%d chunks in %s: %d new or changed, %d unchanged", len(chunks), source, len(todo), len(chunks) - len(todo))
+    logger.info(
+        "%d chunks in %s: %d new or changed, %d unchanged", len(chunks), source, len(todo), len(chunks) - len(todo)
+    )
 
-    progress = await acreate_progress_artifact(0.0 if todo else 100.0, key="rag-ingest-progress",
-                                               description=f"Chunks of {source} embedded and written")
+    progress = await acreate_progress_artifact(
+        0.0 if todo else 100.0, key="rag-ingest-progress", description=f"Chunks of {source} embedded and written"
+    )
     written = 0
     for number, batch in enumerate(rag.batched(todo, batch_size), 1):
         written += await embed_and_upsert(batch, store, embedder, number)

@@ -99,10 +99,14 @@ class Tool:
         doc_text, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
         self.description = description if description is not None else doc_text
         if not isinstance(self.description, str):
-            raise ValidationError(f"tool {self.name!r}: description must be a str, got {type(self.description).__name__}")
+            raise ValidationError(
+                f"tool {self.name!r}: description must be a str, got {type(self.description).__name__}"
+            )
         if args_schema is not None:
             if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
-                raise ValidationError(f"tool {self.name!r}: args_schema must be a pydantic model class, got {args_schema!r}")
+                raise ValidationError(
+                    f"tool {self.name!r}: args_schema must be a pydantic model class, got {args_schema!r}"
+                )
             self.args_model = args_schema
         elif self._runnable is not None:
             self.args_model = create_model(
@@ -271,7 +275,15 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
         ... def refund(order_id: str, amount: float) -> str: ...
         >>> research = tool(research_chain, name="research", description="Research a topic.")
     """
-    unknown = set(options) - {"name", "description", "args_schema", "retries", "retry_delay", "timeout", "requires_approval"}
+    unknown = set(options) - {
+        "name",
+        "description",
+        "args_schema",
+        "retries",
+        "retry_delay",
+        "timeout",
+        "requires_approval",
+    }
     if unknown:
         raise ValidationError(f"tool() got unknown option(s) {sorted(unknown)}")
     # Hints naming classes local to the caller (e.g. a model defined in a function, with
@@ -290,7 +302,9 @@ def as_tool(value: Any, *, where: str) -> Tool:
         return value
     if isinstance(value, Runnable) or (callable(value) and not isinstance(value, type)):
         return Tool(value)
-    raise ValidationError(f"{where} must be a tool, a function or a Runnable, got {type(value).__name__}: {value!r:.80}")
+    raise ValidationError(
+        f"{where} must be a tool, a function or a Runnable, got {type(value).__name__}: {value!r:.80}"
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -298,8 +312,12 @@ def as_tool(value: Any, *, where: str) -> Tool:
 
 def _options_of(t: Tool) -> dict[str, Any]:
     return {
-        "name": t.name, "description": t.description, "retries": t.retries,
-        "retry_delay": t.retry_delay, "timeout": t.timeout, "requires_approval": t.requires_approval,
+        "name": t.name,
+        "description": t.description,
+        "retries": t.retries,
+        "retry_delay": t.retry_delay,
+        "timeout": t.timeout,
+        "requires_approval": t.requires_approval,
     }
 
 
@@ -328,7 +346,9 @@ def _model_from_signature(
                 f"give every argument a name (and a type hint)"
             )
         if parameter.kind is parameter.POSITIONAL_ONLY:
-            raise ValidationError(f"tool {name!r}: argument {parameter.name!r} is positional-only; tools are called by keyword")
+            raise ValidationError(
+                f"tool {name!r}: argument {parameter.name!r} is positional-only; tools are called by keyword"
+            )
         annotation = hints.get(parameter.name, Any)
         default = ... if parameter.default is parameter.empty else parameter.default
         description = arg_docs.get(parameter.name)

@@ -134,7 +134,9 @@ class AgentOutputError(AgentError, ValueError):
     """An agent's final answer did not validate against its `output_type`, even after one
     corrective turn. `errors` lists what was wrong; `content` is the last answer."""
 
-    def __init__(self, message: str, *, agent: str | None = None, content: str = "", errors: list[str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, agent: str | None = None, content: str = "", errors: list[str] | None = None
+    ) -> None:
         super().__init__(message, agent=agent)
         self.content = content
         self.errors = errors or []

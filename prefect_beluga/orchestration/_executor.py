@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter, deque
-from dataclasses import dataclass
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
@@ -38,10 +38,10 @@ from prefect_beluga.core.errors import (
     StateConflictError,
     add_step_note,
 )
-from prefect_beluga.orchestration._topology import END, ConditionalEdge
 from prefect_beluga.orchestration._runtime import in_flow_run
 from prefect_beluga.orchestration._stream import StreamSink
 from prefect_beluga.orchestration._tasks import call_args
+from prefect_beluga.orchestration._topology import END, ConditionalEdge
 
 if TYPE_CHECKING:
     from prefect_beluga.orchestration.graph import CompiledGraph
@@ -79,7 +79,7 @@ class Activation:
     future: Any = None  # the Prefect future, when the node was submitted to a task runner
 
 
-Token = Optional[Activation]  # None: the parent resolved without choosing this node
+Token = Activation | None  # None: the parent resolved without choosing this node
 
 
 class _Execution:

@@ -38,8 +38,8 @@ from prefect_beluga.orchestration._runtime import (
     in_flow_run,
     run_body,
 )
-from prefect_beluga.orchestration.signals import await_signal
 from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, durable_run
+from prefect_beluga.orchestration.signals import await_signal
 
 T = TypeVar("T")
 

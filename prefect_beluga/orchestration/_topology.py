@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 from prefect.task_runners import TaskRunner
 
@@ -27,7 +27,7 @@ END = "__end__"
 
 START = "__start__"
 
-Router = Callable[[dict[str, Any]], Union[str, Sequence[str]]]
+Router = Callable[[dict[str, Any]], str | Sequence[str]]
 Reducer = Callable[[Any, Any], Any]
 
 

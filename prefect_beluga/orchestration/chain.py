@@ -26,7 +26,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, Union
+from typing import Any
 
 import anyio
 from prefect.utilities.annotations import quote
@@ -45,7 +45,7 @@ from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable
 # (chain, memory variables) read when the running call was made; see Chain._invoke.
 _loaded_memory: ContextVar[tuple[Any, dict[str, Any] | None]] = ContextVar("prefect_beluga_loaded_memory")
 
-ErrorHandler = Callable[[BaseException], Union[BaseException, dict[str, Any], None]]
+ErrorHandler = Callable[[BaseException], BaseException | dict[str, Any] | None]
 
 
 class Chain(Runnable):
@@ -266,7 +266,7 @@ class Chain(Runnable):
         sink = StreamSink.current(self)
         previous: dict[str, Any] | None = None
         quoted_config = quote(config)  # Prefect need not walk it on every call
-        for index, (step, step_task) in enumerate(zip(self.steps, self._tasks)):
+        for index, (step, step_task) in enumerate(zip(self.steps, self._tasks, strict=True)):
             current[0] = index
             try:
                 previous = await step_task(call_args(state), quoted_config, previous)

@@ -68,6 +68,12 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
+from prefect_beluga.orchestration._cache import CacheSettings
+from prefect_beluga.orchestration._executor import GraphRun, execute
+from prefect_beluga.orchestration._mermaid import graph_to_mermaid
+from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._stream import stream_updates
+from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 from prefect_beluga.orchestration._topology import (
     END,
     START,
@@ -78,12 +84,6 @@ from prefect_beluga.orchestration._topology import (
     Router,
     Topology,
 )
-from prefect_beluga.orchestration._cache import CacheSettings
-from prefect_beluga.orchestration._executor import GraphRun, execute
-from prefect_beluga.orchestration._mermaid import graph_to_mermaid
-from prefect_beluga.orchestration._runtime import body_flow, run_body
-from prefect_beluga.orchestration._stream import stream_updates
-from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 
 
 class Graph(Runnable):
@@ -203,7 +203,9 @@ class Graph(Runnable):
         if name in self._nodes:
             raise ValidationError(f"graph {self.name!r}: node {name!r} already present")
         try:
-            policy = RetryPolicy(retries=retries, retry_delay=retry_delay, retry_jitter=retry_jitter, retry_on=retry_on, timeout=timeout)
+            policy = RetryPolicy(
+                retries=retries, retry_delay=retry_delay, retry_jitter=retry_jitter, retry_on=retry_on, timeout=timeout
+            )
         except ValidationError as exc:
             raise ValidationError(f"graph {self.name!r}: node {name!r}: {exc}") from None
         runnable = coerce_to_runnable(runnable, where=f"node {name!r} of graph {self.name!r}")
@@ -238,10 +240,14 @@ class Graph(Runnable):
         """After `source`, run the node(s) `router(state)` picks (a key of `path_map`, a node
         name, a list of them, or END); the others are skipped."""
         if not callable(router):
-            raise ValidationError(f"graph {self.name!r}: router for {source!r} must be callable, got {type(router).__name__}")
+            raise ValidationError(
+                f"graph {self.name!r}: router for {source!r} must be callable, got {type(router).__name__}"
+            )
         if path_map is not None and not isinstance(path_map, Mapping):
             if isinstance(path_map, str) or not isinstance(path_map, Sequence):
-                raise ValidationError(f"graph {self.name!r}: path_map for {source!r} must be a dict or a list of node names")
+                raise ValidationError(
+                    f"graph {self.name!r}: path_map for {source!r} must be a dict or a list of node names"
+                )
             path_map = {target: target for target in path_map}
         frozen_map = MappingProxyType(dict(path_map)) if path_map is not None else None
         self._conditional.append(ConditionalEdge(source, router, frozen_map))
@@ -260,7 +266,9 @@ class Graph(Runnable):
     def _names(self, names: str | Sequence[str], what: str) -> list[str]:
         listed = [names] if isinstance(names, str) else list(names)
         if not listed or not all(isinstance(n, str) for n in listed):
-            raise ValidationError(f"graph {self.name!r}: {what} must be a node name or a non-empty list of them, got {names!r}")
+            raise ValidationError(
+                f"graph {self.name!r}: {what} must be a node name or a non-empty list of them, got {names!r}"
+            )
         return list(dict.fromkeys(listed))
 
     def _changed(self) -> Graph:
@@ -333,7 +341,9 @@ class CompiledGraph(Runnable):
         self.task_runner = spec.task_runner
         self.tasks: Mapping[str, Task] = _NodeTasks(spec)
         self._flow = body_flow(
-            self.name, self._run, description=f"Graph of {len(self.nodes)} nodes",
+            self.name,
+            self._run,
+            description=f"Graph of {len(self.nodes)} nodes",
             task_runner=self.task_runner,
         )
 
@@ -378,8 +388,12 @@ class _NodeTasks(Mapping[str, Task]):
         if task is None:
             node = self._spec.nodes[name]
             task = self._made[name] = runnable_task(
-                node.runnable, name=name, where=f"node {name!r} of graph {self._spec.name!r}",
-                policy=node.policy, tags=node.tags, cache=node.cache,
+                node.runnable,
+                name=name,
+                where=f"node {name!r} of graph {self._spec.name!r}",
+                policy=node.policy,
+                tags=node.tags,
+                cache=node.cache,
             )
         return task
 

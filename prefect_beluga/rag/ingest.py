@@ -4,9 +4,10 @@ Chunk ids are deterministic (`chunk_id`: the source's path key + `#` + chunk ind
 chunk twice replaces it instead of duplicating it. The path key hashes each folder name of the
 file's resolved path separately (`3f2a9c1b/77d0e4aa/…/5be1c2d0#4`), so every chunk under a folder
 shares that folder's id prefix: `removed_ids` lists the prefix (`VectorStore.alist_ids`,
-Pinecone's list-by-prefix) to find the chunks of files that were deleted or shrank. On top of that, `new_or_changed` asks the store which
-chunks it already holds with the same text and metadata, so a re-run — after new files arrive,
-or after a run was killed midway — embeds only what is missing.
+Pinecone's list-by-prefix) to find the chunks of files that were deleted or shrank. On top of
+that, `new_or_changed` asks the store which chunks it already holds with the same text and
+metadata, so a re-run — after new files arrive, or after a run was killed midway — embeds only
+what is missing.
 
 Examples:
     >>> chunks = TokenTextSplitter(400, 50).split_documents(load_documents("docs/"))
@@ -114,8 +115,10 @@ async def stale_ids(chunks: Sequence[Document], store: VectorStore, *, probe: in
     for source, end in last.items():
         start = end + 1
         while True:
-            ids = [_id_of(Document(page_content="", metadata={"source": source, "chunk": i}))
-                   for i in range(start, start + probe)]
+            ids = [
+                _id_of(Document(page_content="", metadata={"source": source, "chunk": i}))
+                for i in range(start, start + probe)
+            ]
             found = {d.id for d in await store.aget_by_ids(ids)}
             stale += [i for i in ids if i in found]
             if len(found) < probe:

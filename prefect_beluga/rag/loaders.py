@@ -110,7 +110,9 @@ def load_documents(location: str | os.PathLike[str], *, suffixes: tuple[str, ...
         try:
             content = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
-            raise ValidationError(f"load_documents: {file} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise ValidationError(
+                f"load_documents: {file} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
         source = file.resolve().as_posix()
         metadata: dict[str, str] = {"source": source, "root": scope.root, "path": scope.relative(source)}
         if file.suffix.lower() in (".md", ".markdown"):

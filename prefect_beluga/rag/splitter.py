@@ -35,7 +35,8 @@ class TokenTextSplitter:
             raise ValidationError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
         if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
             raise ValidationError(
-                f"chunk_overlap must be an int with 0 <= chunk_overlap < chunk_size ({chunk_size}), got {chunk_overlap!r}"
+                f"chunk_overlap must be an int with 0 <= chunk_overlap < chunk_size ({chunk_size}), "
+                f"got {chunk_overlap!r}"
             )
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
@@ -51,7 +52,10 @@ class TokenTextSplitter:
             if tokens <= self.chunk_size:
                 pieces.append((sentence, tokens))
             else:
-                pieces += [(part, count_tokens(part, self.model)) for part in split_by_tokens(sentence, self.chunk_size, 0, self.model)]
+                pieces += [
+                    (part, count_tokens(part, self.model))
+                    for part in split_by_tokens(sentence, self.chunk_size, 0, self.model)
+                ]
         return pieces
 
     def split_text(self, text: str) -> list[str]:
@@ -86,7 +90,9 @@ class TokenTextSplitter:
         chunks = []
         for position, document in enumerate(documents):
             if not isinstance(document, Document):
-                raise ValidationError(f"split_documents: item {position} is {type(document).__name__}, expected Document")
+                raise ValidationError(
+                    f"split_documents: item {position} is {type(document).__name__}, expected Document"
+                )
             for index, text in enumerate(self.split_text(document.page_content)):
                 chunks.append(Document(page_content=text, metadata={**document.metadata, "chunk": index}))
         return chunks

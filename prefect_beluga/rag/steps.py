@@ -149,7 +149,10 @@ class RetrievalStep(Runnable):
             ) from None
         if not documents:
             what = "holds no chunks passing the filter" if self.filter else "is empty"
-            message = f"step {self.name!r}: the vector store {what}, so there is no context to answer from; {EMPTY_STORE_HINT}"
+            message = (
+                f"step {self.name!r}: the vector store {what}, so there is no context to answer from; "
+                f"{EMPTY_STORE_HINT}"
+            )
             warnings.warn(message, EmptyStoreWarning, stacklevel=2)
             logger.warning(message)
         return {"documents": list(documents), "scores": list(scores), "context": format_context(documents)}

@@ -56,13 +56,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Union
+from typing import Any
 
 from prefect_beluga.testing._loopback import Fault, LoopbackHandler, LoopbackServer, RecordedRequest
 
 #: A scripted chat reply: its text, or `{"content": str | None, "tool_calls": [{"name": str,
 #: "arguments": dict | str, "id": str (optional)}, ...]}`.
-Reply = Union[str, dict[str, Any]]
+Reply = str | dict[str, Any]
 Responder = Callable[[list[dict[str, Any]]], Reply]
 
 
@@ -166,7 +166,9 @@ class OpenAIServer(LoopbackServer):
         """Close the connection without any reply, for the next `times` requests."""
         self._queue(Fault("drop", path=path), times)
 
-    def malformed_next(self, *, times: int = 1, body: str = '{"id": "chatcmpl-broken", "choices": [', path: str | None = None) -> None:
+    def malformed_next(
+        self, *, times: int = 1, body: str = '{"id": "chatcmpl-broken", "choices": [', path: str | None = None
+    ) -> None:
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 
@@ -220,12 +222,16 @@ def _split_reply(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
     calls = []
     for call in reply.get("tool_calls") or ():
         arguments = call.get("arguments", {})
-        calls.append({
-            "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
-            "type": "function",
-            "function": {"name": call["name"],
-                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
-        })
+        calls.append(
+            {
+                "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {
+                    "name": call["name"],
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+                },
+            }
+        )
     return reply.get("content") or "", calls
 
 
@@ -323,8 +329,12 @@ class _Handler(LoopbackHandler):
             headers["retry-after-ms"] = str(fault.retry_after_ms)
         if fault.body is not None:
             payload = fault.body if isinstance(fault.body, (bytes, str)) else json.dumps(fault.body)
-            self._send(fault.status, payload.encode() if isinstance(payload, str) else payload,
-                       content_type="application/json", headers=headers)
+            self._send(
+                fault.status,
+                payload.encode() if isinstance(payload, str) else payload,
+                content_type="application/json",
+                headers=headers,
+            )
         else:
             message = {429: "Rate limit reached for requests. Please try again later."}.get(
                 fault.status, f"Injected fault: HTTP {fault.status}."
@@ -353,10 +363,16 @@ class _Handler(LoopbackHandler):
     # -- endpoints -------------------------------------------------------------------------
 
     def _models(self, body: Any) -> None:
-        self._json(200, {"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "loopback"}
-            for name in ("gpt-4o-mini", "text-embedding-3-small")
-        ]})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 0, "owned_by": "loopback"}
+                    for name in ("gpt-4o-mini", "text-embedding-3-small")
+                ],
+            },
+        )
 
     def _chat(self, body: dict[str, Any]) -> None:
         state = self.server_state
@@ -379,29 +395,45 @@ class _Handler(LoopbackHandler):
             if count_tokens(reply) > max_tokens:
                 reply, finish_reason = truncate(reply, max_tokens), "length"
         prompt = _prompt_tokens(messages)
-        usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply),
-                 "total_tokens": prompt + _count(reply)}
+        usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply), "total_tokens": prompt + _count(reply)}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            self._stream(completion_id, created, model, reply, finish_reason,
-                         usage if include_usage else None, tool_calls)
+            self._stream(
+                completion_id, created, model, reply, finish_reason, usage if include_usage else None, tool_calls
+            )
             return
-        message: dict[str, Any] = {"role": "assistant", "content": reply if reply or not tool_calls else None,
-                                   "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": reply if reply or not tool_calls else None,
+            "refusal": None,
+        }
         if tool_calls:
             message["tool_calls"] = tool_calls
-        self._json(200, {
-            "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message,
-                         "logprobs": None, "finish_reason": finish_reason}],
-            "usage": usage, "system_fingerprint": "fp_loopback",
-        })
+        self._json(
+            200,
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+                "usage": usage,
+                "system_fingerprint": "fp_loopback",
+            },
+        )
 
-    def _stream(self, completion_id: str, created: int, model: str, reply: str,
-                finish_reason: str, usage: dict[str, int] | None,
-                tool_calls: list[dict[str, Any]] | None = None) -> None:
+    def _stream(
+        self,
+        completion_id: str,
+        created: int,
+        model: str,
+        reply: str,
+        finish_reason: str,
+        usage: dict[str, int] | None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> None:
         self._hold()
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -411,10 +443,14 @@ class _Handler(LoopbackHandler):
         self.close_connection = True
 
         def chunk(delta: dict[str, Any], finish: str | None, choices: bool = True, **extra: Any) -> None:
-            data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "system_fingerprint": "fp_loopback",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-                    if choices else []}
+            data = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_loopback",
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else [],
+            }
             if usage is not None:
                 data["usage"] = None
             data.update(extra)
@@ -464,13 +500,18 @@ class _Handler(LoopbackHandler):
         data = []
         for index, text in enumerate(texts):
             vector = embedding_vector(text, dimension)
-            encoded: Any = (
-                base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
-            )
+            encoded: Any = base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(_count(t) for t in texts)
-        self._json(200, {"object": "list", "data": data, "model": model,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        self._json(
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
 
 
 def _pieces(text: str) -> Iterator[str]:

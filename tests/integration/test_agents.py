@@ -587,7 +587,9 @@ async def test_agent_flow_answers_offline_with_the_store_as_a_tool(tmp_path):
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "prefect.md").write_text("# Prefect\n\nPrefect runs flows made of tasks. A failed task is retried by its retry policy.\n")
+    (docs / "prefect.md").write_text(
+        "# Prefect\n\nPrefect runs flows made of tasks. A failed task is retried by its retry policy.\n"
+    )
     (docs / "ml.md").write_text("# Machine learning\n\nMachine learning learns patterns from data.\n")
     names = {"embedder_block": f"emb-{uuid.uuid4().hex[:8]}", "vector_store_block": f"store-{uuid.uuid4().hex[:8]}"}
     await EmbedderBlock(provider="hashing").asave(names["embedder_block"])
@@ -639,7 +641,10 @@ def test_sub_steps_go_to_the_scoped_runner_and_a_declined_approval_reaches_the_m
     assert result["output"] == "declined" and ran == []
     assert runner.signals == ["approve:refund"]
     assert sorted(runner.steps) == ["add", "openai:gpt-4o-mini", "openai:gpt-4o-mini"]
-    assert openai_server.tool_results()[0]["content"] == "The call to 'refund' was not approved: over the limit; it was not run."
+    assert (
+        openai_server.tool_results()[0]["content"]
+        == "The call to 'refund' was not approved: over the limit; it was not run."
+    )
 
 
 def test_inline_sub_steps_keep_retries_and_timeouts():
@@ -667,7 +672,9 @@ def test_inline_sub_steps_keep_retries_and_timeouts():
 def test_tool_calls_arrive_through_the_streaming_api_too(openai_server):
     openai_server.reply_with({"content": "Let me add.", "tool_calls": [{"id": "call_9", **call("add", a=1, b=2)}]})
     deltas: list[str] = []
-    result = asyncio.run(chat_model(openai_server).agenerate("Add 1 and 2", tools=[add.to_openai()], on_token=deltas.append))
+    result = asyncio.run(
+        chat_model(openai_server).agenerate("Add 1 and 2", tools=[add.to_openai()], on_token=deltas.append)
+    )
     assert "".join(deltas) == "Let me add." == result.content
     [tool_call] = result.message.tool_calls
     assert (tool_call.id, tool_call.name, tool_call.arguments) == ("call_9", "add", '{"a": 1, "b": 2}')

@@ -12,9 +12,9 @@ from prefect.context import FlowRunContext
 
 from prefect_beluga import (
     END,
-    GraphError,
     Chain,
     Graph,
+    GraphError,
     GraphNodesFailed,
     GraphRecursionError,
     GraphValidationError,
@@ -421,8 +421,11 @@ async def test_a_loop_may_exit_through_end():
 
 async def test_a_run_reaching_neither_a_finish_point_nor_end_is_an_error_not_an_empty_result():
     graph = Graph(name="astray", artifact=False)
-    graph.add_node("a", lambda s: {}).add_node("x", lambda s: {}).add_node("f", lambda s: {}).add_node("g", lambda s: {})
+    for name in ("a", "x", "f", "g"):
+        graph.add_node(name, lambda s: {})
     graph.add_conditional_edges("a", lambda s: "x", ["x", "f", "g"])
     graph.set_entry_point("a").set_finish_point(["f", "g"])
-    with pytest.raises(GraphError, match=r"ended without reaching a finish point \['f', 'g'\] or a router choosing END"):
+    with pytest.raises(
+        GraphError, match=r"ended without reaching a finish point \['f', 'g'\] or a router choosing END"
+    ):
         await graph.ainvoke({})

@@ -37,7 +37,9 @@ def test_a_10000_node_chain_compiles_and_draws():
 
 def test_deep_graphs_report_unconditional_cycles_and_unreachable_nodes():
     looped = chain_of(5_000).add_edge("n4999", "n2500")
-    with pytest.raises(GraphValidationError, match=r"cycle without a conditional edge: n2500 -> n2501 -> .* -> n4999 -> n2500"):
+    with pytest.raises(
+        GraphValidationError, match=r"cycle without a conditional edge: n2500 -> n2501 -> .* -> n4999 -> n2500"
+    ):
         looped.compile()
     stranded = chain_of(5_000).add_node("alone", writes("x", 1)).add_edge("alone", "n4999")
     with pytest.raises(GraphValidationError, match=r"node\(s\) \['alone'\] cannot be reached"):
