@@ -1,16 +1,17 @@
 """Agents: a chat model calling tools in a loop, each model call and tool call a Prefect task run.
 
-    >>> from prefect_beluga import llms
-    >>> from prefect_beluga.agents import Agent
-    >>> from prefect_beluga.tools import tool
-    >>> @tool(retries=2, timeout=10)
-    ... def add(a: int, b: int) -> int:
-    ...     \"\"\"Add two integers.\"\"\"
-    ...     return a + b
-    >>> agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
-    ...               system_prompt="Use the tools.", name="adder")
-    >>> agent.invoke("What is 2 + 40?")["output"]
-    '2 + 40 = 42.'
+    ```python
+    from prefect_beluga import llms
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.tools import tool
+    @tool(retries=2, timeout=10)
+    def add(a: int, b: int) -> int:
+        \"\"\"Add two integers.\"\"\"
+        return a + b
+    agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
+                  system_prompt="Use the tools.", name="adder")
+    agent.invoke("What is 2 + 40?")["output"]  # -> '2 + 40 = 42.'
+    ```
 
 The loop: the model gets the conversation and the tools' JSON schemas; when it answers with
 tool calls, they run — those of one turn concurrently, at most `max_concurrency` at a time —
@@ -30,7 +31,9 @@ outside any flow run, the agent starts one flow run named after it. Inside a wor
 calls and model turns are durable like chain steps (a retried run reads back the finished ones),
 and a tool made with `requires_approval=True` waits for the signal `approve:<tool>`:
 
-    >>> workflow.signal(run_id, "approve:refund", {"approved": True})
+    ```python
+    workflow.signal(run_id, "approve:refund", {"approved": True})
+    ```
 """
 
 from __future__ import annotations
@@ -93,20 +96,26 @@ class Agent(Runnable):
         model_timeout: Seconds one model call may take.
 
     Examples:
-        >>> agent = Agent(llm, tools=[search_docs], system_prompt="Cite the docs.")
-        >>> agent.invoke({"input": "How are Prefect tasks retried?"})["output"]
+        ```python
+        agent = Agent(llm, tools=[search_docs], system_prompt="Cite the docs.")
+        agent.invoke({"input": "How are Prefect tasks retried?"})["output"]
+        ```
 
         Structured output:
 
-        >>> class Answer(pydantic.BaseModel):
-        ...     answer: str
-        ...     sources: list[str]
-        >>> Agent(llm, tools=[search_docs], output_type=Answer).invoke("...")["output"].sources
+        ```python
+        class Answer(pydantic.BaseModel):
+            answer: str
+            sources: list[str]
+        Agent(llm, tools=[search_docs], output_type=Answer).invoke("...")["output"].sources
+        ```
 
         As a chain step or graph node:
 
-        >>> Chain([prepare, agent, publish], retries=2).invoke({"input": "..."})
-        >>> graph.add_node("research", agent)
+        ```python
+        Chain([prepare, agent, publish], retries=2).invoke({"input": "..."})
+        graph.add_node("research", agent)
+        ```
     """
 
     def __init__(

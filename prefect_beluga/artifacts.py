@@ -4,8 +4,10 @@ Called inside a flow or task run, each function attaches an artifact to that run
 the artifact also appears, versioned, on the UI's Artifacts page.
 
 Examples:
-    >>> answer = rag_chain.invoke("What is Prefect?")
-    >>> await publish_answers([{"question": "What is Prefect?", **answer}], key="rag-answers")
+    ```python
+    answer = rag_chain.invoke("What is Prefect?")
+    await publish_answers([{"question": "What is Prefect?", **answer}], key="rag-answers")
+    ```
 """
 
 from __future__ import annotations

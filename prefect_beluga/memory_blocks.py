@@ -8,9 +8,11 @@ Prefect-aware bridge, beside `blocks.py`: it loads a filesystem block by name an
 - `RemoteFileSystem(basepath="s3://bucket/beluga", settings={...})` — S3, GCS, Azure, ... through
   fsspec (install the protocol's fsspec package, e.g. `s3fs`).
 
-    >>> from prefect.filesystems import RemoteFileSystem
-    >>> RemoteFileSystem(basepath="s3://team-bucket/beluga").save("beluga-memory")  # once
-    >>> store = await aload_memory_store("beluga-memory", max_turns=50, ttl=timedelta(days=30))
+    ```python
+    from prefect.filesystems import RemoteFileSystem
+    RemoteFileSystem(basepath="s3://team-bucket/beluga").save("beluga-memory")  # once
+    store = await aload_memory_store("beluga-memory", max_turns=50, ttl=timedelta(days=30))
+    ```
 
 `flows/rag_answer.py` takes the block's name as its `memory_block` parameter.
 """

@@ -1,19 +1,20 @@
 """Tools an agent can call: plain functions with a JSON schema taken from their type hints.
 
-    >>> from prefect_beluga.tools import tool
-    >>> @tool
-    ... def add(a: int, b: int) -> int:
-    ...     \"\"\"Add two integers.
-    ...
-    ...     Args:
-    ...         a: The first number.
-    ...         b: The second number.
-    ...     \"\"\"
-    ...     return a + b
-    >>> add.name, add.description
-    ('add', 'Add two integers.')
-    >>> add.parameters["properties"]["a"]
-    {'description': 'The first number.', 'type': 'integer'}
+    ```python
+    from prefect_beluga.tools import tool
+    @tool
+    def add(a: int, b: int) -> int:
+        \"\"\"Add two integers.
+
+        Args:
+            a: The first number.
+            b: The second number.
+        \"\"\"
+        return a + b
+    add.name, add.description  # -> ('add', 'Add two integers.')
+    add.parameters["properties"]["a"]  # -> {'description': 'The first number.', 'type': 'integer'}
+    # -> {'description': 'The first number.', 'type': 'integer'}
+    ```
 
 The schema comes from the signature through pydantic (so `int`, `list[str]`, `Literal[...]`,
 `Optional`, pydantic models and `Annotated[str, Field(description=...)]` all work), the
@@ -266,14 +267,16 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
             (`workflow.signal(run_id, "approve:<name>", {"approved": True})`) before running.
 
     Examples:
-        >>> @tool
-        ... async def search_docs(query: str, k: int = 3) -> list[str]:
-        ...     \"\"\"Search the product docs.\"\"\"
-        >>> @tool(retries=2, timeout=10)
-        ... def fetch_page(url: str) -> str: ...
-        >>> @tool(requires_approval=True)
-        ... def refund(order_id: str, amount: float) -> str: ...
-        >>> research = tool(research_chain, name="research", description="Research a topic.")
+        ```python
+        @tool
+        async def search_docs(query: str, k: int = 3) -> list[str]:
+            \"\"\"Search the product docs.\"\"\"
+        @tool(retries=2, timeout=10)
+        def fetch_page(url: str) -> str: ...
+        @tool(requires_approval=True)
+        def refund(order_id: str, amount: float) -> str: ...
+        research = tool(research_chain, name="research", description="Research a topic.")
+        ```
     """
     unknown = set(options) - {
         "name",

@@ -5,8 +5,10 @@ calls and tool calls should show as a step of its own, with its own retries, tim
 state. The agent cannot make Prefect tasks itself: only `prefect_beluga.orchestration` knows
 how work becomes a Prefect task. So it asks through this hook:
 
-    >>> from prefect_beluga.core.substeps import Substep, substeps
-    >>> result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, args)
+    ```python
+    from prefect_beluga.core.substeps import Substep, substeps
+    result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, args)
+    ```
 
 `substeps()` returns the current `SubstepRunner`. `prefect_beluga.orchestration` installs the
 Prefect one when it is imported (`install_default`): inside a flow run each sub-step is a task

@@ -1,18 +1,24 @@
 """Conversation memory for chains, per session, optionally persisted across flow runs.
 
 Examples:
-    >>> from prefect_beluga import Chain, memory
-    >>> chat = Chain([answer], memory=memory.new_memory(memory.MemoryType.WINDOW, k=3))
-    >>> chat.invoke({"input": "hi", "session_id": "alice"})
+    ```python
+    from prefect_beluga import Chain, memory
+    chat = Chain([answer], memory=memory.new_memory(memory.MemoryType.WINDOW, k=3))
+    chat.invoke({"input": "hi", "session_id": "alice"})
+    ```
 
     Kept in files, so a scheduled deployment continues the conversation in its next run:
 
-    >>> store = memory.FileMemoryStore("/data/beluga-memory")
-    >>> chat = Chain([answer], memory=memory.new_memory("token_window", max_tokens=1500, store=store))
+    ```python
+    store = memory.FileMemoryStore("/data/beluga-memory")
+    chat = Chain([answer], memory=memory.new_memory("token_window", max_tokens=1500, store=store))
+    ```
 
     Kept at most 50 turns per session, for 30 days after a session's last turn:
 
-    >>> store = memory.FileMemoryStore("/data/beluga-memory", max_turns=50, ttl=timedelta(days=30))
+    ```python
+    store = memory.FileMemoryStore("/data/beluga-memory", max_turns=50, ttl=timedelta(days=30))
+    ```
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ class BufferMemory(BaseMemory):
     """Remembers every turn.
 
     Examples:
-        >>> memory = BufferMemory()
-        >>> memory.save_context({"input": "hi"}, {"output": "hello"})
-        >>> memory.load_memory_variables({})
-        {'history': 'Human: hi\\nAI: hello'}
+        ```python
+        memory = BufferMemory()
+        memory.save_context({"input": "hi"}, {"output": "hello"})
+        memory.load_memory_variables({})  # -> {'history': 'Human: hi\\nAI: hello'}
+        ```
     """
 
     def select(self, turns: list[Turn]) -> list[Turn]:
@@ -27,7 +28,9 @@ class WindowMemory(BaseMemory):
     """Remembers the last `k` turns.
 
     Examples:
-        >>> memory = WindowMemory(k=3)
+        ```python
+        memory = WindowMemory(k=3)
+        ```
     """
 
     def __init__(self, k: int = 5, **options: Any) -> None:
@@ -44,7 +47,9 @@ class TokenWindowMemory(BaseMemory):
     """Remembers the most recent turns whose transcript fits in `max_tokens` (tiktoken count).
 
     Examples:
-        >>> memory = TokenWindowMemory(max_tokens=1000, model="gpt-4o-mini")
+        ```python
+        memory = TokenWindowMemory(max_tokens=1000, model="gpt-4o-mini")
+        ```
     """
 
     def __init__(self, max_tokens: int = 2000, model: str | None = None, **options: Any) -> None:

@@ -144,9 +144,11 @@ class FileMemoryStore(MemoryStore):
     a turn. For workers on several machines use `SharedMemoryStore`.
 
     Examples:
-        >>> store = FileMemoryStore("~/.beluga/memory", max_turns=50, ttl=timedelta(days=30))
-        >>> chat_memory = new_memory("window", k=10, store=store, session_id="alice")
-        >>> store.prune()   # e.g. from a daily scheduled flow: drop expired sessions
+        ```python
+        store = FileMemoryStore("~/.beluga/memory", max_turns=50, ttl=timedelta(days=30))
+        chat_memory = new_memory("window", k=10, store=store, session_id="alice")
+        store.prune()   # e.g. from a daily scheduled flow: drop expired sessions
+        ```
     """
 
     def __init__(self, directory: str | os.PathLike[str], **retention: Any) -> None:
@@ -251,8 +253,10 @@ class SharedMemoryStore(MemoryStore):
         label: How logs and artifacts name the store (e.g. the block's name).
 
     Examples:
-        >>> import fsspec
-        >>> store = SharedMemoryStore(fsspec.filesystem("file"), "/shared/beluga-memory", max_turns=50)
+        ```python
+        import fsspec
+        store = SharedMemoryStore(fsspec.filesystem("file"), "/shared/beluga-memory", max_turns=50)
+        ```
     """
 
     def __init__(self, fs: Any, root: str, *, label: str | None = None, **retention: Any) -> None:

@@ -15,12 +15,14 @@ class Orchestrator:
     """Creates chains, graphs and workflows.
 
     Examples:
-        >>> orchestrator = Orchestrator()
-        >>> chain = orchestrator.create_chain([step1, step2], retries=2)
-        >>> graph = orchestrator.create_graph(name="rag")
-        >>> workflow = orchestrator.create_workflow(chain, workflow_id="rag-workflow")
-        >>> workflow_id, run_id = workflow.execute({"input": "What is ML?"})
-        >>> workflow.get_result(workflow_id, run_id)
+        ```python
+        orchestrator = Orchestrator()
+        chain = orchestrator.create_chain([step1, step2], retries=2)
+        graph = orchestrator.create_graph(name="rag")
+        workflow = orchestrator.create_workflow(chain, workflow_id="rag-workflow")
+        workflow_id, run_id = workflow.execute({"input": "What is ML?"})
+        workflow.get_result(workflow_id, run_id)
+        ```
     """
 
     def create_chain(self, steps: Sequence[Runnable | Callable[..., Any]], **options: Any) -> Chain:

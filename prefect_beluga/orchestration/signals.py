@@ -2,11 +2,13 @@
 
 Inside a workflow function:
 
-    >>> from prefect_beluga.orchestration import publish, wait_for_signal
-    >>> def review(input):
-    ...     publish(stage="drafted", words=120)          # what `workflow.query(run_id)` returns
-    ...     verdict = wait_for_signal("approval")        # `workflow.signal(...)` delivers it
-    ...     return {"approved": verdict["ok"]}
+    ```python
+    from prefect_beluga.orchestration import publish, wait_for_signal
+    def review(input):
+        publish(stage="drafted", words=120)          # what `workflow.query(run_id)` returns
+        verdict = wait_for_signal("approval")        # `workflow.signal(...)` delivers it
+        return {"approved": verdict["ok"]}
+    ```
 
 Signals are durable messages, stored as flow run inputs of the run on the Prefect API (the same
 records Prefect's own `send_input` uses). `Workflow.signal(run_id, name, payload)` records the

@@ -10,10 +10,12 @@ metadata, so a re-run — after new files arrive, or after a run was killed midw
 what is missing.
 
 Examples:
-    >>> chunks = TokenTextSplitter(400, 50).split_documents(load_documents("docs/"))
-    >>> todo = await new_or_changed(chunks, store)
-    >>> for batch in batched(todo, 64):
-    ...     await store.aadd_documents(batch, embedder)
+    ```python
+    chunks = TokenTextSplitter(400, 50).split_documents(load_documents("docs/"))
+    todo = await new_or_changed(chunks, store)
+    for batch in batched(todo, 64):
+        await store.aadd_documents(batch, embedder)
+    ```
 """
 
 from __future__ import annotations

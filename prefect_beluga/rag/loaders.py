@@ -29,9 +29,10 @@ class SourceScope:
     scope, so pruning the chunks of deleted files never touches files ingested from elsewhere.
 
     Examples:
-        >>> scope = source_scope("docs/")
-        >>> scope.contains(str(Path("docs/a.md").resolve()))
-        True
+        ```python
+        scope = source_scope("docs/")
+        scope.contains(str(Path("docs/a.md").resolve()))  # -> True
+        ```
     """
 
     kind: str  # "file", "folder" or "glob"
@@ -93,8 +94,10 @@ def load_documents(location: str | os.PathLike[str], *, suffixes: tuple[str, ...
     are read as UTF-8 and sorted, so repeated loads give the same documents in the same order.
 
     Examples:
-        >>> load_documents("docs/")            # every .txt/.md/.markdown/.rst below docs/
-        >>> load_documents("notes/*.md")
+        ```python
+        load_documents("docs/")            # every .txt/.md/.markdown/.rst below docs/
+        load_documents("notes/*.md")
+        ```
     """
     text = os.fspath(location)
     scope = source_scope(text, suffixes=suffixes)

@@ -24,10 +24,11 @@ class TokenTextSplitter:
         model: Whose tokenizer counts (default: cl100k_base, as OpenAI's embedding models).
 
     Examples:
-        >>> splitter = TokenTextSplitter(chunk_size=200, chunk_overlap=20)
-        >>> chunks = splitter.split_documents(load_documents("docs/"))
-        >>> chunks[0].metadata
-        {'source': 'docs/intro.md', 'chunk': 0}
+        ```python
+        splitter = TokenTextSplitter(chunk_size=200, chunk_overlap=20)
+        chunks = splitter.split_documents(load_documents("docs/"))
+        chunks[0].metadata  # -> {'source': 'docs/intro.md', 'chunk': 0}
+        ```
     """
 
     def __init__(self, chunk_size: int = 400, chunk_overlap: int = 50, model: str | None = None) -> None:

@@ -1,9 +1,11 @@
 """The tutorial's RetrievalStep and GenerationStep, and the RAG chain built from them.
 
 Examples:
-    >>> rag = build_rag_chain(store, embedder, llm, k=3, retries=2)
-    >>> answer = rag.invoke("What is Prefect?")
-    >>> answer["output"], answer["sources"]
+    ```python
+    rag = build_rag_chain(store, embedder, llm, k=3, retries=2)
+    answer = rag.invoke("What is Prefect?")
+    answer["output"], answer["sources"]
+    ```
 """
 
 from __future__ import annotations

@@ -66,8 +66,10 @@ class ThrowawayPostgres:
             ``PREFECT_SERVER_DATABASE_CONNECTION_URL`` takes.
 
     Examples:
-        >>> with ThrowawayPostgres() as pg:
-        ...     env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg.url}
+        ```python
+        with ThrowawayPostgres() as pg:
+            env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg.url}
+        ```
     """
 
     user = "beluga"

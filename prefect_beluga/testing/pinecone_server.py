@@ -3,13 +3,15 @@
 It speaks the REST protocol the official `pinecone` SDK uses against an index host, so the SDK
 talks to it over HTTP on 127.0.0.1 with nothing patched:
 
-    >>> from pinecone import Pinecone
-    >>> from prefect_beluga.testing import PineconeServer
-    >>> with PineconeServer(api_key="pc-test", dimension=3) as server:
-    ...     index = Pinecone(api_key="pc-test").Index(host=server.url)
-    ...     _ = index.upsert(vectors=[("a", [1.0, 0.0, 0.0], {"text": "hello"})], namespace="docs")
-    ...     index.query(vector=[1.0, 0.1, 0.0], top_k=1, namespace="docs", include_metadata=True).matches[0].id
-    'a'
+    ```python
+    from pinecone import Pinecone
+    from prefect_beluga.testing import PineconeServer
+    with PineconeServer(api_key="pc-test", dimension=3) as server:
+        index = Pinecone(api_key="pc-test").Index(host=server.url)
+        _ = index.upsert(vectors=[("a", [1.0, 0.0, 0.0], {"text": "hello"})], namespace="docs")
+        index.query(vector=[1.0, 0.1, 0.0], top_k=1, namespace="docs", include_metadata=True).matches[0].id
+    # -> 'a'
+    ```
 
 Endpoints (JSON bodies, camelCase as on the wire; every request needs the `Api-Key` header when
 `api_key` is set, else 401):
@@ -90,11 +92,13 @@ class PineconeServer(LoopbackServer):
         port: Port to bind; 0 (default) picks a free one.
 
     Examples:
-        >>> with PineconeServer(dimension=64) as server:
-        ...     store = PineconeVectorStore(host=server.url, api_key=server.api_key)
-        ...     store.add_documents(chunks, HashingEmbedder(64))
-        ...     assert server.vector_count() == len(chunks)
-        ...     assert len(server.requests_to("/vectors/upsert")) == math.ceil(len(chunks) / 100)
+        ```python
+        with PineconeServer(dimension=64) as server:
+            store = PineconeVectorStore(host=server.url, api_key=server.api_key)
+            store.add_documents(chunks, HashingEmbedder(64))
+            assert server.vector_count() == len(chunks)
+            assert len(server.requests_to("/vectors/upsert")) == math.ceil(len(chunks) / 100)
+        ```
     """
 
     def __init__(

@@ -6,15 +6,19 @@ otherwise; its database is SQLite in its home by default, or a throwaway Postgre
 (``database="postgresql"``, see `ThrowawayPostgres`); ``auth_string=`` turns on Prefect's basic
 auth (the server refuses every API call without it; ``/api/health`` stays open).
 
-    >>> from prefect_beluga.testing.prefect_server import PrefectServer
-    >>> with PrefectServer() as server:
-    ...     server.api_url                      # 'http://127.0.0.1:<port>/api'
-    ...     subprocess.run(["prefect", "worker", "start", "--pool", "p"], env=server.env)
-    ...     with server.settings():             # this process's Prefect client talks to it too
-    ...         ...
+    ```python
+    from prefect_beluga.testing.prefect_server import PrefectServer
+    with PrefectServer() as server:
+        server.api_url                      # 'http://127.0.0.1:<port>/api'
+        subprocess.run(["prefect", "worker", "start", "--pool", "p"], env=server.env)
+        with server.settings():             # this process's Prefect client talks to it too
+            ...
+    ```
 
-    >>> with PrefectServer(database="postgresql", auth_string="admin:s3cret") as server:
-    ...     server.env["PREFECT_API_AUTH_STRING"]   # clients send it; the URL never holds it
+    ```python
+    with PrefectServer(database="postgresql", auth_string="admin:s3cret") as server:
+        server.env["PREFECT_API_AUTH_STRING"]   # clients send it; the URL never holds it
+    ```
 
 `env` is a full environment for subprocesses (this process's environment plus `PREFECT_API_URL`,
 `PREFECT_API_AUTH_STRING` when the server has one, a client `PREFECT_HOME` and a shared
@@ -81,10 +85,12 @@ class PrefectServer:
     Examples:
         Per test module, as a pytest fixture (see ``tests/conftest.py``):
 
-        >>> @pytest.fixture(scope="module")
-        ... def prefect_server():
-        ...     with PrefectServer() as server:
-        ...         yield server
+        ```python
+        @pytest.fixture(scope="module")
+        def prefect_server():
+            with PrefectServer() as server:
+                yield server
+        ```
     """
 
     def __init__(

@@ -1,6 +1,8 @@
 """Vector stores: the base class, the embedded numpy store (the default) and Pinecone.
 
-    >>> from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
+    ```python
+    from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
+    ```
 """
 
 from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, document_id, matches

@@ -1,18 +1,19 @@
 """The VectorStore base class, deterministic ids and the metadata filter language.
 
-    >>> from prefect_beluga.embeddings import HashingEmbedder
-    >>> from prefect_beluga.schema import Document
-    >>> from prefect_beluga.vectorstores import InMemoryVectorStore
-    >>> store, embedder = InMemoryVectorStore(), HashingEmbedder()
-    >>> ids = store.add_documents([
-    ...     Document(
-    ...         page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}
-    ...     ),
-    ...     Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
-    ... ], embedder)
-    >>> docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
-    >>> docs[0].metadata["source"]
-    'ml.md'
+    ```python
+    from prefect_beluga.embeddings import HashingEmbedder
+    from prefect_beluga.schema import Document
+    from prefect_beluga.vectorstores import InMemoryVectorStore
+    store, embedder = InMemoryVectorStore(), HashingEmbedder()
+    ids = store.add_documents([
+        Document(
+            page_content="Machine learning learns patterns from data.", metadata={"source": "ml.md", "chunk": 0}
+        ),
+        Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
+    ], embedder)
+    docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
+    docs[0].metadata["source"]  # -> 'ml.md'
+    ```
 
 Filters use Pinecone's metadata filter language, so a filter means the same on every store:
 
@@ -211,11 +212,13 @@ class VectorStore(ABC):
     knows nothing of Prefect: a chain or graph step that uses it becomes the Prefect task.
 
     Examples:
-        >>> ids = store.add_documents(chunks, embedder)          # upsert: same chunks, same ids
-        >>> docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
-        >>> docs[0].get_content(), docs[0].metadata, docs[0].id
-        >>> store.similarity_search_by_query("What is ML?", 3, embedder, filter={"source": "ml.md"})
-        >>> store.delete(ids[:1])
+        ```python
+        ids = store.add_documents(chunks, embedder)          # upsert: same chunks, same ids
+        docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
+        docs[0].get_content(), docs[0].metadata, docs[0].id
+        store.similarity_search_by_query("What is ML?", 3, embedder, filter={"source": "ml.md"})
+        store.delete(ids[:1])
+        ```
     """
 
     dimension: int | None = None

@@ -1,12 +1,14 @@
 """The embedded vector store: numpy cosine similarity in this process, saved to one file.
 
-    >>> from prefect_beluga.embeddings import HashingEmbedder
-    >>> from prefect_beluga.vectorstores import InMemoryVectorStore
-    >>> store = InMemoryVectorStore()
-    >>> store.add_documents(chunks, HashingEmbedder())        # doctest: +SKIP
-    >>> store.save("index.npz")                               # doctest: +SKIP
-    >>> store = InMemoryVectorStore.load("index.npz")         # doctest: +SKIP
-    >>> store.save_changes("index.npz")  # merge, under a lock, with what others saved meanwhile
+    ```python
+    from prefect_beluga.embeddings import HashingEmbedder
+    from prefect_beluga.vectorstores import InMemoryVectorStore
+    store = InMemoryVectorStore()
+    store.add_documents(chunks, HashingEmbedder())        # doctest: +SKIP
+    store.save("index.npz")                               # doctest: +SKIP
+    store = InMemoryVectorStore.load("index.npz")         # doctest: +SKIP
+    store.save_changes("index.npz")  # merge, under a lock, with what others saved meanwhile
+    ```
 
 Several processes may share one file: `save_changes` writes only what this store changed since
 it was loaded (or last saved), over whatever the file holds by then, so two flow runs ingesting
@@ -51,14 +53,18 @@ class InMemoryVectorStore(VectorStore):
     Examples:
         Build, search and persist the store:
 
-        >>> store = InMemoryVectorStore()
-        >>> ids = store.add_documents(chunks, HashingEmbedder())
-        >>> docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
-        >>> store.save("index.npz")
+        ```python
+        store = InMemoryVectorStore()
+        ids = store.add_documents(chunks, HashingEmbedder())
+        docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
+        store.save("index.npz")
+        ```
 
         In another process (or the next flow run):
 
-        >>> store = InMemoryVectorStore.load("index.npz")
+        ```python
+        store = InMemoryVectorStore.load("index.npz")
+        ```
     """
 
     def __init__(self, dimension: int | None = None) -> None:

@@ -1,11 +1,13 @@
 """A vector store on a Pinecone index, through the official `pinecone` SDK.
 
-    >>> from pydantic import SecretStr
-    >>> from prefect_beluga.embeddings import OpenAIEmbedder
-    >>> from prefect_beluga.vectorstores import PineconeVectorStore
-    >>> store = PineconeVectorStore("docs-index", api_key=SecretStr("..."), namespace="handbook")  # doctest: +SKIP
-    >>> store.add_documents(chunks, OpenAIEmbedder())           # doctest: +SKIP
-    >>> docs, scores = store.similarity_search_by_query("What is ML?", 3, OpenAIEmbedder())  # doctest: +SKIP
+    ```python
+    from pydantic import SecretStr
+    from prefect_beluga.embeddings import OpenAIEmbedder
+    from prefect_beluga.vectorstores import PineconeVectorStore
+    store = PineconeVectorStore("docs-index", api_key=SecretStr("..."), namespace="handbook")  # doctest: +SKIP
+    store.add_documents(chunks, OpenAIEmbedder())           # doctest: +SKIP
+    docs, scores = store.similarity_search_by_query("What is ML?", 3, OpenAIEmbedder())  # doctest: +SKIP
+    ```
 
 The index must exist, created with a `dimension` equal to the embedder's and the `cosine` metric.
 Each chunk becomes one vector: its id is deterministic (`document_id`: source + chunk index), so
@@ -87,16 +89,22 @@ class PineconeVectorStore(VectorStore):
     Examples:
         A named index, key from the environment:
 
-        >>> store = PineconeVectorStore("docs-index", namespace="handbook")
+        ```python
+        store = PineconeVectorStore("docs-index", namespace="handbook")
+        ```
 
         A known host, explicit key (what a Prefect block hands over):
 
-        >>> store = PineconeVectorStore(host="docs-abc123.svc.pinecone.io", api_key=SecretStr(key))
+        ```python
+        store = PineconeVectorStore(host="docs-abc123.svc.pinecone.io", api_key=SecretStr(key))
+        ```
 
         A loopback server in tests:
 
-        >>> with PineconeServer(dimension=64) as server:
-        ...     store = PineconeVectorStore(host=server.url, api_key=server.api_key)
+        ```python
+        with PineconeServer(dimension=64) as server:
+            store = PineconeVectorStore(host=server.url, api_key=server.api_key)
+        ```
     """
 
     def __init__(

@@ -1,12 +1,14 @@
 """Workflows: a Prefect flow around your function, executed now and read back from anywhere.
 
-    >>> from prefect_beluga import Orchestrator
-    >>> def my_workflow(input):
-    ...     return {"output": input["input"].upper()}
-    >>> workflow = Orchestrator().create_workflow(my_workflow, workflow_id="my-workflow")
-    >>> workflow_id, run_id = workflow.execute({"input": "test"})   # returns at once
-    >>> workflow.get_result(workflow_id, run_id)                    # waits; any process
-    {'output': 'TEST'}
+    ```python
+    from prefect_beluga import Orchestrator
+    def my_workflow(input):
+        return {"output": input["input"].upper()}
+    workflow = Orchestrator().create_workflow(my_workflow, workflow_id="my-workflow")
+    workflow_id, run_id = workflow.execute({"input": "test"})   # returns at once
+    workflow.get_result(workflow_id, run_id)                    # waits; any process
+    # -> {'output': 'TEST'}
+    ```
 
 A workflow is a Prefect flow named `workflow_id` whose result is persisted. `execute` creates a
 flow run and returns `(workflow_id, run_id)` at once:

@@ -43,14 +43,18 @@ class Workflow(Runs, Deployment):
     Examples:
         Embedded (a background runner in this process):
 
-        >>> wf = Orchestrator().create_workflow(my_chain, workflow_id="rag", retries=1)
-        >>> wf_id, run_id = wf.execute({"input": "What is ML?"}, idempotency_key="q-42")
-        >>> wf.get_result(wf_id, run_id, timeout=60)
+        ```python
+        wf = Orchestrator().create_workflow(my_chain, workflow_id="rag", retries=1)
+        wf_id, run_id = wf.execute({"input": "What is ML?"}, idempotency_key="q-42")
+        wf.get_result(wf_id, run_id, timeout=60)
+        ```
 
         Distributed (workers of a process work pool run it, on any machine):
 
-        >>> wf.deploy(work_pool="my-pool")      # then: prefect worker start --pool my-pool
-        >>> wf_id, run_id = wf.execute({"input": "..."})
+        ```python
+        wf.deploy(work_pool="my-pool")      # then: prefect worker start --pool my-pool
+        wf_id, run_id = wf.execute({"input": "..."})
+        ```
     """
 
     def __init__(
