@@ -9,6 +9,8 @@ from typing import Any
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.memory.store import InMemoryStore, MemoryStore, Turn, check_session_id
 
+__all__ = ["BaseMemory", "render"]
+
 DEFAULT_SESSION = "default"
 
 

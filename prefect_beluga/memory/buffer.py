@@ -8,6 +8,8 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.memory.base import BaseMemory, render
 from prefect_beluga.memory.store import Turn
 
+__all__ = ["BufferMemory", "TokenWindowMemory", "WindowMemory"]
+
 
 class BufferMemory(BaseMemory):
     """Remembers every turn.

@@ -36,6 +36,8 @@ from typing import Any
 
 from prefect_beluga.core.errors import ValidationError
 
+__all__ = ["FileMemoryStore", "InMemoryStore", "MemoryStore", "SharedMemoryStore", "check_session_id"]
+
 Turn = tuple[str, str]
 _Timed = tuple[str, str, float]  # a turn and when it was saved (epoch seconds)
 

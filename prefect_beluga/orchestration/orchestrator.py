@@ -10,6 +10,8 @@ from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import Graph
 from prefect_beluga.orchestration.workflow import Workflow
 
+__all__ = ["Orchestrator"]
+
 
 class Orchestrator:
     """Creates chains, graphs and workflows.

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.schema import Document
 
+__all__ = ["SourceScope", "load_documents", "source_scope"]
+
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".rst")
 
 

@@ -9,6 +9,8 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.schema import Document
 from prefect_beluga.tokens import count_tokens, split_by_tokens
 
+__all__ = ["TokenTextSplitter"]
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n{2,}")
 
 

@@ -25,6 +25,17 @@ from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.schema import Document, HumanMessage, SystemMessage
 
+__all__ = [
+    "EmptyStoreWarning",
+    "GenerationStep",
+    "QueryEmbeddingStep",
+    "RetrievalStep",
+    "build_rag_chain",
+    "format_context",
+    "source_of",
+    "store_identity",
+]
+
 logger = logging.getLogger(__name__)
 
 EMPTY_STORE_HINT = (

@@ -19,6 +19,8 @@ import re
 import threading
 from typing import Any
 
+__all__ = ["PrefectClientRetries"]
+
 _RETRY = re.compile(r"retryable status code (\d+)")
 
 
