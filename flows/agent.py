@@ -22,10 +22,7 @@ from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_STORE_BLOCK,
-    ChatModelBlock,
-    EmbedderBlock,
-    load_block,
-    load_vector_store_block,
+    load_rag_components,
 )
 from prefect_beluga.rag.steps import format_context, source_of
 from prefect_beluga.tools import tool
@@ -47,9 +44,7 @@ async def agent_answer(
     max_iterations: int = 6,
 ) -> dict[str, Any]:
     """Answer `question` with an agent searching the store; returns `output`, `sources`, `searches`."""
-    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
-    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
-    store = (await load_vector_store_block(vector_store_block)).get_store()
+    llm, embedder, store = await load_rag_components(chat_model_block, embedder_block, vector_store_block)
     sources: list[str] = []
     searches: list[str] = []
 

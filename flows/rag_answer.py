@@ -42,10 +42,7 @@ from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_STORE_BLOCK,
-    ChatModelBlock,
-    EmbedderBlock,
-    load_block,
-    load_vector_store_block,
+    load_rag_components,
 )
 from prefect_beluga.memory_blocks import aload_memory_store
 from prefect_beluga.orchestration import cache_hits
@@ -75,9 +72,7 @@ async def rag_answer(
     """Answer `question` from the store; returns `output`, `sources`, `usage`, `model` and
     `cached` (the steps answered from the cross-run cache, e.g. `["embed-query", "generate"]`)."""
     logger = get_run_logger()
-    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
-    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
-    store = (await load_vector_store_block(vector_store_block)).get_store()
+    llm, embedder, store = await load_rag_components(chat_model_block, embedder_block, vector_store_block)
     conversation = turns_store = None
     if session_id is not None:
         memory.store.check_session_id(session_id)

@@ -23,10 +23,7 @@ from prefect_beluga.blocks import (
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_STORE_BLOCK,
-    ChatModelBlock,
-    EmbedderBlock,
-    load_block,
-    load_vector_store_block,
+    load_rag_components,
 )
 
 
@@ -67,9 +64,7 @@ async def summarize(
     max_concurrency: int = 4,
 ) -> dict[str, Any]:
     """Summarize what the store holds on `topic`; returns `output`, `summaries` and `sources`."""
-    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
-    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
-    store = (await load_vector_store_block(vector_store_block)).get_store()
+    llm, embedder, store = await load_rag_components(chat_model_block, embedder_block, vector_store_block)
     chain = build_summarize_chain(store, embedder, llm, k=k, max_concurrency=max_concurrency)
     result = await chain.ainvoke({"input": topic})
     get_run_logger().info("summarized %d chunk(s) on %r", len(result["summaries"]), topic)

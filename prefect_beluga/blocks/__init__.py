@@ -68,7 +68,7 @@ Keys live in `SecretStr` fields: reprs, logs and `model_dump_json()` show `'****
 stores them encrypted and reads them back obscured unless secrets are asked for.
 """
 
-from prefect_beluga.blocks._loading import load_block, load_vector_store_block
+from prefect_beluga.blocks._loading import RagComponents, load_block, load_rag_components, load_vector_store_block
 from prefect_beluga.blocks._provisioning import asave_default_blocks, save_default_blocks
 from prefect_beluga.blocks._types import (
     DEFAULT_CHAT_MODEL_BLOCK,
@@ -86,6 +86,8 @@ from prefect_beluga.blocks._types import (
 )
 
 __all__ = [
+    "RagComponents",
+    "load_rag_components",
     "DEFAULT_CHAT_MODEL_BLOCK",
     "DEFAULT_EMBEDDER_BLOCK",
     "DEFAULT_OPENAI_CREDENTIALS_BLOCK",

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 
-from prefect_beluga.blocks._types import VectorStoreBlock
+from prefect_beluga.blocks._types import (
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    ChatModelBlock,
+    EmbedderBlock,
+    VectorStoreBlock,
+)
 from prefect_beluga.core.errors import ValidationError
 
-__all__ = ["is_block_not_found", "load_block", "load_vector_store_block"]
+__all__ = ["RagComponents", "is_block_not_found", "load_block", "load_rag_components", "load_vector_store_block"]
 
 B = TypeVar("B", bound=Block)
 
@@ -113,3 +120,31 @@ async def load_vector_store_block(name: str, *, client: PrefectClient | None = N
             "or with `python blocks/create_blocks.py`"
         )
     return block
+
+
+class RagComponents(NamedTuple):
+    """The chat model, embedder and vector store a RAG flow works with."""
+
+    llm: Any
+    embedder: Any
+    store: Any
+
+
+async def load_rag_components(
+    chat_model_block: str = DEFAULT_CHAT_MODEL_BLOCK,
+    embedder_block: str = DEFAULT_EMBEDDER_BLOCK,
+    vector_store_block: str = DEFAULT_STORE_BLOCK,
+) -> RagComponents:
+    """The ready chat model, embedder and store of three saved blocks, by name.
+
+    Examples:
+        ```python
+        from prefect_beluga.blocks import load_rag_components
+
+        llm, embedder, store = await load_rag_components("beluga-chat", "beluga-embedder", "beluga-store")
+        ```
+    """
+    llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
+    embedder = (await load_block(EmbedderBlock, embedder_block)).get_embedder()
+    store = (await load_vector_store_block(vector_store_block)).get_store()
+    return RagComponents(llm, embedder, store)
