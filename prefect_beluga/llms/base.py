@@ -12,6 +12,7 @@ from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.streaming import emit_token, token_sink
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import (
     AIMessage,
@@ -95,9 +96,23 @@ class ChatModel(Runnable, ABC):
         """The model's reply to `messages` (schema messages, OpenAI-style dicts, or a str).
 
         With `on_token`, the reply is streamed and `on_token(delta)` called for each text
-        delta; the returned ChatResult still carries the full content and usage.
+        delta; the returned ChatResult still carries the full content and usage. Inside a
+        chain or graph streamed with `tokens=True`, the reply is streamed too and each delta
+        goes to the caller, tagged with the step or node running (see docs/streaming.md);
+        otherwise the request is a plain one.
         """
         checked = to_messages(messages, where=f"{type(self).__name__}.generate")
+        return await self._generate_checked(checked, on_token)
+
+    async def _generate_checked(
+        self, checked: list[AnyMessage], on_token: Callable[[str], Any] | None
+    ) -> ChatResult:
+        if on_token is None and token_sink() is not None:
+            name = self.name
+
+            def on_token(delta: str) -> None:
+                emit_token(delta, default_node=name)
+
         if on_token is None:
             return await self._agenerate(checked)
         result: ChatResult | None = None
@@ -136,7 +151,7 @@ class ChatModel(Runnable, ABC):
             raise ValidationError(
                 f"{where} expects {{'input': str}} or {{'messages': [...]}} (or a str), got {type(input).__name__}"
             )
-        result = await self._agenerate(messages_from_state(input, where=where))
+        result = await self._generate_checked(messages_from_state(input, where=where), None)
         return {"output": result.content, "usage": result.usage.model_dump(), "model": result.model}
 
     def __repr__(self) -> str:

@@ -28,6 +28,11 @@ queue, each consumed by one request (optionally only requests to one path):
     server.slow_next(5.0)                           # answer after 5 s (past a client timeout)
     server.drop_next()                              # close the connection without a reply
     server.malformed_next()                         # 200 with a body that is not valid JSON
+    server.break_stream_next(after=3)               # a stream that fails after 3 text chunks
+
+`chunk_delay` spaces a stream's chunks (seconds between two writes) and every text chunk
+written is recorded in `server.chunks` (`time.perf_counter()` of the write, and the text), so
+a test can compare when the server wrote a chunk with when its caller received it.
 
 With `api_key=` set, a request whose bearer token differs gets OpenAI's 401 reply. `latency`
 adds a delay to every request; `max_in_flight` reports the highest number of requests served at
@@ -98,6 +103,7 @@ class OpenAIServer(LoopbackServer):
         latency: float = 0.0,
         replies: Sequence[str] = (),
         responder: Responder | None = None,
+        chunk_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -109,6 +115,11 @@ class OpenAIServer(LoopbackServer):
         self.honour_dimensions = honour_dimensions
         self.responder = responder
         self._replies: deque[str] = deque(replies)
+        if not chunk_delay >= 0:
+            raise ValueError(f"chunk_delay must be seconds >= 0, got {chunk_delay!r}")
+        self.chunk_delay = chunk_delay
+        self._chunks: list[tuple[float, str]] = []
+        self._breaks: deque[int] = deque()
 
     thread_name = "openai-loopback"
 
@@ -155,7 +166,21 @@ class OpenAIServer(LoopbackServer):
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 
+    def break_stream_next(self, *, after: int = 1, times: int = 1) -> None:
+        """Fail the next `times` streamed replies midway: after `after` text chunks, an SSE
+        error event (which the `openai` SDK raises as an `APIError`) ends the stream."""
+        if not isinstance(after, int) or after < 0:
+            raise ValueError(f"after must be an int >= 0, got {after!r}")
+        with self._lock:
+            self._breaks.extend([after] * times)
+
     # -- inspection ------------------------------------------------------------------------
+
+    @property
+    def chunks(self) -> list[tuple[float, str]]:
+        """Every streamed text chunk written so far: `(time.perf_counter() of the write, text)`."""
+        with self._lock:
+            return list(self._chunks)
 
     def reset(self) -> None:
         """Forget recorded requests, queued faults and replies, and `max_in_flight`."""
@@ -163,6 +188,8 @@ class OpenAIServer(LoopbackServer):
             self._requests.clear()
             self._faults.clear()
             self._replies.clear()
+            self._chunks.clear()
+            self._breaks.clear()
             self.max_in_flight = 0
 
     # -- called by the handler -------------------------------------------------------------
@@ -365,9 +392,22 @@ class _Handler(LoopbackHandler):
             self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
             self.wfile.flush()
 
+        state = self.server_state
+        with state._lock:
+            breaks_after = state._breaks.popleft() if state._breaks else None
         chunk({"role": "assistant", "content": ""}, None)
-        for piece in _pieces(reply):
+        for index, piece in enumerate(_pieces(reply)):
+            if breaks_after is not None and index >= breaks_after:
+                error = {"message": "Injected fault: the stream broke midway.", "type": "server_error",
+                         "param": None, "code": None}
+                self.wfile.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                self.wfile.flush()
+                return
+            if state.chunk_delay and index:
+                time.sleep(state.chunk_delay)
             chunk({"content": piece}, None)
+            with state._lock:
+                state._chunks.append((time.perf_counter(), piece))
         chunk({}, finish_reason)
         if usage is not None:
             chunk({}, None, choices=False, usage=usage)
