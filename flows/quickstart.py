@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,9 +24,18 @@ from prefect import flow  # noqa: E402
 from rag_answer import rag_answer  # noqa: E402
 from rag_ingest import rag_ingest  # noqa: E402
 
-from prefect_beluga import Orchestrator, Runnable, memory  # noqa: E402
+from prefect_beluga import Orchestrator, Runnable, memory, rag  # noqa: E402
 from prefect_beluga.artifacts import publish_answers  # noqa: E402
-from prefect_beluga.blocks import asave_default_blocks  # noqa: E402
+from prefect_beluga.blocks import (  # noqa: E402
+    DEFAULT_CHAT_MODEL_BLOCK,
+    DEFAULT_EMBEDDER_BLOCK,
+    DEFAULT_STORE_BLOCK,
+    ChatModelBlock,
+    EmbedderBlock,
+    asave_default_blocks,
+    load_block,
+    load_vector_store_block,
+)
 
 DOCS = Path(__file__).parent / "docs"
 QUESTIONS = [
@@ -94,11 +104,27 @@ async def rag_pipeline() -> None:
     await publish_answers(answers, key="quickstart-answers")
 
 
+async def streamed_answer(question: str) -> None:
+    """One answer streamed token by token as the model writes it (docs/streaming.md)."""
+    llm = (await load_block(ChatModelBlock, DEFAULT_CHAT_MODEL_BLOCK)).get_chat_model()
+    embedder = (await load_block(EmbedderBlock, DEFAULT_EMBEDDER_BLOCK)).get_embedder()
+    store = (await load_vector_store_block(DEFAULT_STORE_BLOCK)).get_store()
+    chain = rag.build_rag_chain(store, embedder, llm, name="rag-streamed")
+    # Straight to stdout: the flow's log_prints would make every token a log line.
+    sys.stdout.write(f"\nQ (streamed): {question}\nA: ")
+    async for event in chain.astream({"input": question}, tokens=True):
+        if "__token__" in event:
+            sys.stdout.write(event["__token__"]["text"])
+            sys.stdout.flush()
+    sys.stdout.write("\n\n")
+
+
 @flow(name="quickstart", log_prints=True)
 async def quickstart() -> None:
     """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them."""
     await tutorial(Orchestrator())
     await rag_pipeline()
+    await streamed_answer(QUESTIONS[0])
     api_url = os.environ.get("PREFECT_API_URL")
     if api_url:
         print(f"\nSee these runs in the Prefect UI: {api_url.removesuffix('/api')}/runs")

@@ -1,0 +1,177 @@
+"""Live token streaming: `astream(..., tokens=True)` on chains and graphs (docs/streaming.md).
+
+The chat model talks to the loopback OpenAI server over HTTP with the official SDK; the server
+records when it wrote each chunk (`server.chunks`), which is compared with when the caller got
+it — liveness is measured against the server's own clock, not an absolute threshold.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+from prefect_beluga import Chain, Graph
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.offline import OfflineChatModel
+from prefect_beluga.llms.openai import OpenAIChatModel
+from prefect_beluga.testing import OpenAIServer
+
+KEY = "sk-streaming-secret-0123456789"
+CHUNK_DELAY = 0.1  # seconds between two chunks the server writes
+QUESTION = "alpha beta gamma delta epsilon zeta"
+
+
+class Answer(Runnable):
+    """The tutorial's style of step: a sync Runnable calling `llm.generate` (a worker thread)."""
+
+    def __init__(self, llm: Any, name: str = "answer") -> None:
+        self.llm, self.name = llm, name
+
+    def invoke(self, input: dict[str, Any], config: Any = None) -> dict[str, Any]:
+        reply = self.llm.generate(input["input"])
+        return {self.name: reply.content, f"{self.name}_tokens": reply.usage.completion_tokens}
+
+
+class AsyncAnswer(Answer):
+    """The same, async: `await llm.agenerate(...)`."""
+
+    async def ainvoke(self, input: dict[str, Any], config: Any = None) -> dict[str, Any]:
+        reply = await self.llm.agenerate(input["input"])
+        return {self.name: reply.content, f"{self.name}_tokens": reply.usage.completion_tokens}
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer(api_key=KEY, chunk_delay=CHUNK_DELAY) as running:
+        yield running
+
+
+@pytest.fixture
+def llm(server: OpenAIServer) -> OpenAIChatModel:
+    return OpenAIChatModel(Config(api_key=KEY, base_url=server.base_url))
+
+
+async def collect(stream) -> list[tuple[float, dict[str, Any]]]:
+    return [(time.perf_counter(), event) async for event in stream]
+
+
+def tokens_of(events, node: str | None = None) -> list[str]:
+    return [
+        e["__token__"]["text"]
+        for _, e in events
+        if "__token__" in e and (node is None or e["__token__"]["node"] == node)
+    ]
+
+
+async def test_tokens_reach_the_caller_live_from_a_sync_step(server, llm):
+    chain = Chain([Answer(llm)], name="live")
+    events = await collect(chain.astream({"input": QUESTION}, tokens=True))
+
+    received = [(t, e["__token__"]) for t, e in events if "__token__" in e]
+    written = server.chunks
+    assert [tok["text"] for _, tok in received] == [text for _, text in written]
+    assert {tok["node"] for _, tok in received} == {"answer"}
+    # Live: the first token reached the caller before the server wrote its last chunk ...
+    assert received[0][0] < written[-1][0]
+    # ... and each chunk arrived soon after the server wrote it (well under the inter-chunk gap).
+    lags = [got - sent for (got, _), (sent, _) in zip(received, written, strict=True)]
+    assert statistics.median(lags) < CHUNK_DELAY / 2, lags
+
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events)) == result["answer"] == f"Echo: {QUESTION}"
+    assert result["answer_tokens"] > 0  # usage counted from the stream's usage chunk
+    body = server.requests_to("/v1/chat/completions")[0].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # The step's update comes after its tokens, then the end.
+    assert list(events[-2][1]) == ["answer"]
+
+
+async def test_without_tokens_requests_are_plain_and_nothing_changes(server, llm):
+    chain = Chain([AsyncAnswer(llm)], name="plain")
+    events = [event async for event in chain.astream({"input": QUESTION})]
+    assert [list(e) for e in events] == [["answer"], ["__end__"]]
+    assert "stream" not in server.requests_to("/v1/chat/completions")[0].body
+    assert await chain.ainvoke({"input": QUESTION}) == events[-1]["__end__"]
+
+
+async def test_async_step_and_chat_model_step_stream(server, llm):
+    llm.name = "model"
+    chain = Chain([AsyncAnswer(llm, "first"), llm], name="mixed")
+    events = await collect(chain.astream({"input": QUESTION}, tokens=True))
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events, "first")) == result["first"]
+    assert "".join(tokens_of(events, "model")) == result["output"]
+    assert result["usage"]["completion_tokens"] > 0
+
+
+def test_sync_stream_with_tokens(server, llm):
+    chain = Chain([Answer(llm)], name="sync-live")
+    events = list(chain.stream({"input": QUESTION}, tokens=True))
+    assert "".join(e["__token__"]["text"] for e in events if "__token__" in e) == f"Echo: {QUESTION}"
+    assert events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}"
+
+
+async def test_parallel_graph_nodes_stream_at_once_each_tagged(server, llm):
+    graph = Graph(name="two-at-once")
+    graph.add_node("left", Answer(llm, "left"))
+    graph.add_node("right", AsyncAnswer(llm, "right"))
+    graph.set_entry_point(["left", "right"])
+    graph.set_finish_point(["left", "right"])
+    events = await collect(graph.astream({"input": QUESTION}, tokens=True))
+
+    nodes = [e["__token__"]["node"] for _, e in events if "__token__" in e]
+    # Interleaved: each node's first token came before the other's last one.
+    for one, other in (("left", "right"), ("right", "left")):
+        first = nodes.index(one)
+        last = len(nodes) - 1 - nodes[::-1].index(other)
+        assert first < last, nodes
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events, "left")) == result["left"]["left"] == f"Echo: {QUESTION}"
+    assert "".join(tokens_of(events, "right")) == result["right"]["right"] == f"Echo: {QUESTION}"
+
+
+async def test_nested_chain_inside_a_graph_node_names_the_innermost_step(server, llm):
+    inner = Chain([Answer(llm, "inner_step")], name="inner")
+    graph = Graph(name="outer")
+    graph.add_node("outer_node", inner)
+    graph.set_entry_point("outer_node")
+    graph.set_finish_point("outer_node")
+    events = await collect(graph.astream({"input": QUESTION}, tokens=True))
+    assert {e["__token__"]["node"] for _, e in events if "__token__" in e} == {"inner_step"}
+    assert "".join(tokens_of(events)) == events[-1][1]["__end__"]["inner_step"]
+
+
+async def test_a_stream_failing_midway_is_retried_with_a_retry_event_and_a_fresh_stream(server, llm):
+    server.break_stream_next(after=2)
+    chain = Chain([Answer(llm)], name="flaky", retries=1)
+    events = [e for _, e in await collect(chain.astream({"input": QUESTION}, tokens=True))]
+
+    kinds = [next(iter(e)) for e in events]
+    retry_at = kinds.index("__retry__")
+    assert events[retry_at]["__retry__"] == {"node": "answer", "attempt": 2}
+    before = [e["__token__"]["text"] for e in events[:retry_at] if "__token__" in e]
+    after = [e["__token__"]["text"] for e in events[retry_at:] if "__token__" in e]
+    assert before == ["Echo:", " alpha"]  # what the broken stream had sent
+    assert "".join(after) == events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}"
+    assert len(server.requests_to("/v1/chat/completions")) == 2
+
+
+async def test_no_api_key_in_any_event(server, llm):
+    server.break_stream_next(after=1)
+    chain = Chain([Answer(llm)], name="secret", retries=1)
+    events = [e for _, e in await collect(chain.astream({"input": QUESTION}, tokens=True))]
+    assert KEY not in repr(events)
+    assert any("__retry__" in e for e in events)
+
+
+async def test_the_offline_model_streams_word_by_word():
+    chain = Chain([OfflineChatModel()], name="offline")
+    state = {"input": "What does Pinecone store?", "system": "Prefect schedules flows. Pinecone stores vectors."}
+    events = [e async for e in chain.astream(state, tokens=True)]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert len(texts) > 3
+    assert "".join(texts) == events[-1]["__end__"]["output"] == "[offline model] Pinecone stores vectors."
