@@ -175,3 +175,71 @@ async def test_the_offline_model_streams_word_by_word():
     texts = [e["__token__"]["text"] for e in events if "__token__" in e]
     assert len(texts) > 3
     assert "".join(texts) == events[-1]["__end__"]["output"] == "[offline model] Pinecone stores vectors."
+
+
+# -- across processes: a workflow run's tokens as Prefect events ---------------------------------
+
+WRITER = """
+import sys
+from prefect_beluga import Chain, Orchestrator
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.openai import OpenAIChatModel
+
+class Answer(Runnable):
+    name = "answer"
+    def __init__(self, llm):
+        self.llm = llm
+    def invoke(self, input, config=None):
+        return {"answer": self.llm.generate(input["input"]).content}
+
+llm = OpenAIChatModel(Config(api_key=sys.argv[2], base_url=sys.argv[1]))
+workflow = Orchestrator().create_workflow(Chain([Answer(llm)], name="streamed"), workflow_id="streamed-tokens")
+_, run_id = workflow.execute({"input": sys.argv[3]}, stream=True)
+print(run_id, flush=True)
+workflow.drain()
+"""
+
+
+async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_server, tmp_path):
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    from prefect_beluga import Orchestrator
+
+    words = " ".join(f"w{i}" for i in range(30))
+    with OpenAIServer(api_key=KEY, chunk_delay=0.05) as server:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, server.base_url, KEY, words],
+            env=prefect_server.env, stdout=subprocess.PIPE, stderr=open(tmp_path / "writer.log", "wb"), text=True,
+        )
+        try:
+            run_id = writer.stdout.readline().strip()
+            assert run_id, (tmp_path / "writer.log").read_text()[-3000:]
+            # The reader starts after the run began streaming ...
+            deadline = time.monotonic() + 120
+            while len(server.chunks) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(server.chunks) >= 5, (tmp_path / "writer.log").read_text()[-3000:]
+            with prefect_server.settings():
+                reader = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
+                events = await collect(reader.astream(run_id))
+                async with get_client() as client:  # every event the run published, as stored
+                    body = {"filter": {"resource": {"id": [f"prefect-beluga.workflow-run.{run_id}"]}}, "limit": 50}
+                    stored = (await client.request("POST", "/events/filter", json=body)).text
+        finally:
+            writer.wait(timeout=120)
+        written = server.chunks
+    # ... and still gets every token from the start, in order, once, then the end.
+    texts = tokens_of(events)
+    assert "".join(texts) == events[-1][1]["__end__"]["answer"] == f"Echo: {words}"
+    assert texts[0].startswith("Echo:")
+    assert [list(e) for _, e in events[:-1]] == [["__token__"]] * len(texts)
+    assert len(texts) < len(written)  # coalesced: fewer events than chunks
+    assert KEY not in repr(events)
+    assert "prefect-beluga.tokens" in stored and KEY not in stored
+    # Live: the last chunks reached this process after the server wrote them, within a second.
+    last_received = events[-2][0]
+    assert 0 <= last_received - written[-1][0] < 1.0
