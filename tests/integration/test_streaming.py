@@ -243,3 +243,14 @@ async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_ser
     # Live: the last chunks reached this process after the server wrote them, within a second.
     last_received = events[-2][0]
     assert 0 <= last_received - written[-1][0] < 1.0
+
+
+async def test_the_rag_generation_step_streams(server, llm):
+    from prefect_beluga.rag.steps import GenerationStep
+
+    chain = Chain([GenerationStep(llm)], name="rag-generate")
+    events = [e async for e in chain.astream({"input": QUESTION, "documents": []}, tokens=True)]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert {e["__token__"]["node"] for e in events if "__token__" in e} == {"generate"}
+    assert len(texts) > 3 and "".join(texts) == events[-1]["__end__"]["output"] == f"Echo: {QUESTION}"
+    assert events[-1]["__end__"]["usage"]["completion_tokens"] > 0
