@@ -7,6 +7,7 @@ it — liveness is measured against the server's own clock, not an absolute thre
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from typing import Any
@@ -254,3 +255,30 @@ async def test_the_rag_generation_step_streams(server, llm):
     assert {e["__token__"]["node"] for e in events if "__token__" in e} == {"generate"}
     assert len(texts) > 3 and "".join(texts) == events[-1]["__end__"]["output"] == f"Echo: {QUESTION}"
     assert events[-1]["__end__"]["usage"]["completion_tokens"] > 0
+
+
+async def test_a_deployed_run_on_a_worker_streams_the_same_way(prefect_server, tmp_path):
+    import streaming_fixtures as fx
+    from workflow_fixtures import start_worker
+
+    from prefect_beluga.testing.helpers import stop_process_group
+
+    with OpenAIServer(api_key=KEY, chunk_delay=0.02) as server, prefect_server.settings():
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name="beluga-stream-pool", type="process"), overwrite=True)
+        await asyncio.to_thread(fx.deployed_stream.deploy, work_pool="beluga-stream-pool")
+        worker = start_worker(prefect_server, "beluga-stream-pool", "stream-worker", tmp_path,
+                              BELUGA_TEST_OPENAI_URL=server.base_url, BELUGA_TEST_OPENAI_KEY=KEY)
+        try:
+            _, run_id = await fx.deployed_stream.aexecute({"input": QUESTION}, stream=True)
+            events = [e async for e in fx.deployed_stream.astream(run_id)]
+        finally:
+            stop_process_group(worker)
+    log = (tmp_path / "stream-worker.log").read_text(errors="replace")[-3000:]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert len(texts) >= 1, log
+    assert "".join(texts) == events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}", log
+    assert server.requests_to("/v1/chat/completions")[0].body["stream"] is True
