@@ -223,7 +223,12 @@ async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_ser
             deadline = time.monotonic() + 120
             while len(server.chunks) < 5 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert len(server.chunks) >= 5, (tmp_path / "writer.log").read_text()[-3000:]
+            if len(server.chunks) < 5:  # say where the run is, for the failure message
+                with prefect_server.settings():
+                    probe = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
+                    status = await probe.astatus(run_id)
+                pytest.fail(f"run {run_id} did not stream within 120 s: status {status}, writer alive: "
+                            f"{writer.poll() is None}, log: {(tmp_path / 'writer.log').read_text()[-3000:]}")
             with prefect_server.settings():
                 reader = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
                 events = await collect(reader.astream(run_id))
