@@ -127,9 +127,9 @@ class Answer(Runnable):
 llm = OpenAIChatModel(Config(api_key=sys.argv[2], base_url=sys.argv[1]))
 workflow = Orchestrator().create_workflow(Chain([Answer(llm)], name="bench"), workflow_id="bench-stream")
 for _ in range(int(sys.argv[4])):
-    _, run_id = workflow.execute({"input": sys.argv[3]}, stream=True)
+    workflow_id, run_id = workflow.execute({"input": sys.argv[3]}, stream=True)
     print(run_id, flush=True)
-    workflow.drain()
+    workflow.get_result(workflow_id, run_id, timeout=300)
     sys.stdin.readline()  # the reader is done with this run
 """
 
