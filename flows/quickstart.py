@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,9 +25,12 @@ from prefect import flow  # noqa: E402
 from rag_answer import rag_answer  # noqa: E402
 from rag_ingest import rag_ingest  # noqa: E402
 
-from prefect_beluga import Orchestrator, Runnable, memory  # noqa: E402
+from prefect_beluga import Orchestrator, Runnable, memory, rag  # noqa: E402
 from prefect_beluga.artifacts import publish_answers  # noqa: E402
-from prefect_beluga.blocks import asave_default_blocks  # noqa: E402
+from prefect_beluga.blocks import (  # noqa: E402
+    asave_default_blocks,
+    load_rag_components,
+)
 
 DOCS = Path(__file__).parent / "docs"
 QUESTIONS = [
@@ -102,12 +106,26 @@ async def rag_pipeline() -> None:
           f"{len(QUESTIONS) - cached} model call(s), {time.perf_counter() - started:.2f}s")
 
 
+async def streamed_answer(question: str) -> None:
+    """One answer streamed token by token as the model writes it (docs/streaming.md)."""
+    llm, embedder, store = await load_rag_components()
+    chain = rag.build_rag_chain(store, embedder, llm, name="rag-streamed")
+    # Straight to stdout: the flow's log_prints would make every token a log line.
+    sys.stdout.write(f"\nQ (streamed): {question}\nA: ")
+    async for event in chain.astream({"input": question}, tokens=True):
+        if "__token__" in event:
+            sys.stdout.write(event["__token__"]["text"])
+            sys.stdout.flush()
+    sys.stdout.write("\n\n")
+
+
 @flow(name="quickstart", log_prints=True)
 async def quickstart() -> None:
     """The tutorial's chain and graph, then ingest the bundled docs and answer questions from them
     (a RAG chain, then an agent using the store as a tool)."""
     await tutorial(Orchestrator())
     await rag_pipeline()
+    await streamed_answer(QUESTIONS[0])
     # An agent deciding when to search the same store (a tool); offline, it searches once and quotes.
     answer = await agent_answer("How are Prefect tasks retried?")
     print(f"\nagent: {answer['output']}\n   searched: {answer['searches']}; sources: {', '.join(answer['sources'])}")

@@ -75,8 +75,10 @@ class Runnable:
             *(one(item) for item in inputs), return_exceptions=return_exceptions
         )
 
-    def stream(self, input: Any, config: ConfigLike = None) -> Iterator[Any]:
+    def stream(self, input: Any, config: ConfigLike = None, **options: Any) -> Iterator[Any]:
         """Yield output chunks as they are produced (by default: the one final output).
+
+        `options` (e.g. a chain's `tokens=True`) are passed on to `astream`.
 
         `astream` runs to the end as one coroutine on one event loop (see `run_sync`), fed
         from a helper thread; chunks come back through a queue. (Driving it chunk by chunk with
@@ -91,7 +93,7 @@ class Runnable:
             running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
             if stop.is_set():
                 return
-            iterator = self.astream(input, config)
+            iterator = self.astream(input, config, **options)
             try:
                 async for chunk in iterator:
                     chunks.put((True, chunk))

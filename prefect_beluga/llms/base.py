@@ -14,6 +14,7 @@ from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.streaming import emit_token, token_sink
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import (
     AIMessage,
@@ -107,13 +108,30 @@ class ChatModel(Runnable, ABC):
         """The model's reply to `messages` (schema messages, OpenAI-style dicts, or a str).
 
         With `on_token`, the reply is streamed and `on_token(delta)` called for each text
-        delta; the returned ChatResult still carries the full content and usage. `tools`
-        (OpenAI-style `{"type": "function", "function": {...}}` entries) lets the model ask
-        for tool calls (`result.message.tool_calls`); `response_format` asks for structured
-        output (e.g. `{"type": "json_schema", "json_schema": {...}}`).
+        delta; the returned ChatResult still carries the full content and usage. Inside a
+        chain or graph streamed with `tokens=True`, the reply is streamed too and each delta
+        goes to the caller, tagged with the step or node running (see docs/streaming.md);
+        otherwise the request is a plain one. `tools` (OpenAI-style
+        `{"type": "function", "function": {...}}` entries) lets the model ask for tool calls
+        (`result.message.tool_calls`); `response_format` asks for structured output (e.g.
+        `{"type": "json_schema", "json_schema": {...}}`).
         """
         checked = to_messages(messages, where=f"{type(self).__name__}.generate")
-        request = self._request_options(tools, response_format)
+        return await self._generate_checked(checked, on_token, self._request_options(tools, response_format))
+
+    async def _generate_checked(
+        self,
+        checked: list[AnyMessage],
+        on_token: Callable[[str], Any] | None,
+        request: dict[str, Any] | None = None,
+    ) -> ChatResult:
+        request = request or {}
+        if on_token is None and token_sink() is not None:
+            name = self.name
+
+            def on_token(delta: str) -> None:
+                emit_token(delta, default_node=name)
+
         if on_token is None:
             return await self._agenerate(checked, **request)
         result: ChatResult | None = None
@@ -182,7 +200,7 @@ class ChatModel(Runnable, ABC):
             raise ValidationError(
                 f"{where} expects {{'input': str}} or {{'messages': [...]}} (or a str), got {type(input).__name__}"
             )
-        result = await self._agenerate(messages_from_state(input, where=where))
+        result = await self._generate_checked(messages_from_state(input, where=where), None)
         return {"output": result.content, "usage": result.usage.model_dump(), "model": result.model}
 
     def cache_key(self) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any
 
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.streaming import TokenSink
 
 END_KEY = "__end__"
 
@@ -33,14 +35,18 @@ class StreamSink:
 
 
 async def stream_updates(
-    runnable: Runnable, input: Any, config: ConfigLike
+    runnable: Runnable, input: Any, config: ConfigLike, *, tokens: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """Run `runnable.ainvoke(input, config)`, yielding each update it reports, then
-    `{"__end__": result}`."""
+    `{"__end__": result}`. With `tokens`, the chat models inside it stream, and each text
+    delta comes as `{"__token__": {"node": name, "text": delta}}` as it arrives (a step's
+    retry as `{"__retry__": {"node": name, "attempt": n}}` before its fresh stream)."""
     sink = StreamSink(runnable)
     token = StreamSink._current.set(sink)
     try:
-        run = asyncio.ensure_future(runnable.ainvoke(input, config))  # copies the context: sees the sink
+        with TokenSink(sink.put).active() if tokens else contextlib.nullcontext():
+            # ensure_future copies the context: the run sees both sinks.
+            run = asyncio.ensure_future(runnable.ainvoke(input, config))
     finally:
         StreamSink._current.reset(token)
     try:

@@ -34,6 +34,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
+from prefect_beluga.core.streaming import current_node, token_sink
 from prefect_beluga.orchestration._cache import CacheSettings, cached_task_options
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
@@ -232,7 +233,18 @@ def runnable_task(
         return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
-        output = await runnable.ainvoke(state, config)
+        sink = token_sink()
+        if sink is None:
+            output = await runnable.ainvoke(state, config)
+            return check_output(output, where=where)
+        # Streamed with tokens=True: chunks of this step are tagged with its name, and a retry
+        # is announced before its fresh stream (docs/streaming.md).
+        task_run = TaskRunContext.get()
+        attempt = task_run.task_run.run_count if task_run is not None else 1
+        if attempt > 1:
+            sink.retry(name, attempt)
+        with current_node.set_for(name):
+            output = await runnable.ainvoke(state, config)
         return check_output(output, where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks

@@ -23,7 +23,7 @@ Examples:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
@@ -227,10 +227,32 @@ class Chain(Runnable):
         finally:
             _loaded_memory.reset(token)
 
-    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[dict[str, Any]]:
-        """Yield `{step_name: output}` as each step finishes, then `{"__end__": result}`."""
-        async for update in stream_updates(self, input, config):
+    async def astream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield `{step_name: output}` as each step finishes, then `{"__end__": result}`.
+
+        With `tokens=True`, the chat models called inside the steps stream: each text delta
+        comes as `{"__token__": {"node": step_name, "text": delta}}` as the model emits it
+        (the innermost step names it), and a step's retry as
+        `{"__retry__": {"node": step_name, "attempt": n}}` before its fresh stream (see
+        docs/streaming.md).
+
+        Examples:
+            ```python
+            async for event in chain.astream({"input": "What is Prefect?"}, tokens=True):
+                if "__token__" in event:
+                    print(event["__token__"]["text"], end="", flush=True)
+            ```
+        """
+        async for update in stream_updates(self, input, config, tokens=tokens):
             yield update
+
+    def stream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Sync `astream` (with `tokens=True`, the model's text deltas too)."""
+        return super().stream(input, config, tokens=tokens)
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:
         """The chain's body: runs inside its flow run (or inline in the caller's)."""

@@ -304,9 +304,17 @@ class Graph(Runnable):
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
         return await self.compile().ainvoke(input, config)
 
-    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[dict[str, Any]]:
-        async for update in self.compile().astream(input, config):
+    async def astream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        async for update in self.compile().astream(input, config, tokens=tokens):
             yield update
+
+    def stream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Sync `astream` (with `tokens=True`, the models' text deltas too)."""
+        return Runnable.stream(self, input, config, tokens=tokens)
 
     async def arun(self, input: Any, config: ConfigLike = None) -> GraphRun:
         """Run and return the result with what ran, what was skipped, and how often."""
@@ -350,15 +358,29 @@ class CompiledGraph(Runnable):
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
         return (await self.arun(input, config)).result
 
+    def stream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Sync `astream` (with `tokens=True`, the models' text deltas too)."""
+        return Runnable.stream(self, input, config, tokens=tokens)
+
     async def arun(self, input: Any, config: ConfigLike = None) -> GraphRun:
         """Run and return the result with what ran, what was skipped, and how often."""
         state = coerce_input(input, where=f"graph {self.name!r}")
         return await run_body(self._flow, self._run, state, ensure_config(config), subflow=self.subflow)
 
-    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[dict[str, Any]]:
+    async def astream(
+        self, input: Any, config: ConfigLike = None, *, tokens: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         """Yield `{node: output}` as each node finishes, `{"__skipped__": [node]}` for
-        branches not taken, then `{"__end__": result}`."""
-        async for update in stream_updates(self, input, config):
+        branches not taken, then `{"__end__": result}`.
+
+        With `tokens=True`, also `{"__token__": {"node": node, "text": delta}}` for each text
+        delta of a chat model inside a node, as it is emitted (parallel nodes interleave,
+        each chunk tagged; the innermost step or node names it), and
+        `{"__retry__": {"node": node, "attempt": n}}` before a retried node's fresh stream.
+        """
+        async for update in stream_updates(self, input, config, tokens=tokens):
             if END in update and isinstance(update[END], GraphRun):
                 update = {END: update[END].result}
             yield update

@@ -3,14 +3,15 @@
 It speaks the real wire protocol, so the official `openai` SDK talks to it over HTTP on
 127.0.0.1 with nothing patched:
 
-    >>> from openai import OpenAI
-    >>> from prefect_beluga.testing import OpenAIServer
-    >>> with OpenAIServer(api_key="sk-test") as server:
-    ...     client = OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
-    ...     reply = client.chat.completions.create(
-    ...         model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
-    ...     reply.choices[0].message.content
-    'Echo: hello'
+    ```python
+    from openai import OpenAI
+    from prefect_beluga.testing import OpenAIServer
+    with OpenAIServer(api_key="sk-test") as server:
+        client = OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+        reply.choices[0].message.content  # -> 'Echo: hello'
+    ```
 
 Endpoints: `POST /v1/chat/completions` (JSON, or Server-Sent Events with `"stream": true`,
 including the usage chunk of `stream_options.include_usage`), `POST /v1/embeddings`
@@ -35,6 +36,11 @@ queue, each consumed by one request (optionally only requests to one path):
     server.slow_next(5.0)                           # answer after 5 s (past a client timeout)
     server.drop_next()                              # close the connection without a reply
     server.malformed_next()                         # 200 with a body that is not valid JSON
+    server.break_stream_next(after=3)               # a stream that fails after 3 text chunks
+
+`chunk_delay` spaces a stream's chunks (seconds between two writes) and every text chunk
+written is recorded in `server.chunks` (`time.perf_counter()` of the write, and the text), so
+a test can compare when the server wrote a chunk with when its caller received it.
 
 With `api_key=` set, a request whose bearer token differs gets OpenAI's 401 reply. `latency`
 adds a delay to every request; `max_in_flight` reports the highest number of requests served at
@@ -93,10 +99,12 @@ class OpenAIServer(LoopbackServer):
         port: Port to bind; 0 (default) picks a free one.
 
     Examples:
-        >>> with OpenAIServer() as server:
-        ...     server.fail_next(429, retry_after=1)
-        ...     ...  # point a client at server.base_url
-        ...     assert len(server.requests_to("/v1/chat/completions")) == 2
+        ```python
+        with OpenAIServer() as server:
+            server.fail_next(429, retry_after=1)
+            ...  # point a client at server.base_url
+            assert len(server.requests_to("/v1/chat/completions")) == 2
+        ```
     """
 
     def __init__(
@@ -108,6 +116,7 @@ class OpenAIServer(LoopbackServer):
         latency: float = 0.0,
         replies: Sequence[Reply] = (),
         responder: Responder | None = None,
+        chunk_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -119,6 +128,11 @@ class OpenAIServer(LoopbackServer):
         self.honour_dimensions = honour_dimensions
         self.responder = responder
         self._replies: deque[Reply] = deque(_check_reply(r) for r in replies)
+        if not chunk_delay >= 0:
+            raise ValueError(f"chunk_delay must be seconds >= 0, got {chunk_delay!r}")
+        self.chunk_delay = chunk_delay
+        self._chunks: list[tuple[float, str]] = []
+        self._breaks: deque[int] = deque()
 
     thread_name = "openai-loopback"
 
@@ -172,6 +186,14 @@ class OpenAIServer(LoopbackServer):
         """Answer the next `times` requests with status 200 and a body that is not valid JSON."""
         self._queue(Fault("malformed", body=body, path=path), times)
 
+    def break_stream_next(self, *, after: int = 1, times: int = 1) -> None:
+        """Fail the next `times` streamed replies midway: after `after` text chunks, an SSE
+        error event (which the `openai` SDK raises as an `APIError`) ends the stream."""
+        if not isinstance(after, int) or after < 0:
+            raise ValueError(f"after must be an int >= 0, got {after!r}")
+        with self._lock:
+            self._breaks.extend([after] * times)
+
     # -- inspection ------------------------------------------------------------------------
 
     def tool_results(self, request: int = -1) -> list[dict[str, Any]]:
@@ -182,12 +204,20 @@ class OpenAIServer(LoopbackServer):
         messages = (chats[request].body or {}).get("messages") or []
         return [m for m in messages if isinstance(m, dict) and m.get("role") == "tool"]
 
+    @property
+    def chunks(self) -> list[tuple[float, str]]:
+        """Every streamed text chunk written so far: `(time.perf_counter() of the write, text)`."""
+        with self._lock:
+            return list(self._chunks)
+
     def reset(self) -> None:
         """Forget recorded requests, queued faults and replies, and `max_in_flight`."""
         with self._lock:
             self._requests.clear()
             self._faults.clear()
             self._replies.clear()
+            self._chunks.clear()
+            self._breaks.clear()
             self.max_in_flight = 0
 
     # -- called by the handler -------------------------------------------------------------
@@ -457,9 +487,22 @@ class _Handler(LoopbackHandler):
             self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
             self.wfile.flush()
 
+        state = self.server_state
+        with state._lock:
+            breaks_after = state._breaks.popleft() if state._breaks else None
         chunk({"role": "assistant", "content": ""}, None)
-        for piece in _pieces(reply):
+        for index, piece in enumerate(_pieces(reply)):
+            if breaks_after is not None and index >= breaks_after:
+                error = {"message": "Injected fault: the stream broke midway.", "type": "server_error",
+                         "param": None, "code": None}
+                self.wfile.write(f"data: {json.dumps({'error': error})}\n\n".encode())
+                self.wfile.flush()
+                return
+            if state.chunk_delay and index:
+                time.sleep(state.chunk_delay)
             chunk({"content": piece}, None)
+            with state._lock:
+                state._chunks.append((time.perf_counter(), piece))
         for index, call in enumerate(tool_calls or ()):
             chunk({"tool_calls": [{"index": index, **call}]}, None)
         chunk({}, finish_reason)

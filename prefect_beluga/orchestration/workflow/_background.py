@@ -27,6 +27,7 @@ from prefect.exceptions import Abort
 from prefect.states import Cancelled
 
 from prefect_beluga.orchestration._tasks import durable_run
+from prefect_beluga.orchestration.workflow._tokens import publishing
 
 if TYPE_CHECKING:
     from prefect_beluga.orchestration.workflow._definition import Workflow
@@ -48,9 +49,18 @@ class durable:
         if run_id is not None:
             reset_waits(run_id)
         self._token = durable_run.set(run_id)
+        # Started with execute(..., stream=True): publish the run's token events (see _tokens).
+        flow_run = context.flow_run if context else None
+        self._publishing = publishing(
+            run_id, flow_run.tags if flow_run else (), flow_run.run_count if flow_run else 1
+        )
+        self._publishing.__enter__()
 
     def __exit__(self, *exc_info: object) -> None:
-        durable_run.reset(self._token)
+        try:
+            self._publishing.__exit__(*exc_info)
+        finally:
+            durable_run.reset(self._token)
 
 
 class BackgroundRunner:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,8 +33,10 @@ from prefect_beluga.core.errors import (
     WorkflowTimeout,
 )
 from prefect_beluga.core.names import check_json
+from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration.signals import check_signal_name, read_published, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
+from prefect_beluga.orchestration.workflow._tokens import STREAM_TAG, read_events
 
 # Seconds between looks at a run's state while waiting for it.
 _POLL = 0.25
@@ -55,6 +58,18 @@ class WorkflowRun:
     idempotency_key: str | None
 
 
+class _RunReader(Runnable):
+    """`Runs.astream` as a Runnable, for its sync `stream` (a helper thread and a queue)."""
+
+    def __init__(self, runs: Runs, run_id: str) -> None:
+        self.runs, self.run_id = runs, run_id
+        self.name = f"stream-{runs.workflow_id}"
+
+    async def astream(self, input: Any = None, config: Any = None) -> AsyncIterator[dict[str, Any]]:
+        async for update in self.runs.astream(self.run_id):
+            yield update
+
+
 class Runs:
     """`Workflow`'s methods for its runs."""
 
@@ -70,16 +85,23 @@ class Runs:
 
     # -- execute ---------------------------------------------------------------------------------
 
-    def execute(self, input: Any, idempotency_key: str | None = None) -> tuple[str, str]:
+    def execute(
+        self, input: Any, idempotency_key: str | None = None, *, stream: bool = False
+    ) -> tuple[str, str]:
         """Start a run on `input`; return `(workflow_id, run_id)` at once.
 
         The same `idempotency_key` never creates a second run: the first run's ids come back.
+        With `stream=True` the run publishes its chat models' tokens as Prefect events, which
+        `stream(run_id)` reads from any process on the same Prefect API (docs/streaming.md).
         """
-        return run_sync(self.aexecute(input, idempotency_key=idempotency_key))
+        return run_sync(self.aexecute(input, idempotency_key=idempotency_key, stream=stream))
 
-    async def aexecute(self, input: Any, idempotency_key: str | None = None) -> tuple[str, str]:
+    async def aexecute(
+        self, input: Any, idempotency_key: str | None = None, *, stream: bool = False
+    ) -> tuple[str, str]:
         """Async twin of `execute`."""
         parameters = self._parameters(input)
+        tags = [*self.tags, STREAM_TAG] if stream else list(self.tags)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValidationError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
         async with get_client() as client:
@@ -102,18 +124,18 @@ class Runs:
                     parameters=parameters,
                     timeout=0,
                     idempotency_key=idempotency_key,
-                    tags=self.tags or None,
+                    tags=tags or None,
                     client=client,
                     as_subflow=False,
                 )
                 return self.workflow_id, str(flow_run.id)
-            flow_run, created = await self._create_run(client, parameters, idempotency_key)
+            flow_run, created = await self._create_run(client, parameters, idempotency_key, tags)
         if created:
             runner().submit(self, flow_run, parameters)
         return self.workflow_id, str(flow_run.id)
 
     async def _create_run(
-        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None
+        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None, tags: list[str]
     ) -> tuple[FlowRun, bool]:
         """Create a flow run (the API dedupes by idempotency key); True if this call created it."""
         from prefect.client.schemas.actions import FlowRunCreate
@@ -126,7 +148,7 @@ class Runs:
             flow_id=flow_id,
             name=name,
             parameters=parameters,
-            tags=self.tags,
+            tags=tags,
             state=to_state_create(Scheduled()),
             idempotency_key=idempotency_key,
             empirical_policy=FlowRunPolicy(retries=self.retries, retry_delay=int(self.retry_delay)),
@@ -173,6 +195,44 @@ class Runs:
                         run_id=str(run_id),
                     )
                 await asyncio.sleep(_POLL)
+
+    # -- token streams ---------------------------------------------------------------------------
+
+    def stream(self, run_id: str) -> Iterator[dict[str, Any]]:
+        """Sync `astream`: iterate in any thread; closing the iterator early stops reading."""
+        return _RunReader(self, run_id).stream(None)
+
+    async def astream(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Yield a run's token events from its start, then `{"__end__": result}`.
+
+        Works in any process on the same Prefect API, started before, during or after the run:
+        what the run published before this call is read back, the rest arrives live through
+        Prefect's event subscriber; no event twice, in the order published. Events are
+        `{"__token__": {"node", "text"}}` (a node's chunks coalesced to at most ~10 events a
+        second) and `{"__retry__": {"node", "attempt"}}`. A run not started with
+        `execute(..., stream=True)` yields only its end.
+
+        Raises:
+            UnknownWorkflowRun: no such run.
+            WorkflowFailed / WorkflowCancelled: the run ended so (after its events).
+        """
+        async with get_client() as client:
+            flow_run = await self._read_run(client, run_id)
+            if STREAM_TAG in (flow_run.tags or ()):
+
+                async def is_final() -> tuple[bool, int]:
+                    current = await self._read_run(client, run_id)
+                    state = current.state
+                    return (state is not None and state.is_final()), max(current.run_count, 1)
+
+                async for update in read_events(client, str(flow_run.id), flow_run.created, is_final):
+                    yield update
+            while True:
+                flow_run = await self._read_run(client, run_id)
+                if flow_run.state is not None and flow_run.state.is_final():
+                    break
+                await asyncio.sleep(_POLL)
+        yield {"__end__": await self._outcome(flow_run)}
 
     async def _outcome(self, flow_run: FlowRun) -> Any:
         state = flow_run.state

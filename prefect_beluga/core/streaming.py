@@ -1,0 +1,111 @@
+"""The hook through which a chat model learns that the caller wants its tokens, live.
+
+`orchestration/` sets a `TokenSink` in the run's context when a caller streams with
+`tokens=True` (`chain.astream(input, tokens=True)`), and names the step or node running
+(`current_node`) around each step's execution, so the innermost step wins. A chat model
+(`llms/`) asks `token_sink()`: only when a sink is set does it use the provider's streaming
+API, handing each text delta to `emit_token`. Nothing here imports Prefect.
+
+A sink is thread-safe: a sync step calling `llm.generate(...)` runs in a worker thread (with a
+copy of the context, so it sees the sink); its chunks are handed to the caller's event loop
+with `call_soon_threadsafe`, which keeps their order.
+
+```python
+sink = TokenSink(print)
+with sink.active(), current_node.set_for("answer"):
+    emit_token("Hello")   # prints: {'__token__': {'node': 'answer', 'text': 'Hello'}}
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+#: Called with each event (a one-key dict) on the loop the sink was made on.
+Deliver = Callable[[dict[str, Any]], Any]
+
+TOKEN_KEY = "__token__"
+RETRY_KEY = "__retry__"
+
+
+class TokenSink:
+    """Where the text deltas of the chat models of one streamed call go.
+
+    Args:
+        deliver: Called with `{"__token__": {"node": node, "text": text}}` for every delta, and
+            `{"__retry__": {"node": node, "attempt": n}}` before a step's retry, always on the
+            event loop that was running when the sink was made (or directly, when none was).
+    """
+
+    def __init__(self, deliver: Deliver) -> None:
+        self.deliver = deliver
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+        self.thread = threading.get_ident()
+
+    def emit(self, node: str, text: str) -> None:
+        """Hand one delta over, from any thread; deltas of one thread keep their order."""
+        self._put({TOKEN_KEY: {"node": node, "text": text}})
+
+    def retry(self, node: str, attempt: int) -> None:
+        """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void."""
+        self._put({RETRY_KEY: {"node": node, "attempt": attempt}})
+
+    def _put(self, event: dict[str, Any]) -> None:
+        if self.loop is None or threading.get_ident() == self.thread:
+            self.deliver(event)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.deliver, event)
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[TokenSink]:
+        """Make this the sink of the code run in this context (and the tasks it starts)."""
+        token = _sink.set(self)
+        try:
+            yield self
+        finally:
+            _sink.reset(token)
+
+
+class _CurrentNode:
+    """The name of the step or node running, set around each step's execution."""
+
+    def __init__(self) -> None:
+        self._var: ContextVar[str | None] = ContextVar("prefect_beluga_token_node", default=None)
+
+    def get(self) -> str | None:
+        return self._var.get()
+
+    @contextlib.contextmanager
+    def set_for(self, name: str) -> Iterator[None]:
+        token = self._var.set(name)
+        try:
+            yield
+        finally:
+            self._var.reset(token)
+
+
+_sink: ContextVar[TokenSink | None] = ContextVar("prefect_beluga_token_sink", default=None)
+current_node = _CurrentNode()
+
+
+def token_sink() -> TokenSink | None:
+    """The sink of the streamed call this code runs in, or None (then: no streaming)."""
+    return _sink.get()
+
+
+def emit_token(text: str, *, default_node: str = "") -> None:
+    """Hand `text` to the current sink, tagged with the current step or node (if any sink)."""
+    sink = _sink.get()
+    if sink is not None and text:
+        sink.emit(current_node.get() or default_node, text)
+
+
+__all__ = ["RETRY_KEY", "TOKEN_KEY", "TokenSink", "current_node", "emit_token", "token_sink"]

@@ -1,0 +1,235 @@
+"""A workflow run's token stream, across processes, as Prefect events.
+
+A run started with `workflow.execute(input, stream=True)` carries the tag `STREAM_TAG`; inside
+it (on whatever process or worker runs it) a `TokenSink` hands every chat model delta to an
+`EventPublisher`, which publishes them as Prefect events on the resource
+`prefect-beluga.workflow-run.<run_id>`:
+
+- `prefect-beluga.tokens` — payload `{"seq", "node", "text"}`; a node's chunks are coalesced so
+  it emits at most ~10 events a second (its first chunk goes at once);
+- `prefect-beluga.retry` — payload `{"seq", "node", "attempt"}`, before a retried step's fresh
+  stream;
+- `prefect-beluga.tokens-end` — payload `{"seq"}`: the run's body is done; `seq` events precede it.
+
+`read_events` (behind `workflow.astream(run_id)`) subscribes to the resource through Prefect's
+event subscriber, reads back what was published before (`/events/filter`), orders and dedupes
+by `seq`, and ends when the run is final and every event up to the end marker was yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prefect.events import emit_event
+
+from prefect_beluga.core.streaming import RETRY_KEY, TOKEN_KEY, TokenSink
+
+STREAM_TAG = "beluga:stream-tokens"
+TOKENS_EVENT = "prefect-beluga.tokens"
+RETRY_EVENT = "prefect-beluga.retry"
+END_EVENT = "prefect-beluga.tokens-end"
+#: Seconds between two events of one node (at most ~10 a second).
+MIN_INTERVAL = 0.1
+
+
+def resource_id(run_id: str) -> str:
+    return f"prefect-beluga.workflow-run.{run_id}"
+
+
+class EventPublisher:
+    """Publishes a run's token events as Prefect events; thread-safe, one flusher thread."""
+
+    def __init__(self, run_id: str, attempt: int = 1, interval: float = MIN_INTERVAL) -> None:
+        self.run_id = run_id
+        self.attempt = attempt
+        self.interval = interval
+        self.seq = 0
+        self._buffers: dict[str, list[str]] = {}
+        self._last_sent: dict[str, float] = {}
+        self._lock = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._flush_loop, name=f"beluga-tokens-{run_id}", daemon=True)
+        self._thread.start()
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """A `TokenSink` event: a token is buffered, a retry flushes its node and goes at once."""
+        with self._lock:
+            if TOKEN_KEY in event:
+                token = event[TOKEN_KEY]
+                self._buffers.setdefault(token["node"], []).append(token["text"])
+            elif RETRY_KEY in event:
+                retry = event[RETRY_KEY]
+                self._send_node(retry["node"])
+                self._emit(RETRY_EVENT, {"node": retry["node"], "attempt": retry["attempt"]})
+            self._lock.notify()
+
+    def close(self) -> None:
+        """Flush every node, then publish the end marker."""
+        with self._lock:
+            self._closed = True
+            for node in list(self._buffers):
+                self._send_node(node)
+            self._emit(END_EVENT, {})
+            self._lock.notify()
+        self._thread.join(timeout=5)
+
+    def _flush_loop(self) -> None:
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                wait = None
+                for node, parts in self._buffers.items():
+                    if not parts:
+                        continue
+                    due = self._last_sent.get(node, float("-inf")) + self.interval
+                    if due <= now:
+                        self._send_node(node)
+                    else:
+                        wait = due - now if wait is None else min(wait, due - now)
+                self._lock.wait(timeout=wait)
+
+    def _send_node(self, node: str) -> None:
+        parts = self._buffers.get(node)
+        if parts:
+            self._emit(TOKENS_EVENT, {"node": node, "text": "".join(parts)})
+            parts.clear()
+            self._last_sent[node] = time.monotonic()
+
+    def _emit(self, name: str, payload: dict[str, Any]) -> None:
+        emit_event(
+            event=name,
+            resource={"prefect.resource.id": resource_id(self.run_id)},
+            related=[{"prefect.resource.id": f"prefect.flow-run.{self.run_id}", "prefect.resource.role": "flow-run"}],
+            payload={"attempt": self.attempt, "seq": self.seq, **payload},
+        )
+        self.seq += 1
+
+
+@contextlib.contextmanager
+def publishing(run_id: str | None, tags: Any, attempt: int = 1) -> Any:
+    """Inside a workflow's flow run tagged `STREAM_TAG`: publish its token events (numbered
+    per attempt of the run: a retried run's events follow the earlier attempt's)."""
+    if run_id is None or STREAM_TAG not in (tags or ()):
+        yield
+        return
+    publisher = EventPublisher(run_id, attempt=max(attempt, 1))
+    try:
+        with TokenSink(publisher.deliver).active():
+            yield
+    finally:
+        publisher.close()
+
+
+def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    if name == TOKENS_EVENT:
+        return {TOKEN_KEY: {"node": payload["node"], "text": payload["text"]}}
+    if name == RETRY_EVENT:
+        return {RETRY_KEY: {"node": payload["node"], "attempt": payload["attempt"]}}
+    return None
+
+
+async def read_events(
+    client: Any,
+    run_id: str,
+    since: datetime | None,
+    is_final: Callable[[], Awaitable[tuple[bool, int]]],
+    *,
+    poll: float = 0.25,
+    grace: float = 30.0,
+) -> AsyncIterator[dict[str, Any]]:
+    """Yield the run's token events in order, without duplicates, until the run is final and
+    all its events were yielded (or, without an end marker — a crashed run — `grace` seconds
+    after it turned final)."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+
+    start = (since or datetime.now(timezone.utc)) - timedelta(minutes=1)
+    event_filter = EventFilter(
+        resource=EventResourceFilter(id=[resource_id(run_id)]),
+        occurred=EventOccurredFilter(since=start, until=datetime.now(timezone.utc) + timedelta(days=365)),
+    )
+    live: asyncio.Queue[Any] = asyncio.Queue()
+    subscribed = asyncio.Event()
+
+    async def listen() -> None:
+        try:
+            async with get_events_subscriber(filter=event_filter.model_copy(deep=True)) as subscriber:
+                subscribed.set()
+                async for event in subscriber:
+                    live.put_nowait(event)
+        finally:
+            subscribed.set()
+
+    listener = asyncio.create_task(listen())
+    # Events are ordered by (attempt of the run, seq within it); an attempt ends with its marker.
+    pending: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
+    cursor = (1, 0)
+    ended: set[int] = set()  # attempts whose end marker was yielded
+
+    def take(name: str, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("seq"), int):
+            return
+        key = (int(payload.get("attempt", 1)), payload["seq"])
+        if key >= cursor and key not in pending:
+            pending[key] = (name, payload)
+
+    async def backfill() -> None:
+        body = {"filter": {**event_filter.model_dump(mode="json"), "order": "ASC"}, "limit": 50}
+        reply = (await client.request("POST", "/events/filter", json=body)).json()
+        while True:
+            for event in reply.get("events", ()):
+                take(event.get("event"), event.get("payload"))
+            next_page = reply.get("next_page")
+            if not next_page:
+                return
+            reply = (await client._client.get(next_page)).json()
+
+    try:
+        await asyncio.wait({listener, asyncio.ensure_future(subscribed.wait())}, return_when=asyncio.FIRST_COMPLETED)
+        await backfill()
+        last_backfill = time.monotonic()
+        final_since: float | None = None
+        attempts = 1
+        while True:
+            while True:
+                if cursor not in pending and cursor[0] in ended and (cursor[0] + 1, 0) in pending:
+                    cursor = (cursor[0] + 1, 0)  # the run was retried: its next attempt's events
+                if cursor not in pending:
+                    break
+                name, payload = pending.pop(cursor)
+                if name == END_EVENT:
+                    ended.add(cursor[0])
+                cursor = (cursor[0], cursor[1] + 1)
+                update = _as_update(name, payload)
+                if update is not None:
+                    yield update
+            if final_since is not None and attempts in ended:
+                return  # the final attempt's end marker was reached: every event was yielded
+            try:
+                event = await asyncio.wait_for(live.get(), timeout=poll)
+                take(event.event, event.payload)
+                continue
+            except asyncio.TimeoutError:
+                pass
+            now = time.monotonic()
+            if final_since is None:
+                final, attempts = await is_final()
+                if final:
+                    final_since = now
+                    continue
+            gap = bool(pending) or listener.done() or final_since is not None
+            if gap and now - last_backfill >= poll:
+                await backfill()  # events not delivered live (e.g. published before we subscribed)
+                last_backfill = now
+            if final_since is not None and now - final_since > grace:
+                return
+    finally:
+        listener.cancel()
+        with contextlib.suppress(BaseException):
+            await listener

@@ -1,0 +1,289 @@
+"""Live token streaming: `astream(..., tokens=True)` on chains and graphs (docs/streaming.md).
+
+The chat model talks to the loopback OpenAI server over HTTP with the official SDK; the server
+records when it wrote each chunk (`server.chunks`), which is compared with when the caller got
+it — liveness is measured against the server's own clock, not an absolute threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+import pytest
+
+from prefect_beluga import Chain, Graph
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.offline import OfflineChatModel
+from prefect_beluga.llms.openai import OpenAIChatModel
+from prefect_beluga.testing import OpenAIServer
+
+KEY = "sk-streaming-secret-0123456789"
+CHUNK_DELAY = 0.1  # seconds between two chunks the server writes
+QUESTION = "alpha beta gamma delta epsilon zeta"
+
+
+class Answer(Runnable):
+    """The tutorial's style of step: a sync Runnable calling `llm.generate` (a worker thread)."""
+
+    def __init__(self, llm: Any, name: str = "answer") -> None:
+        self.llm, self.name = llm, name
+
+    def invoke(self, input: dict[str, Any], config: Any = None) -> dict[str, Any]:
+        reply = self.llm.generate(input["input"])
+        return {self.name: reply.content, f"{self.name}_tokens": reply.usage.completion_tokens}
+
+
+class AsyncAnswer(Answer):
+    """The same, async: `await llm.agenerate(...)`."""
+
+    async def ainvoke(self, input: dict[str, Any], config: Any = None) -> dict[str, Any]:
+        reply = await self.llm.agenerate(input["input"])
+        return {self.name: reply.content, f"{self.name}_tokens": reply.usage.completion_tokens}
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer(api_key=KEY, chunk_delay=CHUNK_DELAY) as running:
+        yield running
+
+
+@pytest.fixture
+def llm(server: OpenAIServer) -> OpenAIChatModel:
+    return OpenAIChatModel(Config(api_key=KEY, base_url=server.base_url))
+
+
+async def collect(stream) -> list[tuple[float, dict[str, Any]]]:
+    return [(time.perf_counter(), event) async for event in stream]
+
+
+def tokens_of(events, node: str | None = None) -> list[str]:
+    return [
+        e["__token__"]["text"]
+        for _, e in events
+        if "__token__" in e and (node is None or e["__token__"]["node"] == node)
+    ]
+
+
+async def test_tokens_reach_the_caller_live_from_a_sync_step(server, llm):
+    chain = Chain([Answer(llm)], name="live")
+    events = await collect(chain.astream({"input": QUESTION}, tokens=True))
+
+    received = [(t, e["__token__"]) for t, e in events if "__token__" in e]
+    written = server.chunks
+    assert [tok["text"] for _, tok in received] == [text for _, text in written]
+    assert {tok["node"] for _, tok in received} == {"answer"}
+    # Live: the first token reached the caller before the server wrote its last chunk ...
+    assert received[0][0] < written[-1][0]
+    # ... and each chunk arrived soon after the server wrote it (well under the inter-chunk gap).
+    lags = [got - sent for (got, _), (sent, _) in zip(received, written, strict=True)]
+    assert statistics.median(lags) < CHUNK_DELAY / 2, lags
+
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events)) == result["answer"] == f"Echo: {QUESTION}"
+    assert result["answer_tokens"] > 0  # usage counted from the stream's usage chunk
+    body = server.requests_to("/v1/chat/completions")[0].body
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # The step's update comes after its tokens, then the end.
+    assert list(events[-2][1]) == ["answer"]
+
+
+async def test_without_tokens_requests_are_plain_and_nothing_changes(server, llm):
+    chain = Chain([AsyncAnswer(llm)], name="plain")
+    events = [event async for event in chain.astream({"input": QUESTION})]
+    assert [list(e) for e in events] == [["answer"], ["__end__"]]
+    assert "stream" not in server.requests_to("/v1/chat/completions")[0].body
+    assert await chain.ainvoke({"input": QUESTION}) == events[-1]["__end__"]
+
+
+async def test_async_step_and_chat_model_step_stream(server, llm):
+    llm.name = "model"
+    chain = Chain([AsyncAnswer(llm, "first"), llm], name="mixed")
+    events = await collect(chain.astream({"input": QUESTION}, tokens=True))
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events, "first")) == result["first"]
+    assert "".join(tokens_of(events, "model")) == result["output"]
+    assert result["usage"]["completion_tokens"] > 0
+
+
+def test_sync_stream_with_tokens(server, llm):
+    chain = Chain([Answer(llm)], name="sync-live")
+    events = list(chain.stream({"input": QUESTION}, tokens=True))
+    assert "".join(e["__token__"]["text"] for e in events if "__token__" in e) == f"Echo: {QUESTION}"
+    assert events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}"
+
+
+async def test_parallel_graph_nodes_stream_at_once_each_tagged(server, llm):
+    graph = Graph(name="two-at-once")
+    graph.add_node("left", Answer(llm, "left"))
+    graph.add_node("right", AsyncAnswer(llm, "right"))
+    graph.set_entry_point(["left", "right"])
+    graph.set_finish_point(["left", "right"])
+    events = await collect(graph.astream({"input": QUESTION}, tokens=True))
+
+    nodes = [e["__token__"]["node"] for _, e in events if "__token__" in e]
+    # Interleaved: each node's first token came before the other's last one.
+    for one, other in (("left", "right"), ("right", "left")):
+        first = nodes.index(one)
+        last = len(nodes) - 1 - nodes[::-1].index(other)
+        assert first < last, nodes
+    result = events[-1][1]["__end__"]
+    assert "".join(tokens_of(events, "left")) == result["left"]["left"] == f"Echo: {QUESTION}"
+    assert "".join(tokens_of(events, "right")) == result["right"]["right"] == f"Echo: {QUESTION}"
+
+
+async def test_nested_chain_inside_a_graph_node_names_the_innermost_step(server, llm):
+    inner = Chain([Answer(llm, "inner_step")], name="inner")
+    graph = Graph(name="outer")
+    graph.add_node("outer_node", inner)
+    graph.set_entry_point("outer_node")
+    graph.set_finish_point("outer_node")
+    events = await collect(graph.astream({"input": QUESTION}, tokens=True))
+    assert {e["__token__"]["node"] for _, e in events if "__token__" in e} == {"inner_step"}
+    assert "".join(tokens_of(events)) == events[-1][1]["__end__"]["inner_step"]
+
+
+async def test_a_stream_failing_midway_is_retried_with_a_retry_event_and_a_fresh_stream(server, llm):
+    server.break_stream_next(after=2)
+    chain = Chain([Answer(llm)], name="flaky", retries=1)
+    events = [e for _, e in await collect(chain.astream({"input": QUESTION}, tokens=True))]
+
+    kinds = [next(iter(e)) for e in events]
+    retry_at = kinds.index("__retry__")
+    assert events[retry_at]["__retry__"] == {"node": "answer", "attempt": 2}
+    before = [e["__token__"]["text"] for e in events[:retry_at] if "__token__" in e]
+    after = [e["__token__"]["text"] for e in events[retry_at:] if "__token__" in e]
+    assert before == ["Echo:", " alpha"]  # what the broken stream had sent
+    assert "".join(after) == events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}"
+    assert len(server.requests_to("/v1/chat/completions")) == 2
+
+
+async def test_no_api_key_in_any_event(server, llm):
+    server.break_stream_next(after=1)
+    chain = Chain([Answer(llm)], name="secret", retries=1)
+    events = [e for _, e in await collect(chain.astream({"input": QUESTION}, tokens=True))]
+    assert KEY not in repr(events)
+    assert any("__retry__" in e for e in events)
+
+
+async def test_the_offline_model_streams_word_by_word():
+    chain = Chain([OfflineChatModel()], name="offline")
+    state = {"input": "What does Pinecone store?", "system": "Prefect schedules flows. Pinecone stores vectors."}
+    events = [e async for e in chain.astream(state, tokens=True)]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert len(texts) > 3
+    assert "".join(texts) == events[-1]["__end__"]["output"] == "[offline model] Pinecone stores vectors."
+
+
+# -- across processes: a workflow run's tokens as Prefect events ---------------------------------
+
+WRITER = """
+import sys
+from prefect_beluga import Chain, Orchestrator
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.openai import OpenAIChatModel
+
+class Answer(Runnable):
+    name = "answer"
+    def __init__(self, llm):
+        self.llm = llm
+    def invoke(self, input, config=None):
+        return {"answer": self.llm.generate(input["input"]).content}
+
+llm = OpenAIChatModel(Config(api_key=sys.argv[2], base_url=sys.argv[1]))
+workflow = Orchestrator().create_workflow(Chain([Answer(llm)], name="streamed"), workflow_id="streamed-tokens")
+workflow_id, run_id = workflow.execute({"input": sys.argv[3]}, stream=True)
+print(run_id, flush=True)
+workflow.get_result(workflow_id, run_id, timeout=300)  # not drain(): it can return before the run starts
+"""
+
+
+async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_server, tmp_path):
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    from prefect_beluga import Orchestrator
+
+    words = " ".join(f"w{i}" for i in range(30))
+    with OpenAIServer(api_key=KEY, chunk_delay=0.05) as server:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, server.base_url, KEY, words],
+            env=prefect_server.env, stdout=subprocess.PIPE, stderr=open(tmp_path / "writer.log", "wb"), text=True,
+        )
+        try:
+            run_id = writer.stdout.readline().strip()
+            assert run_id, (tmp_path / "writer.log").read_text()[-3000:]
+            # The reader starts after the run began streaming ...
+            deadline = time.monotonic() + 120
+            while len(server.chunks) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if len(server.chunks) < 5:  # say where the run is, for the failure message
+                with prefect_server.settings():
+                    probe = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
+                    status = await probe.astatus(run_id)
+                pytest.fail(f"run {run_id} did not stream within 120 s: status {status}, writer alive: "
+                            f"{writer.poll() is None}, log: {(tmp_path / 'writer.log').read_text()[-3000:]}")
+            with prefect_server.settings():
+                reader = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
+                events = await collect(reader.astream(run_id))
+                async with get_client() as client:  # every event the run published, as stored
+                    body = {"filter": {"resource": {"id": [f"prefect-beluga.workflow-run.{run_id}"]}}, "limit": 50}
+                    stored = (await client.request("POST", "/events/filter", json=body)).text
+        finally:
+            writer.wait(timeout=120)
+        written = server.chunks
+    # ... and still gets every token from the start, in order, once, then the end.
+    texts = tokens_of(events)
+    assert "".join(texts) == events[-1][1]["__end__"]["answer"] == f"Echo: {words}"
+    assert texts[0].startswith("Echo:")
+    assert [list(e) for _, e in events[:-1]] == [["__token__"]] * len(texts)
+    assert len(texts) < len(written)  # coalesced: fewer events than chunks
+    assert KEY not in repr(events)
+    assert "prefect-beluga.tokens" in stored and KEY not in stored
+    # Live: the last chunks reached this process after the server wrote them, within a second.
+    last_received = events[-2][0]
+    assert 0 <= last_received - written[-1][0] < 1.0
+
+
+async def test_the_rag_generation_step_streams(server, llm):
+    from prefect_beluga.rag.steps import GenerationStep
+
+    chain = Chain([GenerationStep(llm)], name="rag-generate")
+    events = [e async for e in chain.astream({"input": QUESTION, "documents": []}, tokens=True)]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert {e["__token__"]["node"] for e in events if "__token__" in e} == {"generate"}
+    assert len(texts) > 3 and "".join(texts) == events[-1]["__end__"]["output"] == f"Echo: {QUESTION}"
+    assert events[-1]["__end__"]["usage"]["completion_tokens"] > 0
+
+
+async def test_a_deployed_run_on_a_worker_streams_the_same_way(prefect_server, tmp_path):
+    import streaming_fixtures as fx
+    from workflow_fixtures import start_worker
+
+    from prefect_beluga.testing.helpers import stop_process_group
+
+    with OpenAIServer(api_key=KEY, chunk_delay=0.02) as server, prefect_server.settings():
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        async with get_client() as client:
+            await client.create_work_pool(WorkPoolCreate(name="beluga-stream-pool", type="process"), overwrite=True)
+        await asyncio.to_thread(fx.deployed_stream.deploy, work_pool="beluga-stream-pool")
+        worker = start_worker(prefect_server, "beluga-stream-pool", "stream-worker", tmp_path,
+                              BELUGA_TEST_OPENAI_URL=server.base_url, BELUGA_TEST_OPENAI_KEY=KEY)
+        try:
+            _, run_id = await fx.deployed_stream.aexecute({"input": QUESTION}, stream=True)
+            events = [e async for e in fx.deployed_stream.astream(run_id)]
+        finally:
+            stop_process_group(worker)
+    log = (tmp_path / "stream-worker.log").read_text(errors="replace")[-3000:]
+    texts = [e["__token__"]["text"] for e in events if "__token__" in e]
+    assert len(texts) >= 1, log
+    assert "".join(texts) == events[-1]["__end__"]["answer"] == f"Echo: {QUESTION}", log
+    assert server.requests_to("/v1/chat/completions")[0].body["stream"] is True

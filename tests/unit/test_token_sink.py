@@ -1,0 +1,75 @@
+"""The token hook of `prefect_beluga.core.streaming` (no Prefect API)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+
+from prefect_beluga.core.streaming import TokenSink, current_node, emit_token, token_sink
+
+
+async def test_chunks_from_a_worker_thread_reach_the_loop_in_order_tagged_with_the_innermost_node():
+    got: list[tuple[dict, int]] = []
+    sink = TokenSink(lambda event: got.append((event, threading.get_ident())))
+
+    def worker() -> None:
+        with current_node.set_for("outer"):
+            emit_token("a")
+            with current_node.set_for("inner"):
+                for i in range(50):
+                    emit_token(str(i))
+            emit_token("b")
+            emit_token("")  # empty deltas are dropped
+
+    with sink.active():
+        assert token_sink() is sink
+        await asyncio.to_thread(contextvars.copy_context().run, worker)
+    await asyncio.sleep(0)  # let the loop run the handed-over callbacks
+    assert token_sink() is None
+    texts = [(e["__token__"]["node"], e["__token__"]["text"]) for e, _ in got]
+    assert texts == [("outer", "a"), *[("inner", str(i)) for i in range(50)], ("outer", "b")]
+    assert {thread for _, thread in got} == {threading.get_ident()}  # delivered on the loop
+
+
+def test_without_a_sink_nothing_happens_and_retry_events_are_tagged():
+    emit_token("lost")  # no sink: a no-op
+    got: list[dict] = []
+    sink = TokenSink(got.append)  # no running loop: delivered directly
+    sink.retry("answer", 2)
+    with sink.active():
+        emit_token("x", default_node="model")
+    assert got == [{"__retry__": {"node": "answer", "attempt": 2}}, {"__token__": {"node": "model", "text": "x"}}]
+
+
+def test_a_workflow_publisher_coalesces_each_node_to_about_ten_events_a_second():
+    import time
+
+    from prefect_beluga.orchestration.workflow._tokens import END_EVENT, TOKENS_EVENT, EventPublisher
+
+    class Recorded(EventPublisher):
+        def _emit(self, name, payload):  # what would go to Prefect's emit_event
+            sent.append((time.monotonic(), name, {"seq": self.seq, **payload}))
+            self.seq += 1
+
+    sent: list = []
+    publisher = Recorded("run-1")
+    started = time.monotonic()
+    for i in range(300):
+        for node in ("left", "right"):
+            publisher.deliver({"__token__": {"node": node, "text": f"{i} "}})
+        time.sleep(0.002)
+    publisher.deliver({"__retry__": {"node": "left", "attempt": 2}})
+    publisher.close()
+    elapsed = time.monotonic() - started
+
+    assert [s[2]["seq"] for s in sent] == list(range(len(sent)))
+    assert sent[-1][1] == END_EVENT
+    for node in ("left", "right"):
+        events = [s for s in sent if s[1] == TOKENS_EVENT and s[2]["node"] == node]
+        assert "".join(e[2]["text"] for e in events) == "".join(f"{i} " for i in range(300))
+        assert len(events) <= elapsed / publisher.interval + 3  # ~10 a second at most
+        gaps = [events[i + 1][0] - events[i][0] for i in range(len(events) - 2)]  # not the closing flush
+        assert all(g >= publisher.interval * 0.9 for g in gaps), gaps
+    retry_at = next(i for i, s in enumerate(sent) if s[1] == "prefect-beluga.retry")
+    assert sent[retry_at - 1][2]["node"] == "left"  # the node's pending text went first
