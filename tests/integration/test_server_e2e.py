@@ -138,8 +138,9 @@ async def test_ingest_then_answer_run_on_the_worker(deployed):
         report = await (await client.read_flow_run(ingest.id)).state.aresult()
         assert report["written"] == report["chunks"] > 0
 
-        tasks = await task_runs_of(client, answer.id, expected=2)
-        assert {n: t.state_type.value for n, t in tasks.items()} == {"retrieve": "COMPLETED", "generate": "COMPLETED"}
+        tasks = await task_runs_of(client, answer.id, expected=3)
+        states = {n: t.state_type.value for n, t in tasks.items()}
+        assert states == {"embed-query": "COMPLETED", "retrieve": "COMPLETED", "generate": "COMPLETED"}
         upstream = {i.id for i in tasks["generate"].task_inputs["upstream"]}
         assert tasks["retrieve"].id in upstream  # the edge the UI draws
 
