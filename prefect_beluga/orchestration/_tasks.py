@@ -189,6 +189,25 @@ class StepTask(Task):
         return super().__call__(*args, **kwargs)
 
 
+
+async def _invoke_step(runnable: Runnable, name: str, state: Any, config: RunConfig) -> Any:
+    """Run a step's runnable; when the caller streams tokens, tag its chunks with `name` and
+    announce a retry before its fresh stream (docs/streaming.md).
+
+    Module-level, not inside the task's function: a task runner that pickles the function
+    (Dask) pickles it by reference, never the context variables it touches.
+    """
+    sink = token_sink()
+    if sink is None:
+        return await runnable.ainvoke(state, config)
+    task_run = TaskRunContext.get()
+    attempt = task_run.task_run.run_count if task_run is not None else 1
+    if attempt > 1:
+        sink.retry(name, attempt)
+    with current_node.set_for(name):
+        return await runnable.ainvoke(state, config)
+
+
 def runnable_task(
     runnable: Runnable,
     *,
@@ -233,19 +252,7 @@ def runnable_task(
         return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
-        sink = token_sink()
-        if sink is None:
-            output = await runnable.ainvoke(state, config)
-            return check_output(output, where=where)
-        # Streamed with tokens=True: chunks of this step are tagged with its name, and a retry
-        # is announced before its fresh stream (docs/streaming.md).
-        task_run = TaskRunContext.get()
-        attempt = task_run.task_run.run_count if task_run is not None else 1
-        if attempt > 1:
-            sink.retry(name, attempt)
-        with current_node.set_for(name):
-            output = await runnable.ainvoke(state, config)
-        return check_output(output, where=where)
+        return check_output(await _invoke_step(runnable, name, state, config), where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
     caching: dict[str, Any] = (
