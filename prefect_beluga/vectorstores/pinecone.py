@@ -19,14 +19,12 @@ Pinecone store does), which is how a search hands back whole documents.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import math
 import numbers
 import os
 import threading
-from array import array
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,6 +34,7 @@ from pydantic import SecretStr
 from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.secrets import scrub
 from prefect_beluga.schema import Document
+from prefect_beluga.vectorstores._pinecone_sdk import describe, set_sdk_retries, values_of
 from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, check_ids, check_k
 
 logger = logging.getLogger(__name__)
@@ -206,7 +205,7 @@ class PineconeVectorStore(VectorStore):
                     connection_pool_maxsize=max(20, 2 * self.max_concurrency),
                 )
                 index = client.Index(name=self.index_name or "", host=self.host or "")
-                _set_sdk_retries(index, self.sdk_max_retries)
+                set_sdk_retries(index, self.sdk_max_retries)
                 self._index = index
             return self._index
 
@@ -283,7 +282,7 @@ class PineconeVectorStore(VectorStore):
                 raise ValidationError(
                     f"PineconeVectorStore.upsert: id {id_[:40]!r}... is longer than {MAX_ID_LENGTH} characters"
                 )
-            values = _values(vector, id_)
+            values = values_of(vector, id_)
             self.check_vector(values, f"the vector for id {id_!r}", dimension)
             records[id_] = {"id": id_, "values": values, "metadata": self._metadata(document, id_)}
         batches = self._batches(list(records.values()))
@@ -311,7 +310,7 @@ class PineconeVectorStore(VectorStore):
                 metadata[key] = list(value)
             else:
                 raise ValidationError(
-                    f"PineconeVectorStore: metadata field {key!r} of document {id_!r} is {_describe(value)}; Pinecone "
+                    f"PineconeVectorStore: metadata field {key!r} of document {id_!r} is {describe(value)}; Pinecone "
                     f"stores strings, numbers, booleans and lists of strings (convert it, e.g. to a str, or drop it)"
                 )
         metadata[self.text_key] = document.page_content
@@ -383,7 +382,7 @@ class PineconeVectorStore(VectorStore):
                 f"PineconeVectorStore: k must be at most {MAX_TOP_K} (Pinecone's top_k limit), got {k}"
             )
         filter = check_filter(filter)
-        values = _values(vector, "the query")
+        values = values_of(vector, "the query")
         self.check_vector(values, "the query vector", await self.adimension())
         response = await self._call(
             "query", vector=values, top_k=k, namespace=self.namespace, filter=filter or None, include_metadata=True
@@ -433,48 +432,6 @@ class PineconeVectorStore(VectorStore):
             for id_, vector in (getattr(response, "vectors", None) or {}).items():
                 found[id_] = self._document(id_, getattr(vector, "metadata", None))
         return [found[i] for i in ids if i in found]
-
-
-def _values(vector: Any, id_: str) -> list[float]:
-    """`vector` as a list of finite floats, else a `ValidationError` naming the id."""
-    try:
-        values = array("d", vector).tolist()  # converted in C: ~10x faster than float() per value
-    except (TypeError, ValueError, OverflowError):
-        raise ValidationError(f"PineconeVectorStore: the vector for {id_!r} must be a list of numbers") from None
-    # A NaN or infinity makes the sum non-finite; only then (or on overflow) look at each value.
-    if not math.isfinite(sum(values)) and not all(math.isfinite(v) for v in values):
-        raise ValidationError(f"PineconeVectorStore: the vector for {id_!r} contains NaN or infinity")
-    return values
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        kinds = sorted({type(v).__name__ for v in value})
-        return f"a list of {'/'.join(kinds)}"
-    if isinstance(value, float):
-        return f"the non-finite number {value}"
-    return f"a {type(value).__name__}"
-
-
-def _set_sdk_retries(index: Any, max_retries: int) -> bool:
-    """Set how often the SDK retries a data-plane request by itself.
-
-    pinecone 10's REST `Index` takes no retry setting (its retry policy is fixed at 3 retries,
-    and `Pinecone(retry_config=...)` reaches only the control plane and gRPC), so the policy is
-    replaced on the index's HTTP transport. Returns False, leaving the SDK's default, if the SDK's
-    layout is not the one expected.
-    """
-    try:
-        transport = index._http._client._transport
-        config = transport._config
-        transport._config = dataclasses.replace(config, max_retries=max_retries)
-    except (AttributeError, TypeError, ValueError):
-        logger.warning(
-            "PineconeVectorStore: could not set the pinecone SDK's retries (SDK layout changed); "
-            "the SDK's own retry policy applies in addition to the Prefect one"
-        )
-        return False
-    return True
 
 
 __all__ = ["PineconeVectorStore"]
