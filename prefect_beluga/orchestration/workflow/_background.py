@@ -69,6 +69,8 @@ class BackgroundRunner:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.runs: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        # Submitted but not yet started on the loop: `drain` must wait for these too.
+        self.starting: set[uuid.UUID] = set()
         self.thread = threading.Thread(target=self.loop.run_forever, name="beluga-workflows", daemon=True)
         self.thread.start()
         atexit.register(self._at_exit)  # a fallback: `submit` registers it earlier in the exit
@@ -108,7 +110,10 @@ class BackgroundRunner:
         def start() -> None:
             task = self.loop.create_task(run())
             self.runs[flow_run.id] = task
+            self.starting.discard(flow_run.id)
             task.add_done_callback(lambda _: self.runs.pop(flow_run.id, None))
+
+        self.starting.add(flow_run.id)
 
         # A fresh context: the caller's flow run (if any) is not this run's parent.
         contextvars.Context().run(self.loop.call_soon_threadsafe, start)
@@ -202,7 +207,8 @@ class BackgroundRunner:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            running = [run_id for run_id in list(self.runs) if str(run_id) not in paused_runs()]
+            submitted = [*self.starting, *self.runs]
+            running = [run_id for run_id in submitted if str(run_id) not in paused_runs()]
             if not running:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
