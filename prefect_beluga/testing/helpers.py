@@ -40,7 +40,7 @@ async def read_flow_run(name: str, timeout: float = 30.0) -> FlowRun:
             await asyncio.sleep(0.2)
 
 
-async def read_task_runs(flow_run_id: uuid.UUID, expected: int, timeout: float = 30.0) -> list[TaskRun]:
+async def read_task_runs(flow_run_id: uuid.UUID, expected: int, timeout: float = 60.0) -> list[TaskRun]:
     """The task runs of a flow run, oldest first, once `expected` of them are final.
 
     Task runs reach the API as events, a little after the flow run returns: wait for them.

@@ -28,6 +28,7 @@ applies the same to this process for a `with` block.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -263,14 +264,33 @@ class PrefectServer:
             temporary_settings,
         )
 
-        with temporary_settings(
-            {
-                PREFECT_API_URL: self.api_url,
-                PREFECT_API_AUTH_STRING: self._auth_string,
-                PREFECT_LOCAL_STORAGE_PATH: Path(self.env["PREFECT_LOCAL_STORAGE_PATH"]),
-            }
-        ):
-            yield
+        _flush_events()  # events of runs so far belong to the API they ran on
+        try:
+            with temporary_settings(
+                {
+                    PREFECT_API_URL: self.api_url,
+                    PREFECT_API_AUTH_STRING: self._auth_string,
+                    PREFECT_LOCAL_STORAGE_PATH: Path(self.env["PREFECT_LOCAL_STORAGE_PATH"]),
+                }
+            ):
+                yield
+        finally:
+            _flush_events()
+
+
+def _flush_events(timeout: float = 30.0) -> None:
+    """Send the events queued so far and stop Prefect's events worker, so the next event starts
+    a worker on the API of the settings current then.
+
+    Prefect keeps one events worker per process whatever the API URL (its log worker is per URL),
+    so without this, task runs of flows run under `settings()` would be recorded by the API the
+    process talked to first, and events after `settings()` would go to a stopped server. Drained
+    from a fresh thread: `drain_all` returns an awaitable when a loop is running.
+    """
+    from prefect.events.worker import EventsWorker
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="beluga-events-flush") as pool:
+        pool.submit(EventsWorker.drain_all, timeout).result()
 
 
 def _clean_env(environ: Any) -> dict[str, str]:

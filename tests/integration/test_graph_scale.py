@@ -1,10 +1,22 @@
-"""Deep and wide graphs: compiling, validating and running need no recursion and stay linear."""
+"""Deep and wide graphs: compiling, validating and running need no recursion and stay linear.
+
+The runs record about 7,000 task runs. They go to a server of their own: on the session's API,
+recording them would delay every later test's task runs by a minute or more.
+"""
 
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from prefect_beluga import Graph, GraphValidationError
+from prefect_beluga.testing.prefect_server import PrefectServer
+
+
+@pytest.fixture(scope="module")
+def own_api() -> Iterator[None]:
+    with PrefectServer() as server, server.settings():
+        yield
 
 
 def writes(key, value):
@@ -46,19 +58,19 @@ def test_deep_graphs_report_unconditional_cycles_and_unreachable_nodes():
         stranded.compile()
 
 
-async def test_a_2000_node_chain_runs_end_to_end():
+async def test_a_2000_node_chain_runs_end_to_end(own_api):
     run = await chain_of(2_000).arun({"input": "x"})
     assert run.result == {"input": "x", "last": 1_999}
     assert len(run.ran) == 2_000 and set(run.ran.values()) == {1}
 
 
-async def test_a_2000_wide_fan_out_and_fan_in_runs():
+async def test_a_2000_wide_fan_out_and_fan_in_runs(own_api):
     run = await fan(2_000).arun({})
     assert run.result["seen"] == 2_000  # keys besides "started": one from each branch
     assert run.result["k1999"] == 1_999 and run.ran["sink"] == 1
 
 
-async def test_a_skipped_branch_of_3000_nodes_is_skipped_without_recursion():
+async def test_a_skipped_branch_of_3000_nodes_is_skipped_without_recursion(own_api):
     graph = chain_of(3_000, name="skip").add_node("entry", writes("go", False))
     graph.add_node("other", writes("last", "other"))
     graph.add_conditional_edges("entry", lambda s: "long" if s["go"] else "short", {"long": "n0", "short": "other"})

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from prefect_beluga import Orchestrator, WorkflowNotDeployed
+from prefect_beluga import Chain, Orchestrator, RunConfig, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool, stop_process_group
+from prefect_beluga.testing.helpers import create_process_pool, read_flow_run, read_task_runs, stop_process_group
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 
@@ -37,6 +37,23 @@ def test_prefect_server_is_healthy_and_reachable_from_a_subprocess(prefect_serve
     assert out.returncode == 0, out.stderr
     assert prefect_server.api_url in out.stdout
     assert "None" in out.stdout  # api_healthcheck returns None when healthy
+
+
+async def test_flows_run_under_settings_are_recorded_by_that_server_and_after_by_the_session_api(
+    prefect_server: PrefectServer, run_name: str
+):
+    # Task runs reach the API as events, through one events worker per process: settings()
+    # must hand it over, or the server's task runs land in the session's API (and after it,
+    # the session's go to a stopped server).
+    chain = Chain([lambda s: {"a": 1}, lambda s: {"b": 2}], name="settings-handover")
+    await chain.ainvoke({}, RunConfig(run_name=f"{run_name}-before"))
+    with prefect_server.settings():
+        await chain.ainvoke({}, RunConfig(run_name=run_name))
+        on_server = await read_flow_run(run_name)
+        assert len(await read_task_runs(on_server.id, expected=2)) == 2
+    await chain.ainvoke({}, RunConfig(run_name=f"{run_name}-after"))
+    for name in (f"{run_name}-before", f"{run_name}-after"):
+        assert len(await read_task_runs((await read_flow_run(name)).id, expected=2)) == 2
 
 
 def test_prefect_server_rejects_bad_timeouts():
