@@ -5,7 +5,10 @@ seconds between the chunks it writes, which it timestamps), in one process on Pr
 embedded API (a temporary PREFECT_HOME of its own), interleaved, after a warm-up:
 
 - raw: `AsyncOpenAI(...).chat.completions.create(stream=True)`, iterated;
-- chain: `Chain([step]).astream(input, tokens=True)` where the step awaits `llm.agenerate`.
+- chain: `Chain([step]).astream(input, tokens=True)` where the step awaits `llm.agenerate`;
+
+first at top level, then both again inside a user's `@flow` with the chain's `subflow=False`
+(its step is a task run of the user's flow run: no flow run is created per call).
 
 For each it prints, over `--repeat` calls: time to first token from the call (the chain's
 includes creating its flow run and task run), first-token lag (the server writing the first
@@ -75,6 +78,7 @@ async def chain_call(server: Any, chain: Any, prompt: str) -> tuple[float, list[
 
 async def in_process(args: argparse.Namespace) -> None:
     from openai import AsyncOpenAI
+    from prefect import flow
 
     from prefect_beluga import Chain, Runnable
     from prefect_beluga.llms import Config
@@ -94,21 +98,39 @@ async def in_process(args: argparse.Namespace) -> None:
     with OpenAIServer(api_key=KEY, chunk_delay=args.chunk_delay) as server:
         client = AsyncOpenAI(api_key=KEY, base_url=server.base_url, max_retries=0)
         chain = Chain([Answer(OpenAIChatModel(Config(api_key=KEY, base_url=server.base_url)))], name="bench")
-        await raw_call(server, client, prompt)  # warm-up
-        await chain_call(server, chain, prompt)
-        results: dict[str, list[tuple[float, list[float]]]] = {"raw": [], "chain": []}
-        for i in range(args.repeat):
-            order = ("raw", "chain") if i % 2 == 0 else ("chain", "raw")
-            for kind in order:
-                call = raw_call(server, client, prompt) if kind == "raw" else chain_call(server, chain, prompt)
-                results[kind].append(await call)
-    print(f"in process: {args.repeat} calls each, {args.words} chunks, {args.chunk_delay * 1000:.0f} ms apart")
+        inline = Chain([Answer(OpenAIChatModel(Config(api_key=KEY, base_url=server.base_url)))], name="bench",
+                       subflow=False)
+
+        async def interleaved(chain: Any) -> dict[str, list[tuple[float, list[float]]]]:
+            await raw_call(server, client, prompt)  # warm-up
+            await chain_call(server, chain, prompt)
+            results: dict[str, list[tuple[float, list[float]]]] = {"raw": [], "chain": []}
+            for i in range(args.repeat):
+                order = ("raw", "chain") if i % 2 == 0 else ("chain", "raw")
+                for kind in order:
+                    call = raw_call(server, client, prompt) if kind == "raw" else chain_call(server, chain, prompt)
+                    results[kind].append(await call)
+            return results
+
+        @flow(name="bench-user-flow")
+        async def user_flow() -> dict[str, list[tuple[float, list[float]]]]:
+            return await interleaved(inline)
+
+        report(args, "in process, top level", await interleaved(chain))
+        report(args, "in process, inside a user's flow (subflow=False: no flow run to create)", await user_flow())
+
+
+def report(args: argparse.Namespace, title: str, results: dict[str, list[tuple[float, list[float]]]]) -> None:
+    print(f"{title}: {args.repeat} calls each, {args.words} chunks, {args.chunk_delay * 1000:.0f} ms apart")
     for kind, runs in results.items():
         print(f"  {kind:5} time to first token from the call: {ms([t for t, _ in runs])}")
         print(f"  {kind:5} first-token lag (server write -> caller): {ms([lags[0] for _, lags in runs])}")
         print(f"  {kind:5} per-chunk lag (all chunks):           {ms([x for _, lags in runs for x in lags])}")
-    overhead = [c[1][0] - r[1][0] for c, r in zip(results["chain"], results["raw"], strict=True)]
-    print(f"  first-token lag, chain - raw (paired): median {statistics.median(overhead) * 1000:.1f} ms")
+    pairs = list(zip(results["chain"], results["raw"], strict=True))
+    first = [c[0] - r[0] for c, r in pairs]
+    lag = [c[1][0] - r[1][0] for c, r in pairs]
+    print(f"  time to first token, chain - raw (paired): median {statistics.median(first) * 1000:.1f} ms")
+    print(f"  first-token lag, chain - raw (paired): median {statistics.median(lag) * 1000:.1f} ms")
 
 
 WRITER = """
