@@ -228,12 +228,16 @@ def runnable_task(
     (same input, same result: a retried workflow run reuses it too).
 
     A `Map` becomes a `MapTask` instead: one task run per item, named `<name>[<index>]`, each
-    with this policy (see `_map.py`).
+    with this policy and, with `cache`, cached by the item's whole input (see `_map.py`).
     """
     from prefect_beluga.orchestration._map import Map, MapTask
 
+    inner = runnable.runnable if isinstance(runnable, Map) else runnable
+    caching: dict[str, Any] = (
+        cached_task_options(inner, name, cache) if cache is not None
+        else {"cache_policy": NONE, "persist_result": False}
+    )
     if isinstance(runnable, Map):
-        inner = runnable.runnable
 
         async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
             output = await inner.ainvoke(state, config)
@@ -246,19 +250,16 @@ def runnable_task(
             task_run_name=f"{name}[{{index}}]",
             **policy.task_options(),
             tags=list(tags),
-            cache_policy=NONE,
-            persist_result=False,
+            **caching,
         )
+        if cache is not None:
+            item_task._durable_variant = Task.with_options(item_task)  # durable as it is: the cross-run key
         return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
         return check_output(await _invoke_step(runnable, name, state, config), where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
-    caching: dict[str, Any] = (
-        cached_task_options(runnable, name, cache) if cache is not None
-        else {"cache_policy": NONE, "persist_result": False}
-    )
     task = StepTask(run, name=name, task_run_name=name, **policy.task_options(), tags=list(tags), **caching)
     if cache is not None:
         task._durable_variant = Task.with_options(task)  # durable as it is: the cross-run key

@@ -252,3 +252,28 @@ def test_a_killed_workflow_retried_reruns_only_the_missing_items(tmp_path: Any) 
     lines = [line.split() for line in log.read_text().splitlines()]
     assert sorted(int(i) for i, _ in lines) == [0, 1, 2, 3, 4, 5]  # each item ran once
     assert [int(i) for i, pid in lines if pid == str(os.getpid())] == [3]
+
+
+SHOUTED: Counter[str] = Counter()
+
+
+def shout(state: dict[str, Any]) -> dict[str, Any]:
+    SHOUTED[state["item"]] += 1
+    return {"loud": state["item"].upper()}
+
+
+async def test_a_cached_map_step_answers_every_item_from_the_cache_on_a_rerun(run_name: str, tmp_path) -> None:
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    docs = ["a", "b", "c"]
+    chain = Chain([Map(shout, over="docs", name="shout")], name="cached-map", cache=True)
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: tmp_path}):
+        first = await chain.ainvoke({"docs": docs})
+        second = await chain.ainvoke({"docs": docs}, RunConfig(run_name=run_name))
+        assert SHOUTED == Counter(docs)  # the re-run paid for no item
+        assert second["shout"] == first["shout"] == [{"loud": d.upper()} for d in docs]
+        runs = await read_task_runs((await read_flow_run(run_name)).id, expected=len(docs))
+        assert sorted((r.name, r.state.name) for r in runs) == [(f"shout[{i}]", "Cached") for i in range(3)]
+
+        await chain.ainvoke({"docs": [*docs, "d"]})  # the key is the item's whole input, list included
+    assert SHOUTED == Counter({"a": 2, "b": 2, "c": 2, "d": 1})
