@@ -34,6 +34,17 @@ and a tool made with `requires_approval=True` waits for the signal `approve:<too
     ```python
     workflow.signal(run_id, "approve:refund", {"approved": True})
     ```
+
+Streaming (docs/streaming.md): in a chain or graph streamed with `astream(..., tokens=True)`,
+the model's text streams as `__token__` events, and each tool call shows as a `__tool_call__`
+event (before it runs) and a `__tool_result__` event (what went back to the model).
+
+Caching (docs/cache.md): `Agent.cache_key()` describes the agent by value (the model's
+`cache_key()`, the tools' names, schemas and code, the system prompt, `max_iterations`, the
+output schema), so an agent step with `cache=True` is a cross-run cache hit for a repeated
+input. Inside such a step each model turn is cached too, by the model's `cache_key()` and the
+messages so far: a re-run after a failure does not pay again for the turns already answered.
+Tool calls are never cached (they may have side effects).
 """
 
 from __future__ import annotations
@@ -53,7 +64,9 @@ from prefect_beluga.core.errors import (
     AgentOutputError,
     ValidationError,
 )
+from prefect_beluga.core.fingerprint import fingerprint, key_of
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
 from prefect_beluga.core.substeps import Substep, SubstepRunner, substeps
 from prefect_beluga.llms.base import ChatModel, messages_from_state
 from prefect_beluga.schema import (
@@ -169,7 +182,11 @@ class Agent(Runnable):
         self.max_concurrency = max_concurrency
         try:
             self.model_step = Substep(
-                llm.name, retries=model_retries, retry_delay=model_retry_delay, timeout=model_timeout
+                llm.name,
+                retries=model_retries,
+                retry_delay=model_retry_delay,
+                timeout=model_timeout,
+                cache_key=llm.cache_key,  # a model turn is pure: cached by value in a cached step
             )
         except ValidationError as exc:
             raise ValidationError(f"{where}: {str(exc).replace('sub-step', 'model call', 1)}") from None
@@ -182,6 +199,27 @@ class Agent(Runnable):
         """Run the loop on `input`; see the class docstring for the shapes."""
         messages = self._initial_messages(input)
         return await substeps().root(self, self.name, self._loop, messages, ensure_config(config))
+
+    def cache_key(self) -> str:
+        """What this agent is, for the cross-run cache (docs/cache.md): the chat model's
+        `cache_key()` (which holds only a digest of its API key), each tool's name, JSON schema
+        and code fingerprint, the system prompt, `max_iterations` and the output schema.
+
+        Examples:
+            ```python
+            Agent(llm, tools=[add]).cache_key() != Agent(llm, tools=[add, search]).cache_key()
+            ```
+        """
+        return key_of(
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            llm=fingerprint(self.llm),
+            tools=[
+                {"name": t.name, "schema": t.to_openai(), "code": fingerprint(t.fn)} for t in self.tools
+            ],
+            system_prompt=self.system_prompt,
+            max_iterations=self.max_iterations,
+            output_type=self._response_format,
+        )
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -220,6 +258,8 @@ class Agent(Runnable):
             )
             messages.append(result.message)
             calls = result.message.tool_calls
+            for call in calls:
+                emit_tool_call(call.name, call.id, _arguments_of(call), default_node=self.name)
             if calls:
                 messages.extend(await self._tool_calls(runner, calls))
                 continue
@@ -253,31 +293,33 @@ class Agent(Runnable):
 
         async def one(call: ToolCall) -> ToolMessage:
             async with limit:
-                content = await self._tool_call(runner, call)
+                content, ok = await self._tool_call(runner, call)
+            emit_tool_result(call.name, call.id, content, ok=ok, default_node=self.name)
             return ToolMessage(content, tool_call_id=call.id, name=call.name)
 
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
-    async def _tool_call(self, runner: SubstepRunner, call: ToolCall) -> str:
-        """The tool message's text for `call`: the result, or an error the model can act on."""
+    async def _tool_call(self, runner: SubstepRunner, call: ToolCall) -> tuple[str, bool]:
+        """The tool message's text for `call` (the result, or an error the model can act on),
+        and whether the tool ran and returned."""
         item = self._by_name.get(call.name)
         if item is None:
             available = ", ".join(self._by_name) or "none"
-            return f"Error: there is no tool named {call.name!r}. Available tools: {available}."
+            return f"Error: there is no tool named {call.name!r}. Available tools: {available}.", False
         try:
             arguments = item.parse_arguments(call.arguments)
         except ToolArgumentsError as exc:
-            return f"Error: {exc}. Fix the arguments and call the tool again."
+            return f"Error: {exc}. Fix the arguments and call the tool again.", False
         if item.requires_approval:
             refusal = await _approval(runner, item)
             if refusal is not None:
-                return refusal
+                return refusal, False
         try:
             value = await runner.run(item.substep, item.run_call, arguments, call.id)
         except Exception as exc:  # noqa: BLE001 - any tool error goes back to the model
             kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-            return f"Error: tool {item.name!r} {kind}: {type(exc).__name__}: {exc}"
-        return render_result(value)
+            return f"Error: tool {item.name!r} {kind}: {type(exc).__name__}: {exc}", False
+        return render_result(value), True
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, llm={self.llm!r}, tools={[t.name for t in self.tools]})"
@@ -296,6 +338,14 @@ async def _approval(runner: SubstepRunner, item: Tool) -> str | None:
         return None
     reason = payload.get("reason") if isinstance(payload, Mapping) else None
     return f"The call to {item.name!r} was not approved{f': {reason}' if reason else ''}; it was not run."
+
+
+def _arguments_of(call: ToolCall) -> Any:
+    """The call's arguments for a stream event: the JSON object, or the text as the model sent it."""
+    try:
+        return json.loads(call.arguments) if call.arguments.strip() else {}
+    except ValueError:
+        return call.arguments
 
 
 def _last_calls(messages: list[AnyMessage]) -> tuple[ToolCall, ...]:

@@ -4,7 +4,9 @@
 `tokens=True` (`chain.astream(input, tokens=True)`), and names the step or node running
 (`current_node`) around each step's execution, so the innermost step wins. A chat model
 (`llms/`) asks `token_sink()`: only when a sink is set does it use the provider's streaming
-API, handing each text delta to `emit_token`. Nothing here imports Prefect.
+API, handing each text delta to `emit_token`. An agent (`agents.py`) reports the tool calls
+its model asks for, and their outcomes, the same way (`emit_tool_call`, `emit_tool_result`).
+Nothing here imports Prefect.
 
 A sink is thread-safe: a sync step calling `llm.generate(...)` runs in a worker thread (with a
 copy of the context, so it sees the sink); its chunks are handed to the caller's event loop
@@ -31,6 +33,8 @@ Deliver = Callable[[dict[str, Any]], Any]
 
 TOKEN_KEY = "__token__"
 RETRY_KEY = "__retry__"
+TOOL_CALL_KEY = "__tool_call__"
+TOOL_RESULT_KEY = "__tool_result__"
 
 
 class TokenSink:
@@ -38,8 +42,9 @@ class TokenSink:
 
     Args:
         deliver: Called with `{"__token__": {"node": node, "text": text}}` for every delta, and
-            `{"__retry__": {"node": node, "attempt": n}}` before a step's retry, always on the
-            event loop that was running when the sink was made (or directly, when none was).
+            `{"__retry__": {"node": node, "attempt": n}}` before a step's retry, and an agent's
+            `{"__tool_call__": {...}}` / `{"__tool_result__": {...}}` (see `tool_call`), always
+            on the event loop that was running when the sink was made (or directly, when none was).
     """
 
     def __init__(self, deliver: Deliver) -> None:
@@ -57,6 +62,14 @@ class TokenSink:
     def retry(self, node: str, attempt: int) -> None:
         """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void."""
         self._put({RETRY_KEY: {"node": node, "attempt": attempt}})
+
+    def tool_call(self, node: str, tool: str, call_id: str, arguments: Any) -> None:
+        """Tell the caller that the model in `node` asked for `tool` (before the tool runs)."""
+        self._put({TOOL_CALL_KEY: {"node": node, "tool": tool, "id": call_id, "arguments": arguments}})
+
+    def tool_result(self, node: str, tool: str, call_id: str, content: str, ok: bool) -> None:
+        """Tell the caller what the call `call_id` gave the model (`ok` False: an error message)."""
+        self._put({TOOL_RESULT_KEY: {"node": node, "tool": tool, "id": call_id, "ok": ok, "content": content}})
 
     def _put(self, event: dict[str, Any]) -> None:
         if self.loop is None or threading.get_ident() == self.thread:
@@ -108,4 +121,35 @@ def emit_token(text: str, *, default_node: str = "") -> None:
         sink.emit(current_node.get() or default_node, text)
 
 
-__all__ = ["RETRY_KEY", "TOKEN_KEY", "TokenSink", "current_node", "emit_token", "token_sink"]
+def emit_tool_call(tool: str, call_id: str, arguments: Any, *, default_node: str = "") -> None:
+    """Report a tool call the model asked for to the current sink (if any), tagged like tokens.
+
+    Examples:
+        ```python
+        emit_tool_call("add", "call_1", {"a": 2, "b": 40}, default_node="adder")
+        ```
+    """
+    sink = _sink.get()
+    if sink is not None:
+        sink.tool_call(current_node.get() or default_node, tool, call_id, arguments)
+
+
+def emit_tool_result(tool: str, call_id: str, content: str, *, ok: bool, default_node: str = "") -> None:
+    """Report the tool message a call gave the model to the current sink (if any)."""
+    sink = _sink.get()
+    if sink is not None:
+        sink.tool_result(current_node.get() or default_node, tool, call_id, content, ok)
+
+
+__all__ = [
+    "RETRY_KEY",
+    "TOKEN_KEY",
+    "TOOL_CALL_KEY",
+    "TOOL_RESULT_KEY",
+    "TokenSink",
+    "current_node",
+    "emit_token",
+    "emit_tool_call",
+    "emit_tool_result",
+    "token_sink",
+]

@@ -43,12 +43,18 @@ class Substep:
         retries: Extra attempts after the first (permanent errors are not retried).
         retry_delay: Seconds between attempts.
         timeout: Seconds one attempt may take.
+        cache_key: For a sub-step whose result depends only on its arguments (a model call, not
+            a tool with side effects): a function returning what the work is (e.g. the chat
+            model's `cache_key`). Inside a step cached across runs (`cache=True`), such a
+            sub-step is cached by value too: this key plus the canonical JSON of its arguments.
+            None (the default): never cached.
     """
 
     name: str
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
+    cache_key: Callable[[], str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -61,6 +67,8 @@ class Substep:
             )
         if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or not self.timeout > 0):
             raise ValidationError(f"sub-step {self.name!r}: timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.cache_key is not None and not callable(self.cache_key):
+            raise ValidationError(f"sub-step {self.name!r}: cache_key must be a function returning a str")
 
 
 @runtime_checkable

@@ -12,6 +12,10 @@ Prefect then does the rest: before running, it looks the key up in the task's re
 given); a record that exists and has not expired is returned as the task's result and the task
 run ends in the `Cached` state, without running the step. Any process sharing that storage
 shares the cache.
+
+Sub-steps (an agent's model turns) that declare a `cache_key` are cached the same way while the
+step running them is cached (`active_cache`, set around a step's run by `_tasks.py`): keyed by
+that `cache_key()` and the canonical JSON of their arguments (`SubstepValueKey`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -92,13 +96,48 @@ class StepValueKey(CachePolicy):
 
 def step_cache_key(scope: str, step: str, runnable: Any, state: Any) -> str | None:
     """The cache key of `runnable` (named `step` in `scope`) on input `state`, or None (warned)."""
+    return value_key(scope, step, lambda: fingerprint(runnable), state)
+
+
+def value_key(scope: str, step: str, identity: Callable[[], str], state: Any) -> str | None:
+    """`KEY_PREFIX` + a sha256 of the format version, `scope`, `step`, `identity()` (what the
+    work is) and the canonical JSON of `state`; None (warned once) when `state` has none."""
     try:
         body = canonical_json(state)
     except NoCanonicalForm as exc:
         _warn_once(scope, step, str(exc))
         return None
-    parts = (FORMAT_VERSION, scope, step, fingerprint(runnable), sha256(body))
+    identity_text = identity()
+    if not isinstance(identity_text, str):
+        raise TypeError(f"the cache key of {step!r} must be a str, got {type(identity_text).__name__}")
+    parts = (FORMAT_VERSION, scope, step, identity_text, sha256(body))
     return KEY_PREFIX + sha256("\x1f".join(parts))
+
+
+SUBSTEP_SCOPE = "sub-steps"
+
+# The cache settings of the step running now, when that step is cached (else None): sub-steps
+# with a `cache_key` started inside it are cached by value with these settings.
+active_cache: ContextVar[CacheSettings | None] = ContextVar("prefect_beluga_active_cache", default=None)
+
+
+@dataclass
+class SubstepValueKey(CachePolicy):
+    """Cache key of a pure sub-step (a model turn): its `cache_key()` and its arguments' JSON."""
+
+    step: Any = field(default=None, compare=False)  # a core.substeps.Substep with a cache_key
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        args = (inputs or {}).get("args")
+        if isinstance(args, quote):
+            args = args.unquote()
+        return value_key(SUBSTEP_SCOPE, self.step.name, self.step.cache_key, args)
 
 
 def _warn_once(scope: str, step: str, reason: str) -> None:
@@ -164,8 +203,17 @@ def _record(task: Any, task_run: Any, state: Any) -> None:
 
 def cached_task_options(runnable: Any, step: str, settings: CacheSettings) -> dict[str, Any]:
     """Keyword arguments of a Prefect task caching `runnable` across runs."""
+    return _cached_options(StepValueKey(scope=settings.scope, step=step, runnable=runnable), settings)
+
+
+def cached_substep_options(step: Any, settings: CacheSettings) -> dict[str, Any]:
+    """Keyword arguments of a Prefect task caching the pure sub-step `step` by value."""
+    return _cached_options(SubstepValueKey(step=step), settings)
+
+
+def _cached_options(policy: CachePolicy, settings: CacheSettings) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "cache_policy": StepValueKey(scope=settings.scope, step=step, runnable=runnable),
+        "cache_policy": policy,
         "persist_result": True,
         "cache_expiration": settings.expiration,
         "on_completion": [_record],

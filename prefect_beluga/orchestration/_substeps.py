@@ -12,6 +12,13 @@ durable (their results persisted under a key made of the run id, the task run's 
 of the arguments), so a workflow run retried after its process died reads back the model turns
 and tool calls that had finished instead of paying for them again.
 
+A sub-step with a `cache_key` (an agent's model turn) started while a step cached across runs
+is running (`active_cache`) runs as a variant of its task cached by value (`SubstepValueKey`:
+its `cache_key()` and the canonical JSON of its arguments), stored where that step's cache is:
+a re-run does not pay again for the model turns already answered (its record is committed when
+the turn ends, not with the enclosing step's transaction), and a hit is a task run in Prefect's
+Cached state. Tool calls have no `cache_key`: they always run.
+
 A task is built once per (sub-step, function) pair and reused: building a Prefect task is not
 free, starting one run of it is cheap. Arguments are passed quoted (Prefect does not walk them).
 """
@@ -28,10 +35,12 @@ from typing import Any, TypeVar
 from prefect import Task
 from prefect.cache_policies import NONE
 from prefect.context import FlowRunContext
+from prefect.transactions import CommitMode, atransaction
 from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
+from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_substep_options
 from prefect_beluga.orchestration._runtime import (
     body_flow,
     flow_name,
@@ -50,7 +59,10 @@ class PrefectSubsteps(InlineSubsteps):
     """Sub-steps as Prefect task runs inside a flow run; inline outside one."""
 
     def __init__(self) -> None:
-        self._tasks: OrderedDict[tuple[Substep, Any], Task] = OrderedDict()
+        self._tasks: OrderedDict[tuple[Any, ...], Task] = OrderedDict()
+        # cached variants, keyed by (sub-step, function, id of the settings); the settings are
+        # held with the task, so their id is not reused while the entry lives
+        self._cached: OrderedDict[tuple[Any, ...], tuple[Task, CacheSettings]] = OrderedDict()
         self._flows: weakref.WeakKeyDictionary[object, Any] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -82,11 +94,32 @@ class PrefectSubsteps(InlineSubsteps):
                 self._tasks.popitem(last=False)
         return task
 
+    def cached_task_for(self, step: Substep, fn: Callable[..., Awaitable[Any]], settings: CacheSettings) -> Task:
+        """`task_for(step, fn)` cached by value with `settings` (built once per settings)."""
+        key = (step, fn, id(settings))
+        with self._lock:
+            entry = self._cached.get(key)
+            if entry is not None:
+                self._cached.move_to_end(key)
+                return entry[0]
+        # A plain Task: its cross-run key serves inside a workflow run too (no run-scoped key).
+        task = Task.with_options(self.task_for(step, fn), **cached_substep_options(step, settings))
+        with self._lock:
+            self._cached[key] = (task, settings)
+            while len(self._cached) > _MAX_TASKS:
+                self._cached.popitem(last=False)
+        return task
+
     async def run(self, step: Substep, fn: Callable[..., Awaitable[T]], /, *args: Any) -> T:
         if not in_flow_run():
             return await super().run(step, fn, *args)
-        task = self.task_for(step, fn)
-        return await task(quote(args))  # one argument: the durable cache key hashes it whole
+        settings = active_cache.get() if step.cache_key is not None else None
+        if settings is None:
+            return await self.task_for(step, fn)(quote(args))  # one argument: keys hash it whole
+        # Commit eagerly: inside the step's Prefect transaction the record would otherwise be
+        # written only when the step completes, and lost when it fails later.
+        async with atransaction(commit_mode=CommitMode.EAGER):
+            return await self.cached_task_for(step, fn, settings)(quote(args))
 
     async def root(
         self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None

@@ -35,7 +35,7 @@ from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.core.streaming import current_node, token_sink
-from prefect_beluga.orchestration._cache import CacheSettings, cached_task_options
+from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0
@@ -190,13 +190,27 @@ class StepTask(Task):
 
 
 
-async def _invoke_step(runnable: Runnable, name: str, state: Any, config: RunConfig) -> Any:
+async def _invoke_step(
+    runnable: Runnable, name: str, state: Any, config: RunConfig, cache: CacheSettings | None = None
+) -> Any:
     """Run a step's runnable; when the caller streams tokens, tag its chunks with `name` and
-    announce a retry before its fresh stream (docs/streaming.md).
+    announce a retry before its fresh stream (docs/streaming.md). While a cached step runs,
+    `active_cache` holds its settings (its sub-steps with a `cache_key` are cached too); an
+    uncached step inside it clears them.
 
     Module-level, not inside the task's function: a task runner that pickles the function
     (Dask) pickles it by reference, never the context variables it touches.
     """
+    if cache is not None or active_cache.get() is not None:
+        token = active_cache.set(cache)
+        try:
+            return await _streamed_step(runnable, name, state, config)
+        finally:
+            active_cache.reset(token)
+    return await _streamed_step(runnable, name, state, config)
+
+
+async def _streamed_step(runnable: Runnable, name: str, state: Any, config: RunConfig) -> Any:
     sink = token_sink()
     if sink is None:
         return await runnable.ainvoke(state, config)
@@ -257,7 +271,7 @@ def runnable_task(
         return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
-        return check_output(await _invoke_step(runnable, name, state, config), where=where)
+        return check_output(await _invoke_step(runnable, name, state, config, cache), where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
     task = StepTask(run, name=name, task_run_name=name, **policy.task_options(), tags=list(tags), **caching)

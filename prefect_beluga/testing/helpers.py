@@ -7,6 +7,7 @@ from a ``conftest.py``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect_beluga.testing.prefect_server import stop_process_group
 
 __all__ = [
+    "assert_key_stored_nowhere",
     "create_process_pool",
     "read_flow_run",
     "read_subflow_runs",
@@ -90,3 +92,27 @@ def write_docs(directory: Path, docs: dict[str, str]) -> Path:
     for name, text in docs.items():
         (folder / name).write_text(text)
     return folder
+
+
+def assert_key_stored_nowhere(key: str) -> None:
+    """`key` (raw, or inside base64 text) is in no byte of the API's SQLite database
+    (parameters, task inputs, states, logs, events) nor of the persisted results
+    (`PREFECT_LOCAL_STORAGE_PATH`)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    time.sleep(1.0)  # events and logs reach the API shortly after a run ends
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value() or ""
+    files: list[Path] = []
+    if url.startswith("sqlite"):
+        database = Path(url.split(":///", 1)[1])
+        files += [p for p in database.parent.glob(database.name + "*") if p.is_file()]
+    storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
+    files += [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
+    assert files, "found nothing to search"
+    secret = key.encode()
+    needles = [secret]
+    for offset in range(3):  # the key inside base64 text, at each alignment
+        encoded = base64.b64encode(b"\0" * offset + secret)
+        needles.append(encoded[4: len(encoded) - 4])
+    leaked = [str(p) for p in files if any(needle in p.read_bytes() for needle in needles)]
+    assert not leaked, f"the API key is stored in {leaked}"

@@ -27,7 +27,6 @@ from prefect.context import FlowRunContext
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_LOCAL_STORAGE_PATH,
-    PREFECT_SERVER_DATABASE_CONNECTION_URL,
 )
 
 from prefect_beluga import (
@@ -43,6 +42,7 @@ from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere
 from prefect_beluga.tools import Tool, ToolArgumentsError, tool
 
 TESTS = Path(__file__).parent
@@ -553,22 +553,6 @@ async def flow_run_and_task_runs(run_name: str, expected: int):
         [flow_run] = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [run_name]}))
         assert (await client.read_flow(flow_run.flow_id)).name == "adder"
     return flow_run, await task_runs(flow_run.id, expected)
-
-
-def assert_key_stored_nowhere(key: str) -> None:
-    """`key` is in no byte of the API's database (parameters, task inputs, states, logs,
-    events) nor of the persisted results."""
-    time.sleep(1.0)  # events and logs reach the API shortly after a run ends
-    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value() or ""
-    files: list[Path] = []
-    if url.startswith("sqlite"):
-        database = Path(url.split(":///", 1)[1])
-        files += [p for p in database.parent.glob(database.name + "*") if p.is_file()]
-    storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
-    files += [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
-    assert files, "found nothing to search"
-    leaked = [str(p) for p in files if key.encode() in p.read_bytes()]
-    assert not leaked, f"the API key is stored in {leaked}"
 
 
 # -- flows/agent.py --------------------------------------------------------------------------------

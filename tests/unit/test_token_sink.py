@@ -73,3 +73,34 @@ def test_a_workflow_publisher_coalesces_each_node_to_about_ten_events_a_second()
         assert all(g >= publisher.interval * 0.9 for g in gaps), gaps
     retry_at = next(i for i, s in enumerate(sent) if s[1] == "prefect-beluga.retry")
     assert sent[retry_at - 1][2]["node"] == "left"  # the node's pending text went first
+
+
+def test_tool_events_are_tagged_like_tokens_and_cross_processes_after_their_nodes_text():
+    from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
+    from prefect_beluga.orchestration.workflow._tokens import EventPublisher, _as_update
+
+    emit_tool_call("add", "call_1", {"a": 1})  # no sink: a no-op
+    got: list[dict] = []
+    with TokenSink(got.append).active(), current_node.set_for("research"):
+        emit_tool_call("add", "call_1", {"a": 1}, default_node="agent")
+        emit_tool_result("add", "call_1", "1", ok=True, default_node="agent")
+    assert got == [
+        {"__tool_call__": {"node": "research", "tool": "add", "id": "call_1", "arguments": {"a": 1}}},
+        {"__tool_result__": {"node": "research", "tool": "add", "id": "call_1", "ok": True, "content": "1"}},
+    ]
+
+    class Recorded(EventPublisher):
+        def _emit(self, name, payload):
+            sent.append((name, {"attempt": 1, "seq": self.seq, **payload}))
+            self.seq += 1
+
+    sent: list = []
+    publisher = Recorded("run-1", interval=60)
+    publisher.deliver({"__token__": {"node": "research", "text": "Let me add."}})
+    for event in got:
+        publisher.deliver(event)
+    publisher.close()
+    assert [name for name, _ in sent] == [
+        "prefect-beluga.tokens", "prefect-beluga.tool-call", "prefect-beluga.tool-result", "prefect-beluga.tokens-end"
+    ]
+    assert [_as_update(name, payload) for name, payload in sent[1:3]] == got

@@ -9,6 +9,8 @@ it (on whatever process or worker runs it) a `TokenSink` hands every chat model 
   it emits at most ~10 events a second (its first chunk goes at once);
 - `prefect-beluga.retry` — payload `{"seq", "node", "attempt"}`, before a retried step's fresh
   stream;
+- `prefect-beluga.tool-call` / `prefect-beluga.tool-result` — payload `{"seq", ...}` with the
+  fields of an agent's `__tool_call__` / `__tool_result__` event; its node's text goes first;
 - `prefect-beluga.tokens-end` — payload `{"seq"}`: the run's body is done; `seq` events precede it.
 
 `read_events` (behind `workflow.astream(run_id)`) subscribes to the resource through Prefect's
@@ -28,12 +30,15 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from prefect_beluga.core.streaming import RETRY_KEY, TOKEN_KEY, TokenSink
+from prefect_beluga.core.streaming import RETRY_KEY, TOKEN_KEY, TOOL_CALL_KEY, TOOL_RESULT_KEY, TokenSink
 
 STREAM_TAG = "beluga:stream-tokens"
 TOKENS_EVENT = "prefect-beluga.tokens"
 RETRY_EVENT = "prefect-beluga.retry"
 END_EVENT = "prefect-beluga.tokens-end"
+#: Prefect event name of each agent tool event key, and back.
+TOOL_EVENTS = {TOOL_CALL_KEY: "prefect-beluga.tool-call", TOOL_RESULT_KEY: "prefect-beluga.tool-result"}
+_TOOL_KEYS = {name: key for key, name in TOOL_EVENTS.items()}
 #: Seconds between two events of one node (at most ~10 a second).
 MIN_INTERVAL = 0.1
 
@@ -67,6 +72,11 @@ class EventPublisher:
                 retry = event[RETRY_KEY]
                 self._send_node(retry["node"])
                 self._emit(RETRY_EVENT, {"node": retry["node"], "attempt": retry["attempt"]})
+            else:
+                for key, name in TOOL_EVENTS.items():
+                    if key in event:  # after the text its model wrote before asking
+                        self._send_node(event[key]["node"])
+                        self._emit(name, dict(event[key]))
             self._lock.notify()
 
     def close(self) -> None:
@@ -131,6 +141,8 @@ def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         return {TOKEN_KEY: {"node": payload["node"], "text": payload["text"]}}
     if name == RETRY_EVENT:
         return {RETRY_KEY: {"node": payload["node"], "attempt": payload["attempt"]}}
+    if name in _TOOL_KEYS:
+        return {_TOOL_KEYS[name]: {k: v for k, v in payload.items() if k not in ("seq", "attempt")}}
     return None
 
 
