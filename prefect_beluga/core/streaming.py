@@ -59,9 +59,15 @@ class TokenSink:
         """Hand one delta over, from any thread; deltas of one thread keep their order."""
         self._put({TOKEN_KEY: {"node": node, "text": text}})
 
-    def retry(self, node: str, attempt: int) -> None:
-        """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void."""
-        self._put({RETRY_KEY: {"node": node, "attempt": attempt}})
+    def retry(self, node: str, attempt: int, substep: str | None = None) -> None:
+        """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void.
+
+        With `substep`, only that sub-step of the node runs again: for an agent's model turn,
+        the text since the node's last tool result is void; for a tool, nothing streamed is."""
+        detail: dict[str, Any] = {"node": node, "attempt": attempt}
+        if substep is not None:
+            detail["substep"] = substep
+        self._put({RETRY_KEY: detail})
 
     def tool_call(self, node: str, tool: str, call_id: str, arguments: Any) -> None:
         """Tell the caller that the model in `node` asked for `tool` (before the tool runs)."""

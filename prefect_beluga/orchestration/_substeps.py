@@ -39,6 +39,7 @@ from prefect.transactions import CommitMode, atransaction
 from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
+from prefect_beluga.core.streaming import current_node
 from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_substep_options
 from prefect_beluga.orchestration._runtime import (
@@ -47,7 +48,7 @@ from prefect_beluga.orchestration._runtime import (
     in_flow_run,
     run_body,
 )
-from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, durable_run
+from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry, durable_run
 from prefect_beluga.orchestration.signals import await_signal
 
 T = TypeVar("T")
@@ -76,6 +77,7 @@ class PrefectSubsteps(InlineSubsteps):
                 return task
 
         async def run(args: tuple[Any, ...]) -> Any:
+            announce_retry(current_node.get() or step.name, substep=step.name)
             return await fn(*args)
 
         run.__qualname__ = run.__name__ = step.name

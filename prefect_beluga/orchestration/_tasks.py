@@ -211,15 +211,19 @@ async def _invoke_step(
 
 
 async def _streamed_step(runnable: Runnable, name: str, state: Any, config: RunConfig) -> Any:
-    sink = token_sink()
-    if sink is None:
+    if token_sink() is None:
         return await runnable.ainvoke(state, config)
-    task_run = TaskRunContext.get()
-    attempt = task_run.task_run.run_count if task_run is not None else 1
-    if attempt > 1:
-        sink.retry(name, attempt)
+    announce_retry(name)
     with current_node.set_for(name):
         return await runnable.ainvoke(state, config)
+
+
+def announce_retry(node: str, substep: str | None = None) -> None:
+    """When the task run now starting is a retry and the caller streams tokens, say so first."""
+    sink = token_sink()
+    task_run = TaskRunContext.get()
+    if sink is not None and task_run is not None and task_run.task_run.run_count > 1:
+        sink.retry(node, task_run.task_run.run_count, substep)
 
 
 def runnable_task(

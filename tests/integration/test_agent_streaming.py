@@ -246,3 +246,16 @@ def test_output_type_is_part_of_the_key(server):
     plain = agent(server)
     typed = Agent(chat_model(server), tools=[add], system_prompt="Use the tools.", output_type=Verdict)
     assert typed.cache_key() != plain.cache_key()
+
+
+async def test_a_model_turn_retried_by_its_own_policy_announces_the_retry_first(server):
+    server.break_stream_next(after=2)  # the turn's stream fails after two chunks
+    adder = Agent(chat_model(server), tools=[add], name="adder", model_retries=1)
+    chain = Chain([adder], name="agent-turn-retry")
+    events = [event async for event in chain.astream({"input": "Say hi."}, tokens=True)]
+    retry_at = next(i for i, event in enumerate(events) if "__retry__" in event)
+    assert events[retry_at]["__retry__"] == {"node": "adder", "attempt": 2, "substep": adder.model_step.name}
+    void = "".join(e["__token__"]["text"] for e in events[:retry_at] if "__token__" in e)
+    kept = "".join(e["__token__"]["text"] for e in events[retry_at:] if "__token__" in e)
+    assert void and kept == events[-1]["__end__"]["output"] == "Echo: Say hi."
+    assert chats(server) == 2

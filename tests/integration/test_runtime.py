@@ -43,31 +43,36 @@ def small_graph(subflow: bool = True) -> Graph:
 
 
 @pytest.fixture
-def busy_subflow_creation(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def busy_subflow_creation(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """The API answers 503 (no Retry-After), once, to the next creation of a subflow run.
 
     That is what the SQLite API does when the write loses a race with its event writer. Every
-    httpx transport is patched, so whichever client creates the run meets it.
+    httpx transport is patched, so whichever client creates the run meets it. Returns what was
+    injected ("fired") and the 503s the API itself answered meanwhile ("real": the same race,
+    met by any request, e.g. the user's own flow run, which Prefect's client creates).
     """
-    fired: list[str] = []
+    seen: dict[str, list[str]] = {"fired": [], "real": []}
     originals = {
         cls: cls.handle_async_request for cls in (httpx.AsyncHTTPTransport, httpx.ASGITransport)
     }
 
     def patched(cls):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            if not fired and request.method == "POST" and request.url.path.endswith("/flow_runs/"):
+            if not seen["fired"] and request.method == "POST" and request.url.path.endswith("/flow_runs/"):
                 body = json.loads(request.content or b"{}")
                 if body.get("parent_task_run_id"):
-                    fired.append(body.get("name") or "subflow")
+                    seen["fired"].append(body.get("name") or "subflow")
                     return httpx.Response(503, json={"exception_message": "database is locked"})
-            return await originals[cls](self, request)
+            response = await originals[cls](self, request)
+            if response.status_code == 503:
+                seen["real"].append(f"{request.method} {request.url.path}")
+            return response
 
         return handle_async_request
 
     for cls in originals:
         monkeypatch.setattr(cls, "handle_async_request", patched(cls))
-    return fired
+    return seen
 
 
 @pytest.mark.parametrize("kind", ["chain", "graph"])
@@ -83,10 +88,11 @@ async def test_inside_a_user_flow_a_busy_503_on_subflow_creation_skips_prefects_
     with PrefectClientRetries() as retries:
         result = await users_flow()
     assert result["count"] == (2 if kind == "chain" else 1)
-    assert busy_subflow_creation, "the 503 was never injected: no subflow run was created"
+    assert busy_subflow_creation["fired"], "the 503 was never injected: no subflow run was created"
     # The subflow was created through the shared client, which retried within milliseconds;
-    # Prefect's own client (the caller's) would have logged a retry and waited ~2 s.
-    assert retries.count(503) == 0
+    # Prefect's own client (the caller's) would have logged a retry and waited ~2 s. Prefect's
+    # client may still retry a 503 the API really answered to one of its own requests.
+    assert retries.count(503) <= len(busy_subflow_creation["real"]), busy_subflow_creation
 
 
 async def test_inside_a_user_flow_the_subflow_uses_the_shared_client_and_gives_the_callers_back():

@@ -75,6 +75,27 @@ def test_a_workflow_publisher_coalesces_each_node_to_about_ten_events_a_second()
     assert sent[retry_at - 1][2]["node"] == "left"  # the node's pending text went first
 
 
+def test_a_retry_event_crosses_processes_with_the_run_attempt_kept_apart():
+    from prefect_beluga.orchestration.workflow._tokens import EventPublisher, _as_update
+
+    class Recorded(EventPublisher):
+        def _emit(self, name, payload):
+            sent.append((name, {"attempt": self.attempt, "seq": self.seq, **payload}))
+            self.seq += 1
+
+    sent: list = []
+    publisher = Recorded("run-1", attempt=3)
+    publisher.deliver({"__retry__": {"node": "agent", "attempt": 2, "substep": "gpt-4o-mini"}})
+    publisher.deliver({"__retry__": {"node": "summarize", "attempt": 4}})
+    publisher.close()
+    retries = [payload for name, payload in sent if name == "prefect-beluga.retry"]
+    assert [p["attempt"] for p in retries] == [3, 3]  # the run's: events are ordered by it
+    assert [_as_update("prefect-beluga.retry", p) for p in retries] == [
+        {"__retry__": {"node": "agent", "attempt": 2, "substep": "gpt-4o-mini"}},
+        {"__retry__": {"node": "summarize", "attempt": 4}},
+    ]
+
+
 def test_tool_events_are_tagged_like_tokens_and_cross_processes_after_their_nodes_text():
     from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
     from prefect_beluga.orchestration.workflow._tokens import EventPublisher, _as_update

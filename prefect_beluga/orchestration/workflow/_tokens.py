@@ -7,8 +7,8 @@ it (on whatever process or worker runs it) a `TokenSink` hands every chat model 
 
 - `prefect-beluga.tokens` — payload `{"seq", "node", "text"}`; a node's chunks are coalesced so
   it emits at most ~10 events a second (its first chunk goes at once);
-- `prefect-beluga.retry` — payload `{"seq", "node", "attempt"}`, before a retried step's fresh
-  stream;
+- `prefect-beluga.retry` — payload `{"seq", "node", "step_attempt"}` (and `"substep"` for a
+  retried sub-step), before a retried step's fresh stream;
 - `prefect-beluga.tool-call` / `prefect-beluga.tool-result` — payload `{"seq", ...}` with the
   fields of an agent's `__tool_call__` / `__tool_result__` event; its node's text goes first;
 - `prefect-beluga.tokens-end` — payload `{"seq"}`: the run's body is done; `seq` events precede it.
@@ -71,7 +71,9 @@ class EventPublisher:
             elif RETRY_KEY in event:
                 retry = event[RETRY_KEY]
                 self._send_node(retry["node"])
-                self._emit(RETRY_EVENT, {"node": retry["node"], "attempt": retry["attempt"]})
+                # `attempt` in a payload is the run's attempt (events are ordered by it)
+                self._emit(RETRY_EVENT, {"node": retry["node"], "step_attempt": retry["attempt"],
+                                         **({"substep": retry["substep"]} if "substep" in retry else {})})
             else:
                 for key, name in TOOL_EVENTS.items():
                     if key in event:  # after the text its model wrote before asking
@@ -140,7 +142,10 @@ def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     if name == TOKENS_EVENT:
         return {TOKEN_KEY: {"node": payload["node"], "text": payload["text"]}}
     if name == RETRY_EVENT:
-        return {RETRY_KEY: {"node": payload["node"], "attempt": payload["attempt"]}}
+        detail = {"node": payload["node"], "attempt": payload["step_attempt"]}
+        if payload.get("substep") is not None:
+            detail["substep"] = payload["substep"]
+        return {RETRY_KEY: detail}
     if name in _TOOL_KEYS:
         return {_TOOL_KEYS[name]: {k: v for k, v in payload.items() if k not in ("seq", "attempt")}}
     return None
