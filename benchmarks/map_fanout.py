@@ -13,7 +13,7 @@ one warm outer async `@flow` (each part in the same flow run):
 2. 200 items each sleeping 50 ms at `max_concurrency=20`: the floor is ceil(200 / 20) x 50 ms
    = 500 ms; efficiency = floor / wall (median of `--repeat`).
 
-    python benchmarks/map_fanout.py [--repeat 3] [--items 1000]
+    python benchmarks/map_fanout.py [--repeat 3] [--items 1000] [--part all|1|2]
 """
 
 from __future__ import annotations
@@ -90,7 +90,14 @@ async def peak_memory(run, n: int) -> float:
 
 
 @flow(name="map-fanout-bench", persist_result=False)
-async def bench(repeat: int, items: int) -> None:
+async def bench(repeat: int, items: int, parts: str) -> None:
+    if parts in ("all", "1"):
+        await per_item_cost(repeat, items)
+    if parts in ("all", "2"):
+        await bounded_efficiency(repeat)
+
+
+async def per_item_cost(repeat: int, items: int) -> None:
     await run_ours(50)
     await run_raw(50)  # warm both paths
     ours: list[float] = []
@@ -111,6 +118,9 @@ async def bench(repeat: int, items: int) -> None:
     mem_raw = await peak_memory(run_raw, items)
     print(f"   peak Python memory (tracemalloc) of one run: Map {mem_ours:.1f} MiB, task.map {mem_raw:.1f} MiB")
 
+
+async def bounded_efficiency(repeat: int) -> None:
+    await run_bounded(20, 20)  # warm the path
     n, limit, latency = 200, 20, 0.05
     floor = math.ceil(n / limit) * latency
     bounded = []
@@ -127,9 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--part", choices=["all", "1", "2"], default="all",
+                        help="run part 1, part 2 or both (part 2 alone: on an API not still "
+                             "recording part 1's thousands of task runs)")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()}")
-    asyncio.run(bench(args.repeat, args.items))
+    asyncio.run(bench(args.repeat, args.items, args.part))
 
 
 if __name__ == "__main__":
