@@ -252,6 +252,59 @@ async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_ser
     assert 0 <= last_received - written[-1][0] < 15.0
 
 
+AGENT_WRITER = """
+import sys
+from prefect_beluga import Chain, Orchestrator
+from prefect_beluga.agents import Agent
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.openai import OpenAIChatModel
+from prefect_beluga.tools import tool
+
+@tool
+def add(a: int, b: int = 0) -> int:
+    \"\"\"Add two integers.\"\"\"
+    return a + b
+
+agent = Agent(OpenAIChatModel(Config(api_key=sys.argv[2], base_url=sys.argv[1])), tools=[add], name="adder")
+workflow = Orchestrator().create_workflow(Chain([agent], name="agent-streamed"), workflow_id="agent-streamed")
+workflow_id, run_id = workflow.execute({"input": "Add 2 and 40."}, stream=True)
+print(run_id, flush=True)
+workflow.get_result(workflow_id, run_id, timeout=300)
+"""
+
+
+async def test_an_agent_workflow_streams_its_tool_calls_to_another_process(prefect_server, tmp_path):
+    import subprocess
+    import sys
+
+    from prefect_beluga import Orchestrator
+
+    with OpenAIServer(api_key=KEY) as server:
+        server.reply_with({"tool_calls": [{"id": "call_1", "name": "add", "arguments": {"a": 2, "b": 40}}]},
+                          "It is 42.")
+        writer = subprocess.run(
+            [sys.executable, "-c", AGENT_WRITER, server.base_url, KEY],
+            env=prefect_server.env, capture_output=True, text=True, timeout=300,
+        )
+    assert writer.returncode == 0, writer.stderr[-3000:]
+    run_id = writer.stdout.split()[0]
+    with prefect_server.settings():  # the run is over: the reader reads every event back
+        reader = Orchestrator().create_workflow(lambda state: state, workflow_id="agent-streamed")
+        events = [event for _, event in await collect(reader.astream(run_id))]
+    kinds = [next(iter(event)) for event in events]
+    assert [e["__tool_call__"] for e in events if "__tool_call__" in e] == [
+        {"node": "adder", "tool": "add", "id": "call_1", "arguments": {"a": 2, "b": 40}}
+    ]
+    assert [e["__tool_result__"] for e in events if "__tool_result__" in e] == [
+        {"node": "adder", "tool": "add", "id": "call_1", "ok": True, "content": "42"}
+    ]
+    final = kinds.index("__tool_result__")
+    assert "".join(tokens_of([(0, e) for e in events[final:]])) == "It is 42."
+    assert kinds.index("__tool_call__") < final and kinds[-1] == "__end__"
+    assert events[-1]["__end__"]["output"] == "It is 42."
+    assert KEY not in repr(events)
+
+
 async def test_the_rag_generation_step_streams(server, llm):
     from prefect_beluga.rag.steps import GenerationStep
 
