@@ -463,7 +463,7 @@ async def test_the_pipeline_takes_about_the_slower_stage_not_the_sum():
     start = asyncio.get_running_loop().time()
     await SlowStore(events, delay).aadd_documents(numbered(50), SlowEmbedder(events, delay), slab_size=10)
     seconds = asyncio.get_running_loop().time() - start
-    assert seconds < 0.8 * 10 * delay  # sequential: 5 embeds + 5 upserts = 0.5 s; pipelined: ~0.3 s
+    assert seconds < 0.9 * 10 * delay  # sequential: 5 embeds + 5 upserts = 0.5 s; pipelined: ~0.3 s
 
 
 async def test_a_failed_upsert_propagates_unchanged_and_stops_the_embedding():
