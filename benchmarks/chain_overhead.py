@@ -20,9 +20,10 @@ raw Prefect and Chain alike (PrefectHQ/prefect#18934). `--gap 0` shows that.
     python benchmarks/chain_overhead.py [--repeat 40] [--gap 0.5] [--profile]
 
 `--compose` measures instead what composing inside a user's own `@flow` costs: a 3-step chain
-and a 3-node graph, called 10 times each (after a warm-up) at top level, as a subflow of a
-user's flow run, and with `subflow=False` inside it; it prints the medians and the ratio
-inside / top level side by side, and how many 503s the shared client absorbed. `--server
+and a 3-node graph, called 10 times each (after a warm-up, `--gap` idle seconds before each
+call, not timed, in every row alike) at top level, as a subflow of a user's flow run, and with
+`subflow=False` inside it; it prints the medians and the ratio inside / top level side by side,
+and how many 503s the shared client absorbed. `--server
 sqlite` runs it against a `prefect server` on SQLite (`prefect_beluga.testing.PrefectServer`)
 instead of the embedded API.
 
@@ -224,7 +225,7 @@ COMPOSE_ROWS = {
 
 
 async def measure_compose(
-    calls: int, prefect_retries: Any
+    calls: int, prefect_retries: Any, gap: float
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, int]]]:
     """Per kind (chain, graph) and row: the seconds of each of `calls` calls, and the 503s
     during the row: absorbed by the shared client / retried by Prefect's own client (2 s)."""
@@ -239,6 +240,7 @@ async def measure_compose(
     absorbed: dict[str, dict[str, str]] = {k: {} for k in kinds}
 
     async def timed(call: Callable[[], Awaitable[Any]]) -> float:
+        await asyncio.sleep(gap)  # let the API drain the last call's events (not timed)
         start = time.perf_counter()
         await call()
         return time.perf_counter() - start
@@ -272,10 +274,11 @@ async def measure_compose(
 
 
 def report_compose(
-    samples: dict[str, dict[str, list[float]]], absorbed: dict[str, dict[str, str]], calls: int, server: str
+    samples: dict[str, dict[str, list[float]]], absorbed: dict[str, dict[str, str]], calls: int, server: str,
+    gap: float,
 ) -> None:
-    print(f"\nComposing inside a flow ({server} API): {calls} calls each, "
-          "median (worst) ms per call, ratio to top level\n")
+    print(f"\nComposing inside a flow ({server} API): {calls} calls each, {gap} s idle before each "
+          "(not timed), median (worst) ms per call, ratio to top level\n")
     print("503s: absorbed by the shared client (10-500 ms) / retried by Prefect's client (2 s)\n")
     print("| row | chain, 3 steps | ratio | 503s | graph, 3 nodes | ratio | 503s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -289,13 +292,13 @@ def report_compose(
         print(f"| {title} | {' | '.join(cells)} |")
 
 
-async def compose_main(calls: int, server: str) -> None:
+async def compose_main(calls: int, server: str, gap: float) -> None:
     from prefect_beluga.orchestration._runtime import shared_transport
     from prefect_beluga.testing.prefect_retries import PrefectClientRetries
 
     with PrefectClientRetries() as retries:
-        samples, absorbed = await measure_compose(calls, retries)
-    report_compose(samples, absorbed, calls, server)
+        samples, absorbed = await measure_compose(calls, retries, gap)
+    report_compose(samples, absorbed, calls, server, gap)
     transport = shared_transport()
     absorbed = transport.retried if transport is not None else "n/a"
     print(f"\n503s absorbed by the shared client's fast retry (10-500 ms): {absorbed}; "
@@ -321,9 +324,9 @@ def main() -> None:
             from prefect_beluga.testing.prefect_server import PrefectServer
 
             with PrefectServer() as server, server.settings():
-                asyncio.run(compose_main(args.calls, args.server))
+                asyncio.run(compose_main(args.calls, args.server, args.gap))
         else:
-            asyncio.run(compose_main(args.calls, args.server))
+            asyncio.run(compose_main(args.calls, args.server, args.gap))
         return
     samples = asyncio.run(measure(args.repeat, args.gap))
     report(samples, args.repeat, args.gap)
