@@ -5,8 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
+from typing import Any
 
 from prefect_beluga.core.streaming import TokenSink, current_node, emit_token, token_sink
+
+
+def recording_publisher(run_id: str = "run-1", **options: Any) -> Any:
+    """A workflow `EventPublisher` whose `sent` list keeps `(time, event name, payload)` of every
+    event it would hand to Prefect's `emit_event` (the payload as `_emit` would publish it)."""
+    from prefect_beluga.orchestration.workflow._tokens import EventPublisher
+
+    class Recording(EventPublisher):
+        sent: list[tuple[float, str, dict[str, Any]]]
+
+        def _emit(self, name: str, payload: dict[str, Any]) -> None:
+            self.sent.append((time.monotonic(), name, {"attempt": self.attempt, "seq": self.seq, **payload}))
+            self.seq += 1
+
+    Recording.sent = []  # a fresh class per call: one list per publisher
+    return Recording(run_id, **options)
 
 
 async def test_chunks_from_a_worker_thread_reach_the_loop_in_order_tagged_with_the_innermost_node():
@@ -43,17 +61,10 @@ def test_without_a_sink_nothing_happens_and_retry_events_are_tagged():
 
 
 def test_a_workflow_publisher_coalesces_each_node_to_about_ten_events_a_second():
-    import time
+    from prefect_beluga.orchestration.workflow._tokens import END_EVENT, TOKENS_EVENT
 
-    from prefect_beluga.orchestration.workflow._tokens import END_EVENT, TOKENS_EVENT, EventPublisher
-
-    class Recorded(EventPublisher):
-        def _emit(self, name, payload):  # what would go to Prefect's emit_event
-            sent.append((time.monotonic(), name, {"seq": self.seq, **payload}))
-            self.seq += 1
-
-    sent: list = []
-    publisher = Recorded("run-1")
+    publisher = recording_publisher()
+    sent = publisher.sent
     started = time.monotonic()
     for i in range(300):
         for node in ("left", "right"):
@@ -76,19 +87,13 @@ def test_a_workflow_publisher_coalesces_each_node_to_about_ten_events_a_second()
 
 
 def test_a_retry_event_crosses_processes_with_the_run_attempt_kept_apart():
-    from prefect_beluga.orchestration.workflow._tokens import EventPublisher, _as_update
+    from prefect_beluga.orchestration.workflow._tokens import _as_update
 
-    class Recorded(EventPublisher):
-        def _emit(self, name, payload):
-            sent.append((name, {"attempt": self.attempt, "seq": self.seq, **payload}))
-            self.seq += 1
-
-    sent: list = []
-    publisher = Recorded("run-1", attempt=3)
+    publisher = recording_publisher(attempt=3)
     publisher.deliver({"__retry__": {"node": "agent", "attempt": 2, "substep": "gpt-4o-mini"}})
     publisher.deliver({"__retry__": {"node": "summarize", "attempt": 4}})
     publisher.close()
-    retries = [payload for name, payload in sent if name == "prefect-beluga.retry"]
+    retries = [payload for _, name, payload in publisher.sent if name == "prefect-beluga.retry"]
     assert [p["attempt"] for p in retries] == [3, 3]  # the run's: events are ordered by it
     assert [_as_update("prefect-beluga.retry", p) for p in retries] == [
         {"__retry__": {"node": "agent", "attempt": 2, "substep": "gpt-4o-mini"}},
@@ -98,7 +103,7 @@ def test_a_retry_event_crosses_processes_with_the_run_attempt_kept_apart():
 
 def test_tool_events_are_tagged_like_tokens_and_cross_processes_after_their_nodes_text():
     from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
-    from prefect_beluga.orchestration.workflow._tokens import EventPublisher, _as_update
+    from prefect_beluga.orchestration.workflow._tokens import _as_update
 
     emit_tool_call("add", "call_1", {"a": 1})  # no sink: a no-op
     got: list[dict] = []
@@ -110,18 +115,12 @@ def test_tool_events_are_tagged_like_tokens_and_cross_processes_after_their_node
         {"__tool_result__": {"node": "research", "tool": "add", "id": "call_1", "ok": True, "content": "1"}},
     ]
 
-    class Recorded(EventPublisher):
-        def _emit(self, name, payload):
-            sent.append((name, {"attempt": 1, "seq": self.seq, **payload}))
-            self.seq += 1
-
-    sent: list = []
-    publisher = Recorded("run-1", interval=60)
+    publisher = recording_publisher(interval=60)
     publisher.deliver({"__token__": {"node": "research", "text": "Let me add."}})
     for event in got:
         publisher.deliver(event)
     publisher.close()
-    assert [name for name, _ in sent] == [
+    assert [name for _, name, _ in publisher.sent] == [
         "prefect-beluga.tokens", "prefect-beluga.tool-call", "prefect-beluga.tool-result", "prefect-beluga.tokens-end"
     ]
-    assert [_as_update(name, payload) for name, payload in sent[1:3]] == got
+    assert [_as_update(name, payload) for _, name, payload in publisher.sent[1:3]] == got
