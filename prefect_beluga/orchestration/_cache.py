@@ -88,10 +88,12 @@ class StepValueKey(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        state = (inputs or {}).get("state")
-        if isinstance(state, quote):
-            state = state.unquote()
-        return step_cache_key(self.scope, self.step, self.runnable, state)
+        return step_cache_key(self.scope, self.step, self.runnable, unquoted((inputs or {}).get("state")))
+
+
+def unquoted(value: Any) -> Any:
+    """`value` without Prefect's `quote` wrapper, in which steps pass their inputs to tasks."""
+    return value.unquote() if isinstance(value, quote) else value
 
 
 def step_cache_key(scope: str, step: str, runnable: Any, state: Any) -> str | None:
@@ -134,10 +136,7 @@ class SubstepValueKey(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        args = (inputs or {}).get("args")
-        if isinstance(args, quote):
-            args = args.unquote()
-        return value_key(SUBSTEP_SCOPE, self.step.name, self.step.cache_key, args)
+        return value_key(SUBSTEP_SCOPE, self.step.name, self.step.cache_key, unquoted((inputs or {}).get("args")))
 
 
 def _warn_once(scope: str, step: str, reason: str) -> None:

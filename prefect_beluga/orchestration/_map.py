@@ -21,6 +21,7 @@ from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import check_output, coerce_input
+from prefect_beluga.orchestration._cache import unquoted
 
 
 class Map(Runnable):
@@ -168,8 +169,7 @@ class MapTask:
         return MapTask(self.map, item_task, name=name, where=self.where)
 
     def _prepare(self, state: Any) -> tuple[dict[str, Any], list[Any]]:
-        if isinstance(state, quote):
-            state = state.unquote()
+        state = unquoted(state)
         return state, self.map.items_of(state, self.where)
 
     def _output(self, outputs: list[Any]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.core.streaming import current_node, token_sink
-from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options
+from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options, unquoted
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0
@@ -149,7 +149,7 @@ class WorkflowRunScoped(CachePolicy):
         if run_id is None:
             return None
         values = {
-            key: value.unquote() if isinstance(value, quote) else value
+            key: unquoted(value)
             for key, value in (inputs or {}).items()
             if key != "config"
         }
