@@ -20,6 +20,7 @@ from prefect_beluga.testing.prefect_server import stop_process_group
 
 __all__ = [
     "assert_key_stored_nowhere",
+    "base64_forms",
     "create_process_pool",
     "read_flow_run",
     "read_subflow_runs",
@@ -94,6 +95,16 @@ def write_docs(directory: Path, docs: dict[str, str]) -> Path:
     return folder
 
 
+def base64_forms(secret: bytes) -> list[bytes]:
+    """The bytes `secret` shows as inside any base64 text, at each of the 3 alignments (the
+    blocks mixed with neighbouring bytes dropped): search for these to find it encoded."""
+    forms = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + secret)
+        forms.append(encoded[4: len(encoded) - 4])
+    return forms
+
+
 def assert_key_stored_nowhere(key: str) -> None:
     """`key` (raw, or inside base64 text) is in no byte of the API's SQLite database
     (parameters, task inputs, states, logs, events) nor of the persisted results
@@ -110,9 +121,6 @@ def assert_key_stored_nowhere(key: str) -> None:
     files += [p for p in storage.rglob("*") if p.is_file()] if storage.exists() else []
     assert files, "found nothing to search"
     secret = key.encode()
-    needles = [secret]
-    for offset in range(3):  # the key inside base64 text, at each alignment
-        encoded = base64.b64encode(b"\0" * offset + secret)
-        needles.append(encoded[4: len(encoded) - 4])
+    needles = [secret, *base64_forms(secret)]
     leaked = [str(p) for p in files if any(needle in p.read_bytes() for needle in needles)]
     assert not leaked, f"the API key is stored in {leaked}"

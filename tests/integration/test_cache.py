@@ -28,7 +28,7 @@ from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.openai import OpenAIChatModel
 from prefect_beluga.orchestration._cache import UncacheableInputWarning
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.testing.helpers import base64_forms, read_flow_run, read_task_runs
 
 CHAT = "/v1/chat/completions"
 SECRET = "sk-beluga-cache-secret-0123456789abcdef"
@@ -175,7 +175,7 @@ async def test_the_api_key_is_not_in_storage(server, storage):
     files = [p for p in storage.rglob("*") if p.is_file()]
     assert files, "nothing was persisted"
     secret = SECRET.encode()
-    encodings = [secret] + [base64.b64encode(b"x" * shift + secret)[4:-4] for shift in range(3)]
+    encodings = [secret, *base64_forms(secret)]
     encodings += [base64.urlsafe_b64encode(secret)[:-4]]
     for path in files:
         content = path.read_bytes()

@@ -48,7 +48,7 @@ from prefect_beluga.blocks import (
     PineconeVectorStoreBlock,
 )
 from prefect_beluga.testing import OpenAIServer, PineconeServer
-from prefect_beluga.testing.helpers import write_docs
+from prefect_beluga.testing.helpers import base64_forms, write_docs
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 TAG = uuid.uuid4().hex
@@ -65,20 +65,11 @@ SDK_LOGGERS = ("prefect_beluga", "openai", "httpx", "httpcore", "pinecone", "url
 # -- what to look for --------------------------------------------------------------------------
 
 
-def _base64_forms(secret: bytes) -> list[bytes]:
-    """The key's bytes as they appear inside any base64 text, at each of the 3 alignments."""
-    forms = []
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + secret)
-        forms.append(encoded[4: len(encoded) - 4])  # drop blocks mixed with neighbouring bytes
-    return forms
-
-
 def needles_for(*keys: str) -> list[bytes]:
     needles = []
     for key in keys:
         raw = key.encode()
-        needles += [raw, raw.split(b"LEAKCANARY-")[1], *_base64_forms(raw)]
+        needles += [raw, raw.split(b"LEAKCANARY-")[1], *base64_forms(raw)]
     return needles
 
 
