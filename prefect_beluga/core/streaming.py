@@ -2,7 +2,8 @@
 
 `orchestration/` sets a `TokenSink` in the run's context when a caller streams with
 `tokens=True` (`chain.astream(input, tokens=True)`), and names the step or node running
-(`current_node`) around each step's execution, so the innermost step wins. A chat model
+(`current_node`) around each step's execution, so the innermost step wins; a Map item's task
+run also sets its index (`current_item`), which its events carry as `"index"`. A chat model
 (`llms/`) asks `token_sink()`: only when a sink is set does it use the provider's streaming
 API, handing each text delta to `emit_token`. An agent (`agents.py`) reports the tool calls
 its model asks for, and their outcomes, the same way (`emit_tool_call`, `emit_tool_result`).
@@ -26,7 +27,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 #: Called with each event (a one-key dict) on the loop the sink was made on.
 Deliver = Callable[[dict[str, Any]], Any]
@@ -35,6 +36,8 @@ TOKEN_KEY = "__token__"
 RETRY_KEY = "__retry__"
 TOOL_CALL_KEY = "__tool_call__"
 TOOL_RESULT_KEY = "__tool_result__"
+
+T = TypeVar("T")
 
 
 class TokenSink:
@@ -45,6 +48,7 @@ class TokenSink:
             `{"__retry__": {"node": node, "attempt": n}}` before a step's retry, and an agent's
             `{"__tool_call__": {...}}` / `{"__tool_result__": {...}}` (see `tool_call`), always
             on the event loop that was running when the sink was made (or directly, when none was).
+            An event of a Map item has its `"index"` after `"node"`.
     """
 
     def __init__(self, deliver: Deliver) -> None:
@@ -55,29 +59,34 @@ class TokenSink:
             self.loop = None
         self.thread = threading.get_ident()
 
-    def emit(self, node: str, text: str) -> None:
-        """Hand one delta over, from any thread; deltas of one thread keep their order."""
-        self._put({TOKEN_KEY: {"node": node, "text": text}})
+    def emit(self, node: str, text: str, index: int | None = None) -> None:
+        """Hand one delta over, from any thread; deltas of one thread keep their order.
 
-    def retry(self, node: str, attempt: int, substep: str | None = None) -> None:
+        `index` is that of the Map item the delta comes from (None: not from a Map item)."""
+        self._put(TOKEN_KEY, node, index, text=text)
+
+    def retry(self, node: str, attempt: int, substep: str | None = None, index: int | None = None) -> None:
         """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void.
 
         With `substep`, only that sub-step of the node runs again: for an agent's model turn,
         the text since the node's last tool result is void; for a tool, nothing streamed is."""
-        detail: dict[str, Any] = {"node": node, "attempt": attempt}
+        fields: dict[str, Any] = {"attempt": attempt}
         if substep is not None:
-            detail["substep"] = substep
-        self._put({RETRY_KEY: detail})
+            fields["substep"] = substep
+        self._put(RETRY_KEY, node, index, **fields)
 
-    def tool_call(self, node: str, tool: str, call_id: str, arguments: Any) -> None:
+    def tool_call(self, node: str, tool: str, call_id: str, arguments: Any, index: int | None = None) -> None:
         """Tell the caller that the model in `node` asked for `tool` (before the tool runs)."""
-        self._put({TOOL_CALL_KEY: {"node": node, "tool": tool, "id": call_id, "arguments": arguments}})
+        self._put(TOOL_CALL_KEY, node, index, tool=tool, id=call_id, arguments=arguments)
 
-    def tool_result(self, node: str, tool: str, call_id: str, content: str, ok: bool) -> None:
+    def tool_result(
+        self, node: str, tool: str, call_id: str, content: str, ok: bool, index: int | None = None
+    ) -> None:
         """Tell the caller what the call `call_id` gave the model (`ok` False: an error message)."""
-        self._put({TOOL_RESULT_KEY: {"node": node, "tool": tool, "id": call_id, "ok": ok, "content": content}})
+        self._put(TOOL_RESULT_KEY, node, index, tool=tool, id=call_id, ok=ok, content=content)
 
-    def _put(self, event: dict[str, Any]) -> None:
+    def _put(self, key: str, node: str, index: int | None, **fields: Any) -> None:
+        event = {key: {**source_fields(node, index), **fields}}
         if self.loop is None or threading.get_ident() == self.thread:
             self.deliver(event)
         elif not self.loop.is_closed():
@@ -93,18 +102,23 @@ class TokenSink:
             _sink.reset(token)
 
 
-class _CurrentNode:
-    """The name of the step or node running, set around each step's execution."""
+def source_fields(node: str, index: int | None = None) -> dict[str, Any]:
+    """Where an event comes from, as its first fields: `node`, and `index` for a Map item."""
+    return {"node": node} if index is None else {"node": node, "index": index}
 
-    def __init__(self) -> None:
-        self._var: ContextVar[str | None] = ContextVar("prefect_beluga_token_node", default=None)
 
-    def get(self) -> str | None:
+class _Current(Generic[T]):
+    """A value set around a block of code (and the tasks it starts); the innermost wins."""
+
+    def __init__(self, name: str) -> None:
+        self._var: ContextVar[T | None] = ContextVar(name, default=None)
+
+    def get(self) -> T | None:
         return self._var.get()
 
     @contextlib.contextmanager
-    def set_for(self, name: str) -> Iterator[None]:
-        token = self._var.set(name)
+    def set_for(self, value: T) -> Iterator[None]:
+        token = self._var.set(value)
         try:
             yield
         finally:
@@ -112,7 +126,10 @@ class _CurrentNode:
 
 
 _sink: ContextVar[TokenSink | None] = ContextVar("prefect_beluga_token_sink", default=None)
-current_node = _CurrentNode()
+#: The name of the step or node running, set around each step's execution.
+current_node: _Current[str] = _Current("prefect_beluga_token_node")
+#: The index of the Map item running, set by its task run; steps nested in the item keep it.
+current_item: _Current[int] = _Current("prefect_beluga_token_item")
 
 
 def token_sink() -> TokenSink | None:
@@ -121,10 +138,10 @@ def token_sink() -> TokenSink | None:
 
 
 def emit_token(text: str, *, default_node: str = "") -> None:
-    """Hand `text` to the current sink, tagged with the current step or node (if any sink)."""
+    """Hand `text` to the current sink (if any), tagged with the current step or node and Map item."""
     sink = _sink.get()
     if sink is not None and text:
-        sink.emit(current_node.get() or default_node, text)
+        sink.emit(current_node.get() or default_node, text, current_item.get())
 
 
 def emit_tool_call(tool: str, call_id: str, arguments: Any, *, default_node: str = "") -> None:
@@ -137,14 +154,14 @@ def emit_tool_call(tool: str, call_id: str, arguments: Any, *, default_node: str
     """
     sink = _sink.get()
     if sink is not None:
-        sink.tool_call(current_node.get() or default_node, tool, call_id, arguments)
+        sink.tool_call(current_node.get() or default_node, tool, call_id, arguments, current_item.get())
 
 
 def emit_tool_result(tool: str, call_id: str, content: str, *, ok: bool, default_node: str = "") -> None:
     """Report the tool message a call gave the model to the current sink (if any)."""
     sink = _sink.get()
     if sink is not None:
-        sink.tool_result(current_node.get() or default_node, tool, call_id, content, ok)
+        sink.tool_result(current_node.get() or default_node, tool, call_id, content, ok, current_item.get())
 
 
 __all__ = [
@@ -153,9 +170,11 @@ __all__ = [
     "TOOL_CALL_KEY",
     "TOOL_RESULT_KEY",
     "TokenSink",
+    "current_item",
     "current_node",
     "emit_token",
     "emit_tool_call",
     "emit_tool_result",
+    "source_fields",
     "token_sink",
 ]

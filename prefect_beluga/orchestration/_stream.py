@@ -40,7 +40,8 @@ async def stream_updates(
     """Run `runnable.ainvoke(input, config)`, yielding each update it reports, then
     `{"__end__": result}`. With `tokens`, the chat models inside it stream, and each text
     delta comes as `{"__token__": {"node": name, "text": delta}}` as it arrives (a step's
-    retry as `{"__retry__": {"node": name, "attempt": n}}` before its fresh stream)."""
+    retry as `{"__retry__": {"node": name, "attempt": n}}` before its fresh stream); the
+    events of a Map item also carry its `"index"`."""
     sink = StreamSink(runnable)
     token = StreamSink._current.set(sink)
     try:

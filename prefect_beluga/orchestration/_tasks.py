@@ -34,7 +34,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
-from prefect_beluga.core.streaming import current_node, token_sink
+from prefect_beluga.core.streaming import current_item, current_node, token_sink
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options, unquoted
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
@@ -210,6 +210,15 @@ async def _invoke_step(
     return await _streamed_step(runnable, name, state, config)
 
 
+async def _invoke_item(
+    runnable: Runnable, name: str, index: int, state: Any, config: RunConfig, cache: CacheSettings | None = None
+) -> Any:
+    """Run item `index` of the Map step `name` as `_invoke_step` runs a step; its streamed
+    events (tokens, retry, tool calls) carry the index too."""
+    with current_item.set_for(index):
+        return await _invoke_step(runnable, name, state, config, cache)
+
+
 async def _streamed_step(runnable: Runnable, name: str, state: Any, config: RunConfig) -> Any:
     if token_sink() is None:
         return await runnable.ainvoke(state, config)
@@ -223,7 +232,7 @@ def announce_retry(node: str, substep: str | None = None) -> None:
     sink = token_sink()
     task_run = TaskRunContext.get()
     if sink is not None and task_run is not None and task_run.task_run.run_count > 1:
-        sink.retry(node, task_run.task_run.run_count, substep)
+        sink.retry(node, task_run.task_run.run_count, substep, current_item.get())
 
 
 def runnable_task(
@@ -246,7 +255,8 @@ def runnable_task(
     (same input, same result: a retried workflow run reuses it too).
 
     A `Map` becomes a `MapTask` instead: one task run per item, named `<name>[<index>]`, each
-    with this policy and, with `cache`, cached by the item's whole input (see `_map.py`).
+    with this policy, run like a step (`_invoke_item`) and, with `cache`, cached by the item's
+    whole input (see `_map.py`).
     """
     from prefect_beluga.orchestration._map import Map, MapTask
 
@@ -258,7 +268,7 @@ def runnable_task(
     if isinstance(runnable, Map):
 
         async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
-            output = await inner.ainvoke(state, config)
+            output = await _invoke_item(inner, name, index, state, config, cache)
             return check_output(output, where=f"item {index} of {where}")
 
         run_item.__qualname__ = run_item.__name__ = name

@@ -19,7 +19,7 @@ import pydantic
 import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-from prefect_beluga import Chain, Graph, llms
+from prefect_beluga import Chain, Graph, Map, llms
 from prefect_beluga.agents import Agent
 from prefect_beluga.orchestration import cache_hits
 from prefect_beluga.testing import OpenAIServer
@@ -150,6 +150,32 @@ async def test_an_agent_graph_node_streams_under_its_node_name(server):
     assert "".join(e["__token__"]["text"] for e in events if "__token__" in e) == "Seven."
 
 
+@tool
+def look_up(query: str) -> str:
+    """Look a question up in the notes."""
+    return f"The notes answer {query}"
+
+
+async def test_a_map_of_agents_tags_each_items_events_with_its_index():
+    questions = ["What does Prefect schedule?", "What does Pinecone store?"]
+    researcher = Agent(llms.OfflineChatModel(), tools=[look_up], name="researcher")  # deterministic tool calls
+    chain = Chain([Map(researcher, over="questions", item_key="input", name="research")], name="agent-map-stream")
+    events = [event async for event in chain.astream({"questions": questions}, tokens=True)]
+    outputs = [output["output"] for output in events[-1]["__end__"]["research"]]
+
+    calls = sorted((e["__tool_call__"] for e in events if "__tool_call__" in e), key=lambda c: c["index"])
+    assert [(c["index"], c["node"], c["arguments"]) for c in calls] == [
+        (i, "research", {"query": q}) for i, q in enumerate(questions)
+    ]
+    results = sorted((e["__tool_result__"] for e in events if "__tool_result__" in e), key=lambda r: r["index"])
+    assert [(r["index"], r["node"], r["content"]) for r in results] == [
+        (i, "research", f"The notes answer {q}") for i, q in enumerate(questions)
+    ]
+    for index, output in enumerate(outputs):
+        tokens = [e["__token__"] for e in events if "__token__" in e and e["__token__"].get("index") == index]
+        assert {t["node"] for t in tokens} == {"research"} and "".join(t["text"] for t in tokens) == output
+
+
 # -- caching ---------------------------------------------------------------------------------------
 
 
@@ -240,6 +266,21 @@ async def test_any_change_of_the_agent_is_a_miss(server, storage, change):
     else:
         assert sorted(record.misses) == ["adder", changed.llm.name] and record.hits == []
         assert chats(server) == 2
+
+
+async def test_a_cached_map_of_agents_caches_each_items_model_turns(server, storage):
+    chain = Chain([Map(agent(server), over="questions", item_key="input", name="research")],
+                  name="agent-map-cache", cache=True)
+    await chain.ainvoke({"questions": ["Say a.", "Say b."]})
+    assert chats(server) == 2
+    # A longer list misses every item (each item's key holds the list), but not the model turns
+    # the first run answered: only the new item asks the model.
+    with cache_hits() as record:
+        result = await chain.ainvoke({"questions": ["Say a.", "Say b.", "Say c."]})
+    assert chats(server) == 3
+    assert sorted(record.hits) == [MODEL, MODEL]
+    assert sorted(record.misses) == [MODEL, "research", "research", "research"]
+    assert [output["output"] for output in result["research"]] == ["Echo: Say a.", "Echo: Say b.", "Echo: Say c."]
 
 
 def test_output_type_is_part_of_the_key(server):

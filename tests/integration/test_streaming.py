@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from prefect_beluga import Chain, Graph
+from prefect_beluga import Chain, Graph, Map
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.offline import OfflineChatModel
@@ -176,6 +176,101 @@ async def test_the_offline_model_streams_word_by_word():
     texts = [e["__token__"]["text"] for e in events if "__token__" in e]
     assert len(texts) > 3
     assert "".join(texts) == events[-1]["__end__"]["output"] == "[offline model] Pinecone stores vectors."
+
+
+# -- Map: each item's events carry its index ---------------------------------------------------------
+
+QUESTIONS = [
+    "Prefect schedules flows. What does Prefect schedule?",
+    "Pinecone stores vectors in an index. What does Pinecone store?",
+    "Dask runs tasks on a cluster. What does Dask run?",
+]
+
+
+class FlakyAnswer(AsyncAnswer):
+    """`AsyncAnswer` that fails once on the Map item `fail_index`, after streaming its reply."""
+
+    def __init__(self, llm: Any, name: str, fail_index: int) -> None:
+        super().__init__(llm, name)
+        self.fail_index, self.failed = fail_index, False
+
+    async def ainvoke(self, input: dict[str, Any], config: Any = None) -> dict[str, Any]:
+        output = await super().ainvoke(input, config)
+        if input["index"] == self.fail_index and not self.failed:
+            self.failed = True
+            raise RuntimeError(f"flaky item {self.fail_index}")
+        return output
+
+
+def texts_by_source(events: list[dict[str, Any]]) -> dict[tuple[str, int | None], str]:
+    """The text streamed by each (node, Map item index), index None for an ordinary step."""
+    texts: dict[tuple[str, int | None], str] = {}
+    for event in events:
+        if "__token__" in event:
+            token = event["__token__"]
+            source = (token["node"], token.get("index"))
+            texts[source] = texts.get(source, "") + token["text"]
+    return texts
+
+
+async def test_map_items_in_a_chain_stream_tagged_with_the_step_and_their_index():
+    llm = OfflineChatModel()
+    chain = Chain(
+        [Map(AsyncAnswer(llm, "summary"), over="questions", item_key="input", name="summarize"),
+         AsyncAnswer(llm)],
+        name="map-stream",
+    )
+    events = [e async for e in chain.astream({"input": QUESTIONS[0], "questions": QUESTIONS}, tokens=True)]
+    result = events[-1]["__end__"]
+    summaries = [output["summary"] for output in result["summarize"]]
+    assert len(set(summaries)) == len(QUESTIONS) and all(len(s.split()) > 3 for s in summaries)
+    # each item's tokens under ("summarize", its index); the ordinary step's without an index
+    assert texts_by_source(events) == {
+        **{("summarize", i): summary for i, summary in enumerate(summaries)},
+        ("answer", None): result["answer"],
+    }
+    assert not any("index" in e["__token__"] for e in events if "__token__" in e and e["__token__"]["node"] == "answer")
+
+
+async def test_map_items_in_a_graph_stream_tagged_with_the_node_and_their_index():
+    llm = OfflineChatModel()
+    graph = Graph(name="map-stream-graph")
+    graph.add_node("summarize", Map(Answer(llm, "summary"), over="questions", item_key="input"))  # sync: threads
+    graph.add_node("answer", AsyncAnswer(llm))
+    graph.add_edge("summarize", "answer").set_entry_point("summarize").set_finish_point("answer")
+    events = [e async for e in graph.astream({"input": QUESTIONS[1], "questions": QUESTIONS}, tokens=True)]
+    result = events[-1]["__end__"]
+    assert texts_by_source(events) == {
+        **{("summarize", i): output["summary"] for i, output in enumerate(result["summarize"])},
+        ("answer", None): result["answer"],
+    }
+
+
+async def test_a_chain_inside_a_map_item_tags_its_own_step_with_the_items_index():
+    inner = Chain([AsyncAnswer(OfflineChatModel(), "summary")], name="inner")
+    chain = Chain([Map(inner, over="questions", item_key="input", name="summarize")], name="map-of-chains")
+    events = [e async for e in chain.astream({"questions": QUESTIONS}, tokens=True)]
+    outputs = events[-1]["__end__"]["summarize"]
+    assert texts_by_source(events) == {("summary", i): output["summary"] for i, output in enumerate(outputs)}
+
+
+async def test_a_flaky_map_item_announces_its_retry_with_its_index_only():
+    chain = Chain(
+        [Map(FlakyAnswer(OfflineChatModel(), "summary", fail_index=1), over="questions", item_key="input",
+             name="summarize")],
+        name="map-flaky-stream", retries=1,
+    )
+    events = [e async for e in chain.astream({"questions": QUESTIONS}, tokens=True)]
+    summaries = [output["summary"] for output in events[-1]["__end__"]["summarize"]]
+
+    assert [e["__retry__"] for e in events if "__retry__" in e] == [{"node": "summarize", "index": 1, "attempt": 2}]
+    retry_at = next(i for i, e in enumerate(events) if "__retry__" in e)
+    # item 1 streamed its reply twice, the void one before its retry; the others once
+    assert texts_by_source(events[:retry_at])[("summarize", 1)] == summaries[1]
+    assert texts_by_source(events[retry_at:])[("summarize", 1)] == summaries[1]
+    assert texts_by_source(events) == {
+        ("summarize", 0): summaries[0], ("summarize", 1): summaries[1] * 2, ("summarize", 2): summaries[2],
+    }
 
 
 # -- across processes: a workflow run's tokens as Prefect events ---------------------------------

@@ -124,3 +124,33 @@ def test_tool_events_are_tagged_like_tokens_and_cross_processes_after_their_node
         "prefect-beluga.tokens", "prefect-beluga.tool-call", "prefect-beluga.tool-result", "prefect-beluga.tokens-end"
     ]
     assert [_as_update(name, payload) for _, name, payload in publisher.sent[1:3]] == got
+
+
+def test_a_map_items_events_carry_its_index_and_cross_processes_coalesced_apart():
+    from prefect_beluga.core.streaming import current_item, emit_tool_call
+    from prefect_beluga.orchestration.workflow._tokens import TOKENS_EVENT, _as_update
+
+    got: list[dict] = []
+    with TokenSink(got.append).active(), current_node.set_for("summarize"):
+        emit_token("step")
+        with current_item.set_for(1):
+            emit_token("item")
+            emit_tool_call("add", "call_1", {"a": 1}, default_node="agent")
+    assert got == [
+        {"__token__": {"node": "summarize", "text": "step"}},
+        {"__token__": {"node": "summarize", "index": 1, "text": "item"}},
+        {"__tool_call__": {"node": "summarize", "index": 1, "tool": "add", "id": "call_1", "arguments": {"a": 1}}},
+    ]
+
+    publisher = recording_publisher(interval=60)
+    for i in range(3):
+        for index in (0, 1):
+            publisher.deliver({"__token__": {"node": "summarize", "index": index, "text": f"{index}.{i} "}})
+    publisher.deliver({"__retry__": {"node": "summarize", "index": 1, "attempt": 2}})
+    publisher.close()
+    updates = [_as_update(name, payload) for _, name, payload in publisher.sent]
+    for index in (0, 1):  # two items of one node: each item's text is its own
+        texts = [u["__token__"]["text"] for u in updates if u and "__token__" in u and u["__token__"]["index"] == index]
+        assert "".join(texts) == f"{index}.0 {index}.1 {index}.2 "
+    assert sum(name == TOKENS_EVENT for _, name, _ in publisher.sent) <= 4  # still coalesced
+    assert {"__retry__": {"node": "summarize", "index": 1, "attempt": 2}} in updates

@@ -9,6 +9,8 @@ it (on whatever process or worker runs it) a `TokenSink` hands every chat model 
   it emits at most ~10 events a second (its first chunk goes at once);
 - `prefect-beluga.retry` — payload `{"seq", "node", "step_attempt"}` (and `"substep"` for a
   retried sub-step), before a retried step's fresh stream;
+- the events of a Map item also carry its `"index"`, and each item's chunks are coalesced
+  apart, as a node's are;
 - `prefect-beluga.tool-call` / `prefect-beluga.tool-result` — payload `{"seq", ...}` with the
   fields of an agent's `__tool_call__` / `__tool_result__` event; its node's text goes first;
 - `prefect-beluga.tokens-end` — payload `{"seq"}`: the run's body is done; `seq` events precede it.
@@ -30,7 +32,14 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from prefect_beluga.core.streaming import RETRY_KEY, TOKEN_KEY, TOOL_CALL_KEY, TOOL_RESULT_KEY, TokenSink
+from prefect_beluga.core.streaming import (
+    RETRY_KEY,
+    TOKEN_KEY,
+    TOOL_CALL_KEY,
+    TOOL_RESULT_KEY,
+    TokenSink,
+    source_fields,
+)
 
 STREAM_TAG = "beluga:stream-tokens"
 TOKENS_EVENT = "prefect-beluga.tokens"
@@ -41,6 +50,13 @@ TOOL_EVENTS = {TOOL_CALL_KEY: "prefect-beluga.tool-call", TOOL_RESULT_KEY: "pref
 _TOOL_KEYS = {name: key for key, name in TOOL_EVENTS.items()}
 #: Seconds between two events of one node (at most ~10 a second).
 MIN_INTERVAL = 0.1
+
+#: Where text comes from: its node and its Map item's index (None: not a Map item).
+Source = tuple[str, int | None]
+
+
+def _source(detail: dict[str, Any]) -> Source:
+    return detail["node"], detail.get("index")
 
 
 def resource_id(run_id: str) -> str:
@@ -55,8 +71,8 @@ class EventPublisher:
         self.attempt = attempt
         self.interval = interval
         self.seq = 0
-        self._buffers: dict[str, list[str]] = {}
-        self._last_sent: dict[str, float] = {}
+        self._buffers: dict[Source, list[str]] = {}
+        self._last_sent: dict[Source, float] = {}
         self._lock = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._flush_loop, name=f"beluga-tokens-{run_id}", daemon=True)
@@ -67,17 +83,18 @@ class EventPublisher:
         with self._lock:
             if TOKEN_KEY in event:
                 token = event[TOKEN_KEY]
-                self._buffers.setdefault(token["node"], []).append(token["text"])
+                self._buffers.setdefault(_source(token), []).append(token["text"])
             elif RETRY_KEY in event:
                 retry = event[RETRY_KEY]
-                self._send_node(retry["node"])
+                source = _source(retry)
+                self._send(source)
                 # `attempt` in a payload is the run's attempt (events are ordered by it)
-                self._emit(RETRY_EVENT, {"node": retry["node"], "step_attempt": retry["attempt"],
+                self._emit(RETRY_EVENT, {**source_fields(*source), "step_attempt": retry["attempt"],
                                          **({"substep": retry["substep"]} if "substep" in retry else {})})
             else:
                 for key, name in TOOL_EVENTS.items():
                     if key in event:  # after the text its model wrote before asking
-                        self._send_node(event[key]["node"])
+                        self._send(_source(event[key]))
                         self._emit(name, dict(event[key]))
             self._lock.notify()
 
@@ -85,8 +102,8 @@ class EventPublisher:
         """Flush every node, then publish the end marker."""
         with self._lock:
             self._closed = True
-            for node in list(self._buffers):
-                self._send_node(node)
+            for source in list(self._buffers):
+                self._send(source)
             self._emit(END_EVENT, {})
             self._lock.notify()
         self._thread.join(timeout=5)
@@ -96,22 +113,22 @@ class EventPublisher:
             while not self._closed:
                 now = time.monotonic()
                 wait = None
-                for node, parts in self._buffers.items():
+                for source, parts in self._buffers.items():
                     if not parts:
                         continue
-                    due = self._last_sent.get(node, float("-inf")) + self.interval
+                    due = self._last_sent.get(source, float("-inf")) + self.interval
                     if due <= now:
-                        self._send_node(node)
+                        self._send(source)
                     else:
                         wait = due - now if wait is None else min(wait, due - now)
                 self._lock.wait(timeout=wait)
 
-    def _send_node(self, node: str) -> None:
-        parts = self._buffers.get(node)
+    def _send(self, source: Source) -> None:
+        parts = self._buffers.get(source)
         if parts:
-            self._emit(TOKENS_EVENT, {"node": node, "text": "".join(parts)})
+            self._emit(TOKENS_EVENT, {**source_fields(*source), "text": "".join(parts)})
             parts.clear()
-            self._last_sent[node] = time.monotonic()
+            self._last_sent[source] = time.monotonic()
 
     def _emit(self, name: str, payload: dict[str, Any]) -> None:
         emit_event(
@@ -140,9 +157,9 @@ def publishing(run_id: str | None, tags: Any, attempt: int = 1) -> Any:
 
 def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     if name == TOKENS_EVENT:
-        return {TOKEN_KEY: {"node": payload["node"], "text": payload["text"]}}
+        return {TOKEN_KEY: {**source_fields(*_source(payload)), "text": payload["text"]}}
     if name == RETRY_EVENT:
-        detail = {"node": payload["node"], "attempt": payload["step_attempt"]}
+        detail = {**source_fields(*_source(payload)), "attempt": payload["step_attempt"]}
         if payload.get("substep") is not None:
             detail["substep"] = payload["substep"]
         return {RETRY_KEY: detail}
