@@ -400,6 +400,47 @@ async def test_an_agent_workflow_streams_its_tool_calls_to_another_process(prefe
     assert KEY not in repr(events)
 
 
+MAP_WRITER = """
+import json, sys
+from prefect_beluga import Chain, Map, Orchestrator
+from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.llms.offline import OfflineChatModel
+
+class Summary(Runnable):
+    name = "summary"
+    async def ainvoke(self, input, config=None):
+        return {"summary": (await OfflineChatModel().agenerate(input["input"])).content}
+
+chain = Chain([Map(Summary(), over="questions", item_key="input", name="summarize")], name="map-streamed")
+workflow = Orchestrator().create_workflow(chain, workflow_id="map-streamed")
+workflow_id, run_id = workflow.execute({"questions": json.loads(sys.argv[1])}, stream=True)
+print(run_id, flush=True)
+workflow.get_result(workflow_id, run_id, timeout=300)
+"""
+
+
+async def test_a_workflow_map_streams_each_items_tokens_with_its_index_to_another_process(prefect_server):
+    import json
+    import subprocess
+    import sys
+
+    from prefect_beluga import Orchestrator
+
+    writer = subprocess.run(
+        [sys.executable, "-c", MAP_WRITER, json.dumps(QUESTIONS)],
+        env=prefect_server.env, capture_output=True, text=True, timeout=300,
+    )
+    assert writer.returncode == 0, writer.stderr[-3000:]
+    run_id = writer.stdout.split()[0]
+    with prefect_server.settings():  # the run is over: the reader reads every event back
+        reader = Orchestrator().create_workflow(lambda state: state, workflow_id="map-streamed")
+        events = [event for _, event in await collect(reader.astream(run_id))]
+    outputs = events[-1]["__end__"]["summarize"]
+    assert len(outputs) == len(QUESTIONS)
+    # the items' text was coalesced per item on the way, never merged across items
+    assert texts_by_source(events) == {("summarize", i): output["summary"] for i, output in enumerate(outputs)}
+
+
 async def test_the_rag_generation_step_streams(server, llm):
     from prefect_beluga.rag.steps import GenerationStep
 
