@@ -347,6 +347,25 @@ async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_ser
     assert 0 <= last_received - written[-1][0] < 15.0
 
 
+async def events_of_a_finished_run(prefect_server, workflow_id: str, script: str, *args: str) -> list[dict[str, Any]]:
+    """Run the writer `script` (which starts a streamed run of `workflow_id` on the server, prints
+    its run id and waits for its end) in another process, then read every event of the run back."""
+    import subprocess
+    import sys
+
+    from prefect_beluga import Orchestrator
+
+    writer = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=prefect_server.env, capture_output=True, text=True, timeout=300,
+    )
+    assert writer.returncode == 0, writer.stderr[-3000:]
+    run_id = writer.stdout.split()[0]
+    with prefect_server.settings():  # the run is over: the reader reads every event back
+        reader = Orchestrator().create_workflow(lambda state: state, workflow_id=workflow_id)
+        return [event for _, event in await collect(reader.astream(run_id))]
+
+
 AGENT_WRITER = """
 import sys
 from prefect_beluga import Chain, Orchestrator
@@ -368,24 +387,11 @@ workflow.get_result(workflow_id, run_id, timeout=300)
 """
 
 
-async def test_an_agent_workflow_streams_its_tool_calls_to_another_process(prefect_server, tmp_path):
-    import subprocess
-    import sys
-
-    from prefect_beluga import Orchestrator
-
+async def test_an_agent_workflow_streams_its_tool_calls_to_another_process(prefect_server):
     with OpenAIServer(api_key=KEY) as server:
         server.reply_with({"tool_calls": [{"id": "call_1", "name": "add", "arguments": {"a": 2, "b": 40}}]},
                           "It is 42.")
-        writer = subprocess.run(
-            [sys.executable, "-c", AGENT_WRITER, server.base_url, KEY],
-            env=prefect_server.env, capture_output=True, text=True, timeout=300,
-        )
-    assert writer.returncode == 0, writer.stderr[-3000:]
-    run_id = writer.stdout.split()[0]
-    with prefect_server.settings():  # the run is over: the reader reads every event back
-        reader = Orchestrator().create_workflow(lambda state: state, workflow_id="agent-streamed")
-        events = [event for _, event in await collect(reader.astream(run_id))]
+        events = await events_of_a_finished_run(prefect_server, "agent-streamed", AGENT_WRITER, server.base_url, KEY)
     kinds = [next(iter(event)) for event in events]
     assert [e["__tool_call__"] for e in events if "__tool_call__" in e] == [
         {"node": "adder", "tool": "add", "id": "call_1", "arguments": {"a": 2, "b": 40}}
@@ -421,20 +427,9 @@ workflow.get_result(workflow_id, run_id, timeout=300)
 
 async def test_a_workflow_map_streams_each_items_tokens_with_its_index_to_another_process(prefect_server):
     import json
-    import subprocess
-    import sys
 
-    from prefect_beluga import Orchestrator
 
-    writer = subprocess.run(
-        [sys.executable, "-c", MAP_WRITER, json.dumps(QUESTIONS)],
-        env=prefect_server.env, capture_output=True, text=True, timeout=300,
-    )
-    assert writer.returncode == 0, writer.stderr[-3000:]
-    run_id = writer.stdout.split()[0]
-    with prefect_server.settings():  # the run is over: the reader reads every event back
-        reader = Orchestrator().create_workflow(lambda state: state, workflow_id="map-streamed")
-        events = [event for _, event in await collect(reader.astream(run_id))]
+    events = await events_of_a_finished_run(prefect_server, "map-streamed", MAP_WRITER, json.dumps(QUESTIONS))
     outputs = events[-1]["__end__"]["summarize"]
     assert len(outputs) == len(QUESTIONS)
     # the items' text was coalesced per item on the way, never merged across items
