@@ -428,7 +428,6 @@ workflow.get_result(workflow_id, run_id, timeout=300)
 async def test_a_workflow_map_streams_each_items_tokens_with_its_index_to_another_process(prefect_server):
     import json
 
-
     events = await events_of_a_finished_run(prefect_server, "map-streamed", MAP_WRITER, json.dumps(QUESTIONS))
     outputs = events[-1]["__end__"]["summarize"]
     assert len(outputs) == len(QUESTIONS)
