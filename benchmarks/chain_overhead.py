@@ -24,10 +24,11 @@ and a 3-node graph, called 10 times each (after a warm-up, `--gap` idle seconds 
 call, not timed, in every row alike) at top level, as a subflow of a user's flow run, and with
 `subflow=False` inside it; it prints the medians and the ratio inside / top level side by side,
 and how many 503s the shared client absorbed. `--server
-sqlite` runs it against a `prefect server` on SQLite (`prefect_beluga.testing.PrefectServer`)
+sqlite` / `--server postgresql` runs it against a `prefect server` on SQLite / on a throwaway
+PostgreSQL (`prefect_beluga.testing.PrefectServer`)
 instead of the embedded API.
 
-    python benchmarks/chain_overhead.py --compose [--calls 10] [--server embedded|sqlite]
+    python benchmarks/chain_overhead.py --compose [--calls 10] [--server embedded|sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -316,14 +317,14 @@ def main() -> None:
     parser.add_argument("--compose", action="store_true",
                         help="measure calls inside a user's flow against top-level calls")
     parser.add_argument("--calls", type=int, default=10, help="calls per row with --compose")
-    parser.add_argument("--server", choices=("embedded", "sqlite"), default="embedded",
-                        help="with --compose: the embedded API or a `prefect server` on SQLite")
+    parser.add_argument("--server", choices=("embedded", "sqlite", "postgresql"), default="embedded",
+                        help="with --compose: the embedded API or a `prefect server` on that database")
     args = parser.parse_args()
     if args.compose:
-        if args.server == "sqlite":
+        if args.server != "embedded":
             from prefect_beluga.testing.prefect_server import PrefectServer
 
-            with PrefectServer() as server, server.settings():
+            with PrefectServer(database=args.server) as server, server.settings():
                 asyncio.run(compose_main(args.calls, args.server, args.gap))
         else:
             asyncio.run(compose_main(args.calls, args.server, args.gap))
