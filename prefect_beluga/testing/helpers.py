@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId
@@ -25,9 +29,31 @@ __all__ = [
     "read_flow_run",
     "read_subflow_runs",
     "read_task_runs",
+    "reaped",
     "stop_process_group",
     "write_docs",
 ]
+
+
+@contextmanager
+def reaped(child: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """`child`, killed (if it still runs) and reaped when the block ends, however it ends: a
+    test that starts a process, e.g. to SIGKILL it mid-run, leaves none behind when it fails.
+
+    Examples:
+        ```python
+        child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        with reaped(child):
+            run_id = child.stdout.readline().strip()
+            child.send_signal(signal.SIGKILL)
+        ```
+    """
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
 
 
 async def read_flow_run(name: str, timeout: float = 30.0) -> FlowRun:

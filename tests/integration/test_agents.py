@@ -42,7 +42,7 @@ from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped
 from prefect_beluga.tools import Tool, ToolArgumentsError, tool
 
 TESTS = Path(__file__).parent
@@ -467,7 +467,7 @@ def test_finished_tool_calls_are_durable_in_a_killed_and_retried_workflow(tmp_pa
         child = subprocess.Popen(
             [sys.executable, "-c", code], env=subprocess_env(tmp_path, key), stdout=subprocess.PIPE, text=True
         )
-        try:
+        with reaped(child):
             run_id = child.stdout.readline().strip()
             deadline = time.monotonic() + 120
             while not (log.exists() and "gated:g" in log.read_text() and "quick:q" in log.read_text()):
@@ -481,10 +481,6 @@ def test_finished_tool_calls_are_durable_in_a_killed_and_retried_workflow(tmp_pa
                 time.sleep(0.2)
             child.send_signal(signal.SIGKILL)
             child.wait(10)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait(10)
         (tmp_path / "gate").touch()
         agent_workflow.retry(run_id)
         result = agent_workflow.get_result("test-agent", run_id, timeout=120)

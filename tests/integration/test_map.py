@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prefect_beluga import Chain, Graph, GraphNodesFailed, Map, RunConfig, ValidationError
-from prefect_beluga.testing.helpers import read_flow_run, read_task_runs
+from prefect_beluga.testing.helpers import read_flow_run, read_task_runs, reaped
 
 PEAKS: dict[int, Peak] = {}
 
@@ -231,7 +231,7 @@ def test_a_killed_workflow_retried_reruns_only_the_missing_items(tmp_path: Any) 
     )
     child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(),
                              stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(child):
         run_id = child.stdout.readline().strip()
         deadline = time.monotonic() + 90
         while not (log.exists() and len(log.read_text().splitlines()) == 5):
@@ -241,10 +241,6 @@ def test_a_killed_workflow_retried_reruns_only_the_missing_items(tmp_path: Any) 
         time.sleep(1.0)  # let the last finished item's result be persisted and recorded
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     gate.touch()
     assert mx.durable_map.retry(run_id) == ("test-durable-map", run_id)
     result = mx.durable_map.get_result("test-durable-map", run_id, timeout=90)

@@ -24,6 +24,7 @@ from prefect_beluga import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
+from prefect_beluga.testing.helpers import reaped
 
 subprocess_env = fx.subprocess_env
 
@@ -204,7 +205,7 @@ def test_killed_run_is_retried_without_recomputing_finished_steps(tmp_path):
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=subprocess_env(), stdout=subprocess.PIPE, text=True
     )
-    try:
+    with reaped(child):
         run_id = child.stdout.readline().strip()
         deadline = time.monotonic() + 90
         while not (log.exists() and "step3" in log.read_text()):
@@ -213,10 +214,6 @@ def test_killed_run_is_retried_without_recomputing_finished_steps(tmp_path):
             time.sleep(0.1)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     assert fx.durable.status(run_id) == "RUNNING"  # nobody is left to say otherwise
     gate.touch()
     assert fx.durable.retry(run_id) == ("test-durable", run_id)

@@ -10,7 +10,7 @@ import time
 import workflow_fixtures as fx
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool
+from prefect_beluga.testing.helpers import create_process_pool, reaped
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 
@@ -72,7 +72,7 @@ def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
     ready = tmp_path / "ready"
     code = f"import asyncio, workflow_fixtures as fx\nasyncio.run(fx.napper.flow({{'ready': {str(ready)!r}}}))\n"
     child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(), stderr=subprocess.PIPE, text=True)
-    try:
+    with reaped(child):
         deadline = time.monotonic() + 90
         while not ready.exists():
             assert time.monotonic() < deadline and child.poll() is None, (
@@ -82,10 +82,6 @@ def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
         time.sleep(0.5)
         child.send_signal(signal.SIGTERM)
         child.communicate(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     run_id = ready.read_text()
     assert fx.napper.status(run_id) == "CRASHED"
     deadline = time.monotonic() + 30

@@ -13,6 +13,7 @@ import pytest
 import workflow_fixtures as fx
 
 from prefect_beluga import WorkflowCancelled, WorkflowError
+from prefect_beluga.testing.helpers import reaped
 
 
 def test_signals_sent_before_the_wait_are_received_in_order(tmp_path):
@@ -67,7 +68,7 @@ def test_a_killed_run_retried_sees_the_signals_it_had_not_consumed(tmp_path):
         "time.sleep(600)\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(), stdout=subprocess.PIPE, text=True)
-    try:
+    with reaped(child):
         rid = child.stdout.readline().strip()
         fx.collector.signal(rid, "s", 1)
         deadline = time.monotonic() + 60
@@ -77,10 +78,6 @@ def test_a_killed_run_retried_sees_the_signals_it_had_not_consumed(tmp_path):
         fx.wait_for_status(fx.collector, rid, "PAUSED")  # in the second wait
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     fx.collector.signal(rid, "s", 2)  # while no process runs it
     fx.collector.retry(rid)
     fx.wait_for_status(fx.collector, rid, "PAUSED")  # replayed 1 and 2, waits for the third
@@ -105,16 +102,12 @@ def test_cancelling_a_run_paused_in_a_wait_ends_it_and_the_process_exits(workflo
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=fx.subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    try:
+    with reaped(child):
         rid = child.stdout.readline().strip()
         assert child.stdout.readline().strip() == "paused", child.stderr.read()[-3000:]
         workflow = getattr(fx, workflow_name)
         workflow.cancel(rid)
         out, err = child.communicate(timeout=60)  # exits by itself, promptly
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait(10)
     assert out.strip().splitlines()[-1] == "WorkflowCancelled"
     assert child.returncode == 0, err[-3000:]
     assert "Traceback" not in err and "Logging error" not in err, err[-3000:]
