@@ -23,10 +23,9 @@ raw Prefect and Chain alike (PrefectHQ/prefect#18934). `--gap 0` shows that.
 and a 3-node graph, called 10 times each (after a warm-up, `--gap` idle seconds before each
 call, not timed, in every row alike) at top level, as a subflow of a user's flow run, and with
 `subflow=False` inside it; it prints the medians and the ratio inside / top level side by side,
-and how many 503s the shared client absorbed. `--server
-sqlite` / `--server postgresql` runs it against a `prefect server` on SQLite / on a throwaway
-PostgreSQL (`prefect_beluga.testing.PrefectServer`)
-instead of the embedded API.
+and how many 503s the shared client absorbed. `--server sqlite` / `--server postgresql` runs it
+against a `prefect server` on SQLite / on a throwaway PostgreSQL
+(`prefect_beluga.testing.PrefectServer`) instead of the embedded API.
 
     python benchmarks/chain_overhead.py --compose [--calls 10] [--server embedded|sqlite|postgresql]
 """

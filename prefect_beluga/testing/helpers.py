@@ -1,4 +1,5 @@
-"""Helpers for tests that run flows: read runs back from the API, stop process groups, write inputs.
+"""Helpers for tests that run flows: read runs back from the API, stop process groups and reap
+child processes, write inputs, look for a secret's encoded forms.
 
 Import them as a module (``from prefect_beluga.testing.helpers import read_flow_run``), never
 from a ``conftest.py``.
