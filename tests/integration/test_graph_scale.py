@@ -1,7 +1,9 @@
 """Deep and wide graphs: compiling, validating and running need no recursion and stay linear.
 
-The runs record about 7,000 task runs. They go to a server of their own: on the session's API,
-recording them would delay every later test's task runs by a minute or more.
+The runs record about 7,000 task runs. Each test gets a server of its own: on the session's API,
+recording them would delay every later test's task runs by a minute or more, and on one shared
+SQLite server the event backlog of one test's thousands of runs can keep the database busy past
+the client's retries of the next test's first request (503 on ``POST /flow_runs/``).
 """
 
 import sys
@@ -13,7 +15,7 @@ from prefect_beluga import Graph, GraphValidationError
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def own_api() -> Iterator[None]:
     with PrefectServer() as server, server.settings():
         yield
