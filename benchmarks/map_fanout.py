@@ -19,7 +19,10 @@ one warm outer async `@flow` (each part in the same flow run):
    process's heap (~130 ms here) lands in one run of about four, whichever side it is.
    Process CPU time per run is printed too: the run is CPU-bound when it nears the wall time.
 
+`--server sqlite|postgresql` runs it all against a `prefect server` in a process of its own.
+
     python benchmarks/map_fanout.py [--repeat 3] [--items 1000] [--part all|1|2]
+                                    [--server embedded|sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -177,9 +180,18 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "1", "2"], default="all",
                         help="run part 1, part 2 or both (part 2 alone: on an API not still "
                              "recording part 1's thousands of task runs)")
+    parser.add_argument("--server", choices=("embedded", "sqlite", "postgresql"), default="embedded",
+                        help="the embedded API (in this process) or a `prefect server` on that "
+                             "database, in a process of its own")
     args = parser.parse_args()
-    print(f"load average: {os.getloadavg()}")
-    asyncio.run(bench(args.repeat, args.items, args.part))
+    print(f"load average: {os.getloadavg()}, API: {args.server}")
+    if args.server == "embedded":
+        asyncio.run(bench(args.repeat, args.items, args.part))
+        return
+    from prefect_beluga.testing.prefect_server import PrefectServer
+
+    with PrefectServer(database=args.server) as server, server.settings():
+        asyncio.run(bench(args.repeat, args.items, args.part))
 
 
 if __name__ == "__main__":
