@@ -132,7 +132,8 @@ def test_the_answers_table_has_five_short_columns_and_keeps_tokens_and_cost():
 
 async def test_rag_answer_on_an_empty_store_warns_naming_rag_ingest(tmp_path):
     blocks = await offline_blocks(tmp_path)
-    state = await rag_answer("What is Prefect?", **blocks, return_state=True)
+    with pytest.warns(rag.EmptyStoreWarning, match="rag-ingest"):
+        state = await rag_answer("What is Prefect?", **blocks, return_state=True)
     assert state.is_completed()
     markdown = await markdown_of(state)
     assert "**Warning:**" in markdown and "rag-ingest" in markdown and "empty" in markdown
