@@ -61,9 +61,9 @@ DOCS = {
 }
 SDK_LOGGERS = ("prefect_beluga", "openai", "httpx", "httpcore", "pinecone", "urllib3")
 
-# Some SDK records are logged where no flow run is in context (e.g. in the SDKs' own threads,
-# which do not see the fixture's "ignore" setting either): Prefect's API handler cannot send
-# those, and says so with this warning. What does reach the API is read back and checked.
+# Some SDK records are logged where no flow run is in context (e.g. in the SDKs' own threads):
+# Prefect's API handler cannot send those, and says so with this warning. What does reach the
+# API is read back and checked.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Logger '.*' attempted to send logs to the API without a flow run id:UserWarning"
 )
@@ -207,10 +207,6 @@ async def assert_nothing_leaked(capfd: pytest.CaptureFixture[str], caplog: pytes
 @pytest.fixture(autouse=True)
 def debug_logging_to_the_api(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Prefect, this package and the SDKs at DEBUG, their records sent to the Prefect API too."""
-    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
-
-    settings = temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"})
-    settings.__enter__()
     handler = APILogHandler(level=logging.DEBUG)
     saved = []
     for name in ("prefect", *SDK_LOGGERS):
@@ -226,7 +222,6 @@ def debug_logging_to_the_api(caplog: pytest.LogCaptureFixture) -> Iterator[None]
         for logger, level in saved:
             logger.setLevel(level)
             logger.removeHandler(handler)
-        settings.__exit__(None, None, None)
 
 
 @pytest.fixture
