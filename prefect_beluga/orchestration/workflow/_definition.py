@@ -12,10 +12,10 @@ from prefect import Flow
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.names import check_json, check_name
 from prefect_beluga.core.runnable import coerce_to_runnable
+from prefect_beluga.orchestration.recovery import explain_crash
 from prefect_beluga.orchestration.workflow._background import durable as _durable
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._deploy import Deployment, caller_module
-from prefect_beluga.orchestration.workflow._lost import explain_crash
 from prefect_beluga.orchestration.workflow._runs import Runs
 
 

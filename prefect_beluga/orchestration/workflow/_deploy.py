@@ -17,7 +17,7 @@ from prefect.exceptions import ObjectNotFound
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.orchestration.workflow._lost import default_lost_after, ensure_lost_run_automation
+from prefect_beluga.orchestration.recovery import aensure_recovery, check_lost_after, deployment_scope
 
 
 def caller_module() -> str | None:
@@ -86,9 +86,11 @@ class Deployment:
         pool needs no image: workers load the workflow from `directory`/`entrypoint` (found
         from where this workflow is defined, e.g. ``("flows", "review.py:review.flow")``).
 
-        With `resume_lost_runs`, a Prefect automation reschedules a run whose process sent no
-        heartbeat for `lost_after` seconds (default: three `PREFECT_FLOWS_HEARTBEAT_FREQUENCY`
-        periods), so another worker finishes it (see `_lost`).
+        With `resume_lost_runs`, two Prefect automations finish the deployment's runs by
+        themselves: a run whose process sent no heartbeat for `lost_after` seconds (default:
+        three `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` periods) is marked Crashed, and a Crashed run
+        is rescheduled, so another worker finishes it, finished steps read back; a finished
+        run is never touched (see `prefect_beluga.orchestration.recovery`).
         """
         return run_sync(
             self.adeploy(
@@ -116,10 +118,7 @@ class Deployment:
         """Async twin of `deploy`."""
         if not isinstance(work_pool, str) or not work_pool:
             raise ValidationError(f"work_pool must be a work pool name, got {work_pool!r}")
-        if lost_after is None:
-            lost_after = default_lost_after()
-        if not isinstance(lost_after, (int, float)) or isinstance(lost_after, bool) or lost_after < 30:
-            raise ValidationError(f"lost_after must be seconds >= 30 (Prefect's heartbeat minimum), got {lost_after!r}")
+        lost_after = check_lost_after(lost_after)
         if entrypoint is None or directory is None:
             found_dir, found_entry = self.entrypoint()
             directory = directory or found_dir
@@ -149,8 +148,11 @@ class Deployment:
                 description=self.description,
             )
             if resume_lost_runs:
-                await ensure_lost_run_automation(
-                    client, self.flow.name, self.deployment_name, deployment_id, lost_after
+                await aensure_recovery(
+                    deployment_id=deployment_id,
+                    scope=deployment_scope(self.flow.name, self.deployment_name),
+                    lost_after=lost_after,
+                    client=client,
                 )
         self._deployed = True
         return str(deployment_id)
