@@ -143,8 +143,9 @@ def wait_for_status(workflow, run_id: str, status: str, seconds: float = 60) -> 
         time.sleep(0.1)
 
 
-def start_worker(server, pool: str, name: str, folder: Path, **env_more: str):
-    """A `prefect worker` process (its own process group) of the process pool `pool`."""
+def start_worker(server, pool: str, name: str, folder: Path, *, limit: int = 1, **env_more: str):
+    """A `prefect worker` process (its own process group) of the process pool `pool`, running at
+    most `limit` flow runs at once."""
     import subprocess
 
     from prefect_beluga.testing.prefect_server import prefect_executable
@@ -159,7 +160,7 @@ def start_worker(server, pool: str, name: str, folder: Path, **env_more: str):
     )
     log = open(folder / f"{name}.log", "wb")
     return subprocess.Popen(
-        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", "1"],
+        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", str(limit)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
