@@ -1,7 +1,9 @@
 """A throwaway PostgreSQL cluster for a `prefect server` under test (Debian's binaries).
 
 `initdb` and `postgres` refuse to run as root, so as root the cluster runs as the `postgres`
-(or `nobody`) account; it listens on 127.0.0.1 only and its folder is removed on exit.
+(or `nobody`) account; it listens on 127.0.0.1 only and its folder is removed on exit. For fault
+tests, `stop_server()` / `start_server()` take the database server down (``pg_ctl -m fast stop``)
+and bring it back on the same port with the same data.
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ class ThrowawayPostgres:
         with ThrowawayPostgres() as pg:
             env = {"PREFECT_SERVER_DATABASE_CONNECTION_URL": pg.url}
         ```
+
+        A database outage (the data, port, password and `url` stay the same):
+
+        ```python
+        pg.stop_server()      # pg_ctl -m fast stop: clients get connection errors
+        time.sleep(15)
+        pg.start_server()     # the same cluster again, accepting connections
+        ```
     """
 
     user = "beluga"
@@ -112,14 +122,14 @@ class ThrowawayPostgres:
             )
         prefix, uid, gid = self._as_owner()
         self.root = Path(tempfile.mkdtemp(prefix="prefect-beluga-pg-"))
-        data, log = self.root / "data", self.root / "postgres.log"
+        data = self.root / "data"
         self._password = secrets.token_urlsafe(18)
         pwfile = self.root / "pw"
         pwfile.write_text(self._password + "\n")
         if uid is not None:
             for path in (self.root, pwfile):
                 os.chown(path, uid, gid)
-        owner_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+        owner_env = _owner_env()
         try:
             done = subprocess.run(
                 [*prefix, str(self._bin / "initdb"), "-D", str(data), "-U", self.user, "-E", "UTF8",
@@ -130,25 +140,7 @@ class ThrowawayPostgres:
             if done.returncode != 0:
                 raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
             port = self.port or free_port()
-            options = {
-                "listen_addresses": "127.0.0.1",
-                "port": str(port),
-                "unix_socket_directories": str(self.root),
-                "max_connections": "200",
-            }
-            if not self.durable:
-                options.update(fsync="off", synchronous_commit="off", full_page_writes="off")
-            args = [arg for key, value in options.items() for arg in ("-c", f"{key}={value}")]
-            log_file = open(log, "wb")
-            if uid is not None:
-                os.chown(log, uid, gid)
-            self._process = subprocess.Popen(
-                [*prefix, str(self._bin / "postgres"), "-D", str(data), *args],
-                env=owner_env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=self.root,
-            )
-            log_file.close()
-            self._wait_ready(port)
+            self._launch(port)
             env = {**owner_env, "PGPASSWORD": self._password}
             done = subprocess.run(
                 [str(self._bin / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", self.user, self.database],
@@ -162,6 +154,71 @@ class ThrowawayPostgres:
             self.stop()
             raise
         return self
+
+    def _launch(self, port: int) -> None:
+        """Start `postgres` on the cluster's data folder (its log appended to ``postgres.log``)
+        and wait until it accepts connections."""
+        assert self._bin is not None and self.root is not None
+        prefix, uid, gid = self._as_owner()
+        options = {
+            "listen_addresses": "127.0.0.1",
+            "port": str(port),
+            "unix_socket_directories": str(self.root),
+            "max_connections": "200",
+        }
+        if not self.durable:
+            options.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        args = [arg for key, value in options.items() for arg in ("-c", f"{key}={value}")]
+        log = self.root / "postgres.log"
+        log_file = open(log, "ab")
+        if uid is not None:
+            os.chown(log, uid, gid)
+        self._process = subprocess.Popen(
+            [*prefix, str(self._bin / "postgres"), "-D", str(self.root / "data"), *args],
+            env=_owner_env(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=self.root,
+        )
+        log_file.close()
+        self._wait_ready(port)
+
+    def stop_server(self, timeout: float = 60.0) -> None:
+        """Take the database server down, keeping the cluster: ``pg_ctl -m fast stop`` (open
+        transactions roll back, every connection is closed; new ones are refused).
+
+        `start_server()` brings it back on the same port with the same data and password.
+
+        Args:
+            timeout: Seconds to wait for the server to exit.
+        """
+        if self._process is None or self._bin is None or self.root is None:
+            raise RuntimeError("this ThrowawayPostgres is not running")
+        prefix, _, _ = self._as_owner()
+        done = subprocess.run(
+            [*prefix, str(self._bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "fast",
+             "-t", str(int(timeout)), "-w", "stop"],
+            env=_owner_env(), capture_output=True, text=True, timeout=timeout + 30, cwd=self.root,
+        )
+        process, self._process = self._process, None
+        if done.returncode != 0:
+            signal_group(process, signal.SIGKILL)
+        process.wait(timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed ({done.returncode}), killed it:\n{done.stdout}\n{done.stderr}")
+
+    def start_server(self) -> ThrowawayPostgres:
+        """Start the database server stopped by `stop_server()` again: same data folder, same
+        port (so `url` still holds), and wait until it accepts connections."""
+        if self._process is not None:
+            raise RuntimeError("this ThrowawayPostgres is already running")
+        if self.root is None or self.port is None:
+            raise RuntimeError("this ThrowawayPostgres was never started (or was removed by stop())")
+        self._launch(self.port)
+        return self
+
+    @property
+    def running(self) -> bool:
+        """True while the database server process is up."""
+        return self._process is not None and self._process.poll() is None
 
     def _wait_ready(self, port: int) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -186,7 +243,7 @@ class ThrowawayPostgres:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: roll back open transactions, close connections), then delete the
-        cluster's folder."""
+        cluster's folder (after `stop_server()` too)."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             signal_group(process, signal.SIGINT)
@@ -207,3 +264,8 @@ class ThrowawayPostgres:
 
     def __repr__(self) -> str:  # never the password
         return f"ThrowawayPostgres(port={self.port}, running={self._process is not None})"
+
+
+def _owner_env() -> dict[str, str]:
+    """The environment PostgreSQL's programs run in (no secrets of this process)."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}

@@ -20,6 +20,10 @@ auth (the server refuses every API call without it; ``/api/health`` stays open).
         server.env["PREFECT_API_AUTH_STRING"]   # clients send it; the URL never holds it
     ```
 
+For fault tests, `kill()` takes the server down (SIGKILL by default: a crash) keeping its home,
+port and database, and `restart()` starts it again on them; with ``database="postgresql"``,
+``server.postgres.stop_server()`` / ``start_server()`` make a database outage under it.
+
 `env` is a full environment for subprocesses (this process's environment plus `PREFECT_API_URL`,
 `PREFECT_API_AUTH_STRING` when the server has one, a client `PREFECT_HOME` and a shared
 `PREFECT_LOCAL_STORAGE_PATH`, so results one process persists another can read). `settings()`
@@ -92,6 +96,16 @@ class PrefectServer:
             with PrefectServer() as server:
                 yield server
         ```
+
+        Outages, for fault tests (`kill`, `restart`; the database under it via `postgres`):
+
+        ```python
+        with PrefectServer(database="postgresql") as server:
+            server.kill()                       # SIGKILL: a crash
+            server.restart()                    # same URL, home and database
+            server.postgres.stop_server()       # pg_ctl -m fast stop
+            server.postgres.start_server()
+        ```
     """
 
     def __init__(
@@ -126,6 +140,7 @@ class PrefectServer:
         self.keep_home = keep_home
         self._extra_env = dict(extra_env or {})
         self._process: subprocess.Popen[bytes] | None = None
+        self._server_env: dict[str, str] = {}
         self._log_file: Any = None
         self.home: Path | None = None
         self.api_url: str = ""
@@ -138,6 +153,7 @@ class PrefectServer:
             raise RuntimeError("this PrefectServer is already running")
         self.home = Path(tempfile.mkdtemp(prefix="prefect-beluga-server-"))
         port = self.port or free_port(self.host)
+        self.port = port
         self.api_url = f"http://{self.host}:{port}/api"
         try:
             self._start_server(port)
@@ -166,15 +182,7 @@ class PrefectServer:
             **auth_server,
             **self._extra_env,
         )
-        self._log_file = open(self.home / "server.log", "wb")
-        self._process = subprocess.Popen(
-            [prefect_executable(), "server", "start", "--host", self.host, "--port", str(port)],
-            env=server_env,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # our signals reach the server and its children only
-        )
+        self._server_env = server_env
         self.env = _clean_env(os.environ)
         self.env.update(
             PREFECT_API_URL=self.api_url,
@@ -184,7 +192,68 @@ class PrefectServer:
             **auth_client,
             **self._extra_env,
         )
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start `prefect server start` (its output appended to ``server.log``) and wait healthy."""
+        assert self.home is not None and self.port is not None
+        if self._log_file is None:
+            self._log_file = open(self.home / "server.log", "ab")
+        self._process = subprocess.Popen(
+            [prefect_executable(), "server", "start", "--host", self.host, "--port", str(self.port)],
+            env=self._server_env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # our signals reach the server and its children only
+        )
         self._wait_healthy()
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float | None = None) -> None:
+        """Take the server down as a crash (SIGKILL, default) or an operator (SIGTERM) would:
+        signal its process group and wait until every process of it has exited.
+
+        Its home, port, database (the SQLite file, or the `ThrowawayPostgres`, which keeps
+        running) and `env` stay, so `restart()` brings the same API back at the same URL.
+
+        Args:
+            sig: The signal (``signal.SIGKILL``, ``signal.SIGTERM``, ...).
+            timeout: Seconds to wait for the group to exit (default `stop_timeout`); after that
+                it is SIGKILLed.
+
+        Examples:
+            ```python
+            server.kill()                    # clients now get connection errors
+            time.sleep(20)
+            server.restart()                 # same URL, same runs
+            ```
+        """
+        process = self._process
+        if process is None:
+            raise RuntimeError("this PrefectServer is not running")
+        wait = self.stop_timeout if timeout is None else timeout
+        signal_group(process, sig)
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            signal_group(process, signal.SIGKILL)
+            process.wait(wait)
+        _wait_group_gone(process.pid, wait)
+        self._process = None
+
+    def restart(self) -> PrefectServer:
+        """Start the server again on the same port, home and database, and wait until healthy.
+
+        A server still running is first stopped with SIGTERM (`kill(signal.SIGTERM)`); after
+        `kill()` it is started at once. Runs, deployments and results made before are all there.
+        """
+        if self.home is None:
+            raise RuntimeError("this PrefectServer was never started (or was stopped and removed)")
+        if self.running:
+            self.kill(signal.SIGTERM)
+        self._process = None
+        self._launch()
+        return self
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
@@ -276,6 +345,20 @@ class PrefectServer:
                 yield
         finally:
             _flush_events()
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """Wait until no process is left in the process group `pgid` (children reparented after
+    their parent died are reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # pragma: no cover - a reused group id of another user
+            return
+        time.sleep(0.05)
 
 
 def _flush_events(timeout: float = 30.0) -> None:
