@@ -49,6 +49,9 @@ RESUME_MESSAGE = (
     "Rescheduled after a crash by the 'beluga: recover' automations: a worker of the pool runs it "
     "again, reading finished steps back from their persisted results."
 )
+#: Automatic reschedules in a row after which a run stops instead of crashing again (a run whose
+#: process dies every time, e.g. out of memory, must not loop forever on the pool).
+MAX_RESUMES = 3
 #: The tag `flows/prefect.yaml` gives the deployments its recovery automations cover.
 RECOVER_TAG = "beluga:recover"
 #: Flow-run events that start the lost-run clock: the run has (or should soon have) a process.
@@ -193,6 +196,29 @@ async def recovery_covers(client: Any, flow_run: Any, flow_name: str) -> bool:
             if automation.enabled:
                 return True
     return False
+
+
+async def check_resumes(flow_run: Any, client: Any) -> None:
+    """Fail a run rescheduled `MAX_RESUMES` times in a row by the resume automation.
+
+    Called as a workflow's run starts again (its `run_count` above 1). A manual retry
+    (`prefect flow-run retry`, `workflow.retry`) starts the count again.
+    """
+    from prefect_beluga.core.errors import WorkflowError
+
+    resumes = 0
+    for state in reversed(await client.read_flow_run_states(flow_run.id)):
+        if state.message == RESUME_MESSAGE:
+            resumes += 1
+        elif state.is_scheduled():
+            break  # scheduled by someone else: a manual retry or the first run
+    if resumes > MAX_RESUMES:
+        raise WorkflowError(
+            f"flow run {flow_run.id} crashed and was rescheduled {resumes} times in a row by the "
+            f"'beluga: recover' automations; not going on: find why its process dies (out of "
+            f"memory? killed?), then `prefect flow-run retry {flow_run.id}`",
+            run_id=str(flow_run.id),
+        )
 
 
 CRASH_LOG = (

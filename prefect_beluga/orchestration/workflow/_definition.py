@@ -9,14 +9,29 @@ from typing import Any
 
 from prefect import Flow
 
+from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.names import check_json, check_name
 from prefect_beluga.core.runnable import coerce_to_runnable
-from prefect_beluga.orchestration.recovery import explain_crash
+from prefect_beluga.orchestration.recovery import check_resumes, explain_crash
 from prefect_beluga.orchestration.workflow._background import durable as _durable
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._deploy import Deployment, caller_module
 from prefect_beluga.orchestration.workflow._runs import Runs
+
+
+async def _check_resumes() -> None:
+    """In a run resumed after crashes: stop a crash loop (see `recovery.check_resumes`)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context else None
+    if flow_run is None or flow_run.run_count <= 1 or flow_run.deployment_id is None:
+        return
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await check_resumes(flow_run, client)
 
 
 class Workflow(Runs, Deployment):
@@ -125,6 +140,7 @@ class Workflow(Runs, Deployment):
 
                 @functools.wraps(user_fn)
                 async def run_async(*args: Any, **kwargs: Any) -> Any:
+                    await _check_resumes()
                     with _durable():
                         return await user_fn(*args, **kwargs)
 
@@ -133,6 +149,7 @@ class Workflow(Runs, Deployment):
 
                 @functools.wraps(user_fn)
                 def run_sync_fn(*args: Any, **kwargs: Any) -> Any:
+                    run_sync(_check_resumes())
                     with _durable():
                         return user_fn(*args, **kwargs)
 
@@ -141,6 +158,7 @@ class Workflow(Runs, Deployment):
         runnable = coerce_to_runnable(fn, where=f"workflow {self.workflow_id!r}")
 
         async def run(input: dict[str, Any]) -> Any:
+            await _check_resumes()
             with _durable():
                 return await runnable.ainvoke(input)
 

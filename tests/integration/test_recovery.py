@@ -1,0 +1,118 @@
+"""The recovery automations (`prefect_beluga.orchestration.recovery`) on the session's API: what
+they are made of, that making them again replaces them, that the states they propose cannot
+reopen a finished run, and the crash-loop stop.
+
+Killing servers, databases and workers under them is the chaos suite's job
+(`reliability/test_chaos.py`); `test_server_e2e.py` checks `flows/prefect.yaml`'s build step.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.states import AwaitingRetry, Crashed, Running, Scheduled
+
+from prefect_beluga.core.errors import ValidationError, WorkflowError
+from prefect_beluga.orchestration.recovery import (
+    LOST_MESSAGE,
+    MAX_RESUMES,
+    RESUME_MESSAGE,
+    aensure_recovery,
+    automation_names,
+    check_resumes,
+    main,
+)
+
+
+async def _automations(scope: str) -> list:
+    async with get_client() as client:
+        return [a for name in automation_names(scope) for a in await client.read_automations_by_name(name)]
+
+
+async def test_a_tag_gets_a_lost_run_and_a_crashed_run_automation_and_making_them_again_replaces_them():
+    tag = f"recover-{uuid.uuid4().hex[:8]}"
+    first = await aensure_recovery(tag=tag, lost_after=45)
+    second = await aensure_recovery(tag=tag, lost_after=60)
+    automations = await _automations(tag)
+    assert sorted(str(a.id) for a in automations) == sorted(second) and not set(first) & set(second)
+    lost, resume = automations
+    for automation in automations:
+        assert automation.trigger.match_related.model_dump() == {"prefect.resource.id": f"prefect.tag.{tag}",
+                                                                 "prefect.resource.role": "tag"}
+        [action] = automation.actions
+        assert action.force is False  # Prefect's orchestration rules decide, never bypassed
+    assert lost.trigger.posture == "Proactive" and lost.trigger.within.total_seconds() == 60
+    assert "prefect.flow-run.heartbeat" in lost.trigger.after and lost.trigger.expect == {"prefect.flow-run.*"}
+    assert lost.actions[0].state == StateType.CRASHED and lost.actions[0].message == LOST_MESSAGE.format(seconds=60)
+    assert resume.trigger.expect == {"prefect.flow-run.Crashed"} and resume.trigger.posture == "Reactive"
+    assert resume.actions[0].state == StateType.SCHEDULED and resume.actions[0].name == "AwaitingRetry"
+
+
+def test_the_command_line_makes_them_too(capsys):
+    tag = f"recover-{uuid.uuid4().hex[:8]}"
+    assert main(["--tag", tag, "--lost-after", "30"]) == 0
+    assert f"recovery automations for {tag}:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [({}, "exactly one of"), ({"tag": "a", "deployment_id": "b"}, "exactly one of"),
+     ({"tag": ""}, "non-empty"), ({"tag": "a", "lost_after": 10}, "lost_after must be seconds >= 30")],
+)
+async def test_bad_arguments_are_clear_errors(kwargs, needle):
+    with pytest.raises(ValidationError, match=needle):
+        await aensure_recovery(**kwargs)
+
+
+@flow(persist_result=True)
+async def finished() -> int:
+    return 42
+
+
+async def test_the_states_they_propose_cannot_reopen_a_finished_run():
+    """What makes a lost Completed event harmless: proposed without force, Crashed is aborted for
+    a final run and AwaitingRetry rejected for a Completed one with a persisted result."""
+    state = await finished(return_state=True)
+    run_id = state.state_details.flow_run_id
+    async with get_client() as client:
+        crashed = await client.set_flow_run_state(run_id, Crashed(message=LOST_MESSAGE), force=False)
+        rescheduled = await client.set_flow_run_state(run_id, AwaitingRetry(message=RESUME_MESSAGE), force=False)
+        current = await client.read_flow_run(run_id)
+    assert crashed.status.value == "ABORT" and "terminal state" in crashed.details.reason
+    assert rescheduled.status.value in ("ABORT", "REJECT")
+    assert current.state.is_completed() and await current.state.aresult() == 42
+
+
+@flow
+def placeholder() -> None: ...
+
+
+async def _run_with_history(states: list) -> object:
+    """A flow run whose state history is `states` (set by force: only the history matters)."""
+    async with get_client() as client:
+        flow_run = await client.create_flow_run(placeholder, state=Scheduled())
+        for state in states:
+            await client.set_flow_run_state(flow_run.id, state, force=True)
+        return await client.read_flow_run(flow_run.id)
+
+
+def _resumes(n: int) -> list:
+    states = []
+    for _ in range(n):
+        states += [Running(), Crashed(message=LOST_MESSAGE), AwaitingRetry(message=RESUME_MESSAGE)]
+    return [*states, Running()]
+
+
+async def test_a_run_rescheduled_too_often_in_a_row_stops_and_a_manual_retry_starts_the_count_again():
+    async with get_client() as client:
+        await check_resumes(await _run_with_history(_resumes(MAX_RESUMES)), client)  # still goes on
+        looping = await _run_with_history(_resumes(MAX_RESUMES + 1))
+        loop = rf"rescheduled {MAX_RESUMES + 1} times in a row.*prefect flow-run retry"
+        with pytest.raises(WorkflowError, match=loop):
+            await check_resumes(looping, client)
+        retried = await _run_with_history([*_resumes(MAX_RESUMES + 1)[:-1], AwaitingRetry(), Running()])
+        await check_resumes(retried, client)  # someone retried it by hand: the count starts again
