@@ -9,6 +9,12 @@ API, handing each text delta to `emit_token`. An agent (`agents.py`) reports the
 its model asks for, and their outcomes, the same way (`emit_tool_call`, `emit_tool_result`).
 Nothing here imports Prefect.
 
+A streamed call also sets a `StopSignal`: when the caller stops reading, orchestration
+`request`s it, and the innermost `cancellable()` blocks running for the call (a step's task
+run, a chat model's request, in any thread) are cancelled, innermost first, so each level can
+record that it was cancelled before the one around it ends (see docs/streaming.md, "Leaving a
+stream early").
+
 A sink is thread-safe: a sync step calling `llm.generate(...)` runs in a worker thread (with a
 copy of the context, so it sees the sink); its chunks are handed to the caller's event loop
 with `call_soon_threadsafe`, which keeps their order.
@@ -164,17 +170,152 @@ def emit_tool_result(tool: str, call_id: str, content: str, *, ok: bool, default
         sink.tool_result(current_node.get() or default_node, tool, call_id, content, ok, current_item.get())
 
 
+class _Section:
+    """One running `cancellable()` block: where it runs, and the block it is nested in."""
+
+    def __init__(self, parent: _Section | None) -> None:
+        self.parent = parent
+        self.children = 0  # active blocks nested in this one
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.thread = threading.get_ident()
+        self.active = True
+
+    def cancel(self) -> None:
+        """Cancel the block's task, on its own loop; a block that ended meanwhile is left alone."""
+        if threading.get_ident() == self.thread:
+            self._cancel_if_active()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._cancel_if_active)
+
+    def _cancel_if_active(self) -> None:
+        if self.active and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class StopSignal:
+    """Set around one streamed call: the caller's leaving asks the code running for it to stop.
+
+    `request(reason)` records why and cancels the innermost `cancellable()` blocks running
+    (those with no block running inside them); blocks entered afterwards see `requested` at
+    once. A signal made inside another one's call (a stream inside a streamed step) is stopped
+    with it.
+    """
+
+    def __init__(self, parent: StopSignal | None = None) -> None:
+        self.parent = parent
+        self.reason: str | None = None
+        self._sections: set[_Section] = set()
+        self._children: list[StopSignal] = []
+        self._lock = threading.Lock()
+        if parent is not None:
+            with parent._lock:
+                parent._children.append(self)
+
+    @property
+    def requested(self) -> str | None:
+        """Why the call is to stop (None: it is not)."""
+        if self.reason is not None:
+            return self.reason
+        return self.parent.requested if self.parent is not None else None
+
+    def request(self, reason: str) -> None:
+        """Ask the call to stop: cancel its innermost running blocks (and those of nested calls)."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            leaves = [s for s in self._sections if s.children == 0]
+            children = list(self._children)
+        for section in leaves:
+            section.cancel()
+        for child in children:
+            child.request(reason)
+
+    def close(self) -> None:
+        """The call is over: forget it in the signal it was nested in."""
+        if self.parent is not None:
+            with self.parent._lock:
+                if self in self.parent._children:
+                    self.parent._children.remove(self)
+
+    @contextlib.contextmanager
+    def section(self) -> Iterator[None]:
+        """Run a block that `request` cancels while nothing cancellable runs inside it."""
+        parent = _section.get()
+        section = _Section(parent)
+        with self._lock:
+            if parent is not None:
+                parent.children += 1
+            self._sections.add(section)
+            stopped = self.requested is not None
+        token = _section.set(section)
+        try:
+            if stopped:
+                section.cancel()  # asked to stop before it began: cancel at its first await
+            yield
+        finally:
+            _section.reset(token)
+            with self._lock:
+                section.active = False
+                self._sections.discard(section)
+                if parent is not None:
+                    parent.children -= 1
+
+
+_stop: ContextVar[StopSignal | None] = ContextVar("prefect_beluga_stop_signal", default=None)
+_section: ContextVar[_Section | None] = ContextVar("prefect_beluga_stop_section", default=None)
+
+
+def stop_signal() -> StopSignal | None:
+    """The stop signal of the streamed call this code runs in, or None."""
+    return _stop.get()
+
+
+@contextlib.contextmanager
+def stoppable(signal: StopSignal) -> Iterator[StopSignal]:
+    """Make `signal` the stop signal of the code run in this context (and the tasks it starts)."""
+    token = _stop.set(signal)
+    try:
+        yield signal
+    finally:
+        _stop.reset(token)
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[None]:
+    """Let a caller that stops reading the stream cancel this block (e.g. a model request).
+
+    Outside a streamed call, or outside a running event loop, it does nothing. Inside one, the
+    block is cancelled (`asyncio.CancelledError` at its current await) when the caller leaves,
+    unless a cancellable block runs inside it (that one is cancelled instead)."""
+    signal = _stop.get()
+    if signal is None:
+        yield
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        yield
+        return
+    with signal.section():
+        yield
+
+
 __all__ = [
     "RETRY_KEY",
+    "StopSignal",
     "TOKEN_KEY",
     "TOOL_CALL_KEY",
     "TOOL_RESULT_KEY",
     "TokenSink",
+    "cancellable",
     "current_item",
     "current_node",
     "emit_token",
     "emit_tool_call",
     "emit_tool_result",
     "source_fields",
+    "stop_signal",
+    "stoppable",
     "token_sink",
 ]

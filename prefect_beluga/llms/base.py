@@ -14,7 +14,7 @@ from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.core.runnable import Runnable
-from prefect_beluga.core.streaming import emit_token, token_sink
+from prefect_beluga.core.streaming import cancellable, emit_token, token_sink
 from prefect_beluga.llms.config import Config
 from prefect_beluga.schema import (
     AIMessage,
@@ -132,14 +132,16 @@ class ChatModel(Runnable, ABC):
             def on_token(delta: str) -> None:
                 emit_token(delta, default_node=name)
 
-        if on_token is None:
-            return await self._agenerate(checked, **request)
-        result: ChatResult | None = None
-        async for item in self._astream(checked, **request):
-            if isinstance(item, ChatResult):
-                result = item
-            else:
-                on_token(item)
+        # A caller that stops reading the stream this runs for cancels the request in flight.
+        with cancellable():
+            if on_token is None:
+                return await self._agenerate(checked, **request)
+            result: ChatResult | None = None
+            async for item in self._astream(checked, **request):
+                if isinstance(item, ChatResult):
+                    result = item
+                else:
+                    on_token(item)
         assert result is not None, f"{type(self).__name__}._astream yielded no ChatResult"
         return result
 

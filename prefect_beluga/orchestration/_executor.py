@@ -39,7 +39,7 @@ from prefect_beluga.core.errors import (
     add_step_note,
 )
 from prefect_beluga.orchestration._runtime import in_flow_run
-from prefect_beluga.orchestration._stream import StreamSink
+from prefect_beluga.orchestration._stream import StreamSink, raise_if_stopped, stop_requested
 from prefect_beluga.orchestration._tasks import call_args
 from prefect_beluga.orchestration._topology import END, ConditionalEdge
 
@@ -177,15 +177,21 @@ class _Execution:
         self.settled.set()
 
     async def cancel_running(self) -> None:
-        """Cancel nodes still running (after a fail-fast failure) and wait for them to stop."""
+        """Cancel nodes still running (after a fail-fast failure) and wait for them to stop.
+
+        When the caller left the stream, the nodes are already stopping (each ends Cancelled):
+        they are waited for, not cancelled, so none is cut while Prefect records its state."""
         pending = [t for t in self.running if not t.done()]
+        stopping = stop_requested() is not None
         for task in pending:
-            task.cancel()
+            if not stopping:
+                task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def execute(self, node: str, parents: list[Activation], number: int) -> None:
         try:
+            raise_if_stopped()  # the caller left the stream: start nothing more
             state = self.input_for(node, parents)
             task = self.graph.tasks[node]
             if number > 1:
@@ -209,6 +215,9 @@ class _Execution:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if stop_requested() is not None:
+                self.abort(exc)  # cancelled, not failed: the flow run ends Cancelled
+                return
             self.fail(node, exc)
             return
         self.activations[activation.id] = activation

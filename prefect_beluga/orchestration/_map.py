@@ -22,6 +22,7 @@ from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import check_output, coerce_input
 from prefect_beluga.orchestration._cache import unquoted
+from prefect_beluga.orchestration._stream import stop_requested
 
 
 class Map(Runnable):
@@ -140,8 +141,9 @@ async def gather_items(
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
         pending = [t for t in tasks if not t.done()]
-        for task in pending:
-            task.cancel()
+        if stop_requested() is None:  # a caller that left the stream is stopping them already
+            for task in pending:
+                task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
     for index, task in enumerate(tasks):

@@ -16,7 +16,8 @@ call (`durable_run`); outside a workflow the task is exactly the cheap one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.core.streaming import current_item, current_node, token_sink
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options, unquoted
+from prefect_beluga.orchestration._stream import cancelled_step
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0
@@ -163,9 +165,15 @@ WORKFLOW_RUN_SCOPED = WorkflowRunScoped()
 
 
 class StepTask(Task):
-    """A step's Prefect task that turns durable inside a workflow run (see the module docstring)."""
+    """A step's Prefect task that turns durable inside a workflow run (see the module docstring).
+
+    Its function ends Cancelled, not Crashed, when the caller streaming the run leaves the
+    stream (`_stream.cancelled_step`)."""
 
     _durable_variant: Task | None = None
+
+    def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(_stoppable(fn), *args, **kwargs)
 
     def durable(self) -> Task:
         """This task with a run-scoped cache key and a persisted result (built once)."""
@@ -188,6 +196,17 @@ class StepTask(Task):
             return self.durable()(*args, **kwargs)
         return super().__call__(*args, **kwargs)
 
+
+
+def _stoppable(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """`fn` run through `cancelled_step`; Prefect sees `fn`'s signature, name and task key."""
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return await cancelled_step(fn, *args, **kwargs)
+
+    run.__prefect_task_source__ = fn  # type: ignore[attr-defined]  # Prefect keys the task on `fn`
+    return run
 
 
 async def _invoke_step(

@@ -23,6 +23,7 @@ Examples:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
@@ -39,7 +40,13 @@ from prefect_beluga.core.state import coerce_input, merge
 from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.orchestration._cache import CacheSettings, cache_steps
 from prefect_beluga.orchestration._runtime import body_flow, run_body
-from prefect_beluga.orchestration._stream import StreamSink, stream_updates
+from prefect_beluga.orchestration._stream import (
+    StreamSink,
+    raise_if_stopped,
+    stop_requested,
+    stopped_body,
+    stream_updates,
+)
 from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
 
 # (chain, memory variables) read when the running call was made; see Chain._invoke.
@@ -171,7 +178,7 @@ class Chain(Runnable):
             )
             for i, step in enumerate(self.steps)
         ]
-        self._flow = body_flow(self.name, self._run, description=f"Chain of {len(self.steps)} steps")
+        self._flow = body_flow(self.name, self._flow_body, description=f"Chain of {len(self.steps)} steps")
 
     def _where(self, index: int, count: int, step: Runnable | None = None) -> str:
         named = f" {step.name!r}" if step is not None else ""
@@ -245,14 +252,20 @@ class Chain(Runnable):
                     print(event["__token__"]["text"], end="", flush=True)
             ```
         """
-        async for update in stream_updates(self, input, config, tokens=tokens):
-            yield update
+        # aclosing: leaving this generator early closes the run's stream at once (it stops the run).
+        async with contextlib.aclosing(stream_updates(self, input, config, tokens=tokens)) as updates:
+            async for update in updates:
+                yield update
 
     def stream(
         self, input: Any, config: ConfigLike = None, *, tokens: bool = False
     ) -> Iterator[dict[str, Any]]:
         """Sync `astream` (with `tokens=True`, the model's text deltas too)."""
         return super().stream(input, config, tokens=tokens)
+
+    async def _flow_body(self, state: dict[str, Any], config: RunConfig) -> Any:
+        """The chain's flow function: `_run`, ending Cancelled when a streaming caller left."""
+        return await stopped_body(self._run, state, config)
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:
         """The chain's body: runs inside its flow run (or inline in the caller's)."""
@@ -276,6 +289,8 @@ class Chain(Runnable):
                 f"{self._where(current[0], len(self.steps), step)}"
             ) from None
         except Exception as exc:
+            if stop_requested() is not None:
+                raise  # the caller left the stream: the run is cancelled, not failed
             # A recovery is the handler's answer, not a conversation turn: memory is not saved.
             return self._handle_failure(exc)
         if self.memory is not None:
@@ -290,6 +305,7 @@ class Chain(Runnable):
         quoted_config = quote(config)  # Prefect need not walk it on every call
         for index, (step, step_task) in enumerate(zip(self.steps, self._tasks, strict=True)):
             current[0] = index
+            raise_if_stopped()
             try:
                 previous = await step_task(call_args(state), quoted_config, previous)
             except Exception as exc:

@@ -55,6 +55,7 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from types import MappingProxyType
@@ -72,7 +73,7 @@ from prefect_beluga.orchestration._cache import CacheSettings
 from prefect_beluga.orchestration._executor import GraphRun, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, run_body
-from prefect_beluga.orchestration._stream import stream_updates
+from prefect_beluga.orchestration._stream import stopped_body, stream_updates
 from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 from prefect_beluga.orchestration._topology import (
     END,
@@ -307,8 +308,10 @@ class Graph(Runnable):
     async def astream(
         self, input: Any, config: ConfigLike = None, *, tokens: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
-        async for update in self.compile().astream(input, config, tokens=tokens):
-            yield update
+        # aclosing: leaving this generator early closes the run's stream at once (it stops the run).
+        async with contextlib.aclosing(self.compile().astream(input, config, tokens=tokens)) as updates:
+            async for update in updates:
+                yield update
 
     def stream(
         self, input: Any, config: ConfigLike = None, *, tokens: bool = False
@@ -350,7 +353,7 @@ class CompiledGraph(Runnable):
         self.tasks: Mapping[str, Task] = _NodeTasks(spec)
         self._flow = body_flow(
             self.name,
-            self._run,
+            self._flow_body,
             description=f"Graph of {len(self.nodes)} nodes",
             task_runner=self.task_runner,
         )
@@ -380,10 +383,15 @@ class CompiledGraph(Runnable):
         each chunk tagged; the innermost step or node names it), and
         `{"__retry__": {"node": node, "attempt": n}}` before a retried node's fresh stream.
         """
-        async for update in stream_updates(self, input, config, tokens=tokens):
-            if END in update and isinstance(update[END], GraphRun):
-                update = {END: update[END].result}
-            yield update
+        async with contextlib.aclosing(stream_updates(self, input, config, tokens=tokens)) as updates:
+            async for update in updates:
+                if END in update and isinstance(update[END], GraphRun):
+                    update = {END: update[END].result}
+                yield update
+
+    async def _flow_body(self, state: dict[str, Any], config: RunConfig) -> Any:
+        """The graph's flow function: `_run`, ending Cancelled when a streaming caller left."""
+        return await stopped_body(self._run, state, config)
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> GraphRun:
         return await execute(self, state, config)
