@@ -6,7 +6,8 @@ with its recovery automations (`prefect_beluga.orchestration.recovery`, `lost_af
 heartbeats). Each scenario starts several runs, waits until they are in their chain, then hits
 one thing: the server (SIGKILL, SIGTERM), the database (`pg_ctl -m fast stop`), a worker alone
 (SIGKILL of its process; its run processes live on, orphaned) or a worker with its runs (SIGKILL
-of its process group: a lost machine). Nothing in a scenario retries, reschedules or sets a
+of its process group: a lost machine); two more runs are left Pending with no process, as a
+submission that failed in a database outage leaves them. Nothing in a scenario retries, reschedules or sets a
 state by hand. The last test watches every run of the module for one more `lost_after` window,
 then asserts, from the marker lines the steps write and from the runs' state histories:
 
@@ -130,6 +131,28 @@ def cluster(tmp_path_factory):
                     fx.kill_group(worker)
 
 
+async def _create_pending(count: int, log: Path) -> list[str]:
+    """Runs of the deployment left Pending with no process: what a worker leaves behind when it
+    proposed Pending and then failed to start the run (a database outage mid-submission)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(f"{chaos.flow.name}/{chaos.deployment_name}")
+        runs = [
+            await client.create_flow_run_from_deployment(
+                deployment.id, parameters={"input": {"log": str(log), "pace": PACE, "n": i}}, state=Pending()
+            )
+            for i in range(count)
+        ]
+    return [str(run.id) for run in runs]
+
+
+def test_runs_left_pending_by_a_failed_submission(cluster):
+    """Checked by the last test, once the lost-run window has passed (no time spent here)."""
+    SCENARIOS["submission failed (left Pending)"] = run_sync(_create_pending(2, cluster.log))
+
+
 def test_server_sigkill(cluster):
     runs = cluster.launch("server SIGKILL")
     cluster.server.kill(signal.SIGKILL)
@@ -175,6 +198,7 @@ def test_worker_sigkill_with_its_runs(cluster):
 def test_no_run_lost_stranded_or_run_twice(cluster):
     assert SCENARIOS, "run the whole module: this test checks the scenarios' runs"
     every = [run for runs in SCENARIOS.values() for run in runs]
+    cluster.wait_completed(every, "the runs left Pending", timeout=LOST_AFTER * 3 + 120)
     time.sleep(LOST_AFTER + 30)  # one more lost-run window: nothing finished may be reopened
     histories = run_sync(_histories(every))
     lines = cluster.lines()
@@ -197,7 +221,7 @@ def test_no_run_lost_stranded_or_run_twice(cluster):
         rescheduled = sum(1 for run in runs if any(s.message == RESUME_MESSAGE for s in histories[run]))
         rows.append([scenario, len(runs), finals["COMPLETED"], finals["FAILED"], finals["CRASHED"], stranded,
                      rescheduled, dup_flows, dup_steps])
-        if scenario.startswith("worker SIGKILL with") and not rescheduled:
+        if scenario.startswith(("worker SIGKILL with", "submission")) and not rescheduled:
             problems.append(f"{scenario}: no run was rescheduled: the fault missed every run")
         if dup_flows or dup_steps or stranded:
             problems.append(f"{scenario}: {dup_flows} flow and {dup_steps} step re-executions, {stranded} stranded")
