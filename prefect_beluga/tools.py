@@ -352,7 +352,14 @@ def _model_from_signature(
             raise ValidationError(
                 f"tool {name!r}: argument {parameter.name!r} is positional-only; tools are called by keyword"
             )
-        annotation = hints.get(parameter.name, Any)
+        if parameter.name not in hints:
+            # Without a type the schema says nothing ({}), and models do not call such a tool.
+            raise ValidationError(
+                f"tool {name!r}: argument {parameter.name!r} has no type hint, so the model is told "
+                f"nothing about it; annotate it (e.g. `{parameter.name}: str`, or `typing.Any` to "
+                f"accept any JSON value)"
+            )
+        annotation = hints[parameter.name]
         default = ... if parameter.default is parameter.empty else parameter.default
         description = arg_docs.get(parameter.name)
         if description and not _has_field_description(annotation):
