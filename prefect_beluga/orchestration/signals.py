@@ -20,7 +20,9 @@ is there the wait returns at once; otherwise the run goes Paused and checks for 
 `poll_interval` seconds, going back to Running when it arrives. Nothing is deleted, so a run that
 is retried after its process died replays its waits: the waits it had passed get the same
 payloads again (as its finished steps return their persisted results), and the first wait it had
-not passed gets the first signal it had not consumed. Cancelling a paused run ends the wait.
+not passed gets the first signal it had not consumed. Cancelling a paused run ends the wait: at
+once when this process runs it (the background runner wakes the wait, `interrupt_wait`), else at
+the wait's next poll.
 
 Published progress is a flow run input (key `beluga-query`) of the run: JSON, readable from any
 process on the same Prefect API.
@@ -51,10 +53,12 @@ __all__ = [
     "apublish",
     "await_for_signal",
     "await_signal",
+    "interrupt_wait",
     "publish",
     "read_published",
     "send_signal",
     "wait_for_signal",
+    "wait_loop",
 ]
 
 _log = logging.getLogger("prefect_beluga.workflow")
@@ -72,6 +76,51 @@ _paused: dict[str, str] = {}
 _exiting = threading.Event()
 
 
+class _Waker:
+    """Wakes a paused wait before its next poll, from any thread (see `interrupt_wait`)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+        self.stopped = False  # this process stops the run (cancel / terminate)
+
+    def wake(self, *, stop: bool) -> None:
+        self.stopped = self.stopped or stop
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.event.set)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if woken."""
+        try:
+            await asyncio.wait_for(self.event.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+        self.event.clear()
+
+
+# The waker of each run of this process paused in a wait (flow run id -> waker).
+_wakers: dict[str, _Waker] = {}
+
+
+def wait_loop(run_id: str) -> asyncio.AbstractEventLoop | None:
+    """The event loop the wait run `run_id` is paused in polls on (None: no such wait here)."""
+    waker = _wakers.get(run_id)
+    return waker.loop if waker is not None else None
+
+
+def interrupt_wait(run_id: str, *, stop: bool = True) -> bool:
+    """Wake the wait run `run_id` is paused in (in this process) now, not at its next poll.
+
+    With `stop`, the wait ends the run as a cancel does (`WaitCancelled`), whatever its state
+    on the API says yet: this process is cancelling or terminating it. Without, the wait just
+    looks at the API again (e.g. a state change seen elsewhere). False: no such wait here."""
+    waker = _wakers.get(run_id)
+    if waker is None:
+        return False
+    waker.wake(stop=stop)
+    return True
+
+
 def paused_runs() -> dict[str, str]:
     """The runs of this process paused waiting for a signal: flow run id -> signal name."""
     return dict(_paused)
@@ -79,8 +128,10 @@ def paused_runs() -> dict[str, str]:
 
 def park_waits() -> None:
     """The process exits: paused waits stop at their next poll, leaving their runs Paused on the
-    API (they end with Prefect's `Abort`, which changes no state)."""
+    API (they end with Prefect's `Abort`, which changes no state); they are woken to see it now."""
     _exiting.set()
+    for waker in list(_wakers.values()):
+        waker.wake(stop=False)
 
 
 class WaitCancelled(Abort):
@@ -178,21 +229,31 @@ async def await_for_signal(name: str, *, timeout: float = 3600, poll_interval: f
         await client.set_flow_run_state(run_id, Paused(timeout_seconds=int(timeout), pause_key=pause_key))
         logger.info("Waiting for signal %r (Paused until workflow.signal(run_id, %r, payload))", name, name)
         deadline = time.monotonic() + timeout
+        waker = _wakers[run_id] = _Waker()
         _paused[run_id] = name
         try:
-            return await _poll(client, run_id, name, key, deadline, timeout, poll_interval)
+            return await _poll(client, run_id, name, key, deadline, timeout, poll_interval, waker)
         finally:
             _paused.pop(run_id, None)
+            if _wakers.get(run_id) is waker:
+                del _wakers[run_id]
 
 
 async def _poll(
-    client: Any, run_id: str, name: str, key: str, deadline: float, timeout: float, poll_interval: float
+    client: Any,
+    run_id: str,
+    name: str,
+    key: str,
+    deadline: float,
+    timeout: float,
+    poll_interval: float,
+    waker: _Waker,
 ) -> Any:
     logger = get_run_logger()
     while True:
         found, payload = await _read_signal(client, run_id, key)
         state = (await client.read_flow_run(run_id)).state
-        if state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED):
+        if waker.stopped or (state is not None and state.type in (StateType.CANCELLING, StateType.CANCELLED)):
             raise WaitCancelled(f"cancelled while waiting for signal {name!r}", state)
         if _exiting.is_set() and not found:
             _log.warning(
@@ -211,7 +272,7 @@ async def _poll(
             return payload
         if time.monotonic() >= deadline:
             raise WorkflowTimeout(f"no signal {name!r} arrived within {timeout}s", run_id=run_id)
-        await asyncio.sleep(poll_interval)
+        await waker.sleep(min(poll_interval, max(deadline - time.monotonic(), 0)))
 
 
 def wait_for_signal(name: str, *, timeout: float = 3600, poll_interval: float = 1.0) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("prefect_beluga.workflow")
 # Seconds between looks at a run's state while watching it for a cancel.
 _WATCH = 1.0
+# Longest wait of `stop` / `astop` for a stopped run to end.
+_STOP_WAIT = 10.0
 
 
 class durable:
@@ -179,26 +182,55 @@ class BackgroundRunner:
                     continue
                 if flow_run.state is not None and flow_run.state.type in (StateType.CANCELLING, StateType.CANCELLED):
                     task = self.runs.get(run_id)
-                    if task is not None and not _in_signal_wait(run_id):
-                        task.cancel()
+                    if task is not None and not _interrupt_wait(run_id, stop=False):
+                        task.cancel()  # (a signal wait, woken, sees the cancel and ends the run itself)
                     return
 
-    def stop(self, run_id: uuid.UUID) -> None:
-        """Cancel the run `run_id` if this process runs it; wait briefly for it to stop."""
-        done = threading.Event()
+    def _stop_soon(self, run_id: uuid.UUID) -> concurrent.futures.Future[None]:
+        """Stop the run `run_id` if this process runs it: a run paused in a signal wait has its
+        wait woken to end the run now (`signals.interrupt_wait`), any other is cancelled. The
+        future is done once the run has ended (at once if this process does not run it)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def settle(_: Any = None) -> None:
+            if not done.done():
+                done.set_result(None)
 
         def cancel() -> None:
             task = self.runs.get(run_id)
             if task is None:
-                done.set()
+                settle()
                 return
-            task.add_done_callback(lambda _: done.set())
-            if not _in_signal_wait(run_id):  # a signal wait sees the cancel and ends the run itself
+            task.add_done_callback(settle)
+            if not _interrupt_wait(run_id, stop=True):
                 task.cancel()
 
         self.loop.call_soon_threadsafe(cancel)
-        if threading.current_thread() is not self.thread:
-            done.wait(10)
+        return done
+
+    def stop(self, run_id: uuid.UUID) -> None:
+        """Stop the run `run_id` if this process runs it (see `astop`); wait briefly for it to end.
+
+        A run paused in a signal wait that polls on the loop of this very thread (a sync
+        workflow's wait runs on Prefect's sync loop, where `Workflow.cancel` runs too) is not
+        waited for: its wait, woken, ends the run as soon as this thread's loop is free. Async
+        callers use `astop`, which always waits without blocking their loop."""
+        done = self._stop_soon(run_id)
+        if threading.current_thread() is self.thread:
+            return
+        if _current_loop() is not None and _wait_loop(run_id) is _current_loop():
+            return
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            done.result(_STOP_WAIT)
+
+    async def astop(self, run_id: uuid.UUID) -> None:
+        """Stop the run `run_id` if this process runs it and wait (at most ~10 s) until it ended:
+        a run paused in a signal wait ends at once, without waiting for the wait's next poll."""
+        done = self._stop_soon(run_id)
+        if threading.current_thread() is self.thread:
+            return  # the run's own loop: waiting here would hold it
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(done)), _STOP_WAIT)
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every run of this process has finished or is paused waiting for a signal
@@ -230,10 +262,25 @@ class BackgroundRunner:
             time.sleep(0.05)
 
 
-def _in_signal_wait(run_id: uuid.UUID) -> bool:
-    from prefect_beluga.orchestration.signals import paused_runs
+def _interrupt_wait(run_id: uuid.UUID, *, stop: bool) -> bool:
+    """Wake the signal wait run `run_id` is paused in, if any (see `signals.interrupt_wait`)."""
+    from prefect_beluga.orchestration.signals import interrupt_wait
 
-    return str(run_id) in paused_runs()
+    return interrupt_wait(str(run_id), stop=stop)
+
+
+def _wait_loop(run_id: uuid.UUID) -> asyncio.AbstractEventLoop | None:
+    """The event loop the signal wait of run `run_id` polls on, if it is paused in one here."""
+    from prefect_beluga.orchestration.signals import wait_loop
+
+    return wait_loop(str(run_id))
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 _runner_lock = threading.Lock()
