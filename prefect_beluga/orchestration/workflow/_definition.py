@@ -50,7 +50,11 @@ class Workflow(Runs, Deployment):
             slug (e.g. ``"local-file-system/results"``). Default: Prefect's default result
             storage (``PREFECT_LOCAL_STORAGE_PATH``), which processes on one machine share.
         distributed: Only ever run through a deployment: `execute` raises
-            `WorkflowNotDeployed` instead of running in this process.
+            `WorkflowNotDeployed` instead of running in this process when there is none.
+        local: Always run in this process (its background runner), even when the workflow has
+            a deployment on the API. Without it, `execute` looks the deployment
+            (``<workflow_id>/<deployment_name>``) up on every call and, if there is one, runs
+            through it, whichever process deployed it. Not with `distributed=True`.
         deployment_name: The deployment's name (default `workflow_id`).
         tags: Tags for every run.
         description: Shown in the Prefect UI.
@@ -68,7 +72,13 @@ class Workflow(Runs, Deployment):
 
         ```python
         wf.deploy(work_pool="my-pool")      # then: prefect worker start --pool my-pool
-        wf_id, run_id = wf.execute({"input": "..."})
+        wf_id, run_id = wf.execute({"input": "..."})   # from this or any other process
+        ```
+
+        In this process although a deployment exists (e.g. a debugging session):
+
+        ```python
+        local = Orchestrator().create_workflow(my_chain, workflow_id="rag", local=True)
         ```
     """
 
@@ -82,6 +92,7 @@ class Workflow(Runs, Deployment):
         timeout: float | None = None,
         result_storage: Any = None,
         distributed: bool = False,
+        local: bool = False,
         deployment_name: str | None = None,
         tags: list[str] | tuple[str, ...] = (),
         description: str | None = None,
@@ -97,18 +108,26 @@ class Workflow(Runs, Deployment):
             raise ValidationError(f"timeout must be > 0 seconds, got {timeout!r}")
         if deployment_name is not None:
             check_name(deployment_name, "deployment_name")
+        for flag, value in (("distributed", distributed), ("local", local)):
+            if not isinstance(value, bool):
+                raise ValidationError(f"{flag} must be True or False, got {value!r}")
+        if distributed and local:
+            raise ValidationError(
+                f"workflow {workflow_id!r}: distributed=True (only through a deployment) and local=True "
+                f"(only in this process) contradict each other: choose one"
+            )
         self.workflow_id = workflow_id
         self.retries = retries
         self.retry_delay = retry_delay
         self.timeout = timeout
         self.result_storage = result_storage
         self.distributed = distributed
+        self.local = local
         self.deployment_name = deployment_name or workflow_id
         self.tags = list(tags)
         self.description = description
         self._takes_input = True
         self.flow = self._build_flow(fn)
-        self._deployed = False
         # Where `entrypoint` looks for the module-level name bound to this workflow.
         modules = (
             caller_module(),

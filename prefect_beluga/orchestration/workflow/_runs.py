@@ -1,8 +1,10 @@
 """Runs of a workflow: create them, read their results, and operate them (cancel, signal, retry).
 
 `Runs` holds the `Workflow` methods that talk to the Prefect API about runs; `WorkflowRun` is
-what `list_runs` reports. Runs that are not deployed are handed to this process's background
-runner (`_background`).
+what `list_runs` reports. A workflow with a deployment on the API (looked up on every `execute`)
+runs through it; one without (or made with `local=True`) is handed to this process's background
+runner (`_background`). Every request goes through `Patience`, so calls wait out an API outage
+within their own timeout (see `_patience`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
@@ -36,6 +37,7 @@ from prefect_beluga.core.names import check_json
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration.signals import check_signal_name, read_published, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
+from prefect_beluga.orchestration.workflow._patience import Patience, is_transient
 from prefect_beluga.orchestration.workflow._tokens import STREAM_TAG, read_events
 
 # Seconds between looks at a run's state while waiting for it.
@@ -79,9 +81,9 @@ class Runs:
     retries: int
     retry_delay: float
     distributed: bool
+    local: bool
     deployment_name: str
     flow: Any
-    _deployed: bool
 
     # -- execute ---------------------------------------------------------------------------------
 
@@ -90,7 +92,14 @@ class Runs:
     ) -> tuple[str, str]:
         """Start a run on `input`; return `(workflow_id, run_id)` at once.
 
+        If the workflow has a deployment on the Prefect API (`flow name/deployment_name`, looked
+        up on every call, whichever process made it), the run goes through it: a worker of its
+        pool, or the process serving it, runs it. Otherwise (or with `Workflow(..., local=True)`)
+        this process's background runner runs it.
+
         The same `idempotency_key` never creates a second run: the first run's ids come back.
+        An API outage is waited out (`PREFECT_BELUGA_API_PATIENCE`, 120 s by default), and a
+        request retried after its reply was lost creates no second run.
         With `stream=True` the run publishes its chat models' tokens as Prefect events, which
         `stream(run_id)` reads from any process on the same Prefect API (docs/streaming.md).
         """
@@ -104,45 +113,66 @@ class Runs:
         tags = [*self.tags, STREAM_TAG] if stream else list(self.tags)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValidationError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
-        async with get_client() as client:
-            deployment = None
-            if self._deployed or self.distributed:
-                deployment = await self._read_deployment(client)
+        # One name for every try: a retried request finds the run an earlier try created by it.
+        name = f"{self.workflow_id}-{uuid.uuid4().hex[:10]}"
+        async with Patience(f"execute of workflow {self.workflow_id!r}") as api:
+            deployment = None if self.local else await api(self._read_deployment)
             if deployment is None and self.distributed:
                 raise WorkflowNotDeployed(
                     f"workflow {self.workflow_id!r} is distributed but has no deployment "
-                    f"{self.deployment_name!r} on the Prefect API at {client.api_url}: call "
+                    f"{self.deployment_name!r} on the Prefect API at {(await api.client()).api_url}: call "
                     f"workflow.deploy(work_pool=...) or workflow.serve() first, or create it with "
                     f"distributed=False to run it in this process",
                     workflow_id=self.workflow_id,
                 )
-            if deployment is not None:
-                from prefect.deployments import run_deployment
 
-                flow_run = await run_deployment(
-                    name=deployment.id,
-                    parameters=parameters,
-                    timeout=0,
-                    idempotency_key=idempotency_key,
-                    tags=tags or None,
-                    client=client,
-                    as_subflow=False,
-                )
-                return self.workflow_id, str(flow_run.id)
-            flow_run, created = await self._create_run(client, parameters, idempotency_key, tags)
-        if created:
+            async def create(client: Any) -> tuple[FlowRun, bool]:
+                if api.attempt > 1:  # an earlier try may have created it before its reply was lost
+                    earlier = await self._find_run(client, name)
+                    if earlier is not None:
+                        return earlier, True
+                if deployment is not None:
+                    return await self._create_deployed_run(client, deployment, parameters, idempotency_key, tags, name)
+                return await self._create_run(client, parameters, idempotency_key, tags, name)
+
+            flow_run, created = await api(create)
+        if created and deployment is None:
+            flow_run.parameters = parameters
             runner().submit(self, flow_run, parameters)
         return self.workflow_id, str(flow_run.id)
 
-    async def _create_run(
-        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None, tags: list[str]
+    async def _find_run(self, client: Any, name: str) -> FlowRun | None:
+        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])), limit=1)
+        return runs[0] if runs else None
+
+    async def _create_deployed_run(
+        self, client: Any, deployment: Any, parameters: dict[str, Any], idempotency_key: str | None,
+        tags: list[str], name: str,
     ) -> tuple[FlowRun, bool]:
-        """Create a flow run (the API dedupes by idempotency key); True if this call created it."""
+        """A run of `deployment` (the API dedupes by idempotency key); True if this call created it."""
+        from prefect.deployments import run_deployment
+
+        flow_run = await run_deployment(
+            name=deployment.id,
+            parameters=parameters,
+            flow_run_name=name,
+            timeout=0,
+            idempotency_key=idempotency_key,
+            tags=tags or None,
+            client=client,
+            as_subflow=False,
+        )
+        return flow_run, flow_run.name == name
+
+    async def _create_run(
+        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None, tags: list[str], name: str
+    ) -> tuple[FlowRun, bool]:
+        """Create a flow run named `name` (the API dedupes by idempotency key); True if this call
+        created it (the run that comes back has `name`, not another caller's)."""
         from prefect.client.schemas.actions import FlowRunCreate
         from prefect.client.schemas.objects import FlowRunPolicy
         from prefect.states import to_state_create
 
-        name = f"{self.workflow_id}-{uuid.uuid4().hex[:10]}"
         flow_id = await client.create_flow_from_name(self.flow.name)
         create = FlowRunCreate(
             flow_id=flow_id,
@@ -156,7 +186,6 @@ class Runs:
         # Raw POST: PrefectClient.create_flow_run takes no idempotency_key.
         reply = await client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
         flow_run = FlowRun.model_validate(reply.json())
-        flow_run.parameters = parameters
         return flow_run, flow_run.name == name
 
     # -- results ---------------------------------------------------------------------------------
@@ -181,12 +210,25 @@ class Runs:
                 run_id=str(run_id),
             )
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with get_client() as client:
+        what = f"get_result of workflow {self.workflow_id!r} run {run_id}"
+        async with Patience(what, deadline=deadline) as api:
+            check_flow = True
             while True:
-                flow_run = await self._read_run(client, run_id)
+                try:
+                    flow_run = await api(lambda c, check=check_flow: self._read_run(c, run_id, check_flow=check))
+                except Exception as exc:
+                    if deadline is None or not is_transient(exc):
+                        raise
+                    raise WorkflowTimeout(
+                        f"workflow {self.workflow_id!r} run {run_id}: no answer from the Prefect API "
+                        f"before the timeout of {timeout}s ({type(exc).__name__}); the run goes on",
+                        workflow_id=self.workflow_id,
+                        run_id=str(run_id),
+                    ) from exc
+                check_flow = False
                 state = flow_run.state
                 if state is not None and state.is_final():
-                    return await self._outcome(flow_run)
+                    return await api(lambda client, run=flow_run: self._outcome(run))
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WorkflowTimeout(
                         f"workflow {self.workflow_id!r} run {run_id} not finished after {timeout}s "
@@ -216,23 +258,24 @@ class Runs:
             UnknownWorkflowRun: no such run.
             WorkflowFailed / WorkflowCancelled: the run ended so (after its events).
         """
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with Patience(f"stream of workflow {self.workflow_id!r} run {run_id}") as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
             if STREAM_TAG in (flow_run.tags or ()):
 
                 async def is_final() -> tuple[bool, int]:
-                    current = await self._read_run(client, run_id)
+                    current = await api(lambda client: self._read_run(client, run_id, check_flow=False))
                     state = current.state
                     return (state is not None and state.is_final()), max(current.run_count, 1)
 
-                async for update in read_events(client, str(flow_run.id), flow_run.created, is_final):
+                async for update in read_events(api, str(flow_run.id), flow_run.created, is_final):
                     yield update
             while True:
-                flow_run = await self._read_run(client, run_id)
+                flow_run = await api(lambda client: self._read_run(client, run_id, check_flow=False))
                 if flow_run.state is not None and flow_run.state.is_final():
                     break
                 await asyncio.sleep(_POLL)
-        yield {"__end__": await self._outcome(flow_run)}
+            outcome = await api(lambda client: self._outcome(flow_run))
+        yield {"__end__": outcome}
 
     async def _outcome(self, flow_run: FlowRun) -> Any:
         state = flow_run.state
@@ -260,7 +303,9 @@ class Runs:
             **ids,
         )
 
-    async def _read_run(self, client: Any, run_id: Any) -> FlowRun:
+    async def _read_run(self, client: Any, run_id: Any, *, check_flow: bool = True) -> FlowRun:
+        """The run `run_id`, checked (unless `check_flow` is False: already checked) to be one of
+        this workflow's."""
         try:
             run_uuid = uuid.UUID(str(run_id))
             flow_run = await client.read_flow_run(run_uuid)
@@ -270,6 +315,8 @@ class Runs:
                 workflow_id=self.workflow_id,
                 run_id=str(run_id),
             ) from None
+        if not check_flow:
+            return flow_run
         flow = await client.read_flow(flow_run.flow_id)
         if flow.name != self.flow.name:
             raise UnknownWorkflowRun(
@@ -281,6 +328,10 @@ class Runs:
 
     # -- operations ------------------------------------------------------------------------------
 
+    def _patience(self, what: str, run_id: Any) -> Patience:
+        """The API client of one call on a run (see `_patience`: it waits out outages)."""
+        return Patience(f"{what} of workflow {self.workflow_id!r} run {run_id}")
+
     def status(self, run_id: str) -> str:
         """The run's state type.
 
@@ -289,8 +340,8 @@ class Runs:
         return run_sync(self.astatus(run_id))
 
     async def astatus(self, run_id: str) -> str:
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with self._patience("status", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
         return flow_run.state.type.value if flow_run.state else "UNKNOWN"
 
     def cancel(self, run_id: str) -> None:
@@ -298,17 +349,17 @@ class Runs:
         run_sync(self.acancel(run_id))
 
     async def acancel(self, run_id: str, *, message: str = "cancelled") -> None:
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with self._patience("cancel", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
             state = flow_run.state
             if state is None or state.is_final():
                 return
             if state.type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
                 # Nothing runs it yet (or it waits): no runner to stop, cancel it outright.
-                await client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True)
+                await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True))
                 runner().stop(flow_run.id)
                 return
-            await client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True)
+            await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True))
         runner().stop(flow_run.id)  # a run of this process: stop it now
 
     def terminate(self, run_id: str, reason: str = "terminated") -> None:
@@ -320,14 +371,15 @@ class Runs:
         run_sync(self.aterminate(run_id, reason))
 
     async def aterminate(self, run_id: str, reason: str = "terminated") -> None:
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with self._patience("terminate", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
             if flow_run.state is not None and flow_run.state.is_final():
                 return
             if flow_run.state is not None and flow_run.state.is_running():
-                await client.set_flow_run_state(flow_run.id, Cancelling(message=reason), force=True)
+                await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelling(message=reason), force=True))
             runner().stop(flow_run.id)
-            await client.set_flow_run_state(flow_run.id, Cancelled(name="Terminated", message=reason), force=True)
+            terminated = Cancelled(name="Terminated", message=reason)
+            await api(lambda client: client.set_flow_run_state(flow_run.id, terminated, force=True))
 
     def signal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
         """Send the signal `name` with `payload` to the run: recorded at once, durably.
@@ -342,8 +394,8 @@ class Runs:
         """Async twin of `signal`."""
         check_signal_name(name)
         check_json(payload, f"signal {name!r}: payload")
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with self._patience("signal", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
             state = flow_run.state
             if state is not None and state.is_final():
                 raise WorkflowError(
@@ -351,28 +403,28 @@ class Runs:
                     workflow_id=self.workflow_id,
                     run_id=str(run_id),
                 )
-            await send_signal(client, flow_run.id, name, payload)
+            await api(lambda client: send_signal(client, flow_run.id, name, payload))
 
     def query(self, run_id: str) -> dict[str, Any]:
         """What the run has published with `publish(...)` so far ({} if nothing)."""
         return run_sync(self.aquery(run_id))
 
     async def aquery(self, run_id: str) -> dict[str, Any]:
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
-            return await read_published(client, flow_run.id)
+        async with self._patience("query", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
+            return await api(lambda client: read_published(client, flow_run.id))
 
     def list_runs(self, limit: int = 100) -> list[WorkflowRun]:
         """This workflow's runs, newest first."""
         return run_sync(self.alist_runs(limit))
 
     async def alist_runs(self, limit: int = 100) -> list[WorkflowRun]:
-        async with get_client() as client:
-            runs = await client.read_flow_runs(
+        async with Patience(f"list_runs of workflow {self.workflow_id!r}") as api:
+            runs = await api(lambda client: client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[self.flow.name])),
                 sort=FlowRunSort.EXPECTED_START_TIME_DESC,
                 limit=limit,
-            )
+            ))
         return [self._describe(run) for run in runs]
 
     def _describe(self, run: FlowRun) -> WorkflowRun:
@@ -398,12 +450,12 @@ class Runs:
         return run_sync(self.aretry(run_id))
 
     async def aretry(self, run_id: str) -> tuple[str, str]:
-        async with get_client() as client:
-            flow_run = await self._read_run(client, run_id)
+        async with self._patience("retry", run_id) as api:
+            flow_run = await api(lambda client: self._read_run(client, run_id))
             if flow_run.state is not None and flow_run.state.is_completed():
                 return self.workflow_id, str(flow_run.id)
-            await client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True)
-            flow_run = await client.read_flow_run(flow_run.id)
+            await api(lambda client: client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True))
+            flow_run = await api(lambda client: client.read_flow_run(flow_run.id))
         if flow_run.deployment_id is None:
             runner().submit(self, flow_run, flow_run.parameters)
         return self.workflow_id, str(flow_run.id)

@@ -18,15 +18,18 @@ it (on whatever process or worker runs it) a `TokenSink` hands every chat model 
 `read_events` (behind `workflow.astream(run_id)`) subscribes to the resource through Prefect's
 event subscriber, reads back what was published before (`/events/filter`), orders and dedupes
 by `seq`, and ends when the run is final and every event up to the end marker was yielded.
+Through a server restart its subscriber reconnects and its reads wait the outage out, the
+events read again deduped by `seq`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -40,6 +43,7 @@ from prefect_beluga.core.streaming import (
     TokenSink,
     source_fields,
 )
+from prefect_beluga.orchestration.workflow._patience import FIRST_DELAY, MAX_DELAY
 
 STREAM_TAG = "beluga:stream-tokens"
 TOKENS_EVENT = "prefect-beluga.tokens"
@@ -169,7 +173,7 @@ def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
 
 
 async def read_events(
-    client: Any,
+    api: Any,
     run_id: str,
     since: datetime | None,
     is_final: Callable[[], Awaitable[tuple[bool, int]]],
@@ -179,7 +183,13 @@ async def read_events(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the run's token events in order, without duplicates, until the run is final and
     all its events were yielded (or, without an end marker — a crashed run — `grace` seconds
-    after it turned final)."""
+    after it turned final: then what the API holds, in order).
+
+    `api` is the call's `Patience`: reads back from ``/events/filter`` wait out an API outage.
+    The live subscriber reconnects (with backoff) whenever its connection drops — a server
+    restart, a clean close — and each new subscription replays the run's events, which are
+    deduped by `(attempt, seq)` with the ones already read; while it is down, the events are
+    read back every `poll` seconds instead."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
 
@@ -189,16 +199,27 @@ async def read_events(
         occurred=EventOccurredFilter(since=start, until=datetime.now(timezone.utc) + timedelta(days=365)),
     )
     live: asyncio.Queue[Any] = asyncio.Queue()
-    subscribed = asyncio.Event()
+    subscribed = asyncio.Event()  # the first subscription was made (or failed): read back now
+    connected = False
 
     async def listen() -> None:
-        try:
-            async with get_events_subscriber(filter=event_filter.model_copy(deep=True)) as subscriber:
+        nonlocal connected
+        delay = FIRST_DELAY
+        while True:
+            try:
+                async with get_events_subscriber(filter=event_filter.model_copy(deep=True)) as subscriber:
+                    connected = True
+                    subscribed.set()
+                    delay = FIRST_DELAY
+                    async for event in subscriber:
+                        live.put_nowait(event)
+            except Exception:  # the server went away (or refused us): subscribe again, later
+                pass
+            finally:
+                connected = False
                 subscribed.set()
-                async for event in subscriber:
-                    live.put_nowait(event)
-        finally:
-            subscribed.set()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, MAX_DELAY)
 
     listener = asyncio.create_task(listen())
     # Events are ordered by (attempt of the run, seq within it); an attempt ends with its marker.
@@ -213,7 +234,7 @@ async def read_events(
         if key >= cursor and key not in pending:
             pending[key] = (name, payload)
 
-    async def backfill() -> None:
+    async def backfill(client: Any) -> None:
         body = {"filter": {**event_filter.model_dump(mode="json"), "order": "ASC"}, "limit": 50}
         reply = (await client.request("POST", "/events/filter", json=body)).json()
         while True:
@@ -224,25 +245,30 @@ async def read_events(
                 return
             reply = (await client._client.get(next_page)).json()
 
+    def advance() -> Iterator[dict[str, Any]]:
+        nonlocal cursor
+        while True:
+            if cursor not in pending and cursor[0] in ended and (cursor[0] + 1, 0) in pending:
+                cursor = (cursor[0] + 1, 0)  # the run was retried: its next attempt's events
+            if cursor not in pending:
+                return
+            name, payload = pending.pop(cursor)
+            if name == END_EVENT:
+                ended.add(cursor[0])
+            cursor = (cursor[0], cursor[1] + 1)
+            update = _as_update(name, payload)
+            if update is not None:
+                yield update
+
     try:
         await asyncio.wait({listener, asyncio.ensure_future(subscribed.wait())}, return_when=asyncio.FIRST_COMPLETED)
-        await backfill()
+        await api(backfill)
         last_backfill = time.monotonic()
         final_since: float | None = None
         attempts = 1
         while True:
-            while True:
-                if cursor not in pending and cursor[0] in ended and (cursor[0] + 1, 0) in pending:
-                    cursor = (cursor[0] + 1, 0)  # the run was retried: its next attempt's events
-                if cursor not in pending:
-                    break
-                name, payload = pending.pop(cursor)
-                if name == END_EVENT:
-                    ended.add(cursor[0])
-                cursor = (cursor[0], cursor[1] + 1)
-                update = _as_update(name, payload)
-                if update is not None:
-                    yield update
+            for update in advance():
+                yield update
             if final_since is not None and attempts in ended:
                 return  # the final attempt's end marker was reached: every event was yielded
             try:
@@ -257,11 +283,16 @@ async def read_events(
                 if final:
                     final_since = now
                     continue
-            gap = bool(pending) or listener.done() or final_since is not None
+            gap = bool(pending) or not connected or final_since is not None
             if gap and now - last_backfill >= poll:
-                await backfill()  # events not delivered live (e.g. published before we subscribed)
-                last_backfill = now
+                await api(backfill)  # events not delivered live (published before we subscribed,
+                last_backfill = time.monotonic()  # or while the subscriber was reconnecting)
             if final_since is not None and now - final_since > grace:
+                # No end marker (a crash), or an event the API never stored: what it holds, in order.
+                for key in sorted(pending):
+                    cursor = key
+                    for update in advance():
+                        yield update
                 return
     finally:
         listener.cancel()
