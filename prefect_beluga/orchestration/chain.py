@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextvars import ContextVar
 from datetime import timedelta
@@ -75,8 +76,9 @@ class Chain(Runnable):
         retry_on: What to retry: exception type(s) or a predicate. Default: every error but
             permanent ones (validation, authentication/permission, 4xx other than 408/409/429).
         step_timeout: Seconds one attempt of one step may take (Prefect task timeout).
-        error_handler: Called with the exception of a step that finally failed; returns the
-            exception to raise, or a dict to use as the chain's result (None re-raises).
+        error_handler: `handler(exc) -> Exception | dict | None`, called with the exception
+            of a step that finally failed: returns the exception to raise, or a dict to use as
+            the chain's result (None re-raises), e.g. ``lambda exc: {"output": "unavailable"}``.
         memory: Conversation memory: its variables are loaded into the input when the call
             is made; the input/output pair is saved after the last step. Sequential calls
             see every earlier turn (of their session: the input's `session_id`, else the
@@ -139,8 +141,8 @@ class Chain(Runnable):
             raise ValidationError(f"chain {self.name!r} has no steps; give it at least one")
         if timeout is not None and not timeout > 0:
             raise ValidationError(f"chain {self.name!r}: timeout must be > 0 seconds, got {timeout!r}")
-        if error_handler is not None and not callable(error_handler):
-            raise ValidationError(f"chain {self.name!r}: error_handler must be callable")
+        if error_handler is not None:
+            _check_error_handler(self.name, error_handler)
         if memory is not None and not isinstance(memory, BaseMemory):
             raise ValidationError(
                 f"chain {self.name!r}: memory must come from memory.new_memory(...), "
@@ -333,3 +335,21 @@ class Chain(Runnable):
 
     def __repr__(self) -> str:
         return f"Chain(name={self.name!r}, steps={[s.name for s in self.steps]})"
+
+
+def _check_error_handler(chain: str, handler: Any) -> None:
+    """`handler` must be callable with the one exception argument the chain passes."""
+    if not callable(handler):
+        raise ValidationError(f"chain {chain!r}: error_handler must be callable, got {type(handler).__name__}")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # a builtin without a signature: called as documented
+        return
+    try:
+        signature.bind(Exception())
+    except TypeError:
+        name = getattr(handler, "__name__", None) or repr(handler)
+        raise ValidationError(
+            f"chain {chain!r}: error_handler {name}{signature} must take exactly one argument, the "
+            f"exception of the step that failed (e.g. `def handler(exc): return {{'output': 'unavailable'}}`)"
+        ) from None

@@ -157,6 +157,12 @@ CATALOGUE: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         ValidationError,
         r"chain 'c': error_handler must return an exception, a dict or None, got int",
     ),
+    (
+        "chain-error-handler-wrong-arity",
+        lambda: Chain([ok], name="c", error_handler=lambda err, state: None),
+        ValidationError,
+        r"chain 'c': error_handler <lambda>\(err, state\) must take exactly one argument, the exception",
+    ),
     # memory
     (
         "memory-unknown-type",
