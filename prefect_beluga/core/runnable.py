@@ -83,7 +83,9 @@ class Runnable:
         `astream` runs to the end as one coroutine on one event loop (see `run_sync`), fed
         from a helper thread; chunks come back through a queue. (Driving it chunk by chunk with
         `run_sync` breaks where each call gets a fresh loop, e.g. in a sync step of a chain.)
-        Closing the iterator early cancels the run.
+        Closing the iterator early (`break`, `close()`, garbage collection) stops the run and
+        returns once it ended: a chain's or graph's run then ends Cancelled (docs/streaming.md,
+        "Leaving a stream early").
         """
         chunks: queue.Queue[tuple[bool, Any]] = queue.Queue()
         stop = threading.Event()

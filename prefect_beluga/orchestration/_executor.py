@@ -39,7 +39,7 @@ from prefect_beluga.core.errors import (
     add_step_note,
 )
 from prefect_beluga.orchestration._runtime import in_flow_run
-from prefect_beluga.orchestration._stream import StreamSink, raise_if_stopped, stop_requested
+from prefect_beluga.orchestration._stream import StreamSink, raise_if_cancelled, raise_if_stopped, stop_requested
 from prefect_beluga.orchestration._tasks import call_args
 from prefect_beluga.orchestration._topology import END, ConditionalEdge
 
@@ -250,7 +250,7 @@ class _Execution:
             if wrapped is not None and hasattr(wrapped, "cancel"):
                 wrapped.cancel()  # best effort: stop the node on the cluster too
             raise
-        return future.result(), future  # raises the node's exception
+        return raise_if_cancelled(future.result()), future  # raises the node's exception
 
     async def route(self, edge: ConditionalEdge, state: dict[str, Any]) -> list[str]:
         choice = edge.router(state)

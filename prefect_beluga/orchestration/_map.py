@@ -22,7 +22,7 @@ from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import check_output, coerce_input
 from prefect_beluga.orchestration._cache import unquoted
-from prefect_beluga.orchestration._stream import stop_requested
+from prefect_beluga.orchestration._stream import raise_if_cancelled, stop_requested
 
 
 class Map(Runnable):
@@ -146,11 +146,12 @@ async def gather_items(
                 task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-    for index, task in enumerate(tasks):
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            add_step_note(exc, f"in item {index} of {where}")
-            raise exc
+    # Every item's exception is read (none is left "never retrieved"); the first one is raised.
+    failures = [(i, t.exception()) for i, t in enumerate(tasks) if not t.cancelled() and t.exception() is not None]
+    if failures:
+        index, exc = failures[0]
+        add_step_note(exc, f"in item {index} of {where}")
+        raise exc
     return [task.result() for task in tasks]
 
 
@@ -214,7 +215,7 @@ class MapTask:
                         if wrapped is not None and hasattr(wrapped, "cancel"):
                             wrapped.cancel()
                         raise
-                    return future.result()
+                    return raise_if_cancelled(future.result())
 
                 return run
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
@@ -124,6 +125,27 @@ def raise_if_stopped() -> None:
     reason = stop_requested()
     if reason is not None:
         raise CancelledRun(reason)
+
+
+def raise_if_cancelled(value: Any) -> Any:
+    """`value`, a step task's result, unless it is the `Cancelled` state `cancelled_step`
+    returned: then Prefect's `CancelledRun` (Prefect hands a state a task returned back to its
+    caller as the call's value)."""
+    if isinstance(value, State) and value.is_cancelled():
+        raise CancelledRun(value.message or STOPPED_READING)
+    return value
+
+
+async def _unwrapped(call: Awaitable[Any]) -> Any:
+    return raise_if_cancelled(await call)
+
+
+def step_call(call: Any) -> Any:
+    """A step task's call (a coroutine), whose `Cancelled` state is raised as `CancelledRun`
+    while the caller streams; unchanged outside a streamed call."""
+    if stop_signal() is None or not inspect.isawaitable(call):
+        return call
+    return _unwrapped(call)
 
 
 def _uncancel() -> None:

@@ -37,7 +37,7 @@ from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.core.streaming import current_item, current_node, token_sink
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options, unquoted
-from prefect_beluga.orchestration._stream import cancelled_step
+from prefect_beluga.orchestration._stream import cancelled_step, step_call
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
 MAX_RETRY_AFTER = 300.0
@@ -193,8 +193,8 @@ class StepTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if durable_run.get() is not None:
-            return self.durable()(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
+            return step_call(self.durable()(*args, **kwargs))
+        return step_call(super().__call__(*args, **kwargs))
 
 
 

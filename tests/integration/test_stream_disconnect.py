@@ -23,13 +23,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
 
-from prefect_beluga import Chain, Graph, Orchestrator
+from prefect_beluga import Chain, Graph, Map, Orchestrator
+from prefect_beluga.agents import Agent
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.openai import OpenAIChatModel
 from prefect_beluga.orchestration._stream import STOPPED_READING
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.helpers import read_flow_run, read_subflow_runs, read_task_runs
+from prefect_beluga.tools import tool
 
 KEY = "sk-disconnect-0123456789"
 CHUNK_DELAY = 0.2  # seconds between two chunks the server writes
@@ -257,3 +259,42 @@ def test_leaving_a_workflow_stream_leaves_the_run_running_to_completion(server, 
     assert workflow.get_result(workflow_id, run_id, timeout=120)["answer"] == FULL_REPLY
     assert [text for _, text in server.chunks] and "".join(t for _, t in server.chunks) == FULL_REPLY
     assert workflow.status(run_id) == "COMPLETED"
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+async def test_leaving_an_agents_stream_cancels_its_model_turn_in_flight(server, llm, run_name, quiet):
+    llm.name = "model"
+    server.reply_with({"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}, FULL_REPLY)
+    chain = Chain([Agent(llm, tools=[tool(add)], name="helper")], name="leave-agent")
+    async with contextlib.aclosing(chain.astream({"input": "add"}, {"run_name": run_name}, tokens=True)) as events:
+        async for event in events:
+            if "__token__" in event:
+                break  # the answer's first token, after the tool call
+    run = await read_flow_run(run_name)
+    assert (run.state_type, run.state.message) == (StateType.CANCELLED, STOPPED_READING)
+    runs = await read_task_runs(run.id, 4)
+    assert sorted((r.name, r.state_type) for r in runs) == [
+        ("add", StateType.COMPLETED),
+        ("helper", StateType.CANCELLED),  # the step
+        ("model", StateType.CANCELLED),  # the second model turn, in flight
+        ("model", StateType.COMPLETED),  # the first one, which asked for the tool
+    ]
+    assert_server_stopped_writing(server)
+
+
+async def test_leaving_a_map_steps_stream_cancels_every_item_in_flight(server, llm, run_name, quiet):
+    chain = Chain([Map(AsyncAnswer(llm), over="questions", item_key="input", name="answers")], name="leave-map")
+    stream = chain.astream({"questions": [QUESTION, QUESTION]}, {"run_name": run_name}, tokens=True)
+    async with contextlib.aclosing(stream) as events:
+        indexes = set()
+        async for event in events:
+            if "__token__" in event:
+                indexes.add(event["__token__"]["index"])
+                if indexes == {0, 1}:
+                    break
+    await assert_cancelled(run_name, cancelled=("answers[0]", "answers[1]"))
+    assert_server_stopped_writing(server)
