@@ -260,6 +260,15 @@ class StopSignal:
                 self._sections.discard(section)
                 if parent is not None:
                     parent.children -= 1
+                # A block in a worker thread (a sync step's model request) ended while the call
+                # stops: the block waiting for that thread is now innermost, and is cancelled
+                # too (in the same thread, Prefect still records the inner block's state).
+                cascade = (
+                    parent is not None and parent.children == 0 and parent.thread != section.thread
+                    and self.requested is not None
+                )
+            if cascade:
+                parent.cancel()
 
 
 _stop: ContextVar[StopSignal | None] = ContextVar("prefect_beluga_stop_signal", default=None)
