@@ -127,9 +127,6 @@ class Patience:
         self.what = what
         self.deadline = deadline
         self.patience = default_patience() if patience is None else patience
-        #: 1 on an op's first try, 2 on its first retry, ...: an op that creates something can
-        #: look for what an earlier try whose reply was lost created.
-        self.attempt = 0
         self._client: Any = None
 
     async def __aenter__(self) -> Patience:
@@ -159,9 +156,7 @@ class Patience:
         call's deadline (or patience) is spent. Errors that are not an outage's pass at once."""
         outage: float | None = None
         delay = FIRST_DELAY
-        self.attempt = 0
         while True:
-            self.attempt += 1
             limit = self._limit(outage)
             try:
                 async with asyncio.timeout(max(limit - time.monotonic(), MIN_TRY)):

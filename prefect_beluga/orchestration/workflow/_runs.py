@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
@@ -99,7 +99,8 @@ class Runs:
 
         The same `idempotency_key` never creates a second run: the first run's ids come back.
         An API outage is waited out (`PREFECT_BELUGA_API_PATIENCE`, 120 s by default), and a
-        request retried after its reply was lost creates no second run.
+        request retried after its reply was lost creates no second run (without a key, the
+        run's own name is the API's idempotency key; `list_runs` reports None for it).
         With `stream=True` the run publishes its chat models' tokens as Prefect events, which
         `stream(run_id)` reads from any process on the same Prefect API (docs/streaming.md).
         """
@@ -113,8 +114,11 @@ class Runs:
         tags = [*self.tags, STREAM_TAG] if stream else list(self.tags)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValidationError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
-        # One name for every try: a retried request finds the run an earlier try created by it.
+        # One name for every try of this call, and the API's idempotency key when the caller gave
+        # none: a request retried after its reply was lost (by Prefect's client or by `Patience`)
+        # gets back the run its first try created, never a second one.
         name = f"{self.workflow_id}-{uuid.uuid4().hex[:10]}"
+        key = idempotency_key or name
         async with Patience(f"execute of workflow {self.workflow_id!r}") as api:
             deployment = None if self.local else await api(self._read_deployment)
             if deployment is None and self.distributed:
@@ -127,13 +131,9 @@ class Runs:
                 )
 
             async def create(client: Any) -> tuple[FlowRun, bool]:
-                if api.attempt > 1:  # an earlier try may have created it before its reply was lost
-                    earlier = await self._find_run(client, name)
-                    if earlier is not None:
-                        return earlier, True
                 if deployment is not None:
-                    return await self._create_deployed_run(client, deployment, parameters, idempotency_key, tags, name)
-                return await self._create_run(client, parameters, idempotency_key, tags, name)
+                    return await self._create_deployed_run(client, deployment, parameters, key, tags, name)
+                return await self._create_run(client, parameters, key, tags, name)
 
             flow_run, created = await api(create)
         if created and deployment is None:
@@ -141,13 +141,9 @@ class Runs:
             runner().submit(self, flow_run, parameters)
         return self.workflow_id, str(flow_run.id)
 
-    async def _find_run(self, client: Any, name: str) -> FlowRun | None:
-        runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])), limit=1)
-        return runs[0] if runs else None
-
     async def _create_deployed_run(
-        self, client: Any, deployment: Any, parameters: dict[str, Any], idempotency_key: str | None,
-        tags: list[str], name: str,
+        self, client: Any, deployment: Any, parameters: dict[str, Any], idempotency_key: str, tags: list[str],
+        name: str,
     ) -> tuple[FlowRun, bool]:
         """A run of `deployment` (the API dedupes by idempotency key); True if this call created it."""
         from prefect.deployments import run_deployment
@@ -165,7 +161,7 @@ class Runs:
         return flow_run, flow_run.name == name
 
     async def _create_run(
-        self, client: Any, parameters: dict[str, Any], idempotency_key: str | None, tags: list[str], name: str
+        self, client: Any, parameters: dict[str, Any], idempotency_key: str, tags: list[str], name: str
     ) -> tuple[FlowRun, bool]:
         """Create a flow run named `name` (the API dedupes by idempotency key); True if this call
         created it (the run that comes back has `name`, not another caller's)."""
@@ -438,7 +434,8 @@ class Runs:
             start_time=run.start_time,
             end_time=run.end_time,
             deployment_id=str(run.deployment_id) if run.deployment_id else None,
-            idempotency_key=run.idempotency_key,
+            # A run `execute` created without a key carries its own name as the API's key.
+            idempotency_key=None if run.idempotency_key == run.name else run.idempotency_key,
         )
 
     def retry(self, run_id: str) -> tuple[str, str]:
