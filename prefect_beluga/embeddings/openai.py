@@ -31,9 +31,10 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from prefect_beluga._openai_client import ClientPerLoop, check_rate_limit_name, resolve_api_key
+from prefect_beluga._openai_client import ClientPerLoop, check_rate_limit_name, resolve_api_key, scrub_key
+from prefect_beluga._openai_servers import PLACEHOLDER_KEY, server_preset
 from prefect_beluga.core.errors import ProviderResponseError, ValidationError
-from prefect_beluga.core.secrets import scrub
+from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.embeddings.base import Embedder, check_texts
 from prefect_beluga.tokens import encoding_for
 
@@ -67,11 +68,15 @@ class OpenAIEmbedder(Embedder):
         timeout: Seconds one HTTP request may take.
         rate_limit: Name of a rate limit (`prefect_beluga.limits.ensure_rate_limit`): every
             HTTP request, retries included, takes one of its slots first.
+        server: An OpenAI-compatible server preset (`prefect_beluga.llms.servers`): its usual
+            base URL and key variable; a preset without embeddings (Groq, Anthropic) is a
+            `ValidationError` naming it.
 
     Examples:
         ```python
         OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
         OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        OpenAIEmbedder("nomic-embed-text", server="ollama", dimension=768)
         ```
     """
 
@@ -88,8 +93,9 @@ class OpenAIEmbedder(Embedder):
         max_input_tokens: int = MAX_INPUT_TOKENS,
         timeout: float = 60.0,
         rate_limit: str | None = None,
+        server: str | None = None,
     ) -> None:
-        where = f"OpenAIEmbedder({model!r})"
+        where = f"{type(self).__name__}({model!r})"
         self.rate_limit = check_rate_limit_name(rate_limit, where=where)
         if not isinstance(model, str) or not model:
             raise ValidationError(f"OpenAIEmbedder: model must be a non-empty str, got {model!r}")
@@ -120,6 +126,7 @@ class OpenAIEmbedder(Embedder):
             raise ValidationError(f"{where}: timeout must be > 0 seconds, got {timeout!r}")
         self.model = model
         self.dimension = dimension
+        self._server = server_preset(server, where=where).name if server is not None else None
         self.base_url = base_url
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -128,10 +135,42 @@ class OpenAIEmbedder(Embedder):
         self.name = f"embed:{model}"
         # Ask the API for the size only where it can shorten vectors (text-embedding-3).
         self._send_dimensions = model.startswith("text-embedding-3") and dimension != native
-        self._api_key = resolve_api_key(api_key, where=where)
-        self._clients = ClientPerLoop(
+        self._request_model = model  # the `model` sent (Azure: the deployment)
+        self._clients = self._make_clients(api_key, base_url, timeout, rate_limit, where)
+
+    def _make_clients(
+        self, api_key: SecretStr | str | None, base_url: str | None, timeout: float, rate_limit: str | None, where: str
+    ) -> ClientPerLoop:
+        preset = server_preset(self._server, where=where)
+        if not preset.capabilities.embeddings:
+            raise ValidationError(
+                f"{where}: server preset {preset.name!r} ({preset.title}) offers no embeddings endpoint "
+                f"(see {preset.docs[0]}); use another embedder, e.g. the offline HashingEmbedder or a server "
+                "that has one"
+            )
+        if self._server is not None:
+            if base_url is None and preset.base_url is None:
+                raise ValidationError(f"{where}: server preset {preset.name!r} has no usual address; pass base_url=...")
+            base_url = base_url or preset.base_url
+            self.base_url = base_url
+        self._api_key: SecretStr | None = resolve_api_key(
+            api_key, where=where, env=preset.api_key_env or "OPENAI_API_KEY",
+            placeholder=None if preset.key_required else PLACEHOLDER_KEY,
+            title=preset.title if preset.name != "openai" else "OpenAI",
+        )
+        return ClientPerLoop(
             rate_limit=rate_limit,
             api_key=self._api_key.get_secret_value(), base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    def cache_key(self) -> str:
+        """`Embedder.cache_key`, and the server preset when one is named."""
+        extra = {"server": self._server} if self._server is not None else {}
+        return key_of(
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            settings=public_settings(self, exclude=("name",)),
+            api_key=secret_digest(self._api_key),
+            **extra,
         )
 
     def __repr__(self) -> str:
@@ -208,7 +247,7 @@ class OpenAIEmbedder(Embedder):
         return results  # type: ignore[return-value]
 
     async def _request(self, batch: list[str]) -> list[list[float]]:
-        body: dict[str, Any] = {"model": self.model, "input": batch, "encoding_format": "base64"}
+        body: dict[str, Any] = {"model": self._request_model, "input": batch, "encoding_format": "base64"}
         if self._send_dimensions:
             body["dimensions"] = self.dimension
         client = self._clients.get()
@@ -222,7 +261,7 @@ class OpenAIEmbedder(Embedder):
                 f"{self!r}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"
             ) from None
         except Exception as exc:
-            scrub(exc, self._api_key)  # in place: the same exception, without the key
+            scrub_key(exc, self._api_key)  # in place: the same exception, without the key
             raise
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list) or len(data) != len(batch):

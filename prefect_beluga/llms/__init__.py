@@ -1,4 +1,5 @@
-"""Chat models: configuration, the provider factory, OpenAI and an offline model.
+"""Chat models: configuration, the provider factory, OpenAI (and OpenAI-compatible server
+presets), Azure OpenAI and an offline model.
 
 ```python
 import os
@@ -12,26 +13,34 @@ print(reply.content, reply.usage.total_tokens)
 ```
 
 The offline model answers from the context it is given and says so (`[offline model] ...`).
+Providers and server presets, with their capabilities and sources: docs/providers.md.
 """
 
 from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
 from prefect_beluga.core.errors import ProviderResponseError
+from prefect_beluga.llms.azure import AzureOpenAIChatModel
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.factory import Factory, create_provider
 from prefect_beluga.llms.offline import OFFLINE_PREFIX, OfflineChatModel
 from prefect_beluga.llms.openai import OpenAIChatModel
 from prefect_beluga.llms.pricing import estimate_cost
+from prefect_beluga.llms.servers import SERVERS, Capabilities, Server, server_preset
 
 __all__ = [
     "OFFLINE_PREFIX",
     "OPENAI_API_KEY_ENV",
+    "SERVERS",
+    "AzureOpenAIChatModel",
+    "Capabilities",
     "ChatModel",
     "Config",
     "Factory",
     "OfflineChatModel",
     "OpenAIChatModel",
     "ProviderResponseError",
+    "Server",
     "create_provider",
     "estimate_cost",
+    "server_preset",
 ]

@@ -16,6 +16,7 @@ from prefect_beluga.core.fingerprint import key_of, public_settings, secret_dige
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.streaming import cancellable, emit_token, token_sink
 from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.servers import Capabilities
 from prefect_beluga.schema import (
     AIMessage,
     AnyMessage,
@@ -62,6 +63,11 @@ class ChatModel(Runnable, ABC):
 
     config: Config
 
+    #: What the model's server supports (`llms.servers.Capabilities`); providers for
+    #: OpenAI-compatible servers set it from the `server` preset and `Config.capabilities`.
+    #: Agents choose how to ask for structured output from it.
+    capabilities: Capabilities = Capabilities()
+
     @property
     def model_name(self) -> str:
         return self.config.model_name
@@ -81,8 +87,9 @@ class ChatModel(Runnable, ABC):
         """The reply to checked, non-empty `messages`.
 
         A model that supports tool calling or structured output also accepts the keyword
-        arguments `tools` (OpenAI-style function entries) and `response_format` (OpenAI's
-        `{"type": "json_schema", ...}`); they are passed only when a caller gives them.
+        arguments `tools` (OpenAI-style function entries), `response_format` (OpenAI's
+        `{"type": "json_schema", ...}`) and `tool_choice` ("required" or a named function);
+        they are passed only when a caller gives them.
         """
 
     async def _astream(self, messages: list[AnyMessage], **request: Any) -> AsyncIterator[str | ChatResult]:
@@ -104,6 +111,7 @@ class ChatModel(Runnable, ABC):
         on_token: Callable[[str], Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
     ) -> ChatResult:
         """The model's reply to `messages` (schema messages, OpenAI-style dicts, or a str).
 
@@ -114,10 +122,13 @@ class ChatModel(Runnable, ABC):
         otherwise the request is a plain one. `tools` (OpenAI-style
         `{"type": "function", "function": {...}}` entries) lets the model ask for tool calls
         (`result.message.tool_calls`); `response_format` asks for structured output (e.g.
-        `{"type": "json_schema", "json_schema": {...}}`).
+        `{"type": "json_schema", "json_schema": {...}}`); `tool_choice` ("required", or
+        `{"type": "function", "function": {"name": ...}}`) forces a tool call.
         """
         checked = to_messages(messages, where=f"{type(self).__name__}.generate")
-        return await self._generate_checked(checked, on_token, self._request_options(tools, response_format))
+        return await self._generate_checked(
+            checked, on_token, self._request_options(tools, response_format, tool_choice)
+        )
 
     async def _generate_checked(
         self,
@@ -152,14 +163,20 @@ class ChatModel(Runnable, ABC):
         on_token: Callable[[str], Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        tool_choice: str | Mapping[str, Any] | None = None,
     ) -> ChatResult:
         """Sync `agenerate`."""
-        return run_sync(self.agenerate(messages, on_token=on_token, tools=tools, response_format=response_format))
+        return run_sync(self.agenerate(
+            messages, on_token=on_token, tools=tools, response_format=response_format, tool_choice=tool_choice
+        ))
 
     def _request_options(
-        self, tools: Sequence[Mapping[str, Any]] | None, response_format: Mapping[str, Any] | None
+        self,
+        tools: Sequence[Mapping[str, Any]] | None,
+        response_format: Mapping[str, Any] | None,
+        tool_choice: str | Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """`tools` / `response_format` as keyword arguments for `_agenerate`, checked."""
+        """`tools` / `response_format` / `tool_choice` as keyword arguments for `_agenerate`, checked."""
         request: dict[str, Any] = {}
         if tools:
             if isinstance(tools, (str, bytes, Mapping)) or not all(isinstance(t, Mapping) for t in tools):
@@ -169,6 +186,15 @@ class ChatModel(Runnable, ABC):
             if not isinstance(response_format, Mapping):
                 raise ValidationError(f"chat model {self.name!r}: response_format must be a dict")
             request["response_format"] = dict(response_format)
+        if tool_choice is not None:
+            if not isinstance(tool_choice, (str, Mapping)):
+                raise ValidationError(
+                    f"chat model {self.name!r}: tool_choice must be 'auto', 'required', 'none' or "
+                    f"{{'type': 'function', 'function': {{'name': ...}}}}, got {tool_choice!r}"
+                )
+            if not tools:
+                raise ValidationError(f"chat model {self.name!r}: tool_choice needs tools to choose from")
+            request["tool_choice"] = tool_choice if isinstance(tool_choice, str) else dict(tool_choice)
         if request:
             parameters = inspect.signature(self._agenerate).parameters
             takes_all = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -208,7 +234,20 @@ class ChatModel(Runnable, ABC):
     def cache_key(self) -> str:
         """What this model is, for the cross-run cache: class, provider, model, parameters,
         base URL and a one-way digest of the API key (see `prefect_beluga.core.fingerprint`)."""
+        return self._cache_key()
+
+    def _cache_key(self, **extra: Any) -> str:
+        """`cache_key()`'s value, with `extra` values (those not None) and, when set, the config's
+        server preset, capability overrides and API version."""
         config = self.config
+        options = extra.pop("options", config.options)
+        values = {k: v for k, v in extra.items() if v is not None}
+        if config.server is not None:
+            values.setdefault("server", config.server)
+        if config.capabilities:
+            values["capabilities"] = config.capabilities
+        if config.api_version is not None:
+            values.setdefault("api_version", config.api_version)
         return key_of(
             f"{type(self).__module__}.{type(self).__qualname__}",
             provider=config.provider,
@@ -216,9 +255,10 @@ class ChatModel(Runnable, ABC):
             base_url=config.base_url,
             temperature=config.temperature,
             max_tokens=config.max_tokens,
-            options=config.options,
+            options=options,
             api_key=secret_digest(config.resolved_api_key()),
-            settings=public_settings(self, exclude=("config", "name")),
+            settings=public_settings(self, exclude=("config", "name", "capabilities", "server")),
+            **values,
         )
 
     def __repr__(self) -> str:

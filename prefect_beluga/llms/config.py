@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
+from prefect_beluga._openai_client import AZURE_OPENAI_API_KEY_ENV, OPENAI_API_KEY_ENV
+from prefect_beluga._openai_servers import PLACEHOLDER_KEY, check_overrides, server_preset
 from prefect_beluga.core.errors import ValidationError
 
 
@@ -23,16 +25,27 @@ class Config(BaseModel):
     """Which chat model to use and how to call it.
 
     The API key is a `SecretStr`: it shows as `'**********'` in reprs, logs and Prefect
-    parameters. Nothing is read from the environment except `OPENAI_API_KEY`, and only when
-    `api_key` is None and the provider is "openai" (see `resolved_api_key`); in particular
-    `OPENAI_BASE_URL` is not (the SDK itself still reads `OPENAI_ORG_ID` / `OPENAI_PROJECT_ID`).
+    parameters. Nothing is read from the environment but the key, and only when `api_key` is
+    None (see `resolved_api_key`): `OPENAI_API_KEY` for provider "openai", the preset's own
+    variable for a `server` preset (`GROQ_API_KEY`, `GEMINI_API_KEY`, ...) and
+    `AZURE_OPENAI_API_KEY` (plus `AZURE_OPENAI_ENDPOINT` and `OPENAI_API_VERSION` when those
+    are not given) for "azure_openai"; in particular `OPENAI_BASE_URL` is not (the SDK itself
+    still reads `OPENAI_ORG_ID` / `OPENAI_PROJECT_ID`).
 
     Args:
-        provider: Provider name registered with `Factory` ("openai", "offline", or your own).
-            May be left out when `Factory().create_provider(name, config)` names it.
-        model_name: The model, e.g. "gpt-4o-mini".
+        provider: Provider name registered with `Factory` ("openai", "azure_openai", "offline",
+            or your own). May be left out when `Factory().create_provider(name, config)` names it.
+        model_name: The model, e.g. "gpt-4o-mini"; for "azure_openai", the deployment name.
         api_key: The provider's API key.
-        base_url: API root of an OpenAI-compatible server (e.g. "http://127.0.0.1:8000/v1").
+        base_url: API root of an OpenAI-compatible server (e.g. "http://127.0.0.1:8000/v1");
+            for "azure_openai", the resource endpoint (e.g. "https://NAME.openai.azure.com").
+        server: The OpenAI-compatible server preset ("openai", "ollama", "vllm", "groq",
+            "gemini", "anthropic", "compatible"; see `llms.servers`): its usual base URL, its
+            key variable and its declared capabilities. None: OpenAI itself.
+        capabilities: Overrides of the preset's capabilities, e.g. `{"json_schema": False}`.
+        api_version: Azure OpenAI API version, e.g. "2024-10-21" ("azure_openai" only).
+        azure_ad_token_provider: A Microsoft Entra token provider (a callable returning a
+            bearer token, sync or async), used instead of an API key ("azure_openai" only).
         temperature: Sampling temperature, 0 to 2 (provider default when None).
         max_tokens: Upper bound on the reply's tokens (provider default when None).
         timeout: Seconds one HTTP request may take.
@@ -46,6 +59,9 @@ class Config(BaseModel):
                         api_key=os.environ.get("OPENAI_API_KEY"), temperature=0.2)
         llm = Factory().create_provider("openai", config)
         Config(provider="offline")          # no key, no network
+        Config(provider="openai", server="ollama", model_name="llama3.2")   # localhost:11434
+        Config(provider="azure_openai", model_name="my-gpt-4o-mini", base_url="https://NAME.openai.azure.com",
+               api_version="2024-10-21", api_key=os.environ["AZURE_OPENAI_API_KEY"])
         ```
     """
 
@@ -61,6 +77,12 @@ class Config(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="Extra request parameters.")
     rate_limit: str | None = Field(
         default=None, min_length=1, description="Name of a Prefect rate limit taken per HTTP request."
+    )
+    server: str | None = Field(default=None, description="OpenAI-compatible server preset, e.g. 'ollama'.")
+    capabilities: dict[str, bool] = Field(default_factory=dict, description="Overrides of the preset's capabilities.")
+    api_version: str | None = Field(default=None, min_length=1, description="Azure OpenAI API version.")
+    azure_ad_token_provider: Callable[[], Any] | None = Field(
+        default=None, exclude=True, repr=False, description="Microsoft Entra token provider (Azure OpenAI)."
     )
 
     def __init__(self, **data: Any) -> None:
@@ -79,6 +101,24 @@ class Config(BaseModel):
     def _base_url_http(cls, value: str | None) -> str | None:
         return http_url(value)
 
+    @field_validator("server")
+    @classmethod
+    def _known_server(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return server_preset(value, where="server").name
+        except ValidationError as exc:
+            raise ValueError(str(exc).removeprefix("server: ")) from None
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _known_capabilities(cls, value: Any) -> Any:
+        try:
+            return check_overrides(value if value is not None else {}, where="capabilities")
+        except ValidationError as exc:
+            raise ValueError(str(exc).removeprefix("capabilities: ")) from None
+
     @field_validator("options")
     @classmethod
     def _options_not_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -89,15 +129,28 @@ class Config(BaseModel):
 
     def with_options(self, **changes: Any) -> Config:
         """A copy with some fields changed (validated)."""
-        return Config(**{**self.model_dump(), "api_key": self.api_key, **changes})
+        return Config(**{
+            **self.model_dump(), "api_key": self.api_key, "azure_ad_token_provider": self.azure_ad_token_provider,
+            **changes,
+        })
 
     def resolved_api_key(self) -> SecretStr | None:
-        """`api_key`, or for provider "openai" the `OPENAI_API_KEY` environment variable."""
+        """`api_key`, else the key variable of the provider: `OPENAI_API_KEY` for "openai", the
+        `server` preset's own (e.g. `GROQ_API_KEY`), `AZURE_OPENAI_API_KEY` for "azure_openai";
+        a server that ignores keys (Ollama, vLLM, ...) gets a placeholder when none is set."""
         if self.api_key is not None:
             return self.api_key
-        if (self.provider or "openai") == "openai" and os.environ.get(OPENAI_API_KEY_ENV):
-            return SecretStr(os.environ[OPENAI_API_KEY_ENV])
-        return None
+        provider = self.provider or "openai"
+        if provider == "azure_openai":
+            value = os.environ.get(AZURE_OPENAI_API_KEY_ENV)
+            return SecretStr(value) if value else None
+        if provider != "openai":
+            return None
+        preset = server_preset(self.server)
+        value = os.environ.get(preset.api_key_env or OPENAI_API_KEY_ENV)
+        if value:
+            return SecretStr(value)
+        return None if preset.key_required else SecretStr(PLACEHOLDER_KEY)
 
 
 def _describe(exc: pydantic.ValidationError) -> str:

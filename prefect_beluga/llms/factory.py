@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.llms.azure import AzureOpenAIChatModel
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.offline import OfflineChatModel
@@ -19,6 +20,10 @@ def _openai(config: Config) -> ChatModel:
     return OpenAIChatModel(config)
 
 
+def _azure_openai(config: Config) -> ChatModel:
+    return AzureOpenAIChatModel(config)
+
+
 def _offline(config: Config) -> ChatModel:
     return OfflineChatModel(config)
 
@@ -26,8 +31,10 @@ def _offline(config: Config) -> ChatModel:
 class Factory:
     """Builds chat models by provider name, from a registry you can add providers to.
 
-    Built in: "openai" (`OpenAIChatModel`, also for OpenAI-compatible servers via `base_url`)
-    and "offline" (`OfflineChatModel`). The registry is shared by every Factory.
+    Built in: "openai" (`OpenAIChatModel`, also for OpenAI-compatible servers via `base_url`
+    and a `server` preset: Ollama, vLLM, Groq, Gemini, Anthropic, any "compatible" one),
+    "azure_openai" (`AzureOpenAIChatModel`) and "offline" (`OfflineChatModel`). The registry
+    is shared by every Factory.
 
     Examples:
         ```python
@@ -35,11 +42,13 @@ class Factory:
         llm = Factory().create_provider("openai", config)
         Factory.register("echo", lambda config: EchoModel(config))   # your own provider
         Factory().create_provider("echo", Config(model_name="echo-1"))
-        Factory.providers()  # ['echo', 'offline', 'openai']
+        Factory.providers()  # ['azure_openai', 'echo', 'offline', 'openai']
         ```
     """
 
-    _registry: ClassVar[dict[str, ProviderBuilder]] = {"openai": _openai, "offline": _offline}
+    _registry: ClassVar[dict[str, ProviderBuilder]] = {
+        "openai": _openai, "azure_openai": _azure_openai, "offline": _offline,
+    }
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.servers import Capabilities
 from prefect_beluga.schema import (
     AIMessage,
     AnyMessage,
@@ -76,6 +77,9 @@ class OfflineChatModel(ChatModel):
         # {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
         ```
     """
+
+    #: It takes tools and a response format (and ignores the format), never a forced tool choice.
+    capabilities = Capabilities(tool_choice=False)
 
     def __init__(self, config: Config | None = None, *, max_sentences: int = 3) -> None:
         if config is None:

@@ -24,6 +24,7 @@ class RecordedRequest:
     body: Any  # the parsed JSON body, or None
     raw: bytes = b""
     at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic())
+    query: str = ""  # the URL's query string, e.g. "api-version=2024-10-21"
 
     @property
     def bearer(self) -> str | None:
@@ -218,7 +219,8 @@ class LoopbackHandler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         headers = {k.lower(): v for k, v in self.headers.items()}
-        request = RecordedRequest(method, urlsplit(self.path).path, headers, body, raw)
+        url = urlsplit(self.path)
+        request = RecordedRequest(method, url.path, headers, body, raw, query=url.query)
         fault = state._record(request)
         try:
             # `latency` is the response time: the reply's own work happens within it.

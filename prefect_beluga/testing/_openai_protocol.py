@@ -1,7 +1,11 @@
 """The OpenAI wire protocol of the loopback server: request handling, replies, SSE streams.
 
 `OpenAIServer` (in `openai_server.py`) holds the state; the handler here answers each request
-from it, as OpenAI's `/v1/chat/completions`, `/v1/embeddings` and `/v1/models` would.
+from it, as OpenAI's `/v1/chat/completions`, `/v1/embeddings` and `/v1/models` would, or as
+another server's dialect of them does (`Dialect`, `DIALECTS`): Azure's deployment paths,
+`api-version` query and `api-key` header; a server that rejects `json_schema`, ignores
+`parallel_tool_calls`, never reports usage in a stream, sends a tool call's arguments in one
+chunk, or spells finish reasons its own way.
 """
 
 from __future__ import annotations
@@ -14,15 +18,101 @@ import socket
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect_beluga.testing._loopback import Fault, LoopbackHandler, RecordedRequest
 
 if TYPE_CHECKING:
     from prefect_beluga.testing.openai_server import OpenAIServer
 
-__all__ = ["Reply", "Responder", "check_reply", "embedding_vector", "text_of"]
+__all__ = ["DIALECTS", "Dialect", "Reply", "Responder", "check_reply", "dialect_of", "embedding_vector", "text_of"]
+
+#: How a dialect treats a request field: honour it, accept and ignore it, or answer 400 naming it.
+Treatment = Literal["honour", "ignore", "reject"]
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one OpenAI-compatible server differs from OpenAI's own API, as the loopback server acts it.
+
+    Args:
+        name: The dialect's name (the server preset it mirrors).
+        azure: Azure OpenAI's shape: `/openai/deployments/{deployment}/chat/completions` (and
+            `/embeddings`) with a required `api-version` query, the key in the `api-key` header
+            (or an Entra bearer token), Azure's error bodies, and a first stream chunk that
+            carries only `prompt_filter_results`.
+        json_schema: `response_format` of type `json_schema`.
+        json_object: `response_format` of type `json_object`.
+        json_schema_with_tools: False: a request with both `json_schema` and `tools` is a 400.
+        parallel_tool_calls: The `parallel_tool_calls` field (honoured: `false` keeps one call).
+        tool_choice: The `tool_choice` field (honoured: a forced function is what gets called).
+        stream_options: `stream_options.include_usage` (ignored: no usage chunk in streams).
+        seed: The `seed` field.
+        rejected_fields: Other request fields answered with a 400 naming them.
+        tool_call_chunks: "many": a streamed tool call's arguments in several chunks (OpenAI);
+            "one": the whole call in one chunk.
+        finish_reasons: This server's spelling of OpenAI's finish reasons.
+        embeddings: Whether `/embeddings` exists (else 404).
+        usage_extension: Where else a stream's usage goes (Groq: "x_groq" on the last chunk).
+    """
+
+    name: str = "openai"
+    azure: bool = False
+    json_schema: Treatment = "honour"
+    json_object: Treatment = "honour"
+    json_schema_with_tools: bool = True
+    parallel_tool_calls: Treatment = "honour"
+    tool_choice: Treatment = "honour"
+    stream_options: Treatment = "honour"
+    seed: Treatment = "honour"
+    rejected_fields: tuple[str, ...] = ()
+    tool_call_chunks: Literal["many", "one"] = "many"
+    finish_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    embeddings: bool = True
+    usage_extension: str | None = None
+
+
+#: One dialect per server preset of `prefect_beluga.llms.servers`, acting out what each
+#: server's documentation says (docs/providers.md).
+DIALECTS: dict[str, Dialect] = {
+    d.name: d
+    for d in (
+        Dialect("openai"),
+        Dialect("azure_openai", azure=True),
+        Dialect("ollama", parallel_tool_calls="ignore", tool_call_chunks="one",
+                finish_reasons=MappingProxyType({"tool_calls": "stop"})),
+        Dialect("vllm", parallel_tool_calls="ignore"),
+        Dialect("groq", json_schema_with_tools=False, stream_options="ignore", tool_call_chunks="one",
+                rejected_fields=("logprobs", "logit_bias", "top_logprobs"), embeddings=False,
+                usage_extension="x_groq"),
+        Dialect("gemini", json_schema_with_tools=False, parallel_tool_calls="reject", seed="reject",
+                tool_call_chunks="one", finish_reasons=MappingProxyType({"tool_calls": "stop"})),
+        Dialect("anthropic", json_schema="ignore", json_object="ignore", seed="ignore", embeddings=False,
+                finish_reasons=MappingProxyType(
+                    {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"})),
+        Dialect("compatible", json_schema="reject", json_object="reject", parallel_tool_calls="reject",
+                tool_choice="reject", stream_options="reject", seed="reject", tool_call_chunks="one",
+                finish_reasons=MappingProxyType({"stop": "eos"})),
+    )
+}
+
+
+def dialect_of(dialect: Dialect | str | None) -> Dialect:
+    """`dialect` as a Dialect: one itself, a name in `DIALECTS`, or None for OpenAI's."""
+    if dialect is None:
+        return DIALECTS["openai"]
+    if isinstance(dialect, Dialect):
+        return dialect
+    if isinstance(dialect, str) and dialect in DIALECTS:
+        return DIALECTS[dialect]
+    raise ValueError(f"unknown dialect {dialect!r}; known dialects: {', '.join(DIALECTS)} (or pass a Dialect)")
+
+
+#: The tool an agent's structured output goes through when it is asked as a tool call.
+OUTPUT_TOOL = "final_result"
 
 #: A scripted chat reply: its text, or `{"content": str | None, "tool_calls": [{"name": str,
 #: "arguments": dict | str, "id": str (optional)}, ...]}`.
@@ -44,12 +134,35 @@ _ERROR_TYPES = {
 def check_reply(reply: Any) -> Reply:
     if isinstance(reply, str):
         return reply
+    if isinstance(reply, dict) and set(reply) == {"output"}:
+        return reply
     if not isinstance(reply, dict) or set(reply) - {"content", "tool_calls"}:
-        raise ValueError(f"a scripted reply is a str or a dict with 'content' / 'tool_calls', got {reply!r:.80}")
+        raise ValueError(
+            f"a scripted reply is a str, a dict with 'content' / 'tool_calls', or {{'output': ...}}, got {reply!r:.80}"
+        )
     calls = reply.get("tool_calls") or []
     if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
         raise ValueError(f"'tool_calls' must be a list of {{'name': str, 'arguments': ...}}, got {calls!r:.80}")
     return reply
+
+
+def _structured(reply: dict[str, Any], body: dict[str, Any], dialect: Dialect) -> Reply:
+    """A structured answer, given the way the request asked for it, as a model would give it: a
+    call of the forced tool (or of the output tool offered), JSON text under a response format
+    the server honours, else JSON in a fenced block (a model that was only prompted)."""
+    value = reply["output"]
+    names = [t.get("function", {}).get("name") for t in body.get("tools") or () if isinstance(t, dict)]
+    choice = body.get("tool_choice") if dialect.tool_choice == "honour" else None
+    forced = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    tool = forced if forced in names else (OUTPUT_TOOL if OUTPUT_TOOL in names else None)
+    if tool is not None:
+        return {"tool_calls": [{"name": tool, "arguments": value}]}
+    kind = (body.get("response_format") or {}).get("type")
+    if kind == "json_schema" and dialect.json_schema == "honour":
+        return json.dumps(value)
+    if kind == "json_object" and dialect.json_object == "honour":
+        return json.dumps(value)
+    return f"Here is the answer:\n```json\n{json.dumps(value, indent=2)}\n```"
 
 
 def _split_reply(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
@@ -119,7 +232,11 @@ class _Handler(LoopbackHandler):
     def _respond(self, request: RecordedRequest, fault: Fault | None) -> None:
         state = self.server_state
         method, path, headers, body = request.method, request.path, request.headers, request.body
+        dialect = state.dialect
         if fault is not None and self._apply(fault):
+            return
+        if dialect.azure:
+            self._respond_azure(request)
             return
         if state.api_key is not None and headers.get("authorization") != f"Bearer {state.api_key}":
             sent = headers.get("authorization", "")[7:]
@@ -133,7 +250,7 @@ class _Handler(LoopbackHandler):
             return
         route = {
             ("POST", "/v1/chat/completions"): self._chat,
-            ("POST", "/v1/embeddings"): self._embeddings,
+            ("POST", "/v1/embeddings"): self._embeddings if dialect.embeddings else None,
             ("GET", "/v1/models"): self._models,
         }.get((method, path))
         if route is None:
@@ -143,6 +260,47 @@ class _Handler(LoopbackHandler):
             self._error(400, "We could not parse the JSON body of your request.")
             return
         route(body)
+
+    def _respond_azure(self, request: RecordedRequest) -> None:
+        """Azure OpenAI: `/openai/deployments/{deployment}/{chat/completions|embeddings}?api-version=`."""
+        state = self.server_state
+        headers, body = request.headers, request.body
+        key_ok = state.api_key is None or headers.get("api-key") == state.api_key
+        token_ok = state.azure_ad_token is not None and headers.get("authorization") == f"Bearer {state.azure_ad_token}"
+        if not (key_ok and ("api-key" in headers or state.api_key is None)) and not token_ok:
+            self._azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. "
+                              "Make sure to provide a valid key for an active subscription and use a correct "
+                              "regional API endpoint for your resource.")
+            return
+        parts = request.path.strip("/").split("/")
+        if len(parts) < 4 or parts[:2] != ["openai", "deployments"] or request.method != "POST":
+            self._azure_error(404, "404", "Resource not found")
+            return
+        deployment, operation = parts[2], "/".join(parts[3:])
+        query = dict(pair.split("=", 1) for pair in request.query.split("&") if "=" in pair)
+        version = query.get("api-version")
+        if not version:
+            self._azure_error(404, "404", "Resource not found")
+            return
+        if state.api_versions is not None and version not in state.api_versions:
+            self._azure_error(404, "404", "Resource not found")
+            return
+        if state.deployments is not None and deployment not in state.deployments:
+            self._azure_error(404, "DeploymentNotFound", "The API deployment for this resource does not exist. "
+                              "If you created the deployment within the last 5 minutes, please wait a moment "
+                              "and try again.")
+            return
+        route = {"chat/completions": self._chat, "embeddings": self._embeddings}.get(operation)
+        if route is None:
+            self._azure_error(404, "404", "Resource not found")
+            return
+        if not isinstance(body, dict):
+            self._error(400, "We could not parse the JSON body of your request.")
+            return
+        route({**body, "model": body.get("model") or deployment})
+
+    def _azure_error(self, status: int, code: str, message: str) -> None:
+        self._json(status, {"error": {"code": code, "message": message}})
 
     def _apply(self, fault: Fault) -> bool:
         """Act out `fault`; True if the request is thereby answered (or dropped)."""
@@ -223,7 +381,15 @@ class _Handler(LoopbackHandler):
         if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
             self._error(400, "each message must be an object with a 'role'")
             return
-        reply, tool_calls = _split_reply(state._chat_reply(messages))
+        if self._refused(body):
+            return
+        dialect = state.dialect
+        scripted = state._chat_reply(messages)
+        if isinstance(scripted, dict) and "output" in scripted:
+            scripted = _structured(scripted, body, dialect)
+        reply, tool_calls = _split_reply(scripted)
+        if tool_calls and body.get("parallel_tool_calls") is False and dialect.parallel_tool_calls == "honour":
+            tool_calls = tool_calls[:1]
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         finish_reason = "tool_calls" if tool_calls else "stop"
         if isinstance(max_tokens, int) and max_tokens > 0:
@@ -235,10 +401,13 @@ class _Handler(LoopbackHandler):
         usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply), "total_tokens": prompt + _count(reply)}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+        finish_reason = dialect.finish_reasons.get(finish_reason, finish_reason)
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            include_usage = include_usage and dialect.stream_options == "honour"
             self._stream(
-                completion_id, created, model, reply, finish_reason, usage if include_usage else None, tool_calls
+                completion_id, created, model, reply, finish_reason, usage if include_usage else None, tool_calls,
+                full_usage=usage,
             )
             return
         message: dict[str, Any] = {
@@ -261,6 +430,41 @@ class _Handler(LoopbackHandler):
             },
         )
 
+    def _refused(self, body: dict[str, Any]) -> bool:
+        """Answer a 400 naming the field, as this dialect's server would; True if it did."""
+        dialect = self.server_state.dialect
+        response_format = body.get("response_format")
+        kind = response_format.get("type") if isinstance(response_format, dict) else None
+        problem = None
+        for name in dialect.rejected_fields:
+            if name in body:
+                problem = (name, f"'{name}' is not supported by this server")
+                break
+        else:
+            if kind == "json_schema" and dialect.json_schema == "reject":
+                problem = ("response_format", "Invalid value for 'response_format.type': 'json_schema' is not "
+                           "supported")
+            elif kind == "json_object" and dialect.json_object == "reject":
+                problem = ("response_format", "Invalid value for 'response_format.type': 'json_object' is not "
+                           "supported")
+            elif kind == "json_schema" and body.get("tools") and not dialect.json_schema_with_tools:
+                problem = ("response_format", "'response_format' json_schema cannot be combined with 'tools': "
+                           "tool use is not supported with structured outputs")
+            else:
+                for name, treatment in (("parallel_tool_calls", dialect.parallel_tool_calls),
+                                        ("tool_choice", dialect.tool_choice),
+                                        ("stream_options", dialect.stream_options),
+                                        ("seed", dialect.seed)):
+                    if treatment == "reject" and name in body:
+                        problem = (name, f"Unrecognized request argument supplied: {name}")
+                        break
+        if problem is None:
+            return False
+        param, message = problem
+        self._json(400, {"error": {"message": message, "type": "invalid_request_error", "param": param,
+                                   "code": "unsupported_parameter"}})
+        return True
+
     def _stream(
         self,
         completion_id: str,
@@ -270,6 +474,7 @@ class _Handler(LoopbackHandler):
         finish_reason: str,
         usage: dict[str, int] | None,
         tool_calls: list[dict[str, Any]] | None = None,
+        full_usage: dict[str, int] | None = None,
     ) -> None:
         self._hold()
         self.send_response(200)
@@ -297,6 +502,10 @@ class _Handler(LoopbackHandler):
         state = self.server_state
         with state._lock:
             breaks_after = state._breaks.popleft() if state._breaks else None
+        dialect = state.dialect
+        if dialect.azure:  # Azure's first chunk: the prompt's content filter results, no choices
+            chunk({}, None, choices=False, prompt_filter_results=[
+                {"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}])
         chunk({"role": "assistant", "content": ""}, None)
         for index, piece in enumerate(_pieces(reply)):
             if breaks_after is not None and index >= breaks_after:
@@ -311,8 +520,20 @@ class _Handler(LoopbackHandler):
             with state._lock:
                 state._chunks.append((time.perf_counter(), piece))
         for index, call in enumerate(tool_calls or ()):
-            chunk({"tool_calls": [{"index": index, **call}]}, None)
-        chunk({}, finish_reason)
+            if dialect.tool_call_chunks == "one":
+                chunk({"tool_calls": [{"index": index, **call}]}, None)
+                continue
+            arguments = call["function"]["arguments"]
+            head = {"index": index, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}
+            chunk({"tool_calls": [head]}, None)
+            for start in range(0, len(arguments), 7):
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[start:start + 7]}}]}, None)
+        if dialect.usage_extension:
+            chunk({}, finish_reason, **{dialect.usage_extension: {"id": f"req_{completion_id[-12:]}",
+                                                                 "usage": full_usage}})
+        else:
+            chunk({}, finish_reason)
         if usage is not None:
             chunk({}, None, choices=False, usage=usage)
         self.wfile.write(b"data: [DONE]\n\n")

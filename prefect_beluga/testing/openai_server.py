@@ -46,6 +46,22 @@ With `api_key=` set, a request whose bearer token differs gets OpenAI's 401 repl
 adds a delay to every request; `max_in_flight` reports the highest number of requests served at
 once (to check client-side concurrency limits without timing anything).
 
+Dialects: `OpenAIServer(dialect="groq")` (or any name in `DIALECTS`, or a `Dialect`) speaks
+another server's version of the protocol, as its documentation describes it: Azure OpenAI's
+`/openai/deployments/{deployment}/chat/completions?api-version=...` paths and `api-key`
+header (`dialect="azure_openai"`; `base_url` is then the resource endpoint), a 400 naming
+`response_format` for `json_schema` (or for `json_schema` with tools), `parallel_tool_calls`
+ignored or refused, no usage chunk in streams, a streamed tool call's arguments in one chunk
+instead of many, finish reasons spelled `end_turn` / `tool_use` / `eos`, no `/embeddings`.
+A scripted `{"output": {...}}` reply answers the way the request asked for structured output:
+a call of the forced (or the `final_result`) tool, JSON under an honoured response format, or
+JSON in a fenced block.
+
+    with OpenAIServer(api_key="k", dialect="azure_openai") as azure:
+        client = openai.AzureOpenAI(azure_endpoint=azure.base_url, api_version="2024-10-21", api_key="k")
+        client.chat.completions.create(model="my-deployment", messages=[...])
+        azure.chat_requests()[0].path   # '/openai/deployments/my-deployment/chat/completions'
+
 In pytest, use the `openai_server` fixture (import it into your `conftest.py`).
 """
 
@@ -57,7 +73,17 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
-from prefect_beluga.testing._openai_protocol import Reply, Responder, _Handler, check_reply, embedding_vector, text_of
+from prefect_beluga.testing._openai_protocol import (
+    DIALECTS,
+    Dialect,
+    Reply,
+    Responder,
+    _Handler,
+    check_reply,
+    dialect_of,
+    embedding_vector,
+    text_of,
+)
 
 
 class OpenAIServer(LoopbackServer):
@@ -71,6 +97,12 @@ class OpenAIServer(LoopbackServer):
         latency: Response time of every request, in seconds (the reply's own work happens within it).
         replies: Scripted chat replies, used in order before falling back to the echo reply.
         responder: `f(messages) -> str` computing the chat reply (instead of the echo).
+        dialect: The server whose version of the protocol to speak: a name in `DIALECTS`
+            ("openai", "azure_openai", "ollama", "vllm", "groq", "gemini", "anthropic",
+            "compatible") or a `Dialect`.
+        azure_ad_token: Azure dialect: a Microsoft Entra bearer token accepted instead of the key.
+        deployments: Azure dialect: the deployment names that exist (None: any).
+        api_versions: Azure dialect: the API versions accepted (None: any).
         host: Address to bind (loopback only).
         port: Port to bind; 0 (default) picks a free one.
 
@@ -93,6 +125,10 @@ class OpenAIServer(LoopbackServer):
         replies: Sequence[Reply] = (),
         responder: Responder | None = None,
         chunk_delay: float = 0.0,
+        dialect: Dialect | str | None = None,
+        azure_ad_token: str | None = None,
+        deployments: Sequence[str] | None = None,
+        api_versions: Sequence[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -107,6 +143,10 @@ class OpenAIServer(LoopbackServer):
         if not chunk_delay >= 0:
             raise ValueError(f"chunk_delay must be seconds >= 0, got {chunk_delay!r}")
         self.chunk_delay = chunk_delay
+        self.dialect = dialect_of(dialect)
+        self.azure_ad_token = azure_ad_token
+        self.deployments = None if deployments is None else tuple(deployments)
+        self.api_versions = None if api_versions is None else tuple(api_versions)
         self._chunks: list[tuple[float, str]] = []
         self._breaks: deque[int] = deque()
 
@@ -118,8 +158,17 @@ class OpenAIServer(LoopbackServer):
 
     @property
     def base_url(self) -> str:
-        """The `base_url` to give the SDK: `http://127.0.0.1:<port>/v1`."""
-        return f"{self.url}/v1"
+        """The `base_url` to give the SDK: `http://127.0.0.1:<port>/v1`; for the Azure dialect,
+        the resource endpoint `http://127.0.0.1:<port>` (the SDK adds `/openai/...`)."""
+        return self.url if self.dialect.azure else f"{self.url}/v1"
+
+    def chat_requests(self) -> list[RecordedRequest]:
+        """The chat completion requests received, whatever the dialect's path for them."""
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def embedding_requests(self) -> list[RecordedRequest]:
+        """The embeddings requests received, whatever the dialect's path for them."""
+        return [r for r in self.requests if r.path.endswith("/embeddings")]
 
     # -- scripting -------------------------------------------------------------------------
 
@@ -174,7 +223,7 @@ class OpenAIServer(LoopbackServer):
 
     def tool_results(self, request: int = -1) -> list[dict[str, Any]]:
         """The tool messages (`role: tool`) the client sent in chat request number `request`."""
-        chats = self.requests_to("/v1/chat/completions")
+        chats = self.chat_requests()
         if not chats:
             return []
         messages = (chats[request].body or {}).get("messages") or []
@@ -224,6 +273,6 @@ if pytest is not None:
             yield server
 
 
-__all__ = ["Fault", "OpenAIServer", "RecordedRequest", "Reply", "embedding_vector"]
+__all__ = ["DIALECTS", "Dialect", "Fault", "OpenAIServer", "RecordedRequest", "Reply", "embedding_vector"]
 if pytest is not None:
     __all__ += ["openai_server"]
