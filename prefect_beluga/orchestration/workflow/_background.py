@@ -1,7 +1,9 @@
 """The runner that executes this process's (not deployed) workflow runs, and what runs inside them.
 
 Runs of this process run on one event loop in a daemon thread. Each run is watched: when its
-state turns Cancelling or Cancelled (from any process), it is stopped and marked Cancelled. At
+state turns Cancelling or Cancelled (from any process), it is stopped and marked Cancelled.
+`cancel` / `terminate` from this process stop it at once (`astop`): a run paused in a signal
+wait has its wait woken (`signals.interrupt_wait`), which ends the run, not its next poll. At
 interpreter exit (before Python shuts its thread pools down, so the runs can still use them) the
 runner waits for the runs still running; a run paused in `wait_for_signal` is left Paused on the
 Prefect API (its wait stops polling, so nothing logs during shutdown) and a warning says how to

@@ -353,10 +353,10 @@ class Runs:
             if state.type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
                 # Nothing runs it yet (or it waits): no runner to stop, cancel it outright.
                 await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelled(message=message), force=True))
-                runner().stop(flow_run.id)
+                await runner().astop(flow_run.id)
                 return
             await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True))
-        runner().stop(flow_run.id)  # a run of this process: stop it now
+        await runner().astop(flow_run.id)  # a run of this process: stop it now
 
     def terminate(self, run_id: str, reason: str = "terminated") -> None:
         """Stop the run forcefully: it ends Cancelled (named "Terminated") with `reason` now.
@@ -373,7 +373,7 @@ class Runs:
                 return
             if flow_run.state is not None and flow_run.state.is_running():
                 await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelling(message=reason), force=True))
-            runner().stop(flow_run.id)
+            await runner().astop(flow_run.id)
             terminated = Cancelled(name="Terminated", message=reason)
             await api(lambda client: client.set_flow_run_state(flow_run.id, terminated, force=True))
 
