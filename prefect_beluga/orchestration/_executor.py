@@ -20,6 +20,7 @@ the finish points that ran and the nodes whose router chose `END`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -38,8 +39,15 @@ from prefect_beluga.core.errors import (
     StateConflictError,
     add_step_note,
 )
+from prefect_beluga.core.streaming import stop_signal
 from prefect_beluga.orchestration._runtime import in_flow_run
-from prefect_beluga.orchestration._stream import StreamSink, raise_if_cancelled, raise_if_stopped, stop_requested
+from prefect_beluga.orchestration._stream import (
+    StreamSink,
+    absorb_stop,
+    raise_if_cancelled,
+    raise_if_stopped,
+    stop_requested,
+)
 from prefect_beluga.orchestration._tasks import call_args
 from prefect_beluga.orchestration._topology import END, ConditionalEdge
 
@@ -234,21 +242,29 @@ class _Execution:
         """Run one node's task: awaited on this loop, or submitted to the task runner."""
         if self.graph.task_runner is None:
             return await task(call_args(state), self.quoted_config, upstream), None
-        # Not quoted here: Dask ships a `quote` (a NamedTuple) to the worker as a plain tuple.
-        future = task.submit(state, self.config, upstream)
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def wake(_: Any) -> None:  # called on the task runner's thread
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
-
-        future.add_done_callback(wake)
+        # A caller leaving the stream cancels this wait: at once for a node on another process
+        # (Dask: no stop signal there), else once the node, in its worker thread, has stopped.
+        signal = stop_signal()
+        future: Any = None
         try:
-            await done
+            with signal.section() if signal is not None else contextlib.nullcontext():
+                # Not quoted here: Dask ships a `quote` (a NamedTuple) to the worker as a plain tuple.
+                future = task.submit(state, self.config, upstream)
+                loop = asyncio.get_running_loop()
+                done = loop.create_future()
+
+                def wake(_: Any) -> None:  # called on the task runner's thread
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+                future.add_done_callback(wake)
+                await done
         except asyncio.CancelledError:
             wrapped = getattr(future, "wrapped_future", None)
             if wrapped is not None and hasattr(wrapped, "cancel"):
                 wrapped.cancel()  # best effort: stop the node on the cluster too
+            stopped = absorb_stop()
+            if stopped is not None:
+                raise stopped from None  # the node is cancelled: the run ends Cancelled
             raise
         return raise_if_cancelled(future.result()), future  # raises the node's exception
 

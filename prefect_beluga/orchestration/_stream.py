@@ -148,6 +148,16 @@ def step_call(call: Any) -> Any:
     return _unwrapped(call)
 
 
+def absorb_stop() -> CancelledRun | None:
+    """Inside `except asyncio.CancelledError`: when the caller left the stream, absorb the
+    cancellation and return the `CancelledRun` to raise instead (None: re-raise it)."""
+    reason = stop_requested()
+    if reason is None:
+        return None
+    _uncancel()
+    return CancelledRun(reason)
+
+
 def _uncancel() -> None:
     """This task absorbed a cancellation: forget the request (Python 3.11+)."""
     task = asyncio.current_task()

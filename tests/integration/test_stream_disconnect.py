@@ -22,6 +22,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from prefect_beluga import Chain, Graph, Map, Orchestrator
 from prefect_beluga.agents import Agent
@@ -297,4 +298,16 @@ async def test_leaving_a_map_steps_stream_cancels_every_item_in_flight(server, l
                 if indexes == {0, 1}:
                     break
     await assert_cancelled(run_name, cancelled=("answers[0]", "answers[1]"))
+    assert_server_stopped_writing(server)
+
+
+async def test_leaving_a_graph_stream_cancels_nodes_on_a_thread_pool_task_runner(server, llm, run_name, quiet):
+    graph = Graph(name="leave-thread-pool", task_runner=ThreadPoolTaskRunner(max_workers=2))
+    graph.add_node("left", AsyncAnswer(llm, "left")).add_node("right", Answer(llm, "right"))
+    graph.set_entry_point(["left", "right"]).set_finish_point(["left", "right"])
+    async with contextlib.aclosing(graph.astream({"input": QUESTION}, {"run_name": run_name}, tokens=True)) as events:
+        async for event in events:
+            if "__token__" in event:
+                break
+    await assert_cancelled(run_name, cancelled=("left", "right"))
     assert_server_stopped_writing(server)
