@@ -19,9 +19,22 @@ and their results go back as tool messages (with their call ids); when it answer
 that is the output. A tool that finally fails (after its retries) or arguments that do not fit
 its schema do not stop the loop: the error goes back to the model as the tool message, naming
 the field, so the model can fix its call. `max_iterations` model turns without a final answer
-raise `AgentIterationLimit`. With `output_type` (a pydantic model), the request asks for a
-`json_schema` response format and the answer is parsed into the model; an answer that does not
-validate gets one corrective turn, then `AgentOutputError`.
+raise `AgentIterationLimit`. With `output_type` (a pydantic model), the answer is asked for in
+the way the model's server supports (`llm.capabilities`, declared per server preset, never
+guessed from the model name), validated by pydantic, and parsed into the model; an answer that
+does not validate gets one corrective turn, then `AgentOutputError`. The output modes:
+
+- "json_schema": a `json_schema` response format (where the server honours it, and honours
+  it together with tools when the agent has tools): OpenAI, Azure, Ollama, vLLM; Groq and
+  Gemini when the agent has no tools.
+- "tool": a forced call of an output tool, `final_result`, whose parameters are the schema
+  (the way Pydantic AI's default output mode works): `tool_choice="required"` when the agent
+  has tools of its own, the output tool named otherwise. Anthropic; Groq and Gemini with tools.
+- "prompted": the schema in the system prompt, with a `json_object` response format where
+  the server has JSON mode: servers declared to support neither of the above ("compatible").
+
+`Agent(..., output_mode=...)` picks one explicitly (a mode the server does not support is a
+`ValidationError` naming the capability).
 
 Prefect: the agent asks `prefect_beluga.core.substeps` to run each model call and tool call as
 a sub-step; inside a flow run (as a chain step, a graph node, a workflow body or in your own
@@ -53,7 +66,7 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel
@@ -81,6 +94,13 @@ from prefect_beluga.schema import (
 from prefect_beluga.tools import Tool, ToolArgumentsError, as_tool, render_result
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+_FENCED_BLOCK = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
+
+#: The tool an `output_type` answer is given through in the "tool" output mode.
+OUTPUT_TOOL = "final_result"
+
+OutputMode = Literal["json_schema", "tool", "prompted"]
+OUTPUT_MODES: tuple[str, ...] = ("json_schema", "tool", "prompted")
 
 
 class Agent(Runnable):
@@ -99,14 +119,16 @@ class Agent(Runnable):
         system_prompt: Instructions put first (unless the input's messages already start with
             a system message).
         max_iterations: Model turns allowed; past them, `AgentIterationLimit`.
-        output_type: A pydantic model the final answer must fit (asked for as OpenAI's
-            `json_schema` response format, then parsed).
+        output_type: A pydantic model the final answer must fit (asked for as the server
+            supports: see the module docstring's output modes; then validated and parsed).
         name: The agent's name (its flow run's, when invoked on its own). Default "agent".
         max_concurrency: Tool calls of one turn running at once (default: all of them).
         model_retries: Extra attempts of a model call that failed with a transient error
             (the model call task's retries; rate limits' `Retry-After` is honoured).
         model_retry_delay: Seconds between those attempts.
         model_timeout: Seconds one model call may take.
+        output_mode: How `output_type` is asked for: "json_schema", "tool" or "prompted";
+            None (default) chooses from `llm.capabilities`.
 
     Examples:
         ```python
@@ -144,6 +166,7 @@ class Agent(Runnable):
         model_retries: int = 0,
         model_retry_delay: float = 0.0,
         model_timeout: float | None = None,
+        output_mode: OutputMode | None = None,
     ) -> None:
         self.name = name if name is not None else "agent"
         if not isinstance(self.name, str) or not self.name:
@@ -191,7 +214,66 @@ class Agent(Runnable):
         except ValidationError as exc:
             raise ValidationError(f"{where}: {str(exc).replace('sub-step', 'model call', 1)}") from None
         self._tool_specs = [t.to_openai() for t in self.tools]
-        self._response_format = _response_format(output_type) if output_type is not None else None
+        self.output_mode: OutputMode | None = None
+        self._response_format: dict[str, Any] | None = None
+        self._tool_choice: str | dict[str, Any] | None = None
+        self._instructions: str | None = None
+        if output_type is not None:
+            self._set_output_mode(output_mode, where)
+        elif output_mode is not None:
+            raise ValidationError(f"{where}: output_mode={output_mode!r} needs an output_type")
+
+    def _set_output_mode(self, output_mode: str | None, where: str) -> None:
+        """Choose how `output_type` is asked for, from the model's declared capabilities."""
+        assert self.output_type is not None
+        caps = self.llm.capabilities
+        has_tools = bool(self.tools)
+        server = getattr(getattr(self.llm, "server", None), "name", None)
+        at = f" (server preset {server!r})" if server else ""
+        supported = {
+            "json_schema": caps.json_schema and (caps.json_schema_with_tools or not has_tools),
+            "tool": caps.tools and caps.tool_choice,
+            "prompted": True,
+        }
+        if output_mode is None:
+            output_mode = next(mode for mode in OUTPUT_MODES if supported[mode])
+        elif output_mode not in OUTPUT_MODES:
+            raise ValidationError(f"{where}: output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
+        elif not supported[output_mode]:
+            needed = ("json_schema" if not caps.json_schema else "json_schema_with_tools") \
+                if output_mode == "json_schema" else ("tools" if not caps.tools else "tool_choice")
+            raise ValidationError(
+                f"{where}: output_mode={output_mode!r} needs capability {needed}, which {self.llm.name!r}{at} "
+                f"does not declare; leave output_mode out to choose a supported one"
+            )
+        if OUTPUT_TOOL in self._by_name and output_mode == "tool":
+            raise ValidationError(
+                f"{where}: a tool is named {OUTPUT_TOOL!r}, the name of the output tool of output_mode='tool'; "
+                "rename it with tool(name=...)"
+            )
+        self.output_mode = output_mode  # type: ignore[assignment]
+        schema = self.output_type.model_json_schema()
+        if output_mode == "json_schema":
+            self._response_format = _response_format(self.output_type)
+        elif output_mode == "tool":
+            self._tool_specs = [*self._tool_specs, {
+                "type": "function",
+                "function": {
+                    "name": OUTPUT_TOOL,
+                    "description": f"Give the final answer as {self.output_type.__name__}; call it once you have it.",
+                    "parameters": schema,
+                },
+            }]
+            self._tool_choice = (
+                "required" if has_tools else {"type": "function", "function": {"name": OUTPUT_TOOL}}
+            )
+        else:
+            self._instructions = (
+                f"When you give your final answer, reply with only a JSON object that matches this JSON schema "
+                f"of {self.output_type.__name__}, and nothing else:\n{json.dumps(schema)}"
+            )
+            if caps.json_object:
+                self._response_format = {"type": "json_object"}
 
     # -- Runnable ------------------------------------------------------------------------------
 
@@ -218,8 +300,14 @@ class Agent(Runnable):
             ],
             system_prompt=self.system_prompt,
             max_iterations=self.max_iterations,
-            output_type=self._response_format,
+            output_type=self._output_spec(),
         )
+
+    def _output_spec(self) -> Any:
+        """How the output is asked for, for the cache key (json_schema: the response format, as before)."""
+        if self.output_mode in (None, "json_schema"):
+            return self._response_format
+        return {"mode": self.output_mode, "schema": self.output_type.model_json_schema()}  # type: ignore[union-attr]
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -234,6 +322,12 @@ class Agent(Runnable):
         messages = messages_from_state(input, where=where)
         if self.system_prompt and not (messages and isinstance(messages[0], SystemMessage)):
             messages = [SystemMessage(self.system_prompt), *messages]
+        if self._instructions is not None:
+            if messages and isinstance(messages[0], SystemMessage):
+                if self._instructions not in messages[0].content:
+                    messages = [SystemMessage(f"{messages[0].content}\n\n{self._instructions}"), *messages[1:]]
+            else:
+                messages = [SystemMessage(self._instructions), *messages]
         return messages
 
     async def _loop(self, messages: list[AnyMessage]) -> dict[str, Any]:
@@ -253,13 +347,42 @@ class Agent(Runnable):
                 )
             turns += 1
             correcting = False
-            result: ChatResult = await runner.run(
-                self.model_step, self._model_call, list(messages), self._tool_specs, self._response_format
-            )
+            args: tuple[Any, ...] = (list(messages), self._tool_specs, self._response_format)
+            if self._tool_choice is not None:
+                args = (*args, self._tool_choice)
+            result: ChatResult = await runner.run(self.model_step, self._model_call, *args)
             messages.append(result.message)
             calls = result.message.tool_calls
+            final = next((c for c in calls if c.name == OUTPUT_TOOL), None) if self.output_mode == "tool" else None
             for call in calls:
-                emit_tool_call(call.name, call.id, _arguments_of(call), default_node=self.name)
+                if call is not final:
+                    emit_tool_call(call.name, call.id, _arguments_of(call), default_node=self.name)
+            if final is not None:
+                assert self.output_type is not None
+                parsed, problems = _parse_output(self.output_type, final.arguments)
+                others = [c for c in calls if c is not final]
+                skipped = [ToolMessage("Not run: the final result was given in the same turn.",
+                                       tool_call_id=c.id, name=c.name) for c in others]
+                if parsed is not None:
+                    messages.extend([ToolMessage("Final result processed.", tool_call_id=final.id, name=OUTPUT_TOOL),
+                                     *skipped])
+                    return {"output": parsed, "messages": messages}
+                messages.extend(skipped)
+                if corrected:
+                    raise AgentOutputError(
+                        f"agent {self.name!r}: the {OUTPUT_TOOL} arguments do not fit {self.output_type.__name__}, "
+                        f"even after a corrective turn: {'; '.join(problems)}",
+                        agent=self.name,
+                        content=final.arguments,
+                        errors=problems,
+                    )
+                corrected = correcting = True
+                messages.append(ToolMessage(
+                    f"Error: the arguments do not match the schema of {self.output_type.__name__}: "
+                    f"{'; '.join(problems)}. Call {OUTPUT_TOOL} again with arguments that match it.",
+                    tool_call_id=final.id, name=OUTPUT_TOOL,
+                ))
+                continue
             if calls:
                 messages.extend(await self._tool_calls(runner, calls))
                 continue
@@ -277,16 +400,26 @@ class Agent(Runnable):
                     errors=problems,
                 )
             corrected = correcting = True
+            how = (f"Call {OUTPUT_TOOL} with arguments that match the schema." if self.output_mode == "tool"
+                   else "Reply again with only a JSON object that matches the schema.")
             messages.append(HumanMessage(
                 f"Your answer does not match the required JSON schema of {self.output_type.__name__}: "
-                f"{'; '.join(problems)}. Reply again with only a JSON object that matches the schema."
+                f"{'; '.join(problems)}. {how}"
             ))
 
     async def _model_call(
-        self, messages: list[AnyMessage], tools: list[dict[str, Any]], response_format: dict[str, Any] | None
+        self,
+        messages: list[AnyMessage],
+        tools: list[dict[str, Any]],
+        response_format: dict[str, Any] | None,
+        tool_choice: str | dict[str, Any] | None = None,
     ) -> ChatResult:
         """One model turn (a sub-step: a Prefect task run named after the chat model)."""
-        return await self.llm.agenerate(messages, tools=tools or None, response_format=response_format)
+        if tool_choice is None:
+            return await self.llm.agenerate(messages, tools=tools or None, response_format=response_format)
+        return await self.llm.agenerate(
+            messages, tools=tools or None, response_format=response_format, tool_choice=tool_choice
+        )
 
     async def _tool_calls(self, runner: SubstepRunner, calls: Sequence[ToolCall]) -> list[ToolMessage]:
         limit = asyncio.Semaphore(self.max_concurrency or len(calls))
@@ -364,7 +497,7 @@ def _response_format(output_type: type[BaseModel]) -> dict[str, Any]:
 
 
 def _parse_output(output_type: type[BaseModel], content: str) -> tuple[BaseModel | None, list[str]]:
-    fenced = _FENCE.match(content or "")
+    fenced = _FENCE.match(content or "") or _FENCED_BLOCK.search(content or "")
     text = fenced.group(1) if fenced else (content or "")
     try:
         data = json.loads(text)
@@ -380,4 +513,4 @@ def _parse_output(output_type: type[BaseModel], content: str) -> tuple[BaseModel
         return None, problems
 
 
-__all__ = ["Agent", "AgentIterationLimit", "AgentOutputError"]
+__all__ = ["OUTPUT_MODES", "OUTPUT_TOOL", "Agent", "AgentIterationLimit", "AgentOutputError", "OutputMode"]
