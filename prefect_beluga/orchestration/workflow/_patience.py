@@ -89,6 +89,9 @@ class _Outages:
             api, _describe(exc), what, budget,
         )
 
+    def __bool__(self) -> bool:
+        return bool(self._since)
+
     def up(self, api: str) -> None:
         with self._lock:
             since = self._since.pop(api, None)
@@ -178,7 +181,7 @@ class Patience:
                 await asyncio.sleep(min(delay * random.uniform(0.5, 1.5), max(limit - now, 0.0)))
                 delay = min(delay * 2, MAX_DELAY)
                 continue
-            if outage is not None:
+            if outage is not None or _outages:  # any call that gets through ends the outage
                 _outages.up(self._api())
             return result
 
