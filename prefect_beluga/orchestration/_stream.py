@@ -84,10 +84,14 @@ async def stream_updates(
     finally:
         if getter is not None and not getter.done():
             getter.cancel()
-        if not run.done():
-            signal.request(STOPPED_READING)
-            await _wait_stopped(run)
-        signal.close()
+        try:
+            if not run.done():
+                signal.request(STOPPED_READING)
+                await _wait_stopped(run)
+            else:
+                _retrieve(run)  # a run that failed after the caller left: nobody reads its error
+        finally:
+            signal.close()
 
 
 async def _wait_stopped(run: asyncio.Future[Any]) -> None:
