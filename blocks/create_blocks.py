@@ -3,10 +3,13 @@
     python blocks/create_blocks.py                  # create or update them
     python blocks/create_blocks.py --no-overwrite   # keep documents that already exist
 
-Reads OPENAI_API_KEY, OPENAI_BASE_URL, BELUGA_CHAT_MODEL, BELUGA_EMBEDDING_MODEL,
-BELUGA_EMBEDDING_DIMENSION, PINECONE_API_KEY, PINECONE_INDEX / PINECONE_HOST, PINECONE_NAMESPACE
-and BELUGA_STORE_PATH (see `prefect_beluga.blocks`), and saves "beluga-chat", "beluga-embedder"
-and "beluga-store" (plus "beluga-openai" / "beluga-pinecone" credentials) to the Prefect API that
+Reads OPENAI_API_KEY, OPENAI_BASE_URL, BELUGA_OPENAI_SERVER, BELUGA_CHAT_MODEL,
+BELUGA_EMBEDDING_MODEL, BELUGA_EMBEDDING_DIMENSION, the usual Azure OpenAI variables
+(AZURE_OPENAI_ENDPOINT, AZURE_OPENAI_API_KEY, OPENAI_API_VERSION / AZURE_OPENAI_API_VERSION,
+AZURE_OPENAI_CHAT_DEPLOYMENT, AZURE_OPENAI_EMBEDDING_DEPLOYMENT), PINECONE_API_KEY,
+PINECONE_INDEX / PINECONE_HOST, PINECONE_NAMESPACE and BELUGA_STORE_PATH (see
+`prefect_beluga.blocks`), and saves "beluga-chat", "beluga-embedder" and "beluga-store" (plus
+"beluga-openai" / "beluga-azure-openai" / "beluga-pinecone" credentials) to the Prefect API that
 PREFECT_API_URL points at (the local ephemeral API when unset). Without keys it saves the offline
 chat model, the hashing embedder and the embedded store, and says which variable is missing.
 """

@@ -35,6 +35,7 @@ Block types (register them for the UI with `prefect block register -m prefect_be
 
     slug                           class                       builds
     beluga-openai-credentials      OpenAICredentials           openai.OpenAI (get_client)
+    beluga-azure-openai-credentials AzureOpenAICredentials     openai.AzureOpenAI (get_client)
     beluga-pinecone-credentials    PineconeCredentials         pinecone.Pinecone (get_client)
     beluga-chat-model              ChatModelBlock              llms.ChatModel (get_chat_model)
     beluga-embedder                EmbedderBlock               embeddings.Embedder (get_embedder)
@@ -53,6 +54,12 @@ idempotently, under the names `DEFAULT_CHAT_MODEL_BLOCK` ("beluga-chat"),
     OPENAI_API_KEY              OpenAI chat model and embedder; unset: the offline model and the
                                 hashing embedder (no key, no network)
     OPENAI_BASE_URL             an OpenAI-compatible server instead of api.openai.com
+    BELUGA_OPENAI_SERVER        its server preset (ollama, vllm, groq, gemini, anthropic, compatible)
+    AZURE_OPENAI_ENDPOINT       with AZURE_OPENAI_API_KEY: Azure OpenAI instead of OpenAI, saved as
+                                the "beluga-azure-openai" credentials; the chat model's deployment is
+                                AZURE_OPENAI_CHAT_DEPLOYMENT (else BELUGA_CHAT_MODEL), the embedder's
+                                AZURE_OPENAI_EMBEDDING_DEPLOYMENT (else BELUGA_EMBEDDING_MODEL)
+    OPENAI_API_VERSION          Azure OpenAI API version (also AZURE_OPENAI_API_VERSION; default 2024-10-21)
     BELUGA_CHAT_MODEL           chat model name (default "gpt-4o-mini")
     BELUGA_EMBEDDING_MODEL      OpenAI embedding model (default "text-embedding-3-small")
     BELUGA_EMBEDDING_DIMENSION  vector length (default: the Pinecone index's, else the embedder's own)
@@ -71,11 +78,13 @@ stores them encrypted and reads them back obscured unless secrets are asked for.
 from prefect_beluga.blocks._loading import RagComponents, load_block, load_rag_components, load_vector_store_block
 from prefect_beluga.blocks._provisioning import asave_default_blocks, save_default_blocks
 from prefect_beluga.blocks._types import (
+    DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_PINECONE_CREDENTIALS_BLOCK,
     DEFAULT_STORE_BLOCK,
+    AzureOpenAICredentials,
     ChatModelBlock,
     EmbeddedVectorStoreBlock,
     EmbedderBlock,
@@ -88,11 +97,13 @@ from prefect_beluga.blocks._types import (
 __all__ = [
     "RagComponents",
     "load_rag_components",
+    "DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK",
     "DEFAULT_CHAT_MODEL_BLOCK",
     "DEFAULT_EMBEDDER_BLOCK",
     "DEFAULT_OPENAI_CREDENTIALS_BLOCK",
     "DEFAULT_PINECONE_CREDENTIALS_BLOCK",
     "DEFAULT_STORE_BLOCK",
+    "AzureOpenAICredentials",
     "ChatModelBlock",
     "EmbeddedVectorStoreBlock",
     "EmbedderBlock",

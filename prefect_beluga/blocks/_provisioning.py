@@ -16,13 +16,17 @@ from prefect.client.orchestration import PrefectClient, get_client
 from prefect.settings import PREFECT_HOME
 from pydantic import SecretStr
 
+from prefect_beluga._openai_client import AZURE_OPENAI_API_VERSION_ENVS
+from prefect_beluga._openai_servers import server_preset
 from prefect_beluga.blocks._loading import _find_vector_store_block, _vector_store_types_named, is_block_not_found
 from prefect_beluga.blocks._types import (
+    DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_PINECONE_CREDENTIALS_BLOCK,
     DEFAULT_STORE_BLOCK,
+    AzureOpenAICredentials,
     ChatModelBlock,
     EmbeddedVectorStoreBlock,
     EmbedderBlock,
@@ -88,7 +92,16 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
     env = {key: value.strip() for key, value in env.items() if isinstance(value, str) and value.strip()}
     dimension = _dimension_from(env)
     rate = _rate_from(env)
-    rate_limit = OPENAI_RATE_LIMIT if rate is not None and "OPENAI_API_KEY" in env else None
+    azure = "AZURE_OPENAI_ENDPOINT" in env and "AZURE_OPENAI_API_KEY" in env
+    if "AZURE_OPENAI_ENDPOINT" in env and not azure:
+        raise ValidationError(
+            "AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is not: set the key (a Microsoft Entra token "
+            "provider cannot be saved in a block), or unset AZURE_OPENAI_ENDPOINT"
+        )
+    server = env.get("BELUGA_OPENAI_SERVER")
+    if server is not None:
+        server = server_preset(server, where="BELUGA_OPENAI_SERVER").name
+    rate_limit = OPENAI_RATE_LIMIT if rate is not None and ("OPENAI_API_KEY" in env or azure) else None
     report: dict[str, str] = {}
     saves: list[tuple[Block, str, str]] = []  # (block, name, message), saved in this order
 
@@ -106,8 +119,21 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
         report[name] = f"kept the existing {block.get_block_type_slug()} block '{name}' (overwrite=False)"
 
     # Credentials.
-    openai_credentials: OpenAICredentials | None = None
-    if "OPENAI_API_KEY" in env:
+    openai_credentials: OpenAICredentials | AzureOpenAICredentials | None = None
+    if azure:
+        openai_credentials = await existing(AzureOpenAICredentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK)
+        if openai_credentials is not None:
+            kept(openai_credentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK)
+        else:
+            version = next((env[v] for v in AZURE_OPENAI_API_VERSION_ENVS if v in env), "2024-10-21")
+            openai_credentials = AzureOpenAICredentials(
+                azure_endpoint=env["AZURE_OPENAI_ENDPOINT"], api_version=version,
+                api_key=SecretStr(env["AZURE_OPENAI_API_KEY"]),
+            )
+            saves.append((openai_credentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
+                          f"saved the Azure OpenAI credentials for {openai_credentials.azure_endpoint} "
+                          f"(api-version {version})"))
+    elif "OPENAI_API_KEY" in env:
         openai_credentials = await existing(OpenAICredentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
         if openai_credentials is not None:
             kept(openai_credentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
@@ -136,12 +162,20 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
     if chat is not None:
         kept(chat, DEFAULT_CHAT_MODEL_BLOCK)
     else:
-        if openai_credentials is not None:
+        if isinstance(openai_credentials, AzureOpenAICredentials):
+            model_name = env.get("AZURE_OPENAI_CHAT_DEPLOYMENT") or env.get("BELUGA_CHAT_MODEL", "gpt-4o-mini")
+            chat = ChatModelBlock(
+                provider="azure_openai", model_name=model_name, credentials=openai_credentials, rate_limit=rate_limit
+            )
+            message = f"saved the Azure OpenAI chat model (deployment '{model_name}')"
+        elif openai_credentials is not None:
             model_name = env.get("BELUGA_CHAT_MODEL", "gpt-4o-mini")
             chat = ChatModelBlock(
-                provider="openai", model_name=model_name, credentials=openai_credentials, rate_limit=rate_limit
+                provider="openai", model_name=model_name, credentials=openai_credentials, rate_limit=rate_limit,
+                server=server,
             )
-            message = f"saved the OpenAI chat model '{model_name}'"
+            at = f" on the {server} server preset" if server else ""
+            message = f"saved the OpenAI chat model '{model_name}'{at}"
         else:
             chat = ChatModelBlock(provider="offline")
             message = "OPENAI_API_KEY is not set: saved the offline chat model"
@@ -169,11 +203,23 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
     else:
         if dimension is None:
             dimension = index_dimension
-        if openai_credentials is not None:
+        no_embeddings = server is not None and not server_preset(server).capabilities.embeddings
+        if isinstance(openai_credentials, AzureOpenAICredentials):
+            model_name = env.get("AZURE_OPENAI_EMBEDDING_DEPLOYMENT") or env.get(
+                "BELUGA_EMBEDDING_MODEL", "text-embedding-3-small")
+            embedder_block = EmbedderBlock(
+                provider="azure_openai", model_name=model_name, dimension=dimension, credentials=openai_credentials,
+                rate_limit=rate_limit,
+            )
+            message = f"saved the Azure OpenAI embedder (deployment '{model_name}')"
+        elif openai_credentials is not None and no_embeddings:
+            embedder_block = EmbedderBlock(provider="hashing", dimension=dimension)
+            message = f"the {server} server preset has no embeddings endpoint: saved the offline hashing embedder"
+        elif openai_credentials is not None:
             model_name = env.get("BELUGA_EMBEDDING_MODEL", "text-embedding-3-small")
             embedder_block = EmbedderBlock(
                 provider="openai", model_name=model_name, dimension=dimension, credentials=openai_credentials,
-                rate_limit=rate_limit,
+                rate_limit=rate_limit, server=server,
             )
             message = f"saved the OpenAI embedder '{model_name}'"
         else:
@@ -247,7 +293,7 @@ def _dimension_from(env: Mapping[str, str]) -> int | None:
 def _default_store_path(env: Mapping[str, str], block: EmbedderBlock, embedder: Embedder) -> Path:
     """PREFECT_HOME/beluga/store-<embedder>.npz: a new embedder gets a new file, never a mixed one."""
     home = Path(env.get("PREFECT_HOME") or PREFECT_HOME.value())
-    model = "hashing" if block.provider == "hashing" else f"openai-{block.model_name}"
+    model = "hashing" if block.provider == "hashing" else f"{block.provider}-{block.model_name}"
     return home / "beluga" / re.sub(r"[^A-Za-z0-9._-]+", "-", f"store-{model}-{embedder.dimension}.npz")
 
 

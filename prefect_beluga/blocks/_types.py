@@ -13,16 +13,18 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from prefect_beluga import llms
 from prefect_beluga._openai_client import DEFAULT_BASE_URL
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.embeddings import Embedder, HashingEmbedder, OpenAIEmbedder
+from prefect_beluga.embeddings import AzureOpenAIEmbedder, Embedder, HashingEmbedder, OpenAIEmbedder
 from prefect_beluga.llms.config import http_url
 from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore, VectorStore
 
 __all__ = [
     "DEFAULT_CHAT_MODEL_BLOCK",
     "DEFAULT_EMBEDDER_BLOCK",
+    "DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK",
     "DEFAULT_OPENAI_CREDENTIALS_BLOCK",
     "DEFAULT_PINECONE_CREDENTIALS_BLOCK",
     "DEFAULT_STORE_BLOCK",
+    "AzureOpenAICredentials",
     "ChatModelBlock",
     "EmbeddedVectorStoreBlock",
     "EmbedderBlock",
@@ -38,6 +40,7 @@ DEFAULT_EMBEDDER_BLOCK = "beluga-embedder"
 DEFAULT_STORE_BLOCK = "beluga-store"
 DEFAULT_OPENAI_CREDENTIALS_BLOCK = "beluga-openai"
 DEFAULT_PINECONE_CREDENTIALS_BLOCK = "beluga-pinecone"
+DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK = "beluga-azure-openai"
 
 _OPENAI_LOGO = (
     "https://images.ctfassets.net/gm98wzqotmnx/QE8JwcbZBmIfiognXDLcY/"
@@ -94,6 +97,61 @@ class OpenAICredentials(CredentialsBlock):
         )
 
 
+class AzureOpenAICredentials(CredentialsBlock):
+    """An Azure OpenAI resource: its endpoint, API version and key.
+
+    Referenced by `ChatModelBlock` and `EmbedderBlock` (provider "azure_openai"), whose
+    `model_name` is then the deployment name. Without a key, the flow reads
+    `AZURE_OPENAI_API_KEY` where it runs (a Microsoft Entra token provider is a callable, which
+    a block cannot store: pass it to `llms.Config(azure_ad_token_provider=...)` in code).
+
+    Examples:
+        Load stored Azure OpenAI credentials:
+        ```python
+        from prefect_beluga.blocks import AzureOpenAICredentials
+
+        azure_open_ai_credentials = AzureOpenAICredentials.load("BLOCK_NAME")
+        client = azure_open_ai_credentials.get_client()
+        ```
+    """
+
+    _block_type_name = "Beluga Azure OpenAI Credentials"
+    _block_type_slug = "beluga-azure-openai-credentials"
+    _logo_url = _OPENAI_LOGO
+    _documentation_url = "https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference"
+
+    azure_endpoint: str = Field(
+        default=...,
+        title="Endpoint",
+        description="The resource endpoint, e.g. https://NAME.openai.azure.com.",
+    )
+    api_version: str = Field(
+        default="2024-10-21", min_length=1, title="API Version", description="The Azure OpenAI API version."
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        title="API Key",
+        description="The resource key; empty reads AZURE_OPENAI_API_KEY where the flow runs.",
+    )
+
+    @field_validator("azure_endpoint")
+    @classmethod
+    def _endpoint_http(cls, value: str) -> str:
+        return http_url(value) or value
+
+    def get_client(self) -> Any:
+        """An `openai.AzureOpenAI` client for this resource (the SDK's retries are its own here)."""
+        import openai
+
+        from prefect_beluga._openai_client import azure_settings
+
+        endpoint, api_version, key = azure_settings(
+            endpoint=self.azure_endpoint, api_version=self.api_version, api_key=self.api_key, token_provider=None,
+            where="AzureOpenAICredentials",
+        )
+        return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=api_version, api_key=key.get_secret_value())
+
+
 class PineconeCredentials(CredentialsBlock):
     """A Pinecone API key.
 
@@ -148,9 +206,22 @@ class ChatModelBlock(Block):
 
     provider: str = Field(
         default="offline",
-        description="Provider registered with prefect_beluga.llms.Factory: 'openai', 'offline', or your own.",
+        description=(
+            "Provider registered with prefect_beluga.llms.Factory: 'openai', 'azure_openai', 'offline', or your own."
+        ),
     )
-    model_name: str = Field(default="gpt-4o-mini", min_length=1, description="Model name, e.g. gpt-4o-mini.")
+    model_name: str = Field(
+        default="gpt-4o-mini", min_length=1, description="Model name, e.g. gpt-4o-mini; for Azure, the deployment."
+    )
+    server: str | None = Field(
+        default=None,
+        description=(
+            "OpenAI-compatible server preset (ollama, vllm, groq, gemini, anthropic, compatible); empty for OpenAI."
+        ),
+    )
+    capabilities: dict[str, bool] = Field(
+        default_factory=dict, description='Overrides of the preset\'s capabilities, e.g. {"json_schema": false}.'
+    )
     temperature: float | None = Field(
         default=None, ge=0.0, le=2.0, description="Sampling temperature from 0 to 2; empty for the provider's default."
     )
@@ -166,8 +237,9 @@ class ChatModelBlock(Block):
         min_length=1,
         description="Prefect rate limit (prefect_beluga.limits.ensure_rate_limit) each request takes a slot of.",
     )
-    credentials: OpenAICredentials | None = Field(
-        default=None, description="Key and base URL for the provider; empty reads OPENAI_API_KEY where the flow runs."
+    credentials: AzureOpenAICredentials | OpenAICredentials | None = Field(
+        default=None,
+        description="Key and address for the provider; empty reads the provider's key variable where the flow runs.",
     )
 
     def get_chat_model(self) -> llms.ChatModel:
@@ -178,8 +250,15 @@ class ChatModelBlock(Block):
                 rejects the configuration (e.g. "openai" without any key).
         """
         options = dict(self.options)
-        api_key = base_url = None
-        if self.credentials is not None:
+        api_key = base_url = api_version = None
+        if isinstance(self.credentials, AzureOpenAICredentials):
+            if self.provider != "azure_openai":
+                raise ValidationError(
+                    f"ChatModelBlock: Azure OpenAI credentials go with provider 'azure_openai', not {self.provider!r}"
+                )
+            api_key, base_url = self.credentials.api_key, self.credentials.azure_endpoint
+            api_version = self.credentials.api_version
+        elif self.credentials is not None:
             api_key, base_url = self.credentials.api_key, self.credentials.base_url
             if self.credentials.organization:  # sent as the header the SDK would send
                 headers = {**options.get("extra_headers", {}), "OpenAI-Organization": self.credentials.organization}
@@ -194,6 +273,9 @@ class ChatModelBlock(Block):
             timeout=self.timeout,
             options=options,
             rate_limit=self.rate_limit,
+            server=self.server,
+            capabilities=self.capabilities,
+            api_version=api_version,
         )
         return llms.Factory().create_provider(self.provider, config)
 
@@ -221,13 +303,22 @@ class EmbedderBlock(Block):
     _logo_url = _OPENAI_LOGO
     _documentation_url = "https://platform.openai.com/docs/guides/embeddings"
 
-    provider: Literal["hashing", "openai"] = Field(
-        default="hashing", description="'openai' for OpenAI's embeddings API, 'hashing' for the offline embedder."
+    provider: Literal["hashing", "openai", "azure_openai"] = Field(
+        default="hashing",
+        description="'openai' for OpenAI's embeddings API, 'azure_openai' for Azure's, 'hashing' for the offline one.",
     )
     model_name: str = Field(
         default="text-embedding-3-small",
         min_length=1,
-        description="OpenAI embedding model, e.g. text-embedding-3-small.",
+        description="Embedding model, e.g. text-embedding-3-small; for Azure, the deployment.",
+    )
+    azure_model: str | None = Field(
+        default=None,
+        description="Azure: the model the deployment serves (vector size, tokenizer); empty: the deployment name.",
+    )
+    server: str | None = Field(
+        default=None,
+        description="OpenAI-compatible server preset (ollama, vllm, gemini, compatible); empty for OpenAI.",
     )
     dimension: int | None = Field(
         default=None,
@@ -242,8 +333,8 @@ class EmbedderBlock(Block):
         min_length=1,
         description="Prefect rate limit (prefect_beluga.limits.ensure_rate_limit) each request takes a slot of.",
     )
-    credentials: OpenAICredentials | None = Field(
-        default=None, description="OpenAI key and base URL; empty reads OPENAI_API_KEY where the flow runs."
+    credentials: AzureOpenAICredentials | OpenAICredentials | None = Field(
+        default=None, description="Key and address; empty reads the provider's key variable where the flow runs."
     )
 
     def get_embedder(self) -> Embedder:
@@ -256,6 +347,24 @@ class EmbedderBlock(Block):
         if self.provider == "hashing":
             return HashingEmbedder() if self.dimension is None else HashingEmbedder(self.dimension)
         credentials = self.credentials
+        if self.provider == "azure_openai" or isinstance(credentials, AzureOpenAICredentials):
+            if self.provider != "azure_openai" or (credentials is not None
+                                                   and not isinstance(credentials, AzureOpenAICredentials)):
+                raise ValidationError(
+                    "EmbedderBlock: provider 'azure_openai' and AzureOpenAICredentials go together"
+                )
+            return AzureOpenAIEmbedder(
+                self.model_name,
+                model=self.azure_model,
+                azure_endpoint=credentials.azure_endpoint if credentials else None,
+                api_version=credentials.api_version if credentials else None,
+                api_key=credentials.api_key if credentials else None,
+                dimension=self.dimension,
+                batch_size=self.batch_size,
+                max_concurrency=self.max_concurrency,
+                timeout=self.timeout,
+                rate_limit=self.rate_limit,
+            )
         if credentials is not None and credentials.organization:
             raise ValidationError(
                 "EmbedderBlock: OpenAIEmbedder cannot send an organization; clear `organization` on the "
@@ -265,6 +374,7 @@ class EmbedderBlock(Block):
             self.model_name,
             api_key=credentials.api_key if credentials else None,
             base_url=credentials.base_url if credentials else None,
+            server=self.server,
             dimension=self.dimension,
             batch_size=self.batch_size,
             max_concurrency=self.max_concurrency,

@@ -19,11 +19,13 @@ from pydantic import SecretStr
 
 from prefect_beluga import ValidationError
 from prefect_beluga.blocks import (
+    DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_PINECONE_CREDENTIALS_BLOCK,
     DEFAULT_STORE_BLOCK,
+    AzureOpenAICredentials,
     ChatModelBlock,
     EmbeddedVectorStoreBlock,
     EmbedderBlock,
@@ -43,6 +45,7 @@ from prefect_beluga.vectorstores import InMemoryVectorStore, PineconeVectorStore
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKS = [
     OpenAICredentials,
+    AzureOpenAICredentials,
     PineconeCredentials,
     ChatModelBlock,
     EmbedderBlock,
@@ -51,6 +54,7 @@ BLOCKS = [
 ]
 SLUGS = {
     OpenAICredentials: "beluga-openai-credentials",
+    AzureOpenAICredentials: "beluga-azure-openai-credentials",
     PineconeCredentials: "beluga-pinecone-credentials",
     ChatModelBlock: "beluga-chat-model",
     EmbedderBlock: "beluga-embedder",
@@ -63,6 +67,7 @@ DEFAULT_NAMES = [
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_STORE_BLOCK,
     DEFAULT_OPENAI_CREDENTIALS_BLOCK,
+    DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_PINECONE_CREDENTIALS_BLOCK,
 ]
 SECRET = "sk-very-secret-0123456789"
@@ -133,7 +138,7 @@ def test_prefect_block_register_cli_registers_every_block_with_field_description
         timeout=180,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Successfully registered 6 blocks" in done.stdout, done.stdout
+    assert "Successfully registered 7 blocks" in done.stdout, done.stdout
 
     with get_client(sync_client=True) as client:
         for cls, slug in SLUGS.items():
@@ -623,3 +628,84 @@ async def test_keys_never_show_in_reprs_dumps_or_the_stored_documents():
 def test_block_load_by_slug_works_for_every_type(tmp_path):
     EmbeddedVectorStoreBlock(path=str(tmp_path / "x.npz")).save("slug-load", overwrite=True)
     assert isinstance(Block.load("beluga-embedded-vector-store/slug-load"), EmbeddedVectorStoreBlock)
+
+
+# -- Azure OpenAI and server presets ------------------------------------------------------------
+
+
+def test_azure_blocks_build_working_components_over_http(tmp_path):
+    from prefect_beluga.testing.openai_server import OpenAIServer
+
+    with OpenAIServer(api_key=SECRET, dialect="azure_openai", dimension=16) as azure:
+        credentials = AzureOpenAICredentials(azure_endpoint=azure.base_url, api_key=SecretStr(SECRET))
+        credentials.save("test-azure-credentials", overwrite=True)
+        ChatModelBlock(provider="azure_openai", model_name="chat-prod", credentials=credentials).save(
+            "test-azure-chat", overwrite=True)
+        EmbedderBlock(provider="azure_openai", model_name="embed-prod", azure_model="text-embedding-3-small",
+                      dimension=16, credentials=credentials).save("test-azure-embedder", overwrite=True)
+        llm = ChatModelBlock.load("test-azure-chat").get_chat_model()
+        assert llm.generate("hi").content == "Echo: hi"
+        embedder = EmbedderBlock.load("test-azure-embedder").get_embedder()
+        assert len(embedder.embed_query("hi")) == 16
+        paths = [r.path for r in azure.requests]
+        assert paths == ["/openai/deployments/chat-prod/chat/completions", "/openai/deployments/embed-prod/embeddings"]
+        assert {r.headers["api-key"] for r in azure.requests} == {SECRET}
+        assert {r.query for r in azure.requests} == {"api-version=2024-10-21"}
+        client = AzureOpenAICredentials.load("test-azure-credentials").get_client()
+        assert client.chat.completions.create(model="chat-prod", messages=[{"role": "user", "content": "x"}])
+        assert SECRET not in repr(credentials) + credentials.model_dump_json()
+    with pytest.raises(ValidationError, match="Azure OpenAI credentials go with provider 'azure_openai'"):
+        ChatModelBlock(provider="openai", credentials=credentials).get_chat_model()
+    with pytest.raises(ValueError, match="must start with http"):
+        AzureOpenAICredentials(azure_endpoint="my-resource.openai.azure.com")
+
+
+def test_chat_model_block_server_preset_and_capabilities(openai_server):
+    block = ChatModelBlock(provider="openai", server="vllm", model_name="qwen", capabilities={"seed": False},
+                           credentials=OpenAICredentials(api_key=SecretStr("sk-test"), base_url=openai_server.base_url))
+    llm = block.get_chat_model()
+    assert llm.server.name == "vllm" and llm.capabilities.seed is False
+    assert llm.generate("hi").content == "Echo: hi"
+    with pytest.raises(ValidationError, match="unknown server preset 'nope'"):
+        ChatModelBlock(provider="openai", server="nope", credentials=block.credentials).get_chat_model()
+
+
+async def test_defaults_with_azure_variables_save_azure_blocks(tmp_path, clean_defaults):
+    from prefect_beluga.testing.openai_server import OpenAIServer
+
+    with OpenAIServer(api_key=SECRET, dialect="azure_openai", dimension=16) as azure:
+        env = {
+            "AZURE_OPENAI_ENDPOINT": azure.base_url,
+            "AZURE_OPENAI_API_KEY": SECRET,
+            "OPENAI_API_VERSION": "2025-01-01-preview",
+            "AZURE_OPENAI_CHAT_DEPLOYMENT": "chat-prod",
+            "AZURE_OPENAI_EMBEDDING_DEPLOYMENT": "text-embedding-3-small",
+            "BELUGA_EMBEDDING_DIMENSION": "16",
+            "BELUGA_STORE_PATH": str(tmp_path / "store.npz"),
+        }
+        report = await asave_default_blocks(env)
+        assert report[DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK].startswith(
+            f"saved the Azure OpenAI credentials for {azure.base_url} (api-version 2025-01-01-preview)")
+        assert report[DEFAULT_CHAT_MODEL_BLOCK] == (
+            "saved the Azure OpenAI chat model (deployment 'chat-prod') as 'beluga-chat'")
+        llm = (await ChatModelBlock.aload(DEFAULT_CHAT_MODEL_BLOCK)).get_chat_model()
+        assert (await llm.agenerate("hi")).content == "Echo: hi"
+        embedder = (await EmbedderBlock.aload(DEFAULT_EMBEDDER_BLOCK)).get_embedder()
+        assert len(await embedder.aembed_query("hi")) == 16
+        assert {r.query for r in azure.requests} == {"api-version=2025-01-01-preview"}
+    with pytest.raises(ValidationError, match="AZURE_OPENAI_ENDPOINT is set but AZURE_OPENAI_API_KEY is not"):
+        await asave_default_blocks({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"})
+    with pytest.raises(ValidationError, match="BELUGA_OPENAI_SERVER: unknown server preset 'grok'"):
+        await asave_default_blocks({"OPENAI_API_KEY": "k", "BELUGA_OPENAI_SERVER": "grok"})
+
+
+async def test_defaults_with_a_server_preset_without_embeddings_use_the_hashing_embedder(
+    openai_server, tmp_path, clean_defaults
+):
+    env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": openai_server.base_url, "BELUGA_OPENAI_SERVER": "groq",
+           "BELUGA_STORE_PATH": str(tmp_path / "store.npz")}
+    report = await asave_default_blocks(env)
+    assert "on the groq server preset" in report[DEFAULT_CHAT_MODEL_BLOCK]
+    assert "the groq server preset has no embeddings endpoint" in report[DEFAULT_EMBEDDER_BLOCK]
+    llm = (await ChatModelBlock.aload(DEFAULT_CHAT_MODEL_BLOCK)).get_chat_model()
+    assert llm.server.name == "groq" and (await llm.agenerate("hi")).content == "Echo: hi"

@@ -264,3 +264,20 @@ def test_the_openai_preset_keeps_the_request_unchanged(openai_server):
     llm.generate("plain")
     assert openai_server.requests[-1].body == {"model": "gpt-4o-mini",
                                                "messages": [{"role": "user", "content": "plain"}]}
+
+
+@pytest.mark.parametrize("preset", ["anthropic", "compatible"])
+def test_every_output_mode_gets_one_corrective_turn_then_a_clear_error(preset):
+    from prefect_beluga.agents import AgentOutputError
+
+    with OpenAIServer(api_key=KEY, dialect=preset) as server:
+        agent = Agent(llm_for(server, preset), output_type=Sums)
+        server.reply_with({"output": {"total": 1}}, {"output": {"total": 1, "product": 2}})
+        assert agent.invoke("numbers?")["output"] == Sums(total=1, product=2)
+        last = server.chat_requests()[-1].body["messages"][-1]
+        assert "field 'product': Field required" in last["content"]
+        if agent.output_mode == "tool":
+            assert last["role"] == "tool"  # the error goes back as the output tool's result
+        server.reply_with({"output": {"total": "x"}}, {"output": {"product": 2}})
+        with pytest.raises(AgentOutputError, match="even after a corrective turn"):
+            agent.invoke("numbers?")
