@@ -27,6 +27,11 @@ uninstalled), counting for those models falls back to cl100k_base, with one
 `TokenizerFallbackWarning`. The two encodings give counts within a few per cent of each other on
 English text, so budgets stay meaningful. Unknown model names (local or OpenAI-compatible models)
 are counted with cl100k_base without a warning.
+
+Other providers' models (Claude, Gemini, Llama, Qwen, ... behind a server preset) and Azure
+deployment names tiktoken does not know are counted the same way: an estimate, since their
+tokenizers are their own. `counts_exactly(model)` says which case a model is in; a chat
+model's usage counted here (a stream that reported none) is marked `Usage.estimated`.
 """
 
 from __future__ import annotations
@@ -132,6 +137,30 @@ def encoding_name_of(model: str | None) -> str:
         except KeyError:
             return DEFAULT_ENCODING
     return _ALIASES.get(name, name)
+
+
+def counts_exactly(model: str | None) -> bool:
+    """Whether `model`'s tokens are counted with its own encoding (an OpenAI model or an
+    encoding name, whose file is available offline), rather than estimated with cl100k_base.
+
+    Examples:
+        ```python
+        counts_exactly("gpt-4o-mini")          # True
+        counts_exactly("claude-sonnet-4-5")    # False: an estimate
+        ```
+    """
+    if model is None:
+        return False
+    if model not in _SPECS and model not in _ALIASES:
+        try:
+            encoding_name_for_model(model)
+        except KeyError:
+            return False
+    try:
+        load_encoding(encoding_name_of(model))
+    except TokenizerUnavailable:
+        return False
+    return True
 
 
 def load_encoding(name: str) -> tiktoken.Encoding:
@@ -335,6 +364,7 @@ __all__ = [
     "available_encodings",
     "count_message_tokens",
     "count_tokens",
+    "counts_exactly",
     "decode",
     "encode",
     "encoding_for",

@@ -51,3 +51,16 @@ def test_answer_row():
         "completion tokens": 100,
         "cost (USD)": "0.000210",
     }
+
+
+def test_providers_have_their_own_tables_and_self_hosted_servers_are_unpriced():
+    usage = {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}
+    assert estimate_cost("llama-3.3-70b-versatile", usage, provider="groq") == pytest.approx(1.38)
+    assert estimate_cost("gemini-2.5-flash", usage, provider="gemini") == pytest.approx(2.80)
+    assert estimate_cost("claude-sonnet-4-5-20250929", usage, provider="anthropic") == pytest.approx(18.0)
+    assert estimate_cost("claude-sonnet-4-5-20250929", usage) == pytest.approx(18.0)  # found without a provider
+    # Azure replies name the deployment's model, priced as OpenAI's.
+    assert estimate_cost("gpt-4o-mini-2024-07-18", usage, provider="azure_openai") == pytest.approx(0.75)
+    for provider in ("ollama", "vllm", "compatible", "no-such-provider"):
+        assert estimate_cost("llama-3.3-70b-versatile", usage, provider=provider) is None  # unpriced, never 0
+    assert estimate_cost("gpt-4o-mini", usage, provider="groq") is None

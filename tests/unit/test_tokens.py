@@ -214,3 +214,13 @@ def test_tiktoken_cache_dir_copy_is_found(tmp_path, monkeypatch):
     monkeypatch.setattr(tokens, "_PACKAGE_DATA", ())
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
     assert tokens._find_file("cl100k_base")[0] == tmp_path / key
+
+
+def test_other_providers_models_are_estimated_with_cl100k_and_say_so():
+    from prefect_beluga.tokens import count_tokens, counts_exactly
+
+    assert counts_exactly("gpt-4o-mini") and counts_exactly("text-embedding-3-small") and counts_exactly("cl100k_base")
+    for model in ("claude-sonnet-4-5", "gemini-2.5-flash", "llama-3.3-70b-versatile", "my-azure-deployment", None):
+        assert not counts_exactly(model)
+    text = "Prefect runs flows."
+    assert count_tokens(text, "claude-sonnet-4-5") == count_tokens(text, "cl100k_base")
