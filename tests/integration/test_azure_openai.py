@@ -220,3 +220,28 @@ def test_embedder_model_decides_dimension_and_dimensions_parameter(azure):
     with pytest.raises(ValidationError, match=r"AzureOpenAIEmbedder\('embed-prod'\) needs an Azure OpenAI API "
                                               r"version"):
         AzureOpenAIEmbedder("embed-prod", azure_endpoint=azure.base_url, api_key=KEY, dimension=16)
+
+
+# -- rate limits ----------------------------------------------------------------------------------
+
+
+async def test_every_azure_request_takes_a_rate_limit_slot_first_retries_included(azure):
+    from prefect_beluga.core import limits
+
+    taken: list[str] = []
+
+    class Recording:
+        async def acquire(self, name: str) -> None:
+            taken.append(name)
+
+    previous = limits.set_limiter(Recording())
+    try:
+        azure.fail_next(429, retry_after=0)
+        chain = Chain([model_for(azure, rate_limit="azure-openai")], name="azure-rate-limited", retries=1)
+        assert (await chain.ainvoke("hello"))["output"] == "Echo: hello"
+        embedder = AzureOpenAIEmbedder("embed-prod", azure_endpoint=azure.base_url, api_version=VERSION,
+                                       api_key=KEY, dimension=16, rate_limit="azure-openai")
+        await embedder.aembed_query("q")
+    finally:
+        limits.set_limiter(previous)
+    assert taken == ["azure-openai"] * 3 and len(azure.requests) == 3
