@@ -281,3 +281,24 @@ def test_every_output_mode_gets_one_corrective_turn_then_a_clear_error(preset):
         server.reply_with({"output": {"total": "x"}}, {"output": {"product": 2}})
         with pytest.raises(AgentOutputError, match="even after a corrective turn"):
             agent.invoke("numbers?")
+
+
+def test_the_capability_table_of_docs_providers_is_the_declared_one():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "providers.md").read_text(encoding="utf-8")
+    header = next(line for line in text.splitlines() if line.startswith("| preset |"))
+    names = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells and cells[0] in SERVERS and len(cells) == len(names) + 1:
+            rows[cells[0]] = dict(zip(names, (cell == "yes" for cell in cells[1:]), strict=True))
+    assert set(rows) == set(SERVERS)
+    for name, server in SERVERS.items():
+        assert rows[name] == server.capabilities.as_dict(), name
+        for url in server.docs:
+            assert url in text, (name, url)
+    for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+        compile(block, "docs/providers.md", "exec")
