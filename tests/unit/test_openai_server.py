@@ -169,3 +169,92 @@ def test_latency_and_max_in_flight():
         assert len(server.requests) == 3 and 1 <= server.max_in_flight <= 3
         server.reset()
         assert server.requests == [] and server.max_in_flight == 0
+
+
+# -- dialects -------------------------------------------------------------------------------------
+
+
+def test_azure_dialect_paths_api_version_and_api_key_header():
+    with OpenAIServer(api_key="az-key", dialect="azure_openai", deployments=["dep"]) as server:
+        client = openai.AzureOpenAI(azure_endpoint=server.base_url, api_version="2024-10-21", api_key="az-key",
+                                    max_retries=0)
+        reply = client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "Echo: hi"
+        (request,) = server.chat_requests()
+        assert request.path == "/openai/deployments/dep/chat/completions" and request.query == "api-version=2024-10-21"
+        assert request.headers["api-key"] == "az-key"
+        chunks = list(client.chat.completions.create(model="dep", messages=[{"role": "user", "content": "x"}],
+                                                     stream=True))
+        assert chunks[0].choices == [] and chunks[0].model_extra.get("prompt_filter_results")
+        with pytest.raises(openai.NotFoundError, match="deployment for this resource does not exist") as raised:
+            client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+        assert raised.value.code == "DeploymentNotFound"
+        wrong = openai.AzureOpenAI(azure_endpoint=server.base_url, api_version="2024-10-21", api_key="nope",
+                                   max_retries=0)
+        with pytest.raises(openai.AuthenticationError, match="Access denied"):
+            wrong.chat.completions.create(model="dep", messages=[{"role": "user", "content": "hi"}])
+
+
+SCHEMA = {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}
+
+
+def test_a_dialect_refuses_fields_with_a_400_naming_them():
+    with OpenAIServer(dialect="compatible") as server:
+        client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+        for options, param in (
+            ({"response_format": SCHEMA}, "response_format"),
+            ({"stream": True, "stream_options": {"include_usage": True}}, "stream_options"),
+            ({"seed": 1}, "seed"),
+        ):
+            with pytest.raises(openai.BadRequestError) as raised:
+                ask(client, **options)
+            assert raised.value.param == param
+    with OpenAIServer(dialect="groq") as server:
+        client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="'logprobs' is not supported"):
+            ask(client, logprobs=True)
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+        with pytest.raises(openai.BadRequestError, match="cannot be combined with 'tools'"):
+            ask(client, tools=tools, response_format=SCHEMA)
+        assert ask(client, response_format=SCHEMA)
+
+
+def test_dialects_chunk_tool_calls_differently_and_spell_finish_reasons_their_way():
+    call = {"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 22}}]}
+    pieces = {}
+    for dialect in ("openai", "ollama", "anthropic"):
+        with OpenAIServer(dialect=dialect, replies=[call, call]) as server:
+            client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+            chunks = list(ask(client, stream=True))
+            pieces[dialect] = [c for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+            assert finish == [{"openai": "tool_calls", "ollama": "stop", "anthropic": "tool_use"}[dialect]]
+            assert ask(client).choices[0].finish_reason == finish[0]
+    assert len(pieces["openai"]) > 1 and len(pieces["ollama"]) == 1
+
+
+def test_dialects_without_stream_usage_or_embeddings():
+    with OpenAIServer(dialect="groq") as server:
+        client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+        chunks = list(ask(client, stream=True, stream_options={"include_usage": True}))
+        assert all(c.usage is None for c in chunks)
+        assert chunks[-1].model_extra["x_groq"]["usage"]["completion_tokens"] > 0
+        with pytest.raises(openai.NotFoundError):
+            client.embeddings.create(model="e", input=["x"])
+    with pytest.raises(ValueError, match="unknown dialect 'grok'"):
+        OpenAIServer(dialect="grok")
+
+
+def test_structured_replies_follow_what_the_request_asked_for():
+    tools = [{"type": "function", "function": {"name": "final_result", "parameters": {"type": "object"}}}]
+    with OpenAIServer(dialect="anthropic") as server:
+        client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+        server.reply_with({"output": {"a": 1}}, {"output": {"a": 2}}, {"output": {"a": 3}})
+        forced = ask(client, tools=tools, tool_choice={"type": "function", "function": {"name": "final_result"}})
+        assert forced.choices[0].message.tool_calls[0].function.arguments == '{"a": 1}'
+        ignored = ask(client, response_format={"type": "json_object"})  # Anthropic ignores response_format
+        assert ignored.choices[0].message.content.startswith("Here is the answer:\n```json")
+    with OpenAIServer() as server:
+        client = openai.OpenAI(api_key="x", base_url=server.base_url, max_retries=0)
+        server.reply_with({"output": {"a": 3}})
+        assert ask(client, response_format={"type": "json_object"}).choices[0].message.content == '{"a": 3}'
