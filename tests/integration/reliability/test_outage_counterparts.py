@@ -4,14 +4,18 @@ again with its data."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from prefect_beluga import Orchestrator
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.testing.prefect_server import PrefectServer, ThrowawayPostgres, postgres_bin_dir
 
@@ -26,13 +30,6 @@ def healthy(server: PrefectServer) -> bool:
         return False
 
 
-async def create_flow(name: str) -> str:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        return str(await client.create_flow_from_name(name))
-
-
 async def read_flow_id(name: str) -> str:
     from prefect.client.orchestration import get_client
 
@@ -41,19 +38,31 @@ async def read_flow_id(name: str) -> str:
 
 
 def test_a_killed_server_restarts_on_its_port_with_its_database():
-    with PrefectServer() as server, server.settings():
+    """On SQLite, SIGKILL and SIGTERM: the same API comes back, and a workflow's `status` and
+    `get_result` issued while it was down return once it is back (the PostgreSQL-backed client
+    tests are in test_client_outages.py)."""
+    workflow = Orchestrator().create_workflow(lambda state: {"got": state["n"]}, workflow_id="outage-counterparts")
+    with PrefectServer() as server, server.settings(), ThreadPoolExecutor(2) as pool:
         url, home = server.api_url, server.home
-        flow_id = run_sync(create_flow("outage-counterparts"))
+        wid, run_id = workflow.execute({"n": 7})
+        assert workflow.get_result(wid, run_id, timeout=60) == {"got": 7}
+        flow_id = run_sync(read_flow_id("outage-counterparts"))
         for sig in (signal.SIGKILL, signal.SIGTERM):
             pid = server._process.pid
             server.kill(sig)
             assert not server.running and not healthy(server)
             with pytest.raises(ProcessLookupError):
                 os.killpg(pid, 0)  # the whole group is gone: no uvicorn child left behind
+            context = contextvars.copy_context()  # the settings pointing at this server
+            waiting = [pool.submit(context.copy().run, workflow.status, run_id),
+                       pool.submit(context.copy().run, workflow.get_result, wid, run_id, timeout=120)]
+            time.sleep(3)
+            assert not any(f.done() for f in waiting), [f.exception() for f in waiting if f.done()]
             server.restart()
             assert server.running and healthy(server)
             assert (server.api_url, server.home) == (url, home)
             assert run_sync(read_flow_id("outage-counterparts")) == flow_id
+            assert [f.result(timeout=120) for f in waiting] == ["COMPLETED", {"got": 7}]
         with pytest.raises(RuntimeError, match="not running"):
             server.kill()
             server.kill()
