@@ -32,6 +32,8 @@ class Capabilities:
         stream_usage: `stream_options={"include_usage": true}` gives usage in streams.
         seed: The `seed` parameter is honoured.
         embeddings: The server offers `/embeddings`.
+        message_names: Messages may carry a `name` (a tool result names its tool); where not,
+            names are left out of the request.
 
     Examples:
         ```python
@@ -50,6 +52,7 @@ class Capabilities:
     stream_usage: bool = True
     seed: bool = True
     embeddings: bool = True
+    message_names: bool = True
 
     def with_overrides(self, overrides: Mapping[str, Any] | None, *, where: str = "capabilities") -> Capabilities:
         """A copy with `overrides` (capability name -> bool) applied, checked."""
@@ -145,7 +148,7 @@ SERVERS: dict[str, Server] = {
             # Structured outputs exclude streaming and tool use; logprobs, logit_bias,
             # top_logprobs and messages[].name are 400s; no embeddings endpoint; stream usage is
             # reported in Groq's own x_groq field, not through stream_options.
-            Capabilities(json_schema_with_tools=False, stream_usage=False, embeddings=False),
+            Capabilities(json_schema_with_tools=False, stream_usage=False, embeddings=False, message_names=False),
             (
                 "https://console.groq.com/docs/openai",
                 "https://console.groq.com/docs/structured-outputs",

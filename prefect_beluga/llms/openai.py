@@ -161,10 +161,10 @@ class OpenAIChatModel(ChatModel):
         tool_choice: str | dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self._check_request(tools, response_format, tool_choice)
-        params: dict[str, Any] = {
-            "model": self.config.model_name,
-            "messages": [m.to_openai() for m in messages],
-        }
+        wire = [m.to_openai() for m in messages]
+        if not self.capabilities.message_names:
+            wire = [{k: v for k, v in m.items() if k != "name"} for m in wire]
+        params: dict[str, Any] = {"model": self.config.model_name, "messages": wire}
         if tools:
             params["tools"] = tools
             if self.capabilities.parallel_tool_calls and "parallel_tool_calls" not in self.config.options:
@@ -238,7 +238,9 @@ class OpenAIChatModel(ChatModel):
                           or f"`{key}" in message or f" {key} " in f" {message} "), None)
         if field is None:
             return
-        if field in self.config.options:
+        if field not in params:
+            origin = "it is part of the request body, not an option (the messages, or a rule of the server's own)"
+        elif field in self.config.options:
             origin = (f"it came from llms.Config(options={{{field!r}: ...}}); remove that option for this server")
         elif field == "response_format":
             kind = (params.get("response_format") or {}).get("type")

@@ -52,6 +52,7 @@ class Dialect:
         stream_options: `stream_options.include_usage` (ignored: no usage chunk in streams).
         seed: The `seed` field.
         rejected_fields: Other request fields answered with a 400 naming them.
+        message_names: False: a message with a `name` is a 400 naming `messages[i].name`.
         tool_call_chunks: "many": a streamed tool call's arguments in several chunks (OpenAI);
             "one": the whole call in one chunk.
         finish_reasons: This server's spelling of OpenAI's finish reasons.
@@ -69,6 +70,7 @@ class Dialect:
     stream_options: Treatment = "honour"
     seed: Treatment = "honour"
     rejected_fields: tuple[str, ...] = ()
+    message_names: bool = True
     tool_call_chunks: Literal["many", "one"] = "many"
     finish_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     embeddings: bool = True
@@ -86,7 +88,7 @@ DIALECTS: dict[str, Dialect] = {
                 finish_reasons=MappingProxyType({"tool_calls": "stop"})),
         Dialect("vllm", parallel_tool_calls="ignore"),
         Dialect("groq", json_schema_with_tools=False, stream_options="ignore", tool_call_chunks="one",
-                rejected_fields=("logprobs", "logit_bias", "top_logprobs"), embeddings=False,
+                rejected_fields=("logprobs", "logit_bias", "top_logprobs"), message_names=False, embeddings=False,
                 usage_extension="x_groq"),
         Dialect("gemini", json_schema_with_tools=False, parallel_tool_calls="reject", seed="reject",
                 tool_call_chunks="one", finish_reasons=MappingProxyType({"tool_calls": "stop"})),
@@ -436,12 +438,15 @@ class _Handler(LoopbackHandler):
         response_format = body.get("response_format")
         kind = response_format.get("type") if isinstance(response_format, dict) else None
         problem = None
+        named = [i for i, m in enumerate(body.get("messages") or ()) if isinstance(m, dict) and "name" in m]
         for name in dialect.rejected_fields:
             if name in body:
                 problem = (name, f"'{name}' is not supported by this server")
                 break
         else:
-            if kind == "json_schema" and dialect.json_schema == "reject":
+            if named and not dialect.message_names:
+                problem = (f"messages[{named[0]}].name", f"'messages.{named[0]}' : property 'name' is unsupported")
+            elif kind == "json_schema" and dialect.json_schema == "reject":
                 problem = ("response_format", "Invalid value for 'response_format.type': 'json_schema' is not "
                            "supported")
             elif kind == "json_object" and dialect.json_object == "reject":
