@@ -240,8 +240,10 @@ class Agent(Runnable):
         elif output_mode not in OUTPUT_MODES:
             raise ValidationError(f"{where}: output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
         elif not supported[output_mode]:
-            needed = ("json_schema" if not caps.json_schema else "json_schema_with_tools") \
-                if output_mode == "json_schema" else ("tools" if not caps.tools else "tool_choice")
+            if output_mode == "json_schema":
+                needed = "json_schema" if not caps.json_schema else "json_schema_with_tools"
+            else:
+                needed = "tools" if not caps.tools else "tool_choice"
             raise ValidationError(
                 f"{where}: output_mode={output_mode!r} needs capability {needed}, which {self.llm.name!r}{at} "
                 f"does not declare; leave output_mode out to choose a supported one"

@@ -302,3 +302,22 @@ def test_the_capability_table_of_docs_providers_is_the_declared_one():
             assert url in text, (name, url)
     for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
         compile(block, "docs/providers.md", "exec")
+
+
+def test_bad_output_modes_are_clear_errors():
+    llm = llms.OfflineChatModel()
+    with pytest.raises(ValidationError, match=r"output_mode='tool' needs an output_type"):
+        Agent(llm, output_mode="tool")
+    with pytest.raises(ValidationError, match=r"output_mode must be one of json_schema, tool, prompted, got 'json'"):
+        Agent(llm, output_type=Sums, output_mode="json")
+    with pytest.raises(ValidationError, match=r"output_mode='tool' needs capability tool_choice"):
+        Agent(llm, output_type=Sums, output_mode="tool")  # the offline model cannot be forced to call a tool
+
+    @tool(name=OUTPUT_TOOL)
+    def clash(x: int) -> int:
+        """Clashes with the output tool."""
+        return x
+
+    with OpenAIServer(api_key=KEY, dialect="anthropic") as server:
+        with pytest.raises(ValidationError, match=r"a tool is named 'final_result'.*rename it"):
+            Agent(llm_for(server, "anthropic"), tools=[clash], output_type=Sums)
