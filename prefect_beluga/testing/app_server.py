@@ -34,6 +34,8 @@ class AppServer:
         token: The bearer token (None: no auth).
         port: The port (a free one by default).
         startup_timeout: Seconds to wait for `/health`.
+        pythonpath: Directories put first on the app's `PYTHONPATH` (where the workflows' modules are).
+        args: More command-line arguments (e.g. ``["--input-model", "wf=module:Model"]``).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class AppServer:
         port: int | None = None,
         startup_timeout: float = 60.0,
         pythonpath: Sequence[str] = (),
+        args: Sequence[str] = (),
     ) -> None:
         self.workflows = list(workflows)
         self.env = dict(os.environ if env is None else env)
@@ -54,6 +57,7 @@ class AppServer:
         if pythonpath:
             self.env["PYTHONPATH"] = os.pathsep.join([*pythonpath, self.env.get("PYTHONPATH", "")])
         self._token = token
+        self.args = list(args)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
@@ -68,6 +72,7 @@ class AppServer:
         args = [sys.executable, "-m", "prefect_beluga.server", "--port", str(self.port), "--log-level", "info"]
         for spec in self.workflows:
             args += ["--workflow", spec]
+        args += self.args
         with open(self._log_path, "ab") as log:
             self._process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, start_new_session=True)
