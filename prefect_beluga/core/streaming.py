@@ -190,7 +190,7 @@ class _Section:
 
     def _cancel_if_active(self) -> None:
         if self.active and self.task is not None and not self.task.done():
-            self.task.cancel()
+            asyncio.Task.cancel(self.task)  # the plain cancel, whatever the task's class adds
 
 
 class StopSignal:

@@ -67,8 +67,8 @@ async def stream_updates(
     token = StreamSink._current.set(sink)
     try:
         with stoppable(signal), TokenSink(sink.put).active() if tokens else contextlib.nullcontext():
-            # ensure_future copies the context: the run sees the sinks and the stop signal.
-            run = asyncio.ensure_future(runnable.ainvoke(input, config))
+            # A task copies the context: the run sees the sinks and the stop signal.
+            run = _StreamedRun(runnable.ainvoke(input, config), signal)
     finally:
         StreamSink._current.reset(token)
     getter: asyncio.Future[dict[str, Any]] | None = None
@@ -94,13 +94,49 @@ async def stream_updates(
             signal.close()
 
 
-async def _wait_stopped(run: asyncio.Future[Any]) -> None:
+class _StreamedRun(asyncio.Task):  # type: ignore[type-arg]
+    """The streamed call's task. Once the task that reads the stream has finished without
+    closing it (a script that breaks out of `async for` and returns from `asyncio.run`, whose
+    teardown then cancels every task left), cancelling it asks it to stop, as leaving the
+    stream does: a plain cancel would land inside Prefect's engine, which records a crash.
+    While the reader lives, a cancel is an ordinary one (anyio's cancel scopes use them)."""
+
+    def __init__(self, call: Awaitable[Any], signal: StopSignal) -> None:
+        super().__init__(self._run(call))
+        self._signal = signal
+        self._reader = asyncio.current_task()
+        self._forced = False
+        self._abandoned = False
+
+    async def _run(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except CancelledRun:
+            if self._abandoned:  # end as cancelled: nobody reads it, asyncio's teardown stays quiet
+                raise asyncio.CancelledError(STOPPED_READING) from None
+            raise
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self._forced or self.done() or self._reader is None or not self._reader.done():
+            return super().cancel(msg)
+        self._abandoned = True
+        if self._signal.requested is None:
+            self._signal.request(STOPPED_READING)
+        return True
+
+    def force_cancel(self) -> None:
+        """Cancel outright (a step that ignored the stop for `STOP_GRACE` seconds)."""
+        self._forced = True
+        super().cancel()
+
+
+async def _wait_stopped(run: _StreamedRun) -> None:
     """Wait for a run asked to stop to end (cancelled outright after `STOP_GRACE` seconds);
     its outcome (Prefect's `CancelledRun`) is nobody's to read."""
     try:
         await asyncio.wait({run}, timeout=STOP_GRACE)
         if not run.done():
-            run.cancel()  # a step that ignores the stop: Prefect records the cut as a crash
+            run.force_cancel()  # a step that ignores the stop: Prefect records the cut as a crash
             await asyncio.wait({run})
     except asyncio.CancelledError:
         run.cancel()  # the caller is cancelled again while waiting: stop waiting

@@ -311,3 +311,42 @@ async def test_leaving_a_graph_stream_cancels_nodes_on_a_thread_pool_task_runner
                 break
     await assert_cancelled(run_name, cancelled=("left", "right"))
     assert_server_stopped_writing(server)
+
+
+SCRIPT_THAT_BREAKS_AND_EXITS = """
+import asyncio, sys
+from prefect_beluga import Chain
+from prefect_beluga.llms.config import Config
+from prefect_beluga.llms.openai import OpenAIChatModel
+
+llm = OpenAIChatModel(Config(api_key=sys.argv[1], base_url=sys.argv[2]))
+chain = Chain([llm], name="leave-and-exit")
+
+
+async def main():
+    async for event in chain.astream({"input": sys.argv[4]}, {"run_name": sys.argv[3]}, tokens=True):
+        if "__token__" in event:
+            break  # and return: asyncio.run's teardown cancels the run's task before closing the stream
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_script_that_breaks_out_and_returns_from_asyncio_run_cancels_the_run(server, run_name, tmp_path):
+    """asyncio.run cancels every task left when its main returns, before it closes the
+    abandoned generator: that cancel must stop the run as leaving does, not crash it."""
+    import subprocess
+    import sys
+
+    import workflow_fixtures as fx
+
+    script = tmp_path / "leave.py"
+    script.write_text(SCRIPT_THAT_BREAKS_AND_EXITS)
+    done = subprocess.run([sys.executable, str(script), KEY, server.base_url, run_name, QUESTION],
+                          env=fx.subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for bad in ("Task was destroyed", "Crash", "Traceback"):
+        assert bad not in done.stderr, done.stderr[-3000:]
+    run = asyncio.run(read_flow_run(run_name))
+    assert (run.state_type, run.state.message) == (StateType.CANCELLED, STOPPED_READING)
