@@ -3,7 +3,8 @@
 Its body records one `body <run> <pid> <time> <parent pid>` line per execution, and each of its four chain steps one
 `step<i> <run> <pid>` line when it finishes, in the file named by the input's `log`: the suite
 counts executions from those lines, not from the code under test. Each step takes `pace`
-seconds, so runs are in flight when a fault hits.
+seconds, so runs are in flight when a fault hits; step 2 also asks the offline chat model, so a
+run executed with `stream=True` has tokens to stream.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import time
 
 from prefect.context import FlowRunContext
 
-from prefect_beluga import Chain, Orchestrator
+from prefect_beluga import Chain, Orchestrator, llms
+
+#: Step 2 asks the offline model (no network): a run executed with stream=True publishes its tokens.
+_llm = llms.Factory().create_provider("offline", llms.Config(provider="offline", model_name="offline"))
 
 
 def _record(state: dict, line: str) -> None:
@@ -24,6 +28,8 @@ def _record(state: dict, line: str) -> None:
 def _step(number: int):
     def step(state: dict) -> dict:
         time.sleep(state.get("pace", 1.0))
+        if number == 2:
+            _llm.generate(f"Which step is this? Step {number} of run {state['run']}.")
         _record(state, f"step{number}")
         return {"total": state.get("total", 0) + number}
 

@@ -6,7 +6,8 @@ with its recovery automations (`prefect_beluga.orchestration.recovery`, `lost_af
 heartbeats). Each scenario starts several runs, waits until they are in their chain, then hits
 one thing: the server (SIGKILL, SIGTERM), the database (`pg_ctl -m fast stop`), a worker alone
 (SIGKILL of its process; its run processes live on, orphaned) or a worker with its runs (SIGKILL
-of its process group: a lost machine); two more runs are left Pending with no process, as a
+of its process group: a lost machine) or the readers of the runs' streams (each leaves at its first token); two
+more runs are left Pending with no process, as a
 submission that failed in a database outage leaves them. Nothing in a scenario retries, reschedules or sets a
 state by hand. The last test watches every run of the module for one more `lost_after` window,
 then asserts, from the marker lines the steps write and from the runs' state histories:
@@ -63,8 +64,8 @@ class Cluster:
     def start_worker(self, name: str) -> None:
         self.workers[name] = fx.start_worker(self.server, POOL, name, self.folder, limit=RUNS, **HEARTBEAT)
 
-    def launch(self, scenario: str) -> list[str]:
-        runs = [chaos.execute({"log": str(self.log), "pace": PACE, "n": i})[1] for i in range(RUNS)]
+    def launch(self, scenario: str, *, stream: bool = False) -> list[str]:
+        runs = [chaos.execute({"log": str(self.log), "pace": PACE, "n": i}, stream=stream)[1] for i in range(RUNS)]
         SCENARIOS[scenario] = runs
         self.wait(lambda: all(self.count("step1", run) for run in runs), f"{scenario}: every run in its chain")
         return runs
@@ -193,6 +194,19 @@ def test_worker_sigkill_with_its_runs(cluster):
     fx.kill_group(cluster.workers.pop(doomed))
     cluster.start_worker("w4")
     cluster.wait_completed(runs, "worker SIGKILL with its runs", timeout=LOST_AFTER * 3 + 120)
+
+
+def test_clients_leave_their_streams_mid_run(cluster):
+    """Chat clients closing the tab: each reader of a run's stream leaves at its first token;
+    the runs (the readers left, not the runs) go on to complete."""
+    runs = cluster.launch("client disconnect mid-stream", stream=True)
+    for run in runs:
+        for event in chaos.stream(run):
+            if "__token__" in event:
+                break
+        else:
+            raise AssertionError(f"run {run}: its stream ended without a token")
+    cluster.wait_completed(runs, "client disconnect mid-stream")
 
 
 def test_no_run_lost_stranded_or_run_twice(cluster):
