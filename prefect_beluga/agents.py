@@ -129,6 +129,9 @@ class Agent(Runnable):
         model_timeout: Seconds one model call may take.
         output_mode: How `output_type` is asked for: "json_schema", "tool" or "prompted";
             None (default) chooses from `llm.capabilities`.
+        durable: Inside a flow run, persist each finished model turn and tool call under the
+            run and its place in it, so a retried or re-run flow run reads them back instead of
+            paying again (docs/durability.md). False: they run again.
 
     Examples:
         ```python
@@ -167,6 +170,7 @@ class Agent(Runnable):
         model_retry_delay: float = 0.0,
         model_timeout: float | None = None,
         output_mode: OutputMode | None = None,
+        durable: bool = True,
     ) -> None:
         self.name = name if name is not None else "agent"
         if not isinstance(self.name, str) or not self.name:
@@ -203,6 +207,9 @@ class Agent(Runnable):
         ):
             raise ValidationError(f"{where}: max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
         self.max_concurrency = max_concurrency
+        if not isinstance(durable, bool):
+            raise ValidationError(f"{where}: durable must be True or False, got {durable!r}")
+        self.durable = durable  # read by the sub-step runner (orchestration/_durable.py)
         try:
             self.model_step = Substep(
                 llm.name,

@@ -7,10 +7,11 @@ and `timeout` as the task's retry policy and timeout, nested under whatever task
 current (a chain step, a graph node) or directly in the flow run (a workflow body). Outside a
 flow run, sub-steps run inline, and `root` starts one flow run for the whole agent.
 
-The tasks are `StepTask`s, the same kind chain steps use: inside a workflow run they are
-durable (their results persisted under a key made of the run id, the task run's name and a hash
-of the arguments), so a workflow run retried after its process died reads back the model turns
-and tool calls that had finished instead of paying for them again.
+Inside any flow run (a workflow's or a user's own) each one is durable (`_durable.py`): its
+result is persisted under its place in the run (the outermost flow run, the path of the agent
+and the sub-step's occurrence in it), so a flow run retried or re-run after its process died
+reads back the model turns and tool calls that had finished instead of paying for them again.
+`Agent(..., durable=False)` opts its sub-steps out.
 
 A sub-step with a `cache_key` (an agent's model turn) started while a step cached across runs
 is running (`active_cache`) runs as a variant of its task cached by value (`SubstepValueKey`:
@@ -34,13 +35,13 @@ from typing import Any, TypeVar
 
 from prefect import Task
 from prefect.cache_policies import NONE
-from prefect.context import FlowRunContext
 from prefect.transactions import CommitMode, atransaction
 from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.streaming import current_node
 from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
+from prefect_beluga.orchestration import _durable
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_substep_options
 from prefect_beluga.orchestration._runtime import (
     body_flow,
@@ -48,7 +49,7 @@ from prefect_beluga.orchestration._runtime import (
     in_flow_run,
     run_body,
 )
-from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry, durable_run
+from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry
 from prefect_beluga.orchestration.signals import await_signal
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ class PrefectSubsteps(InlineSubsteps):
             cache_policy=NONE,
             persist_result=False,
         )
+        task._scoped = False  # scoped by `run`, as a sub-step of the current scope
         with self._lock:
             self._tasks[key] = task
             while len(self._tasks) > _MAX_TASKS:
@@ -117,7 +119,9 @@ class PrefectSubsteps(InlineSubsteps):
             return await super().run(step, fn, *args)
         settings = active_cache.get() if step.cache_key is not None else None
         if settings is None:
-            return await self.task_for(step, fn)(quote(args))  # one argument: keys hash it whole
+            task = self.task_for(step, fn)
+            # one argument: keys hash it whole
+            return await _durable.run_durably(step.name, task, task.durable(), (quote(args),), {})
         # Commit eagerly: inside the step's Prefect transaction the record would otherwise be
         # written only when the step completes, and lost when it fails later.
         async with atransaction(commit_mode=CommitMode.EAGER):
@@ -126,18 +130,21 @@ class PrefectSubsteps(InlineSubsteps):
     async def root(
         self, owner: object, name: str, fn: Callable[[Any], Awaitable[T]], input: Any, config: RunConfig | None = None
     ) -> T:
+        enabled = getattr(owner, "durable", True)
         if in_flow_run():
-            return await fn(input)
+            async with _durable.entered(name, enabled):
+                return await fn(input)
         flow = self._flows.get(owner)
         if flow is None or flow.name != flow_name(name):
             body = _Body(fn)
             flow = body_flow(name, body.__call__, description=f"{type(owner).__name__} {name!r}")
             flow._beluga_body = body  # the flow holds its body (body_flow keeps a weak reference)
             self._flows[owner] = flow
-        return await run_body(flow, flow._beluga_body.__call__, input, config or RunConfig())
+        async with _durable.entered(name, top_level=True):
+            return await run_body(flow, flow._beluga_body.__call__, input, config or RunConfig())
 
     def in_workflow(self) -> bool:
-        return durable_run.get() is not None and FlowRunContext.get() is not None
+        return _durable.in_workflow()
 
     async def wait_for_signal(self, name: str) -> Any:
         if not self.in_workflow():

@@ -6,11 +6,11 @@ retry policy is the task's: `retries`, `retry_delay_seconds` (a list for backoff
 `timeout_seconds` per attempt. Results are not cached or persisted by default: a step of an
 LLM pipeline is rarely worth hashing its inputs on every call (see docs/performance.md).
 
-Inside a workflow run (see `workflow.py`) a step is durable instead: its result is persisted
-under a cache key made of the workflow's flow run id, the task run's name and a hash of its
-inputs (`WorkflowRunScoped`), so when that run is retried after its process died, the steps
-that had finished are read back, not run again. The switch is one context-variable lookup per
-call (`durable_run`); outside a workflow the task is exactly the cheap one.
+Inside any flow run (a workflow's, or a user's own `@flow`) a step is durable instead: its
+result is persisted under the key of its place in the run (`_durable.py`: the outermost flow
+run's id, the step's path and occurrence), so when that run is retried or re-run after its
+process died, the steps that had finished are read back, not run again. Outside a flow run the
+task is exactly the cheap one.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from prefect import Task
-from prefect.cache_policies import NONE, CachePolicy
+from prefect.cache_policies import NONE
 from prefect.client.schemas.objects import TaskRun
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import quote
-from prefect.utilities.hashing import hash_objects
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
@@ -36,7 +34,9 @@ from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.state import check_output
 from prefect_beluga.core.streaming import current_item, current_node, token_sink
-from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options, unquoted
+from prefect_beluga.orchestration import _durable
+from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_task_options
+from prefect_beluga.orchestration._durable import durable_options
 from prefect_beluga.orchestration._stream import cancelled_step, step_call
 
 # Longest server-requested wait honoured per retry; beyond it the policy's own delay applies.
@@ -127,75 +127,44 @@ class RetryPolicy:
         return True
 
 
-# The flow run id of the workflow run this code runs in, set by the workflow's flow body; unset
-# (None) everywhere else. Steps run durably only while it is set.
-durable_run: ContextVar[str | None] = ContextVar("prefect_beluga_durable_run", default=None)
-
-
-@dataclass
-class WorkflowRunScoped(CachePolicy):
-    """Cache key: the workflow's flow run id + the task run's name + a hash of the step's input.
-
-    Scoped to one workflow run, so a retried run reuses its own finished steps and never
-    another run's. Inputs that cannot be hashed give no key: the step is simply recomputed.
-    """
-
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
-        run_id = durable_run.get()
-        if run_id is None:
-            return None
-        values = {
-            key: unquoted(value)
-            for key, value in (inputs or {}).items()
-            if key != "config"
-        }
-        digest = hash_objects(values)
-        if digest is None:
-            return None
-        return f"beluga-{run_id}-{task_ctx.task_run.name}-{digest}"
-
-
-WORKFLOW_RUN_SCOPED = WorkflowRunScoped()
-
-
 class StepTask(Task):
-    """A step's Prefect task that turns durable inside a workflow run (see the module docstring).
+    """A step's Prefect task, durable inside a flow run (see `_durable.py`).
 
-    Its function ends Cancelled, not Crashed, when the caller streaming the run leaves the
-    stream (`_stream.cancelled_step`)."""
+    Called inside a flow run, the call is the next occurrence of the step (its task run name)
+    in the current durable scope: its persisted variant (`durable()`) runs, whose record is
+    read back when the flow run runs again. Its function ends Cancelled, not Crashed, when the
+    caller streaming the run leaves the stream (`_stream.cancelled_step`)."""
 
     _durable_variant: Task | None = None
+    _scoped = True  # False for sub-step tasks: their runner scopes them (see `_substeps.py`)
 
     def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
         super().__init__(_stoppable(fn), *args, **kwargs)
 
     def durable(self) -> Task:
-        """This task with a run-scoped cache key and a persisted result (built once)."""
+        """This task with the durable scope's key and a persisted result (built once)."""
         variant = self._durable_variant
         if variant is None:
             # Prefect's with_options returns a plain Task: its calls go straight to Prefect.
-            variant = Task.with_options(
-                self, cache_policy=WORKFLOW_RUN_SCOPED, persist_result=True
-            )
+            variant = Task.with_options(self, **durable_options())
             self._durable_variant = variant
         return variant
 
     def with_options(self, *args: Any, **kwargs: Any) -> Any:
         task = super().with_options(*args, **kwargs)  # a plain Task
         task.__class__ = StepTask  # stays durable-capable (e.g. a graph loop's `node[2]`)
+        task._scoped = self._scoped
         return task
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if durable_run.get() is not None:
-            return step_call(self.durable()(*args, **kwargs))
-        return step_call(super().__call__(*args, **kwargs))
-
+        if not self._scoped or (_durable.current.get() is None and FlowRunContext.get() is None):
+            return step_call(super().__call__(*args, **kwargs))
+        name = self.task_run_name if isinstance(self.task_run_name, str) else self.name
+        if "{" in name:  # a Map item: "<step>[{index}]"
+            index = kwargs.get("index", args[3] if len(args) > 3 else 0)
+            name = name.format(index=index)
+        plain = super().__call__
+        return step_call(_durable.run_durably(name, plain, self.durable(), args, kwargs))
 
 
 def _stoppable(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

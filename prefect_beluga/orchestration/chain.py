@@ -40,7 +40,8 @@ from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input, merge
 from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.orchestration._cache import CacheSettings, cache_steps
-from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._durable import check_durable, entered
+from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
 from prefect_beluga.orchestration._stream import (
     StreamSink,
     raise_if_stopped,
@@ -93,6 +94,10 @@ class Chain(Runnable):
         cache_expiration: How long a cached output is reused (a `timedelta`; None: forever).
         cache_storage: Where cached outputs are kept: a Prefect filesystem block (or its
             slug, e.g. "s3-bucket/results"); default: Prefect's result storage.
+        durable: Inside a flow run (yours, or a workflow's), persist each finished step's
+            output under the run and the step's place in it, so a retried or re-run flow run
+            reads it back instead of running the step again (docs/durability.md). False: steps
+            (and everything inside them) run again. Outside a flow run nothing is persisted.
 
     Examples:
         ```python
@@ -130,8 +135,10 @@ class Chain(Runnable):
         cache: bool | Collection[str] = False,
         cache_expiration: timedelta | None = None,
         cache_storage: Any = None,
+        durable: bool = True,
     ) -> None:
         self.name = name or "chain"
+        self.durable = check_durable(durable, f"chain {self.name!r}")
         if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
             raise ValidationError(
                 f"chain {self.name!r}: steps must be a list of Runnables or callables, "
@@ -232,7 +239,8 @@ class Chain(Runnable):
         cannot slip its turn into this one's history (the flow run starts later)."""
         token = _loaded_memory.set((self, memory_vars))
         try:
-            return await run_body(self._flow, self._run, state, config, subflow=self.subflow)
+            async with entered(self.name, self.durable, top_level=not in_flow_run()):
+                return await run_body(self._flow, self._run, state, config, subflow=self.subflow)
         finally:
             _loaded_memory.reset(token)
 

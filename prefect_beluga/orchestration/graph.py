@@ -70,9 +70,10 @@ from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
 from prefect_beluga.orchestration._cache import CacheSettings
+from prefect_beluga.orchestration._durable import check_durable, entered
 from prefect_beluga.orchestration._executor import GraphRun, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
-from prefect_beluga.orchestration._runtime import body_flow, run_body
+from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
 from prefect_beluga.orchestration._stream import stopped_body, stream_updates
 from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 from prefect_beluga.orchestration._topology import (
@@ -112,6 +113,10 @@ class Graph(Runnable):
             graph's flow uses it, and nodes are submitted to it (`task.submit`) instead of
             awaited on the flow's event loop. With `subflow=False` inside a flow run, nodes
             are submitted to the caller's flow's task runner.
+        durable: Inside a flow run (yours, or a workflow's), persist each finished node's
+            output under the run and the node's place in it, so a retried or re-run flow run
+            reads it back (docs/durability.md). False: nodes run again. Nodes submitted to a
+            `task_runner` are not durable.
 
     Examples:
         A state key that concurrent nodes append to, and nodes on a Dask cluster:
@@ -141,8 +146,10 @@ class Graph(Runnable):
         cache: bool = False,
         cache_expiration: timedelta | None = None,
         cache_storage: Any = None,
+        durable: bool = True,
     ) -> None:
         self.name = name or "graph"
+        self.durable = check_durable(durable, f"graph {self.name!r}")
         if not isinstance(cache, bool):
             raise ValidationError(f"graph {self.name!r}: cache must be True or False, got {cache!r}")
         self.cache, self.cache_expiration, self.cache_storage = cache, cache_expiration, cache_storage
@@ -281,7 +288,7 @@ class Graph(Runnable):
     def compile(self) -> CompiledGraph:
         """Validate the graph and return its immutable, runnable form (cached until a change)."""
         if self._compiled is None:
-            self._compiled = CompiledGraph(self.spec())
+            self._compiled = CompiledGraph(self.spec(), durable=self.durable)
         return self._compiled
 
     def spec(self) -> GraphSpec:
@@ -334,8 +341,9 @@ class Graph(Runnable):
 class CompiledGraph(Runnable):
     """A validated, immutable graph. Made by `Graph.compile()`; runs as a Prefect flow."""
 
-    def __init__(self, spec: GraphSpec) -> None:
+    def __init__(self, spec: GraphSpec, *, durable: bool = True) -> None:
         self.topology = Topology.of(spec)  # validates first
+        self.durable = durable
         self.spec = spec
         self.name = spec.name
         self.nodes: Mapping[str, NodeSpec] = spec.nodes
@@ -370,7 +378,8 @@ class CompiledGraph(Runnable):
     async def arun(self, input: Any, config: ConfigLike = None) -> GraphRun:
         """Run and return the result with what ran, what was skipped, and how often."""
         state = coerce_input(input, where=f"graph {self.name!r}")
-        return await run_body(self._flow, self._run, state, ensure_config(config), subflow=self.subflow)
+        async with entered(self.name, self.durable, top_level=not in_flow_run()):
+            return await run_body(self._flow, self._run, state, ensure_config(config), subflow=self.subflow)
 
     async def astream(
         self, input: Any, config: ConfigLike = None, *, tokens: bool = False

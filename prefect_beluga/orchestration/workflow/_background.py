@@ -29,7 +29,7 @@ from prefect.context import FlowRunContext, SettingsContext
 from prefect.exceptions import Abort
 from prefect.states import Cancelled
 
-from prefect_beluga.orchestration._tasks import durable_run
+from prefect_beluga.orchestration import _durable
 from prefect_beluga.orchestration.workflow._tokens import publishing
 
 if TYPE_CHECKING:
@@ -43,8 +43,10 @@ _STOP_WAIT = 10.0
 
 
 class durable:
-    """Within a workflow's flow run: steps persist results under run-scoped cache keys, and the
-    run's signal waits are counted from the start (see `signals.await_for_signal`)."""
+    """Within a workflow's flow run: the root durable scope of this attempt (`_durable.py`:
+    steps, Map items, model turns and tool calls persist their results under the run's id and
+    their place in it), and the run's signal waits are counted from the start (see
+    `signals.await_for_signal`)."""
 
     def __enter__(self) -> None:
         from prefect_beluga.orchestration.signals import reset_waits
@@ -53,7 +55,7 @@ class durable:
         run_id = str(context.flow_run.id) if context and context.flow_run else None
         if run_id is not None:
             reset_waits(run_id)
-        self._token = durable_run.set(run_id)
+        self._token = _durable.current.set(_durable.workflow_scope(run_id) if run_id else None)
         # Started with execute(..., stream=True): publish the run's token events (see _tokens).
         flow_run = context.flow_run if context else None
         self._publishing = publishing(
@@ -65,7 +67,7 @@ class durable:
         try:
             self._publishing.__exit__(*exc_info)
         finally:
-            durable_run.reset(self._token)
+            _durable.current.reset(self._token)
 
 
 class BackgroundRunner:

@@ -1,0 +1,169 @@
+"""Durable in any flow run: a retried user `@flow` reads back finished steps, Map items, model
+turns and tool calls instead of running them again (prefect_beluga/orchestration/_durable.py).
+
+The loopback OpenAI server counts the model requests; the steps and tools count their runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from prefect import flow
+
+from prefect_beluga import Chain, Graph, Map, llms
+from prefect_beluga.agents import Agent
+from prefect_beluga.testing import OpenAIServer
+from prefect_beluga.tools import tool
+
+CHAT = "/v1/chat/completions"
+
+
+class Flaky:
+    """Steps that count their runs; `fail` fails the first `failures` times it runs."""
+
+    def __init__(self, failures: int = 1) -> None:
+        self.runs: Counter[str] = Counter()
+        self.failures = failures
+
+    def step(self, name: str):
+        def run(state: dict) -> dict:
+            self.runs[name] += 1
+            return {name: f"{name} done", "trail": [*state.get("trail", []), name]}
+
+        run.__name__ = name
+        return run
+
+    def fail(self, state: dict) -> dict:
+        self.runs["fail"] += 1
+        if self.runs["fail"] <= self.failures:
+            raise RuntimeError("the first attempt fails here")
+        return {"output": "+".join(state["trail"])}
+
+
+def chain_of(steps: Flaky, **options) -> Chain:
+    return Chain([steps.step("one"), steps.step("two"), steps.fail], name=f"durable-{uuid.uuid4().hex[:6]}",
+                 **options)
+
+
+def test_a_retried_flow_reads_back_the_chain_steps_and_the_agents_first_turn_and_tool_call():
+    steps = Flaky()
+    tool_runs: list[str] = []
+    with OpenAIServer(api_key="sk-test") as server:
+
+        @tool
+        def lookup(key: str) -> str:
+            """Look a key up."""
+            tool_runs.append(key)
+            if len(tool_runs) == 1:
+                server.fail_next(500)  # the model turn after this tool call fails, once
+            return key.upper()
+
+        server.reply_with({"tool_calls": [{"name": "lookup", "arguments": {"key": "a"}}]}, "found A")
+        llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test",
+                                               base_url=server.base_url))
+        agent = Agent(llm, tools=[lookup], name="durable-agent")
+        # the agent is a step after two others: its failure (turn 2) fails the chain and the flow
+        chain = Chain([steps.step("one"), steps.step("two"), agent], name="durable-agent-chain")
+
+        @flow(retries=1, persist_result=False)
+        async def job() -> dict:
+            result = await chain.ainvoke({"input": "Look a up."})
+            return {"answer": result["output"], "trail": result["trail"]}
+
+        import asyncio
+
+        assert asyncio.run(job()) == {"answer": "found A", "trail": ["one", "two"]}
+        assert steps.runs == {"one": 1, "two": 1}  # read back in attempt 2
+        assert tool_runs == ["a"]  # the tool call was read back
+        # turn 1 once (read back in attempt 2), turn 2 twice (the 500, then the answer)
+        assert len(server.requests_to(CHAT)) == 3
+
+
+def test_a_retried_flow_does_not_run_finished_chain_steps_again():
+    steps = Flaky()
+    chain = chain_of(steps)
+
+    @flow(retries=1, persist_result=False)
+    async def job() -> str:
+        return (await chain.ainvoke({"input": "x"}))["output"]
+
+    import asyncio
+
+    assert asyncio.run(job()) == "one+two"
+    assert steps.runs == {"one": 1, "two": 1, "fail": 2}
+
+
+def test_subflow_false_and_a_graph_and_map_items_are_durable_too():
+    steps = Flaky()
+    items: Counter[int] = Counter()
+
+    def per_item(state: dict) -> dict:
+        items[state["item"]] += 1
+        return {"double": state["item"] * 2}
+
+    chain = Chain([lambda state: {"items": [1, 2, 3]}, Map(per_item, over="items", name="per-item"), steps.fail],
+                  name="durable-map", subflow=False)
+    graph = Graph(name="durable-graph")
+    graph.add_node("one", steps.step("one")).add_node("two", steps.step("two"))
+    graph.add_edge("one", "two").set_entry_point("one").set_finish_point("two")
+
+    @flow(retries=1, persist_result=False)
+    async def job() -> dict:
+        graphed = await graph.ainvoke({"input": "x"})
+        mapped = await chain.ainvoke({"input": "x", "trail": ["m"]})
+        return {"graph": graphed["trail"], "map": [o["double"] for o in mapped["per-item"]]}
+
+    import asyncio
+
+    assert asyncio.run(job()) == {"graph": ["one", "two"], "map": [2, 4, 6]}
+    assert items == {1: 1, 2: 1, 3: 1}
+    assert steps.runs == {"one": 1, "two": 1, "fail": 2}
+
+
+def test_durable_false_runs_every_step_again():
+    steps = Flaky()
+    chain = chain_of(steps, durable=False)
+
+    @flow(retries=1, persist_result=False)
+    async def job() -> str:
+        return (await chain.ainvoke({"input": "x"}))["output"]
+
+    import asyncio
+
+    assert asyncio.run(job()) == "one+two"
+    assert steps.runs == {"one": 2, "two": 2, "fail": 2}
+
+
+def test_two_flow_runs_never_share_results_and_outside_a_flow_nothing_is_kept():
+    steps = Flaky(failures=0)
+    chain = chain_of(steps)
+
+    @flow(persist_result=False)
+    async def job() -> str:
+        return (await chain.ainvoke({"input": "x"}))["output"]
+
+    import asyncio
+
+    assert asyncio.run(job()) == asyncio.run(job()) == "one+two"
+    assert steps.runs == {"one": 2, "two": 2, "fail": 2}
+    assert chain.invoke({"input": "x"})["output"] == chain.invoke({"input": "x"})["output"]
+    assert steps.runs == {"one": 4, "two": 4, "fail": 4}
+
+
+def test_a_nested_user_flow_is_durable_under_the_outermost_run():
+    steps = Flaky()
+    chain = chain_of(steps)
+
+    @flow(persist_result=False)
+    async def inner() -> str:
+        return (await chain.ainvoke({"input": "x"}))["output"]
+
+    @flow(retries=1, persist_result=False)
+    async def outer() -> str:
+        return await inner()
+
+    import asyncio
+
+    assert asyncio.run(outer()) == "one+two"
+    assert steps.runs == {"one": 1, "two": 1, "fail": 2}
