@@ -7,6 +7,8 @@ one loopback OpenAI server answering every request after `--latency` seconds:
            calls of the turn with `asyncio.gather`, append the results, again until an answer;
 - agent:   `Agent(llm, tools=[lookup]).ainvoke(...)` inside one long-lived flow run: each model
            call and each tool call is a Prefect task run;
+- agent-nodur: the same agent with `durable=False` (inside a flow run the agent is durable by
+           default: every model turn and tool call persists its result, docs/durability.md);
 - agent+flow: `Agent.ainvoke` on its own, which also starts one flow run per conversation.
 
 Every conversation has `--turns` tool-calling turns (each asking for `--tools` calls of a
@@ -90,8 +92,9 @@ async def main(args: argparse.Namespace) -> None:
         client = AsyncOpenAI(api_key=KEY, base_url=server.base_url, max_retries=0)
         llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key=KEY, base_url=server.base_url))
         agent = Agent(llm, tools=[lookup], name="bench-agent")
+        plain_agent = Agent(llm, tools=[lookup], name="bench-agent", durable=False)
         question = "Look up every key."
-        times: dict[str, list[float]] = {"sdk": [], "agent": [], "agent+flow": []}
+        times: dict[str, list[float]] = {"sdk": [], "agent": [], "agent-nodur": [], "agent+flow": []}
 
         @flow(name="bench-agent-host", persist_result=False)
         async def host() -> None:
@@ -101,6 +104,8 @@ async def main(args: argparse.Namespace) -> None:
                     await sdk_loop(client, question)
                 elif side == "agent":
                     await agent.ainvoke(question)
+                elif side == "agent-nodur":
+                    await plain_agent.ainvoke(question)
                 else:  # outside this flow run: the agent starts a flow run of its own
                     await asyncio.get_running_loop().run_in_executor(None, agent.invoke, question)
                 times[side].append(time.perf_counter() - started)
@@ -112,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
             for values in times.values():
                 values.clear()
             for i in range(args.repeat):
-                for side in sides[i % 3:] + sides[: i % 3]:
+                for side in sides[i % len(sides):] + sides[: i % len(sides)]:
                     await timed(side)
                     await asyncio.sleep(args.gap)
 
@@ -134,6 +139,7 @@ async def main(args: argparse.Namespace) -> None:
               f"{median / calls * 1000:>13.1f}{(median - sdk) / calls * 1000:>18.1f}"
               f"{(min(values) - fastest) / calls * 1000:>13.1f}")
     print(f"ratio agent/sdk {statistics.median(times['agent']) / sdk:.2f}, "
+          f"agent-nodur/sdk {statistics.median(times['agent-nodur']) / sdk:.2f}, "
           f"agent+flow/sdk {statistics.median(times['agent+flow']) / sdk:.2f}")
 
 
