@@ -14,6 +14,7 @@ from prefect import flow
 from prefect_beluga import Chain, Graph, Map, llms
 from prefect_beluga.agents import Agent
 from prefect_beluga.testing import OpenAIServer
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere
 from prefect_beluga.tools import tool
 
 CHAT = "/v1/chat/completions"
@@ -49,7 +50,8 @@ def chain_of(steps: Flaky, **options) -> Chain:
 def test_a_retried_flow_reads_back_the_chain_steps_and_the_agents_first_turn_and_tool_call():
     steps = Flaky()
     tool_runs: list[str] = []
-    with OpenAIServer(api_key="sk-test") as server:
+    key = f"sk-durable-{uuid.uuid4().hex}"
+    with OpenAIServer(api_key=key) as server:
 
         @tool
         def lookup(key: str) -> str:
@@ -60,7 +62,7 @@ def test_a_retried_flow_reads_back_the_chain_steps_and_the_agents_first_turn_and
             return key.upper()
 
         server.reply_with({"tool_calls": [{"name": "lookup", "arguments": {"key": "a"}}]}, "found A")
-        llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test",
+        llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key=key,
                                                base_url=server.base_url))
         agent = Agent(llm, tools=[lookup], name="durable-agent")
         # the agent is a step after two others: its failure (turn 2) fails the chain and the flow
@@ -78,6 +80,8 @@ def test_a_retried_flow_reads_back_the_chain_steps_and_the_agents_first_turn_and
         assert tool_runs == ["a"]  # the tool call was read back
         # turn 1 once (read back in attempt 2), turn 2 twice (the 500, then the answer)
         assert len(server.requests_to(CHAT)) == 3
+    # the durable records (and everything else on the API) hold no trace of the key
+    assert_key_stored_nowhere(key)
 
 
 def test_a_retried_flow_does_not_run_finished_chain_steps_again():
