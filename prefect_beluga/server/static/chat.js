@@ -251,6 +251,16 @@
     try { await api("POST", `/runs/${chat.runId}/cancel`); } finally { $("cancel").disabled = false; }
   });
 
+  window.addEventListener("hashchange", () => {  // a link to another run: follow it
+    const match = location.hash.match(/run=([0-9a-f-]{36})/);
+    if (match && match[1] !== chat.runId) {
+      conversation.replaceChildren(el("div", "msg user", "(resumed run " + match[1] + ")"));
+      messages.clear(); tools.clear(); approvals.clear();
+      chat.eventIds = []; chat.paints = [];
+      open(match[1]);
+    }
+  });
+
   (async function start() {
     try {
       const { workflows } = await api("GET", "/workflows");
