@@ -174,25 +174,45 @@ def _next_wait(run_id: str, name: str) -> int:
         return number
 
 
-async def send_signal(client: Any, run_id: Any, name: str, payload: Any) -> int:
-    """Record the signal `name` with `payload` for the run; return its sequence number."""
+def new_sender() -> str:
+    """A token naming one `signal` call: its retries find what an earlier try recorded."""
+    return f"beluga:{uuid.uuid4().hex}"
+
+
+async def send_signal(client: Any, run_id: Any, name: str, payload: Any, sender: str | None = None) -> int:
+    """Record the signal `name` with `payload` for the run; return its sequence number.
+
+    `sender` (from `new_sender()`) makes a retried send exactly-once: a try whose reply was lost
+    had recorded the signal under that sender, and the retry finds it instead of adding it again.
+    """
     check_signal_name(name)
     text = check_json({"name": name, "payload": payload}, f"signal {name!r}: the payload")
+    sender = sender or new_sender()
     prefix = f"{SIGNAL_KEY_PREFIX}{name.encode().hex()}-"
     existing = await client.filter_flow_run_input(
         flow_run_id=run_id, key_prefix=prefix, limit=100_000, exclude_keys=set()
     )
+    for recorded in existing:
+        if recorded.sender == sender:
+            return int(recorded.key.rsplit("-", 1)[1])
     number = len(existing)
     while True:
         try:
             await client.create_flow_run_input(
-                flow_run_id=run_id, key=signal_key(name, number), value=text, sender="beluga"
+                flow_run_id=run_id, key=signal_key(name, number), value=text, sender=sender
             )
             return number
         except PrefectHTTPStatusError as exc:
             if getattr(exc.response, "status_code", None) != 409:
                 raise
+            if await _sender_of(client, run_id, signal_key(name, number)) == sender:
+                return number  # our own earlier try landed; its reply was lost and it was resent
             number += 1  # another sender took this number first
+
+
+async def _sender_of(client: Any, run_id: Any, key: str) -> str | None:
+    found = await client.filter_flow_run_input(flow_run_id=run_id, key_prefix=key, limit=1_000, exclude_keys=set())
+    return next((recorded.sender for recorded in found if recorded.key == key), None)
 
 
 async def _read_signal(client: Any, run_id: str, key: str) -> tuple[bool, Any]:

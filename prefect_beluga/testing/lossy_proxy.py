@@ -57,22 +57,22 @@ class LossyProxy:
         self.port = port or free_port()
         self.api_url = f"http://127.0.0.1:{self.port}{parts.path.rstrip('/')}"
         self.dropped: list[tuple[str, str, int]] = []
-        self._drops: list[tuple[str, str]] = []
+        self._drops: list[tuple[str, str, bool]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def drop_replies(self, method: str, path_prefix: str, *, times: int = 1) -> None:
+    def drop_replies(self, method: str, path_prefix: str, *, times: int = 1, exact: bool = False) -> None:
         """Lose the reply of the next `times` requests of `method` whose path starts with
-        `path_prefix`: each is forwarded and answered upstream, then the client's connection is
-        closed without a byte of the reply."""
+        `path_prefix` (is it, with `exact`): each is forwarded and answered upstream, then the
+        client's connection is closed without a byte of the reply."""
         with self._lock:
-            self._drops += [(method.upper(), path_prefix)] * times
+            self._drops += [(method.upper(), path_prefix, exact)] * times
 
     def _take_drop(self, method: str, path: str) -> bool:
         with self._lock:
-            for i, (m, prefix) in enumerate(self._drops):
-                if m == method and path.startswith(prefix):
+            for i, (m, prefix, exact) in enumerate(self._drops):
+                if m == method and (path.split("?")[0] == prefix if exact else path.startswith(prefix)):
                     del self._drops[i]
                     return True
         return False

@@ -160,7 +160,8 @@ def start_worker(server, pool: str, name: str, folder: Path, *, limit: int = 1, 
     )
     log = open(folder / f"{name}.log", "wb")
     return subprocess.Popen(
-        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process", "--limit", str(limit)],
+        [prefect_executable(), "worker", "start", "--pool", pool, "--name", name, "--type", "process",
+         "--limit", str(limit)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -35,7 +35,7 @@ from prefect_beluga.core.errors import (
 )
 from prefect_beluga.core.names import check_json
 from prefect_beluga.core.runnable import Runnable
-from prefect_beluga.orchestration.signals import check_signal_name, read_published, send_signal
+from prefect_beluga.orchestration.signals import check_signal_name, new_sender, read_published, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._patience import Patience, is_transient
 from prefect_beluga.orchestration.workflow._tokens import STREAM_TAG, read_events
@@ -399,7 +399,8 @@ class Runs:
                     workflow_id=self.workflow_id,
                     run_id=str(run_id),
                 )
-            await api(lambda client: send_signal(client, flow_run.id, name, payload))
+            sender = new_sender()  # one per call: a try resent after a lost reply records nothing twice
+            await api(lambda client: send_signal(client, flow_run.id, name, payload, sender))
 
     def query(self, run_id: str) -> dict[str, Any]:
         """What the run has published with `publish(...)` so far ({} if nothing)."""

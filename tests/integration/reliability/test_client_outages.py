@@ -212,3 +212,29 @@ def test_an_execute_whose_reply_is_lost_makes_one_run_that_runs_once(server: Pre
     listed = {r.run_id: r for r in runs}
     assert listed[local[1]].idempotency_key is None and listed[keyed[1]].idempotency_key == "lost-reply"
     assert listed[deployed[1]].deployment_id and not listed[local[1]].deployment_id
+
+
+def test_a_signal_whose_reply_is_lost_is_recorded_once(server: PrefectServer, tmp_path: Path):
+    """The API recorded the signal but its reply was lost: the resent request (by `Patience`
+    with Prefect's retries off, by Prefect's client with them on, which then meets a 409) finds
+    the signal its own first try recorded and adds nothing."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from prefect_beluga import Orchestrator
+    from prefect_beluga.testing.lossy_proxy import LossyProxy
+
+    log, gate = tmp_path / "started.log", tmp_path / "gate"
+    here = Orchestrator().create_workflow(of.hold, workflow_id="outage-signalled", local=True)
+    with server.settings(), LossyProxy(server.api_url) as proxy:
+        _, run_id = here.execute({"n": 1, "log": str(log), "gate": str(gate)})
+        wait_for_lines(log, 1)
+        with temporary_settings({PREFECT_API_URL: proxy.api_url, PREFECT_CLIENT_MAX_RETRIES: 0}):
+            proxy.drop_replies("POST", f"/api/flow_runs/{run_id}/input", exact=True)  # the create
+            here.signal(run_id, "first", {"k": 1})
+        with temporary_settings({PREFECT_API_URL: proxy.api_url}):
+            proxy.drop_replies("POST", f"/api/flow_runs/{run_id}/input", exact=True)  # the create
+            here.signal(run_id, "second", {"k": 2})
+        signals = run_sync(count_signals(run_id))
+        gate.touch()
+        assert here.get_result("outage-signalled", run_id, timeout=120)["n"] == 1
+    assert len(proxy.dropped) == 2 and signals == 2, (proxy.dropped, signals)
