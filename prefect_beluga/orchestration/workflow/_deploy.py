@@ -39,7 +39,6 @@ class Deployment:
     tags: list[str]
     description: str | None
     flow: Any
-    _deployed: bool
     _modules: tuple[str, ...]
 
     async def _read_deployment(self, client: Any) -> Any:
@@ -154,14 +153,13 @@ class Deployment:
                     lost_after=lost_after,
                     client=client,
                 )
-        self._deployed = True
         return str(deployment_id)
 
     def serve(self, *, limit: int | None = None) -> None:
         """Serve this workflow from this process (blocks): a Prefect runner runs every `execute`.
 
-        Other processes create the workflow with `distributed=True` (or call `execute` here
-        from another thread) and the runs go through the served deployment.
+        `execute` in any process on the same API (or here, from another thread) finds the served
+        deployment and the runs go through it.
         """
         from prefect.runner import Runner
 
@@ -175,7 +173,6 @@ class Deployment:
 
         async def serve() -> None:
             await runner.aadd_deployment(deployment)
-            self._deployed = True
             await runner.start()
 
         run_sync(serve())
