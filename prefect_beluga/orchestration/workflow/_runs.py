@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -35,6 +35,7 @@ from prefect_beluga.core.errors import (
 )
 from prefect_beluga.core.names import check_json
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.orchestration.recovery import recovery_covers
 from prefect_beluga.orchestration.signals import check_signal_name, new_sender, read_published, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._patience import Patience, is_transient
@@ -42,6 +43,8 @@ from prefect_beluga.orchestration.workflow._tokens import STREAM_TAG, read_event
 
 # Seconds between looks at a run's state while waiting for it.
 _POLL = 0.25
+# Seconds a Crashed deployed run is still expected to be rescheduled by the recovery automations.
+RESUME_GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ class Runs:
                     ) from exc
                 check_flow = False
                 state = flow_run.state
-                if state is not None and state.is_final():
+                if state is not None and state.is_final() and not await api(lambda c, r=flow_run: self._resumes(c, r)):
                     return await api(lambda client, run=flow_run: self._outcome(run))
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WorkflowTimeout(
@@ -267,11 +270,22 @@ class Runs:
                     yield update
             while True:
                 flow_run = await api(lambda client: self._read_run(client, run_id, check_flow=False))
-                if flow_run.state is not None and flow_run.state.is_final():
+                final = flow_run.state is not None and flow_run.state.is_final()
+                if final and not await api(lambda client, r=flow_run: self._resumes(client, r)):
                     break
                 await asyncio.sleep(_POLL)
             outcome = await api(lambda client: self._outcome(flow_run))
         yield {"__end__": outcome}
+
+    async def _resumes(self, client: Any, flow_run: FlowRun) -> bool:
+        """A Crashed deployed run that the recovery automations are about to reschedule (for
+        `RESUME_GRACE` seconds after the crash): waiting callers wait for the run it becomes."""
+        state = flow_run.state
+        if state is None or not state.is_crashed() or flow_run.deployment_id is None:
+            return False
+        if (datetime.now(timezone.utc) - state.timestamp).total_seconds() > RESUME_GRACE:
+            return False
+        return await recovery_covers(client, flow_run, self.flow.name)
 
     async def _outcome(self, flow_run: FlowRun) -> Any:
         state = flow_run.state
