@@ -90,7 +90,9 @@ class Cluster:
             time.sleep(0.5)
 
     def wait_completed(self, runs: list[str], scenario: str, timeout: float = 400) -> None:
-        self.wait(lambda: all(state_of(run) in FINAL for run in runs), f"{scenario}: every run final", timeout)
+        """Until every run is final; Crashed is not: the recovery automations reschedule it."""
+        settled = FINAL - {"CRASHED"}
+        self.wait(lambda: all(state_of(run) in settled for run in runs), f"{scenario}: every run final", timeout)
 
     def logs(self) -> str:
         tails = {p.name: p.read_text(errors="replace")[-2500:] for p in self.folder.glob("*.log") if p != self.log}
