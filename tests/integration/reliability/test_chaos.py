@@ -21,6 +21,7 @@ The table of figures goes to docs/reliability.md ("Chaos"); `BELUGA_CHAOS_TABLE=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -187,8 +188,11 @@ def test_worker_sigkill_alone(cluster):
 
 def test_worker_sigkill_with_its_runs(cluster):
     runs = cluster.launch("worker SIGKILL with its runs (machine lost)")
-    for name in list(cluster.workers):  # every worker: each of the six runs loses its process
+    for name in list(cluster.workers):  # every worker, and every run process (their own sessions)
         fx.kill_group(cluster.workers.pop(name))
+    for pid in {int(line[2]) for line in cluster.lines() if line[0] == "body" and line[1] in runs}:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     cluster.start_worker("w4")
     cluster.start_worker("w5")
     cluster.wait_completed(runs, "worker SIGKILL with its runs", timeout=LOST_AFTER * 3 + 120)
