@@ -66,6 +66,7 @@ import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from typing import Any, Literal
 
 import pydantic
@@ -91,7 +92,7 @@ from prefect_beluga.schema import (
     ToolCall,
     ToolMessage,
 )
-from prefect_beluga.tools import Tool, ToolArgumentsError, as_tool, render_result
+from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, as_tool, render_result
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _FENCED_BLOCK = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
@@ -115,7 +116,8 @@ class Agent(Runnable):
     Args:
         llm: The chat model (`llms.OpenAIChatModel`, the offline model, ...).
         tools: Tools (see `prefect_beluga.tools.tool`); plain functions and Runnables are made
-            tools as they are.
+            tools as they are; a `Toolset` (an MCP server: `prefect_beluga.mcp.MCPServer`)
+            stands for the tools it lists, opened once per run.
         system_prompt: Instructions put first (unless the input's messages already start with
             a system message).
         max_iterations: Model turns allowed; past them, `AgentIterationLimit`.
@@ -183,7 +185,10 @@ class Agent(Runnable):
         if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
             raise ValidationError(f"{where}: tools must be a list, got {type(tools).__name__}")
         self.llm = llm
-        self.tools: tuple[Tool, ...] = tuple(as_tool(t, where=f"{where}: tools[{i}]") for i, t in enumerate(tools))
+        self.toolsets: tuple[Toolset, ...] = tuple(t for t in tools if isinstance(t, Toolset))
+        self.tools: tuple[Tool, ...] = tuple(
+            as_tool(t, where=f"{where}: tools[{i}]") for i, t in enumerate(tools) if not isinstance(t, Toolset)
+        )
         seen: dict[str, int] = {}
         for index, item in enumerate(self.tools):
             if item.name in seen:
@@ -234,7 +239,7 @@ class Agent(Runnable):
         """Choose how `output_type` is asked for, from the model's declared capabilities."""
         assert self.output_type is not None
         caps = self.llm.capabilities
-        has_tools = bool(self.tools)
+        has_tools = bool(self.tools or self.toolsets)
         server = getattr(getattr(self.llm, "server", None), "name", None)
         at = f" (server preset {server!r})" if server else ""
         supported = {
@@ -301,6 +306,7 @@ class Agent(Runnable):
             Agent(llm, tools=[add]).cache_key() != Agent(llm, tools=[add, search]).cache_key()
             ```
         """
+        toolsets = {"toolsets": [t.cache_key() for t in self.toolsets]} if self.toolsets else {}
         return key_of(
             f"{type(self).__module__}.{type(self).__qualname__}",
             llm=fingerprint(self.llm),
@@ -310,6 +316,7 @@ class Agent(Runnable):
             system_prompt=self.system_prompt,
             max_iterations=self.max_iterations,
             output_type=self._output_spec(),
+            **toolsets,
         )
 
     def _output_spec(self) -> Any:
@@ -340,6 +347,13 @@ class Agent(Runnable):
         return messages
 
     async def _loop(self, messages: list[AnyMessage]) -> dict[str, Any]:
+        if not self.toolsets:
+            return await self._turns(messages, _RunTools(self))
+        async with AsyncExitStack() as stack:  # each toolset's session: opened now, closed with the run
+            sessions = [await stack.enter_async_context(toolset.open()) for toolset in self.toolsets]
+            return await self._turns(messages, _RunTools(self, sessions))
+
+    async def _turns(self, messages: list[AnyMessage], tools: _RunTools) -> dict[str, Any]:
         runner = substeps()
         messages = list(messages)
         turns = 0
@@ -356,7 +370,7 @@ class Agent(Runnable):
                 )
             turns += 1
             correcting = False
-            args: tuple[Any, ...] = (list(messages), self._tool_specs, self._response_format)
+            args: tuple[Any, ...] = (list(messages), await tools.specs(), self._response_format)
             if self._tool_choice is not None:
                 args = (*args, self._tool_choice)
             result: ChatResult = await runner.run(self.model_step, self._model_call, *args)
@@ -393,7 +407,7 @@ class Agent(Runnable):
                 ))
                 continue
             if calls:
-                messages.extend(await self._tool_calls(runner, calls))
+                messages.extend(await self._tool_calls(runner, calls, tools))
                 continue
             if self.output_type is None:
                 return {"output": result.content, "messages": messages}
@@ -430,23 +444,25 @@ class Agent(Runnable):
             messages, tools=tools or None, response_format=response_format, tool_choice=tool_choice
         )
 
-    async def _tool_calls(self, runner: SubstepRunner, calls: Sequence[ToolCall]) -> list[ToolMessage]:
+    async def _tool_calls(
+        self, runner: SubstepRunner, calls: Sequence[ToolCall], tools: _RunTools
+    ) -> list[ToolMessage]:
         limit = asyncio.Semaphore(self.max_concurrency or len(calls))
 
         async def one(call: ToolCall) -> ToolMessage:
             async with limit:
-                content, ok = await self._tool_call(runner, call)
+                content, ok = await self._tool_call(runner, call, tools)
             emit_tool_result(call.name, call.id, content, ok=ok, default_node=self.name)
             return ToolMessage(content, tool_call_id=call.id, name=call.name)
 
         return list(await asyncio.gather(*(one(call) for call in calls)))
 
-    async def _tool_call(self, runner: SubstepRunner, call: ToolCall) -> tuple[str, bool]:
+    async def _tool_call(self, runner: SubstepRunner, call: ToolCall, tools: _RunTools) -> tuple[str, bool]:
         """The tool message's text for `call` (the result, or an error the model can act on),
         and whether the tool ran and returned."""
-        item = self._by_name.get(call.name)
+        item = tools.by_name.get(call.name)
         if item is None:
-            available = ", ".join(self._by_name) or "none"
+            available = ", ".join(tools.by_name) or "none"
             return f"Error: there is no tool named {call.name!r}. Available tools: {available}.", False
         try:
             arguments = item.parse_arguments(call.arguments)
@@ -465,6 +481,38 @@ class Agent(Runnable):
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, llm={self.llm!r}, tools={[t.name for t in self.tools]})"
+
+
+class _RunTools:
+    """The tools of one agent run: the agent's own, and those its toolsets' sessions list now."""
+
+    def __init__(self, agent: Agent, sessions: Sequence[Any] = ()) -> None:
+        self.agent = agent
+        self.sessions = sessions
+        self.by_name: dict[str, Tool] = agent._by_name
+        self._listed: list[Sequence[Tool]] | None = None
+        self._specs = agent._tool_specs
+
+    async def specs(self) -> list[dict[str, Any]]:
+        """The `tools` parameter of the next model turn (the toolsets' tools listed again only
+        when a server said they changed)."""
+        if not self.sessions:
+            return self._specs
+        listed = [await session.tools() for session in self.sessions]
+        if listed != self._listed:
+            by_name = dict(self.agent._by_name)
+            reserved = {OUTPUT_TOOL} if self.agent.output_mode == "tool" else set()
+            for toolset, tools in zip(self.agent.toolsets, listed, strict=True):
+                for item in tools:
+                    if item.name in by_name or item.name in reserved:
+                        raise ValidationError(
+                            f"Agent {self.agent.name!r}: the tool {item.name!r} of {toolset.name!r} has the name of "
+                            f"another tool of the agent; give the server a prefix (MCPServer(..., prefix=...))"
+                        )
+                    by_name[item.name] = item
+            self.by_name, self._listed = by_name, listed
+            self._specs = [*self.agent._tool_specs, *(t.to_openai() for tools in listed for t in tools)]
+        return self._specs
 
 
 async def _approval(runner: SubstepRunner, item: Tool) -> str | None:

@@ -26,6 +26,10 @@ timeout. A tool still is the function: `add(1, 2)` returns 3.
 A Runnable is a tool too: `tool(chain, name="research", description="...")` takes
 `{"input": str}` unless `args_schema=` (a pydantic model) says otherwise, and is called with the
 arguments as its input dict.
+
+A `Toolset` stands for tools known only once a run starts (an MCP server's:
+`prefect_beluga.mcp.MCPServer`); it goes in `Agent(tools=[...])` next to plain tools, and each
+agent run opens it once (`Toolset.open()`), for the tools it lists, and closes it at the run's end.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ import json
 import re
 import sys
 import typing
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, overload
 
 import pydantic
@@ -206,6 +212,37 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
+
+
+class Toolset(ABC):
+    """Tools listed at run time by something outside the process (an MCP server).
+
+    An agent opens each of its toolsets once per run, when the run starts (`open()`, an async
+    context manager yielding the `ToolsetSession`), asks it for its tools before each model turn
+    and closes it when the run ends, whether it returns, fails or is cancelled. Its tools are
+    `Tool`s: their calls run as sub-steps (Prefect task runs) like any tool's.
+
+    Attributes:
+        name: What the toolset is called in messages (e.g. the server's command or URL host).
+    """
+
+    name: str
+
+    @abstractmethod
+    def open(self) -> AbstractAsyncContextManager[ToolsetSession]:
+        """A session for one run: entered when the run starts, exited when it ends."""
+
+    @abstractmethod
+    def cache_key(self) -> str:
+        """What the toolset is, for the agent's cross-run cache key (never a secret)."""
+
+
+class ToolsetSession(ABC):
+    """An open toolset: the tools it offers now."""
+
+    @abstractmethod
+    async def tools(self) -> Sequence[Tool]:
+        """The tools, listed once per session (and again after the server says they changed)."""
 
 
 def render_result(value: Any) -> str:
@@ -447,4 +484,4 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["Tool", "ToolArgumentsError", "as_tool", "render_result", "tool"]
+__all__ = ["Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool"]

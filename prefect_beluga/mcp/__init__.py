@@ -1,0 +1,20 @@
+"""MCP both ways: agents call MCP servers' tools, and Runnables/Workflows are MCP tools.
+
+    ```python
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.mcp import MCPServer, serve
+    agent = Agent(llm, tools=[MCPServer(command="mcp-server-time")])   # a server's tools, in an agent
+    serve(research_chain, transport="http", port=8765)                 # a chain, as an MCP tool
+    ```
+
+`MCPServer` (`_client.py`, no Prefect import) is a `Toolset`: each agent run opens one session
+per server and closes it at the run's end; each call is a task run named after the tool.
+`serve` / `create_server` / `http_app` (`_serve.py`) expose targets over stdio or streamable
+HTTP, each call a Prefect flow run. `python -m prefect_beluga.mcp --target module:attr` runs
+`serve` (docs/mcp.md). Needs the extra: `pip install 'prefect-beluga[mcp]'`.
+"""
+
+from prefect_beluga.mcp._client import MCPServer, MCPTool, MCPToolError
+from prefect_beluga.mcp._serve import create_server, http_app, serve
+
+__all__ = ["MCPServer", "MCPTool", "MCPToolError", "create_server", "http_app", "serve"]

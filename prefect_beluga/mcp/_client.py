@@ -1,0 +1,468 @@
+"""MCP servers as an agent's tools: `MCPServer`, a `Toolset` on the official `mcp` SDK's client.
+
+    ```python
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.mcp import MCPServer
+    time_server = MCPServer(command="mcp-server-time", args=["--local-timezone", "UTC"])
+    agent = Agent(llm, tools=[add, time_server])   # add's schema, and every tool the server lists
+    agent.invoke("What time is it in Tokyo?")
+    ```
+
+How a run uses a server. When an agent run starts it opens one session per `MCPServer` (a
+stdio process started, or a streamable HTTP connection made), lists the tools once, and keeps
+the session for the whole run: every tool call of the run, parallel ones included, goes through
+it; a `notifications/tools/list_changed` makes the next model turn list the tools again. The
+session is closed when the run ends, whether it returns, fails or is cancelled; a stdio server's
+process ends with it (the SDK closes its stdin, then terminates its process tree).
+
+The session lives in a task of its own (`_Session._own`): the SDK's transports are anyio
+context managers that must be entered and left by one task, while the agent's tool calls run in
+other tasks (one per concurrent call, each a Prefect task run). The run reaches its sessions
+through a context variable, so the tool objects themselves are long-lived (one per server tool
+definition), and so are the Prefect tasks built for them.
+
+Nothing here imports Prefect: a call is a sub-step (`prefect_beluga.core.substeps`) like a
+function tool's, which `orchestration/` turns into a task run named after the tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from prefect_beluga.core.errors import BelugaError, ValidationError
+from prefect_beluga.core.fingerprint import key_of
+from prefect_beluga.core.substeps import Substep
+from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, ToolsetSession
+
+if TYPE_CHECKING:
+    import mcp
+
+logger = logging.getLogger("prefect_beluga.mcp")
+
+_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+
+#: The sessions of the current agent run, by server (set by `MCPServer.open`).
+_sessions: ContextVar[Mapping[int, _Session] | None] = ContextVar("prefect_beluga_mcp_sessions", default=None)
+
+
+class MCPToolError(BelugaError):
+    """An MCP server answered a tool call with an error (`isError`); the text is the server's."""
+
+    def __init__(self, message: str, *, tool: str) -> None:
+        super().__init__(message)
+        self.tool = tool
+
+
+class MCPServer(Toolset):
+    """An MCP server whose tools an agent can call: put it in `Agent(tools=[...])`.
+
+    Give either `command` (a stdio server: a process started per agent run) or `url` (a
+    streamable HTTP server).
+
+    Args:
+        command: The executable of a stdio server (e.g. "mcp-server-time", "uvx").
+        args: Its command-line arguments.
+        env: Extra environment variables for it (kept as `SecretStr`: they often hold keys).
+            The SDK passes a safe default environment (HOME, PATH, ...) under them.
+        cwd: Its working directory.
+        url: The endpoint of a streamable HTTP server (e.g. "http://127.0.0.1:8000/mcp").
+        headers: HTTP headers for every request (e.g. `{"Authorization": "Bearer ..."}`),
+            kept as `SecretStr` and never logged.
+        include: Only these of the server's tools (by the server's names).
+        exclude: All of the server's tools but these.
+        prefix: Put before each tool's name (e.g. "git_" or "time_"), to keep two servers'
+            names apart; the Prefect task runs are named after the prefixed name.
+        requires_approval: True for every tool of the server, or a list of the server's tool
+            names: inside a workflow run, such a call waits for the signal `approve:<tool>`
+            (`workflow.signal(run_id, "approve:<tool>", {"approved": True})`), as a function
+            tool made with `tool(requires_approval=True)` does.
+        timeout: Seconds one tool call may take (the task run's timeout); None: no limit.
+
+    Examples:
+        A stdio server from the package index:
+
+        ```python
+        MCPServer(command="mcp-server-git", args=["--repository", "/srv/repo"], prefix="git_",
+                  include=["git_status", "git_log"])
+        ```
+
+        A streamable HTTP server with a bearer token:
+
+        ```python
+        MCPServer(url="https://tools.example.com/mcp", headers={"Authorization": f"Bearer {token}"},
+                  requires_approval=["delete_record"], timeout=30)
+        ```
+    """
+
+    def __init__(
+        self,
+        command: str | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str | SecretStr] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        url: str | None = None,
+        headers: Mapping[str, str | SecretStr] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        prefix: str | None = None,
+        requires_approval: bool | Sequence[str] = False,
+        timeout: float | None = None,
+    ) -> None:
+        if (command is None) == (url is None):
+            raise ValidationError(
+                "MCPServer needs exactly one of `command` (a stdio server) and `url` (a streamable HTTP server)"
+                + ("; got both" if command is not None else "")
+            )
+        if command is not None:
+            if not isinstance(command, str) or not command:
+                raise ValidationError(f"MCPServer: command must be a non-empty str, got {command!r}")
+            if headers:
+                raise ValidationError("MCPServer: `headers` go with `url`, not with `command` (a stdio server)")
+        else:
+            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+                raise ValidationError(f"MCPServer: url must be an http(s) URL, got {url!r}")
+            if args or env or cwd is not None:
+                raise ValidationError("MCPServer: `args`, `env` and `cwd` go with `command`, not with `url`")
+        self.command = command
+        self.args = tuple(_strings(args, "args"))
+        self.env = _secrets(env, "env")
+        self.cwd = str(cwd) if cwd is not None else None
+        self.url = url
+        self.headers = _secrets(headers, "headers")
+        self.include = frozenset(_strings(include, "include")) if include is not None else None
+        self.exclude = frozenset(_strings(exclude, "exclude")) if exclude is not None else frozenset()
+        if prefix is not None and (not isinstance(prefix, str) or _INVALID.search(prefix)):
+            raise ValidationError(f"MCPServer: prefix must be letters, digits, '_' or '-', got {prefix!r}")
+        self.prefix = prefix or ""
+        if isinstance(requires_approval, bool):
+            self.requires_approval: bool | frozenset[str] = requires_approval
+        else:
+            self.requires_approval = frozenset(_strings(requires_approval, "requires_approval"))
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValidationError(f"MCPServer: timeout must be > 0 seconds or None, got {timeout!r}")
+        self.timeout = timeout
+        self.name = Path(command).name if command is not None else (urlsplit(url).netloc or url)  # type: ignore[arg-type]
+        self._tools: dict[str, MCPTool] = {}  # by prefixed name: reused while the definition holds
+
+    # -- Toolset -------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def open(self) -> Any:
+        """Open a session for one run (see the module docstring); yields it."""
+        session = _Session(self)
+        await session.start()
+        token = _sessions.set({**(_sessions.get() or {}), id(self): session})
+        try:
+            yield session
+        finally:
+            _sessions.reset(token)
+            await session.close()
+
+    def cache_key(self) -> str:
+        """The server's identity and tool selection (no env values, no headers)."""
+        return key_of(
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            command=self.command,
+            args=list(self.args),
+            env=sorted(self.env),
+            cwd=self.cwd,
+            url=self.url,
+            include=sorted(self.include) if self.include is not None else None,
+            exclude=sorted(self.exclude),
+            prefix=self.prefix,
+            requires_approval=(
+                self.requires_approval if isinstance(self.requires_approval, bool) else sorted(self.requires_approval)
+            ),
+            timeout=self.timeout,
+        )
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def _tool_for(self, spec: mcp.Tool) -> MCPTool | None:
+        """The tool for the server's definition `spec` (None when include/exclude leave it out)."""
+        if spec.name in self.exclude or (self.include is not None and spec.name not in self.include):
+            return None
+        name = (self.prefix + _INVALID.sub("_", spec.name))[:64]
+        approval = (
+            self.requires_approval
+            if isinstance(self.requires_approval, bool)
+            else spec.name in self.requires_approval or name in self.requires_approval
+        )
+        schema = dict(spec.input_schema or {"type": "object"})
+        schema.setdefault("properties", {})
+        description = spec.description or spec.title or ""
+        existing = self._tools.get(name)
+        if (
+            existing is not None
+            and existing.remote_name == spec.name
+            and existing.parameters == schema
+            and existing.description == description
+            and existing.requires_approval == approval
+        ):
+            return existing
+        tool = MCPTool(self, spec.name, name, description, schema, approval)
+        self._tools[name] = tool
+        return tool
+
+    def _transport(self) -> Any:
+        """The SDK's transport for this server, for one session."""
+        if self.command is not None:
+            from mcp import StdioServerParameters
+
+            return StdioServerParameters(
+                command=self.command,
+                args=list(self.args),
+                env={key: value.get_secret_value() for key, value in self.env.items()} or None,
+                cwd=self.cwd,
+            )
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        http = create_mcp_http_client(headers={k: v.get_secret_value() for k, v in self.headers.items()} or None)
+        return _owned_http(streamable_http_client(self.url, http_client=http), http)
+
+    def __repr__(self) -> str:
+        where = f"command={self.command!r}, args={list(self.args)!r}" if self.command else f"url={self.url!r}"
+        return f"MCPServer({where})"
+
+
+class MCPTool(Tool):
+    """One tool of an MCP server, as an agent sees it (built by `MCPServer`, not by hand).
+
+    Its arguments are checked against the server's JSON schema only as far as the agent can
+    tell the model what to fix (an object, its required fields, no unknown fields when the
+    schema forbids them); the server validates the rest and its error goes back to the model.
+    """
+
+    def __init__(
+        self, server: MCPServer, remote_name: str, name: str, description: str, schema: dict[str, Any], approval: bool
+    ) -> None:
+        # Not Tool.__init__: there is no Python function; the same attributes are set here.
+        self._runnable = None
+        self.fn = self  # fingerprinted by the agent's cache key through the server instead
+        self.server = server
+        self.remote_name = remote_name
+        self.name = name
+        self.description = description
+        self.parameters = schema
+        self.args_model = None  # type: ignore[assignment]
+        self.retries = 0
+        self.retry_delay = 0.0
+        self.timeout = server.timeout
+        self.requires_approval = approval
+        self.substep = Substep(name, timeout=server.timeout)
+        self._is_async = True
+
+    def parse_arguments(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
+            arguments = {}
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError as exc:
+                raise ToolArgumentsError(
+                    f"arguments for tool {self.name!r} are not valid JSON ({exc}); send a JSON object"
+                ) from None
+        if not isinstance(arguments, dict):
+            raise ToolArgumentsError(
+                f"arguments for tool {self.name!r} must be a JSON object, got {type(arguments).__name__}"
+            )
+        problems = [f"field {field!r} is required but missing" for field in self.parameters.get("required", ())
+                    if field not in arguments]
+        if self.parameters.get("additionalProperties") is False:
+            known = self.parameters.get("properties", {})
+            problems += [f"field {field!r} is not an argument of this tool" for field in arguments
+                         if field not in known]
+        if problems:
+            raise ToolArgumentsError(f"invalid arguments for tool {self.name!r}: {'; '.join(problems)}")
+        return arguments
+
+    async def acall(self, arguments: dict[str, Any]) -> str:
+        """Call the tool through the current run's session; the result as the tool message's text."""
+        session = (_sessions.get() or {}).get(id(self.server))
+        if session is None:
+            raise ValidationError(
+                f"MCP tool {self.name!r} was called outside a run of an agent that has its server {self.server!r}"
+            )
+        return await session.call(self, arguments)
+
+    async def run_call(self, arguments: dict[str, Any], call_id: str) -> str:
+        return await self.acall(arguments)
+
+    def __call__(self, **arguments: Any) -> Any:
+        raise ValidationError(f"MCP tool {self.name!r} is called by an agent run, not directly")
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
+        return self
+
+    def __repr__(self) -> str:
+        return f"MCPTool({self.name!r}, server={self.server!r})"
+
+
+class _Session(ToolsetSession):
+    """One client session of one server for one agent run, owned by a task of its own."""
+
+    def __init__(self, server: MCPServer) -> None:
+        self.server = server
+        self._client: mcp.Client | None = None
+        self._tools: list[MCPTool] = []
+        self._stale = False
+        self._closing = asyncio.Event()
+        self._ready: asyncio.Future[None] | None = None
+        self._owner: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._ready = asyncio.get_running_loop().create_future()
+        self._owner = asyncio.create_task(self._own(), name=f"mcp session {self.server.name}")
+        try:
+            await asyncio.shield(self._ready)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _own(self) -> None:
+        from mcp import Client
+
+        assert self._ready is not None
+        try:
+            async with Client(self.server._transport(), message_handler=self._on_message) as client:
+                self._client = client
+                await self._list()
+                self._ready.set_result(None)
+                await self._closing.wait()
+        except BaseException as exc:  # noqa: BLE001 - handed to the run, or logged after it started
+            if not self._ready.done():
+                self._ready.set_exception(_connect_error(self.server, exc))
+            elif not isinstance(exc, asyncio.CancelledError):
+                logger.warning("MCP server %s: the session ended with %s", self.server.name, type(exc).__name__)
+        finally:
+            self._client = None
+
+    async def close(self) -> None:
+        """End the session (and a stdio server's process); waits for it, even when cancelled."""
+        self._closing.set()
+        if self._owner is not None and not self._owner.done():
+            try:
+                await asyncio.shield(self._owner)
+            except asyncio.CancelledError:
+                await asyncio.wait({self._owner}, timeout=10)  # the shutdown is bounded by the SDK
+                raise
+
+    async def _on_message(self, message: Any) -> None:
+        from mcp import types
+
+        if isinstance(message, types.ToolListChangedNotification):
+            self._stale = True
+
+    async def _list(self) -> None:
+        assert self._client is not None
+        specs: list[mcp.Tool] = []
+        cursor: str | None = None
+        while True:
+            page = await self._client.list_tools(cursor=cursor, cache_mode="refresh" if self._stale else "use")
+            specs.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                break
+        self._stale = False
+        self._tools = [tool for spec in specs if (tool := self.server._tool_for(spec)) is not None]
+
+    async def tools(self) -> Sequence[Tool]:
+        if self._stale and self._client is not None:
+            await self._list()
+        return list(self._tools)
+
+    async def call(self, tool: MCPTool, arguments: dict[str, Any]) -> str:
+        client = self._client
+        if client is None:
+            raise ConnectionError(f"the session of MCP server {self.server.name!r} is closed")
+        result = await client.call_tool(tool.remote_name, arguments)
+        text = render_content(result)
+        if result.is_error:
+            raise MCPToolError(text or "the server reported an error without a message", tool=tool.name)
+        return text
+
+
+def render_content(result: Any) -> str:
+    """A `CallToolResult` as the text the model reads: its text blocks; structured content as
+    JSON when there is no text; images, audio and binary resources as a note of what they were."""
+    parts = list(_render_blocks(result.content or ()))
+    if not any(parts) and result.structured_content is not None:
+        return json.dumps(result.structured_content, ensure_ascii=False, default=str)
+    return "\n".join(part for part in parts if part)
+
+
+def _render_blocks(blocks: Sequence[Any]) -> Iterator[str]:
+    for block in blocks:
+        kind = getattr(block, "type", None)
+        if kind == "text":
+            yield block.text
+        elif kind in ("image", "audio"):
+            size = len(block.data) * 3 // 4 - len(block.data[-2:]) + len(block.data[-2:].rstrip("="))
+            yield f"[{kind} ({block.mime_type}, about {size} bytes) returned by the tool; not shown]"
+        elif kind == "resource":
+            resource = block.resource
+            text = getattr(resource, "text", None)
+            yield text if text is not None else f"[binary resource {resource.uri} returned by the tool; not shown]"
+        elif kind == "resource_link":
+            yield f"[resource link: {block.uri}{f' ({block.name})' if getattr(block, 'name', None) else ''}]"
+        else:
+            yield f"[{kind} content returned by the tool; not shown]"
+
+
+def _connect_error(server: MCPServer, exc: BaseException) -> BaseException:
+    if isinstance(exc, asyncio.CancelledError):
+        return exc
+    inner = getattr(exc, "exceptions", None)  # an exception group of one, from the SDK's task groups
+    while isinstance(inner, (list, tuple)) and len(inner) == 1:
+        exc, inner = inner[0], getattr(inner[0], "exceptions", None)
+    error = ConnectionError(f"could not open a session with MCP server {server!r}: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+@asynccontextmanager
+async def _owned_http(transport: Any, http: Any) -> Any:
+    """The streamable HTTP transport, closing the HTTP client it was given when it ends."""
+    async with http, transport as streams:
+        yield streams
+
+
+def _strings(values: Sequence[str] | None, option: str) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | frozenset | set):
+        raise ValidationError(f"MCPServer: {option} must be a list of str, got {values!r:.80}")
+    values = list(values)
+    bad = [value for value in values if not isinstance(value, str)]
+    if bad:
+        raise ValidationError(f"MCPServer: {option} must be a list of str, got {bad[0]!r:.80} in it")
+    return values
+
+
+def _secrets(values: Mapping[str, str | SecretStr] | None, option: str) -> dict[str, SecretStr]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ValidationError(f"MCPServer: {option} must be a mapping of str to str, got {type(values).__name__}")
+    secrets: dict[str, SecretStr] = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or not isinstance(value, (str, SecretStr)):
+            raise ValidationError(f"MCPServer: {option} must map str to str (or SecretStr); {key!r} does not")
+        secrets[key] = value if isinstance(value, SecretStr) else SecretStr(value)
+    return secrets
+
+
+__all__ = ["MCPServer", "MCPTool", "MCPToolError", "render_content"]

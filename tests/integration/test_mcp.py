@@ -1,0 +1,467 @@
+"""MCP both ways, against real servers no one here wrote, offline.
+
+Agents calling MCP tools: `mcp-server-time` and `mcp-server-git` (from the package index) over
+stdio, behind a relay that counts what they are asked (`prefect_beluga.testing.mcp`), and an SDK
+`MCPServer` (FastMCP) of this file's own over streamable HTTP on 127.0.0.1. The model is the
+loopback OpenAI server with scripted tool calls. Checked: schemas and descriptions reach the
+model, real answers come back, each call is a task run named after the tool, one session (one
+handshake, one tools/list) per run, parallel calls share it, the process ends with the run (on
+error and cancel too), server errors (isError, JSON-RPC errors) go back to the model, approvals,
+durable calls in a retried flow run, tool stream events.
+
+Runnables and Workflows as MCP tools: `python -m prefect_beluga.mcp` in another process, over
+stdio and over HTTP with a bearer token, called with the official `mcp` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.server.mcpserver import MCPServer as FastMCP
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.types import Image
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter
+from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_API_URL
+from pydantic import SecretStr
+
+from prefect_beluga import Chain, Orchestrator, ValidationError, llms
+from prefect_beluga.agents import Agent
+from prefect_beluga.core.runnable import RunnableCallable
+from prefect_beluga.mcp import MCPServer
+from prefect_beluga.schema import ToolMessage
+from prefect_beluga.testing import OpenAIServer
+from prefect_beluga.testing.helpers import reaped
+from prefect_beluga.testing.mcp import HTTPMCPServer, MCPTraffic
+from prefect_beluga.tools import tool
+
+HERE = Path(__file__).parent
+TOKEN = "mcp-test-token-" + "x" * 8
+
+
+def chat_model(server: OpenAIServer) -> llms.OpenAIChatModel:
+    return llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=server.base_url))
+
+
+def call(name: str, id: str | None = None, **arguments) -> dict:
+    return {"name": name, "arguments": arguments, **({"id": id} if id else {})}
+
+
+def time_server(traffic: MCPTraffic, **options) -> MCPServer:
+    return MCPServer(**traffic.relayed(sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"), **options)
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+async def task_runs(flow_run_id, expected: int, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            final = [r for r in runs if r.state and r.state.is_final()]
+            if len(final) >= expected or time.monotonic() > deadline:
+                return final
+            await asyncio.sleep(0.1)
+
+
+# -- our own FastMCP server over streamable HTTP ---------------------------------------------------
+
+shop = FastMCP("shop")
+
+
+@shop.tool()
+def price(item: str, quantity: int = 1) -> str:
+    """The price of an item, in euros."""
+    return f"{quantity} x {item} = {quantity * 2.5:.2f} EUR"
+
+
+@shop.tool()
+def stock(item: str) -> dict:
+    """How many of an item are in stock (structured)."""
+    return {"item": item, "in_stock": 7}
+
+
+@shop.tool()
+def refund(order: str) -> str:
+    """Refund an order (always fails: the server says why)."""
+    raise ToolError(f"order {order} is older than 30 days")
+
+
+@shop.tool()
+def audit(order: str) -> str:
+    """Raises a JSON-RPC error."""
+    raise MCPError(code=-32602, message=f"audit of {order} is not allowed")
+
+
+@shop.tool()
+def logo() -> Image:
+    """The shop's logo."""
+    return Image(data=b"\x89PNG\r\n\x1a\n" + b"0" * 92, format="png")
+
+
+@pytest.fixture(scope="module")
+def shop_server():
+    with HTTPMCPServer(shop, token=TOKEN) as server:
+        yield server
+
+
+# -- agents calling MCP tools ------------------------------------------------------------------------
+
+
+def test_stdio_time_server_tools_are_task_runs_with_one_session_per_run(openai_server, tmp_path):
+    traffic = MCPTraffic(tmp_path / "time.log")
+    clock = time_server(traffic)
+    openai_server.reply_with(
+        {"tool_calls": [call("get_current_time", timezone="Asia/Tokyo"), call("add", a=2, b=3)]},
+        {"tool_calls": [call("convert_time", source_timezone="UTC", time="12:00", target_timezone="Asia/Tokyo")]},
+        "It is 21:00 in Tokyo.",
+    )
+    agent = Agent(chat_model(openai_server), tools=[add, clock], name="clock-agent")
+
+    @flow(name="mcp-host")
+    async def host():
+        return FlowRunContext.get().flow_run.id, await agent.ainvoke("Time in Tokyo?")
+
+    flow_run_id, result = asyncio.run(host())
+    assert result["output"] == "It is 21:00 in Tokyo."
+    # the server's tools, with their schemas and descriptions, next to the plain tool
+    specs = {t["function"]["name"]: t["function"] for t in openai_server.chat_requests()[0].body["tools"]}
+    assert set(specs) == {"add", "get_current_time", "convert_time"}
+    assert specs["get_current_time"]["description"] == "Get current time in a specific timezone"
+    assert specs["get_current_time"]["parameters"]["required"] == ["timezone"]
+    # real answers
+    first = openai_server.tool_results(1)
+    now = json.loads(first[0]["content"])
+    assert now["timezone"] == "Asia/Tokyo" and now["datetime"].endswith("+09:00")
+    assert first[1]["content"] == "5"
+    converted = json.loads(openai_server.tool_results(2)[-1]["content"])
+    assert converted["target"]["datetime"].endswith("T21:00:00+09:00")
+    # each call a task run named after the tool
+    runs = asyncio.run(task_runs(flow_run_id, expected=6))
+    assert sorted(r.name for r in runs) == sorted(
+        ["openai:gpt-4o-mini"] * 3 + ["get_current_time", "add", "convert_time"])
+    # one session for the run: one handshake, one tools/list; the process ended with the run
+    assert traffic.handshakes() == 1 and traffic.count("tools/list") == 1
+    assert traffic.count("tools/call") == 2
+    assert traffic.alive() == []
+
+    # a second run: a session of its own
+    openai_server.reply_with("No tools needed.")
+    assert agent.invoke("Hi")["output"] == "No tools needed."
+    assert traffic.handshakes() == 2 and traffic.count("tools/list") == 2
+    assert traffic.alive() == []
+
+
+def test_git_server_on_a_throwaway_repository_parallel_calls_share_the_session(openai_server, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=Ann", "-c", "user.email=ann@example.com"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    (repo / "notes.txt").write_text("hello\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "Add the release notes"], check=True)
+    (repo / "notes.txt").write_text("hello, world\n")
+    traffic = MCPTraffic(tmp_path / "git.log")
+    server = MCPServer(**traffic.relayed(sys.executable, "-m", "mcp_server_git", "--repository", str(repo)),
+                       include=["git_status", "git_log", "git_diff_unstaged", "git_show"], prefix="repo_")
+    openai_server.reply_with(
+        {"tool_calls": [call("repo_git_log", repo_path=str(repo)), call("repo_git_diff_unstaged", repo_path=str(repo)),
+                        call("repo_git_status", repo_path=str(repo)),
+                        call("repo_git_show", repo_path=str(repo), revision="no-such-revision")]},
+        "One commit; notes.txt changed.",
+    )
+    result = Agent(chat_model(openai_server), tools=[server], name="git-agent").invoke("What changed?")
+    assert result["output"] == "One commit; notes.txt changed."
+    names = {t["function"]["name"] for t in openai_server.chat_requests()[0].body["tools"]}
+    assert names == {"repo_git_status", "repo_git_log", "repo_git_diff_unstaged", "repo_git_show"}
+    log, diff, status, show = (m["content"] for m in openai_server.tool_results())
+    assert "Add the release notes" in log
+    assert "+hello, world" in diff
+    assert "notes.txt" in status
+    # the server's error (isError) went back to the model as the tool message
+    assert show.startswith("Error: tool 'repo_git_show' failed: MCPToolError:") and "no-such-revision" in show
+    assert traffic.handshakes() == 1 and traffic.count("tools/list") == 1 and traffic.count("tools/call") == 4
+    assert traffic.alive() == []
+
+
+def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_server):
+    shop_server.reset()
+    server = MCPServer(url=shop_server.url, headers={"Authorization": SecretStr(f"Bearer {TOKEN}")},
+                       exclude=["audit"], timeout=20)
+    openai_server.reply_with(
+        {"tool_calls": [call("price", item="tea", quantity=4), call("stock", item="tea"), call("logo"),
+                        call("refund", order="A1"), call("price")]},
+        "Tea: 10 EUR, 7 in stock.",
+    )
+    agent = Agent(chat_model(openai_server), tools=[server], name="shop-agent")
+    result = agent.invoke("How much are 4 teas?")
+    assert result["output"] == "Tea: 10 EUR, 7 in stock."
+    names = {t["function"]["name"] for t in openai_server.chat_requests()[0].body["tools"]}
+    assert names == {"price", "stock", "refund", "logo"}  # audit excluded
+    price_, stock_, logo_, refund_, missing = (m["content"] for m in openai_server.tool_results())
+    assert price_ == "4 x tea = 10.00 EUR"
+    assert json.loads(stock_) == {"item": "tea", "in_stock": 7}
+    assert logo_ == "[image (image/png, about 100 bytes) returned by the tool; not shown]"
+    assert refund_.startswith("Error: tool 'refund' failed: MCPToolError: ")  # then the server's own text
+    assert refund_.endswith("order A1 is older than 30 days")
+    assert missing.startswith("Error: invalid arguments for tool 'price': field 'item' is required")
+    assert shop_server.handshakes() == 1 and shop_server.count("tools/list") == 1
+    assert shop_server.count("tools/call") == 4  # the bad arguments never reached the server
+    assert {r["authorization"] for r in shop_server.requests} == {f"Bearer {TOKEN}"}
+    assert TOKEN not in repr(server) and TOKEN not in repr(vars(server))
+
+    # a JSON-RPC error also goes back to the model
+    openai_server.reply_with({"tool_calls": [call("audit", order="B2")]}, "Not allowed.")
+    agent = Agent(chat_model(openai_server), tools=[MCPServer(url=shop_server.url, headers={
+        "Authorization": f"Bearer {TOKEN}"}, include=["audit"])])
+    assert agent.invoke("Audit B2")["output"] == "Not allowed."
+    [message] = openai_server.tool_results()
+    assert message["content"].startswith("Error: tool 'audit' failed: MCPError") and "not allowed" in message["content"]
+
+
+def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tmp_path):
+    traffic = MCPTraffic(tmp_path / "time.log")
+    agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="failing")
+    openai_server.fail_next(400)
+    with pytest.raises(Exception, match="400"):
+        agent.invoke("Time?")
+    assert traffic.handshakes() == 1 and traffic.alive() == []
+
+    async def cancelled() -> None:
+        openai_server.slow_next(30)
+        task = asyncio.ensure_future(agent.ainvoke("Time?"))
+        deadline = time.monotonic() + 30
+        while len(openai_server.chat_requests()) < 2:  # the slow model turn has started
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    assert traffic.handshakes() == 2 and traffic.alive() == []
+
+    # a server that cannot start: a clear error naming it, nothing left running
+    broken = Agent(chat_model(openai_server), tools=[MCPServer(command=sys.executable, args=["-c", "pass"])])
+    with pytest.raises(ConnectionError, match="could not open a session with MCP server"):
+        broken.invoke("Time?")
+
+
+def test_finished_mcp_calls_are_read_back_in_a_retried_flow_run(openai_server, tmp_path):
+    traffic = MCPTraffic(tmp_path / "time.log")
+    agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="durable-clock")
+    openai_server.reply_with({"tool_calls": [call("get_current_time", timezone="UTC")]}, "Done.")
+    attempts = []
+
+    @flow(name="mcp-retried", retries=1)
+    async def retried():
+        result = await agent.ainvoke("Time?")
+        attempts.append(result["output"])
+        if len(attempts) == 1:
+            raise RuntimeError("the flow fails after the agent finished")
+        return result
+
+    result = asyncio.run(retried())
+    assert result["output"] == "Done." and attempts == ["Done.", "Done."]
+    assert traffic.count("tools/call") == 1  # the second attempt read the call back
+    assert len(openai_server.chat_requests()) == 2
+    assert traffic.alive() == []
+
+
+async def test_mcp_tool_calls_stream_as_tool_events(openai_server, tmp_path):
+    traffic = MCPTraffic(tmp_path / "time.log")
+    agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="streamer")
+    openai_server.reply_with({"tool_calls": [call("get_current_time", id="call_1", timezone="UTC")]}, "Noon.")
+    events = [e async for e in Chain([agent], name="mcp-stream").astream({"input": "Time?"}, tokens=True)]
+    [started] = [e["__tool_call__"] for e in events if "__tool_call__" in e]
+    [finished] = [e["__tool_result__"] for e in events if "__tool_result__" in e]
+    assert started == {"node": "streamer", "tool": "get_current_time", "id": "call_1", "arguments": {"timezone": "UTC"}}
+    assert finished["ok"] is True and json.loads(finished["content"])["timezone"] == "UTC"
+
+
+def test_mcp_server_options_are_checked_and_names_must_not_clash(openai_server, tmp_path):
+    for options, message in [
+        ({}, "exactly one of `command`"),
+        ({"command": "x", "url": "http://h/mcp"}, "got both"),
+        ({"url": "ftp://h"}, "http"),
+        ({"url": "http://h/mcp", "args": ["a"]}, "go with `command`"),
+        ({"command": "x", "headers": {"a": "b"}}, "go with `url`"),
+        ({"command": "x", "include": "git_log"}, "include must be a list"),
+        ({"command": "x", "prefix": "a.b"}, "prefix"),
+        ({"command": "x", "timeout": 0}, "timeout"),
+    ]:
+        with pytest.raises(ValidationError, match=message):
+            MCPServer(**options)
+    traffic = MCPTraffic(tmp_path / "time.log")
+
+    @tool
+    def get_current_time() -> str:
+        """A clash."""
+        return "never"
+
+    agent = Agent(chat_model(openai_server), tools=[get_current_time, time_server(traffic)])
+    with pytest.raises(ValidationError, match="prefix"):
+        agent.invoke("Time?")
+    assert traffic.alive() == []
+    # the server is part of the agent's cache key; its secrets are not
+    a = Agent(chat_model(openai_server), tools=[MCPServer(command="x", env={"KEY": "one"})])
+    b = Agent(chat_model(openai_server), tools=[MCPServer(command="x", env={"KEY": "two"})])
+    c = Agent(chat_model(openai_server), tools=[MCPServer(command="y")])
+    assert a.cache_key() == b.cache_key() != c.cache_key()
+
+
+# -- approvals in a workflow (module level: the workflow runs in this process's background runner) ---
+
+
+async def approval_job(state: dict) -> dict:
+    llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=state["base_url"]))
+    server = MCPServer(**MCPTraffic(state["log"]).relayed(sys.executable, "-m", "mcp_server_time"),
+                       requires_approval=["get_current_time"])
+    result = await Agent(llm, tools=[server], name="approving").ainvoke({"input": "Time?"})
+    return {"output": result["output"], "tools": [m.content for m in result["messages"] if isinstance(m, ToolMessage)]}
+
+
+approval_workflow = Orchestrator().create_workflow(approval_job, workflow_id="test-mcp-approval")
+
+
+def test_an_mcp_tool_requiring_approval_waits_for_the_signal(openai_server, tmp_path):
+    log = tmp_path / "time.log"
+    openai_server.reply_with({"tool_calls": [call("get_current_time", timezone="UTC")]}, "Approved and done.")
+    workflow_id, run_id = approval_workflow.execute({"base_url": openai_server.base_url, "log": str(log)})
+    deadline = time.monotonic() + 60
+    while approval_workflow.status(run_id) != "PAUSED":
+        assert time.monotonic() < deadline, approval_workflow.status(run_id)
+        time.sleep(0.1)
+    traffic = MCPTraffic(log)
+    assert traffic.count("tools/list") == 1 and traffic.count("tools/call") == 0  # not before approval
+    approval_workflow.signal(run_id, "approve:get_current_time", {"approved": True})
+    result = approval_workflow.get_result(workflow_id, run_id, timeout=60)
+    assert result["output"] == "Approved and done."
+    assert json.loads(result["tools"][0])["timezone"] == "UTC"
+    assert traffic.count("tools/call") == 1 and traffic.alive() == []
+
+
+# -- Runnables and Workflows as MCP tools, served by `python -m prefect_beluga.mcp` -------------------
+
+
+async def _shout(state: dict) -> dict:
+    return {"output": state["input"].upper() + "!"}
+
+
+#: Shouts its input.
+shout = RunnableCallable(_shout, name="shout")
+
+
+async def _fail(state: dict) -> dict:
+    raise RuntimeError(f"cannot handle {state['input']!r}")
+
+
+failing = RunnableCallable(_fail, name="failing")
+
+
+async def _count_words(state: dict) -> dict:
+    return {"words": len(state["input"].split())}
+
+
+count_words = Orchestrator().create_workflow(_count_words, workflow_id="count-words",
+                                             description="Count the words of a text.")
+
+
+def served_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PREFECT_API_URL=PREFECT_API_URL.value(), BELUGA_MCP_TOKEN=TOKEN,
+               PYTHONPATH=os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]))
+    return env
+
+
+TARGETS = ["--target", "test_mcp:shout", "--target", "test_mcp:failing", "--target", "test_mcp:count_words"]
+
+
+async def test_serve_over_stdio_is_called_by_the_official_client():
+    params = StdioServerParameters(command=sys.executable, args=["-m", "prefect_beluga.mcp", *TARGETS],
+                                   env=served_env(), cwd=str(HERE))
+    progress: list[tuple[float, str | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, message))
+
+    async with Client(params) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+        assert set(tools) == {"shout", "failing", "count-words"}
+        assert tools["count-words"].description == "Count the words of a text."
+        assert tools["shout"].input_schema["properties"]["input"]["type"] == "string"
+        result = await client.call_tool("shout", {"input": "hello"}, progress_callback=on_progress)
+        assert not result.is_error and json.loads(result.content[0].text) == {"output": "HELLO!"}
+        assert result.structured_content == {"output": "HELLO!"}
+        assert progress == [(0.0, "shout: started"), (1.0, "shout: done")]
+        failed = await client.call_tool("failing", {"input": "x"})
+        assert failed.is_error and failed.content[0].text == "RuntimeError: cannot handle 'x'"
+        bad = await client.call_tool("shout", {})
+        assert bad.is_error and "field 'input' is required" in bad.content[0].text
+        words = await client.call_tool("count-words", {"input": "one two three"})
+        assert json.loads(words.content[0].text) == {"words": 3}
+    # each call was a Prefect flow run named after the tool
+    async with get_client() as prefect:
+        runs = await prefect.read_flow_runs(limit=200)
+        flows = {f.id: f.name for f in await prefect.read_flows(limit=200)}
+    assert {"shout", "failing", "count-words"} <= {flows.get(r.flow_id) for r in runs}
+
+
+def test_serve_over_http_needs_the_bearer_token(tmp_path):
+    from prefect_beluga.testing.mcp import _free_port
+
+    port = _free_port()
+    child = subprocess.Popen([sys.executable, "-m", "prefect_beluga.mcp", "--transport", "http", "--port", str(port),
+                              "--target", "test_mcp:shout"], env=served_env(), cwd=str(HERE))
+    with reaped(child):
+        url = f"http://127.0.0.1:{port}/mcp"
+
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
+        deadline = time.monotonic() + 60
+        while True:  # until the server answers: without the token, 401
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=5)
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 401
+                break
+            except OSError:
+                assert child.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+            else:
+                raise AssertionError("a request without the token got in")
+
+        async def talk() -> str:
+            server = MCPServer(url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+            async with Client(server._transport()) as client:
+                result = await client.call_tool("shout", {"input": "over http"})
+                return result.content[0].text
+
+        assert json.loads(asyncio.run(talk())) == {"output": "OVER HTTP!"}
+
+
+def test_serve_checks_its_targets():
+    from prefect_beluga.mcp import create_server
+
+    with pytest.raises(ValidationError, match="at least one"):
+        create_server()
+    with pytest.raises(ValidationError, match="must be a Runnable"):
+        create_server(42)
+    with pytest.raises(ValidationError, match="two targets are named 'shout'"):
+        create_server(shout, shout)
+    assert create_server(tool(shout, name="loud", description="Louder.")) is not None
