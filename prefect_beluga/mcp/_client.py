@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import anyio
 from pydantic import SecretStr
 
 from prefect_beluga.core.errors import BelugaError, ValidationError
@@ -340,8 +341,12 @@ class _Session(ToolsetSession):
             async with Client(self.server._transport(), message_handler=self._on_message) as client:
                 self._client = client
                 await self._list()
-                self._ready.set_result(None)
-                await self._closing.wait()
+                async with anyio.create_task_group() as group:
+                    if _announces_changes(client):
+                        group.start_soon(self._watch, client)
+                    self._ready.set_result(None)
+                    await self._closing.wait()
+                    group.cancel_scope.cancel()
         except BaseException as exc:  # noqa: BLE001 - handed to the run, or logged after it started
             if not self._ready.done():
                 self._ready.set_exception(_connect_error(self.server, exc))
@@ -359,6 +364,16 @@ class _Session(ToolsetSession):
             except asyncio.CancelledError:
                 await asyncio.wait({self._owner}, timeout=10)  # the shutdown is bounded by the SDK
                 raise
+
+    async def _watch(self, client: mcp.Client) -> None:
+        """On a 2026-07-28 connection: listen for `tools/list_changed` (a legacy server sends
+        it as a notification instead: `_on_message`)."""
+        try:
+            async with client.listen(tools_list_changed=True) as subscription:
+                async for _event in subscription:
+                    self._stale = True
+        except Exception as exc:  # noqa: BLE001 - the tools stay as listed; the session goes on
+            logger.debug("MCP server %s: no tools/list_changed events (%s)", self.server.name, type(exc).__name__)
 
     async def _on_message(self, message: Any) -> None:
         from mcp import types
@@ -420,6 +435,14 @@ def _render_blocks(blocks: Sequence[Any]) -> Iterator[str]:
             yield f"[resource link: {block.uri}{f' ({block.name})' if getattr(block, 'name', None) else ''}]"
         else:
             yield f"[{kind} content returned by the tool; not shown]"
+
+
+def _announces_changes(client: mcp.Client) -> bool:
+    """Whether the server says its tool list changes, on a connection that must listen for it."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    tools = client.server_capabilities.tools
+    return bool(tools and tools.list_changed) and client.protocol_version in MODERN_PROTOCOL_VERSIONS
 
 
 def _connect_error(server: MCPServer, exc: BaseException) -> BaseException:

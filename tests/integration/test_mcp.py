@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver import MCPServer as FastMCP
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
@@ -233,6 +234,34 @@ def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_s
     assert agent.invoke("Audit B2")["output"] == "Not allowed."
     [message] = openai_server.tool_results()
     assert message["content"].startswith("Error: tool 'audit' failed: MCPError") and "not allowed" in message["content"]
+
+
+def test_a_changed_tool_list_is_listed_again_for_the_next_turn(openai_server):
+    catalog = FastMCP("catalog")
+
+    def secret_menu() -> str:
+        """The secret menu."""
+        return "truffle fries"
+
+    @catalog.tool()
+    async def unlock(ctx: Context) -> str:
+        """Unlock the secret menu (adds a tool)."""
+        catalog.add_tool(secret_menu)
+        await ctx.notify_tools_changed()
+        # the change event travels on the client's listen stream, not with this result: let it
+        # arrive before the result does, as it would from a server whose result takes a while
+        await asyncio.sleep(0.3)
+        return "unlocked"
+
+    openai_server.reply_with({"tool_calls": [call("unlock")]}, {"tool_calls": [call("secret_menu")]}, "Truffle fries.")
+    with HTTPMCPServer(catalog) as server:
+        agent = Agent(chat_model(openai_server), tools=[MCPServer(url=server.url)], name="curious")
+        assert agent.invoke("What is on the secret menu?")["output"] == "Truffle fries."
+        first, second, _ = (r.body["tools"] for r in openai_server.chat_requests())
+        assert [t["function"]["name"] for t in first] == ["unlock"]
+        assert [t["function"]["name"] for t in second] == ["unlock", "secret_menu"]
+        assert openai_server.tool_results()[-1]["content"] == "truffle fries"
+        assert server.handshakes() == 1 and server.count("tools/list") == 2
 
 
 def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tmp_path):
