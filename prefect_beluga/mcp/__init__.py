@@ -10,11 +10,34 @@
 `MCPServer` (`_client.py`, no Prefect import) is a `Toolset`: each agent run opens one session
 per server and closes it at the run's end; each call is a task run named after the tool.
 `serve` / `create_server` / `http_app` (`_serve.py`) expose targets over stdio or streamable
-HTTP, each call a Prefect flow run. `python -m prefect_beluga.mcp --target module:attr` runs
-`serve` (docs/mcp.md). Needs the extra: `pip install 'prefect-beluga[mcp]'`.
+HTTP, each call a Prefect flow run. `servers_from_config` reads a desktop client's
+`mcpServers` JSON; `MCPServerBlock` saves a server's settings in Prefect.
+`python -m prefect_beluga.mcp --target module:attr` runs `serve` (docs/mcp.md). Needs the extra: `pip install 'prefect-beluga[mcp]'`.
 """
 
+from typing import Any
+
 from prefect_beluga.mcp._client import MCPServer, MCPTool, MCPToolError
+from prefect_beluga.mcp._config import server_from_config, servers_from_config
 from prefect_beluga.mcp._serve import create_server, http_app, serve
 
-__all__ = ["MCPServer", "MCPTool", "MCPToolError", "create_server", "http_app", "serve"]
+
+def __getattr__(name: str) -> Any:
+    if name == "MCPServerBlock":  # a Prefect block: Prefect is imported when it is asked for
+        from prefect_beluga.mcp._block import MCPServerBlock
+
+        return MCPServerBlock
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "MCPServer",
+    "MCPServerBlock",
+    "MCPTool",
+    "MCPToolError",
+    "create_server",
+    "http_app",
+    "serve",
+    "server_from_config",
+    "servers_from_config",
+]
