@@ -12,7 +12,8 @@ per server and closes it at the run's end; each call is a task run named after t
 `serve` / `create_server` / `http_app` (`_serve.py`) expose targets over stdio or streamable
 HTTP, each call a Prefect flow run. `servers_from_config` reads a desktop client's
 `mcpServers` JSON; `MCPServerBlock` saves a server's settings in Prefect.
-`python -m prefect_beluga.mcp --target module:attr` runs `serve` (docs/mcp.md). Needs the extra: `pip install 'prefect-beluga[mcp]'`.
+`python -m prefect_beluga.mcp --target module:attr` runs `serve` (docs/mcp.md). Needs the extra:
+`pip install 'prefect-beluga[mcp]'`.
 """
 
 from typing import Any
