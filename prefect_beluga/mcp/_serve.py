@@ -38,6 +38,10 @@ logger = logging.getLogger("prefect_beluga.mcp")
 
 Transport = Literal["stdio", "http"]
 
+#: The message of the Cancelled state of a call the MCP client cancelled.
+CANCELLED = "Cancelled: the MCP client cancelled the call"
+_STOP_GRACE = 10.0  # seconds a cancelled call may take to stop before it is cancelled outright
+
 
 class _Exposed:
     """One served target: its tool name, description, schema and how a call runs."""
@@ -83,22 +87,52 @@ class _Exposed:
         return await self._call_runnable(payload, progress)
 
     async def _call_runnable(self, payload: dict[str, Any], progress: Any) -> Any:
-        from prefect import flow
+        from prefect_beluga.core.streaming import StopSignal, stoppable
 
         if self._flow is None:
-            runnable = self.runnable
-            assert runnable is not None
-
-            async def body(arguments: dict[str, Any]) -> Any:
-                return await runnable.ainvoke(arguments)
-
-            body.__name__ = body.__qualname__ = self.name
-            self._flow = flow(name=self.name, description=self.spec.description or None, log_prints=False,
-                              persist_result=False)(body)
+            self._flow = self._build_flow()
         await progress(0.0, 1.0, f"{self.name}: started")
-        result = await self._flow(payload)
+        signal = StopSignal()
+        with stoppable(signal):  # the flow run's task sees the signal (its context is a copy of this one)
+            run = asyncio.ensure_future(self._flow(payload))
+        try:
+            result = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # Not a plain cancel, which Prefect's engine would record as a crash: the stop signal
+            # cancels the innermost block running, and the flow returns a Cancelled state.
+            signal.request(CANCELLED)
+            await asyncio.wait({run}, timeout=_STOP_GRACE)
+            if not run.done():
+                run.cancel()
+            elif not run.cancelled():
+                run.exception()  # retrieved, so asyncio does not warn about it
+            raise
         await progress(1.0, 1.0, f"{self.name}: done")
         return result
+
+    def _build_flow(self) -> Any:
+        from prefect import flow
+        from prefect.exceptions import CancelledRun
+        from prefect.states import Cancelled
+
+        from prefect_beluga.core.streaming import cancellable, stop_signal
+
+        runnable = self.runnable
+        assert runnable is not None
+
+        async def body(arguments: dict[str, Any]) -> Any:
+            signal = stop_signal()
+            try:
+                with cancellable():
+                    return await runnable.ainvoke(arguments)
+            except (asyncio.CancelledError, CancelledRun):
+                if signal is not None and signal.requested:
+                    return Cancelled(message=signal.requested)
+                raise
+
+        body.__name__ = body.__qualname__ = self.name
+        return flow(name=self.name, description=self.spec.description or None, log_prints=False,
+                    persist_result=False)(body)
 
     async def _call_workflow(self, payload: dict[str, Any], progress: Any) -> Any:
         workflow = self.workflow
@@ -114,7 +148,7 @@ class _Exposed:
                 await progress(steps, None, _event_text(event))
             return await workflow.aget_result(workflow_id, run_id)
         except asyncio.CancelledError:
-            await asyncio.shield(workflow.acancel(run_id, message="the MCP client cancelled the call"))
+            await asyncio.shield(workflow.acancel(run_id, message=CANCELLED))
             raise
 
 

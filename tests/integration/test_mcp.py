@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.server.mcpserver import Context
@@ -404,6 +405,14 @@ async def _fail(state: dict) -> dict:
 failing = RunnableCallable(_fail, name="failing")
 
 
+async def _sleepy(state: dict) -> dict:
+    await asyncio.sleep(float(state["input"]))
+    return {"output": "woke up"}
+
+
+sleepy = RunnableCallable(_sleepy, name="sleepy")
+
+
 async def _count_words(state: dict) -> dict:
     return {"words": len(state["input"].split())}
 
@@ -419,7 +428,8 @@ def served_env() -> dict[str, str]:
     return env
 
 
-TARGETS = ["--target", "test_mcp:shout", "--target", "test_mcp:failing", "--target", "test_mcp:count_words"]
+TARGETS = ["--target", "test_mcp:shout", "--target", "test_mcp:failing", "--target", "test_mcp:count_words",
+           "--target", "test_mcp:sleepy"]
 
 
 async def test_serve_over_stdio_is_called_by_the_official_client():
@@ -432,7 +442,7 @@ async def test_serve_over_stdio_is_called_by_the_official_client():
 
     async with Client(params) as client:
         tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"shout", "failing", "count-words"}
+        assert set(tools) == {"shout", "failing", "count-words", "sleepy"}
         assert tools["count-words"].description == "Count the words of a text."
         assert tools["shout"].input_schema["properties"]["input"]["type"] == "string"
         result = await client.call_tool("shout", {"input": "hello"}, progress_callback=on_progress)
@@ -443,12 +453,24 @@ async def test_serve_over_stdio_is_called_by_the_official_client():
         assert failed.is_error and failed.content[0].text == "RuntimeError: cannot handle 'x'"
         bad = await client.call_tool("shout", {})
         assert bad.is_error and "field 'input' is required" in bad.content[0].text
-        words = await client.call_tool("count-words", {"input": "one two three"})
+        progress.clear()
+        words = await client.call_tool("count-words", {"input": "one two three"}, progress_callback=on_progress)
         assert json.loads(words.content[0].text) == {"words": 3}
+        assert progress[0][1].startswith("count-words: run ") and progress[0][1].endswith(" started")
+        # a cancelled call ends its flow run Cancelled (not Crashed)
+        with anyio.move_on_after(2):
+            await client.call_tool("sleepy", {"input": "60"})
+        async with get_client() as prefect:
+            deadline = time.monotonic() + 20
+            while True:
+                flows = {f.id: f.name for f in await prefect.read_flows(limit=200)}
+                runs = await prefect.read_flow_runs(limit=200)
+                [sleeper] = [r for r in runs if flows.get(r.flow_id) == "sleepy"]
+                if sleeper.state.is_final() or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert sleeper.state_type.value == "CANCELLED", sleeper.state
     # each call was a Prefect flow run named after the tool
-    async with get_client() as prefect:
-        runs = await prefect.read_flow_runs(limit=200)
-        flows = {f.id: f.name for f in await prefect.read_flows(limit=200)}
     assert {"shout", "failing", "count-words"} <= {flows.get(r.flow_id) for r in runs}
 
 
