@@ -32,6 +32,7 @@ from prefect_beluga.core import (
     StepOutputError,
     TokenizerUnavailable,
     UnknownWorkflowRun,
+    UsageLimitExceeded,
     ValidationError,
     WorkflowCancelled,
     WorkflowError,
@@ -55,6 +56,7 @@ from prefect_beluga.orchestration import (
     publish,
     wait_for_signal,
 )
+from prefect_beluga.usage import UsageLimits
 
 __all__ = [
     "AgentError",
@@ -81,6 +83,8 @@ __all__ = [
     "StepOutputError",
     "TokenizerUnavailable",
     "UnknownWorkflowRun",
+    "UsageLimitExceeded",
+    "UsageLimits",
     "ValidationError",
     "Workflow",
     "WorkflowCancelled",

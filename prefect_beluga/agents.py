@@ -93,6 +93,8 @@ from prefect_beluga.schema import (
     ToolMessage,
 )
 from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, as_tool, render_result
+from prefect_beluga.usage import UsageLimits, check_limits, check_prices
+from prefect_beluga.usage import scope as usage_scope
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 _FENCED_BLOCK = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
@@ -134,6 +136,10 @@ class Agent(Runnable):
         durable: Inside a flow run, persist each finished model turn and tool call under the
             run and its place in it, so a retried or re-run flow run reads them back instead of
             paying again (docs/durability.md). False: they run again.
+        usage_limits: A `UsageLimits` budget for each run of the agent, shared by all its model
+            turns (and their retries): a turn past it is not sent and `UsageLimitExceeded` is
+            raised, stopping the loop (docs/budgets.md). Inside a chain, graph or workflow with
+            limits of its own, both hold.
 
     Examples:
         ```python
@@ -173,6 +179,7 @@ class Agent(Runnable):
         model_timeout: float | None = None,
         output_mode: OutputMode | None = None,
         durable: bool = True,
+        usage_limits: UsageLimits | None = None,
     ) -> None:
         self.name = name if name is not None else "agent"
         if not isinstance(self.name, str) or not self.name:
@@ -215,6 +222,8 @@ class Agent(Runnable):
         if not isinstance(durable, bool):
             raise ValidationError(f"{where}: durable must be True or False, got {durable!r}")
         self.durable = durable  # read by the sub-step runner (orchestration/_durable.py)
+        self.usage_limits = check_limits(usage_limits, where)
+        check_prices(self.usage_limits, [(llm.config.model_name, llm.config.provider)], where)
         try:
             self.model_step = Substep(
                 llm.name,
@@ -347,6 +356,12 @@ class Agent(Runnable):
         return messages
 
     async def _loop(self, messages: list[AnyMessage]) -> dict[str, Any]:
+        if self.usage_limits is not None:  # one budget per run, for every turn (docs/budgets.md)
+            with usage_scope(self.usage_limits, name=f"agent {self.name!r}"):
+                return await self._loop_tools(messages)
+        return await self._loop_tools(messages)
+
+    async def _loop_tools(self, messages: list[AnyMessage]) -> dict[str, Any]:
         if not self.toolsets:
             return await self._turns(messages, _RunTools(self))
         async with AsyncExitStack() as stack:  # each toolset's session: opened now, closed with the run

@@ -9,6 +9,7 @@ Every exception of ours derives from `BelugaError`:
     ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
     ├── ProviderResponseError              a provider's reply was malformed; retried
     ├── TokenizerUnavailable               no local copy of an encoding's BPE file
+    ├── UsageLimitExceeded                 a run's `UsageLimits` would be (or were) exceeded
     ├── GraphError                         a graph failed while running
     │   ├── GraphRecursionError            a loop exceeded `recursion_limit`
     │   ├── StateConflictError             concurrent nodes wrote one key differently
@@ -44,6 +45,7 @@ __all__ = [
     "StepOutputError",
     "TokenizerUnavailable",
     "UnknownWorkflowRun",
+    "UsageLimitExceeded",
     "ValidationError",
     "WorkflowCancelled",
     "WorkflowError",
@@ -81,6 +83,30 @@ class ProviderResponseError(BelugaError):
 
 class TokenizerUnavailable(BelugaError):
     """No local copy of an encoding's BPE file was found (and nothing is ever downloaded)."""
+
+
+class UsageLimitExceeded(BelugaError):
+    """A run's `UsageLimits` would be exceeded by a request (which was then not sent), or were
+    exceeded by a reply. Permanent: never retried. `limit` names the limit ("total_tokens"),
+    `value` is its value, `usage` the run's usage so far (a `usage.RunUsage`), `step` the step
+    that made the request, `run` the run whose budget it is."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        value: float,
+        usage: object = None,
+        step: str | None = None,
+        run: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.usage = usage
+        self.step = step
+        self.run = run
 
 
 class GraphError(BelugaError):

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.errors import UsageLimitExceeded, ValidationError
 
 RetryOn = type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]
 
@@ -29,11 +29,11 @@ def status_code_of(exc: BaseException) -> int | None:
 def is_permanent(exc: BaseException) -> bool:
     """True for errors a retry cannot fix.
 
-    Those are this package's validation errors, authentication and permission errors, and
+    Those are this package's validation errors and exceeded usage limits, authentication and permission errors, and
     4xx replies other than 408, 409 and 429. Everything else (timeouts, connection errors,
     5xx, rate limits, exceptions from user code) is considered transient.
     """
-    if isinstance(exc, (ValidationError, PermissionError)):
+    if isinstance(exc, (ValidationError, UsageLimitExceeded, PermissionError)):
         return True
     name = type(exc).__name__
     if "Authentication" in name or "Unauthorized" in name or "Forbidden" in name:

@@ -26,6 +26,7 @@ from prefect_beluga.schema import (
     SystemMessage,
     ToolMessage,
 )
+from prefect_beluga.usage import before_request
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 
@@ -137,6 +138,23 @@ class ChatModel(Runnable, ABC):
         request: dict[str, Any] | None = None,
     ) -> ChatResult:
         request = request or {}
+        # The run's usage limits (prefect_beluga.usage): a request past them is never sent.
+        ticket = before_request(
+            self.config.model_name, self.config.provider, checked, request.get("tools"), default_step=self.name
+        )
+        if ticket is None:
+            return await self._send(checked, on_token, request)
+        try:
+            result = await self._send(checked, on_token, request)
+        except BaseException:
+            ticket.failed()
+            raise
+        ticket.settle(result.usage)
+        return result
+
+    async def _send(
+        self, checked: list[AnyMessage], on_token: Callable[[str], Any] | None, request: dict[str, Any]
+    ) -> ChatResult:
         if on_token is None and token_sink() is not None:
             name = self.name
 

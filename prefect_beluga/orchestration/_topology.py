@@ -107,6 +107,7 @@ class GraphSpec:
     subflow: bool = True
     artifact: bool = True
     task_runner: TaskRunner | None = None
+    usage_limits: Any = None  # a prefect_beluga.usage.UsageLimits
 
 
 def validate(spec: GraphSpec) -> None:

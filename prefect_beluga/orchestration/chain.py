@@ -50,6 +50,9 @@ from prefect_beluga.orchestration._stream import (
     stream_updates,
 )
 from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
+from prefect_beluga.orchestration._usage import budgeted
+from prefect_beluga.orchestration._usage import setup as usage_setup
+from prefect_beluga.usage import UsageLimits
 
 # (chain, memory variables) read when the running call was made; see Chain._invoke.
 _loaded_memory: ContextVar[tuple[Any, dict[str, Any] | None]] = ContextVar("prefect_beluga_loaded_memory")
@@ -98,6 +101,9 @@ class Chain(Runnable):
             output under the run and the step's place in it, so a retried or re-run flow run
             reads it back instead of running the step again (docs/durability.md). False: steps
             (and everything inside them) run again. Outside a flow run nothing is persisted.
+        usage_limits: A `UsageLimits` budget for each run of the chain, shared by its steps,
+            Map items, agents and retries: a model request past it is not sent and
+            `UsageLimitExceeded` is raised (docs/budgets.md). The usage goes on the run's artifact.
 
     Examples:
         ```python
@@ -136,6 +142,7 @@ class Chain(Runnable):
         cache_expiration: timedelta | None = None,
         cache_storage: Any = None,
         durable: bool = True,
+        usage_limits: UsageLimits | None = None,
     ) -> None:
         self.name = name or "chain"
         self.durable = check_durable(durable, f"chain {self.name!r}")
@@ -187,6 +194,7 @@ class Chain(Runnable):
             )
             for i, step in enumerate(self.steps)
         ]
+        self.usage_limits = usage_setup(usage_limits, self, f"chain {self.name!r}")
         self._flow = body_flow(self.name, self._flow_body, description=f"Chain of {len(self.steps)} steps")
 
     def _where(self, index: int, count: int, step: Runnable | None = None) -> str:
@@ -279,6 +287,12 @@ class Chain(Runnable):
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:
         """The chain's body: runs inside its flow run (or inline in the caller's)."""
+        if self.usage_limits is None:
+            return await self._run_body(state, config)
+        async with budgeted(self.usage_limits, f"chain {self.name!r}"):
+            return await self._run_body(state, config)
+
+    async def _run_body(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:
         initial = dict(state)
         if self.memory is not None:
             owner, loaded = _loaded_memory.get((None, None))

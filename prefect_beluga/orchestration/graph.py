@@ -86,6 +86,9 @@ from prefect_beluga.orchestration._topology import (
     Router,
     Topology,
 )
+from prefect_beluga.orchestration._usage import budgeted
+from prefect_beluga.orchestration._usage import setup as usage_setup
+from prefect_beluga.usage import UsageLimits, check_limits
 
 
 class Graph(Runnable):
@@ -117,6 +120,10 @@ class Graph(Runnable):
             output under the run and the node's place in it, so a retried or re-run flow run
             reads it back (docs/durability.md). False: nodes run again. Nodes submitted to a
             `task_runner` are not durable.
+        usage_limits: A `UsageLimits` budget for each run of the graph, shared by its nodes
+            (parallel ones too), Map items, agents and retries: a model request past it is not
+            sent and `UsageLimitExceeded` is raised (docs/budgets.md). A `cost_usd` limit
+            checks the prices of the nodes' chat models at `compile()`.
 
     Examples:
         A state key that concurrent nodes append to, and nodes on a Dask cluster:
@@ -147,9 +154,11 @@ class Graph(Runnable):
         cache_expiration: timedelta | None = None,
         cache_storage: Any = None,
         durable: bool = True,
+        usage_limits: UsageLimits | None = None,
     ) -> None:
         self.name = name or "graph"
         self.durable = check_durable(durable, f"graph {self.name!r}")
+        self.usage_limits = check_limits(usage_limits, f"graph {self.name!r}")
         if not isinstance(cache, bool):
             raise ValidationError(f"graph {self.name!r}: cache must be True or False, got {cache!r}")
         self.cache, self.cache_expiration, self.cache_storage = cache, cache_expiration, cache_storage
@@ -307,6 +316,7 @@ class Graph(Runnable):
             subflow=self.subflow,
             artifact=self.artifact,
             task_runner=self.task_runner,
+            usage_limits=self.usage_limits,
         )
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> Any:
@@ -359,6 +369,7 @@ class CompiledGraph(Runnable):
         self.artifact = spec.artifact
         self.task_runner = spec.task_runner
         self.tasks: Mapping[str, Task] = _NodeTasks(spec)
+        self.usage_limits = usage_setup(spec.usage_limits, self, f"graph {self.name!r}")
         self._flow = body_flow(
             self.name,
             self._flow_body,
@@ -403,7 +414,10 @@ class CompiledGraph(Runnable):
         return await stopped_body(self._run, state, config)
 
     async def _run(self, state: dict[str, Any], config: RunConfig) -> GraphRun:
-        return await execute(self, state, config)
+        if self.usage_limits is None:
+            return await execute(self, state, config)
+        async with budgeted(self.usage_limits, f"graph {self.name!r}"):
+            return await execute(self, state, config)
 
     def to_mermaid(self, **run_colours: Any) -> str:
         """The graph as a Mermaid flowchart."""

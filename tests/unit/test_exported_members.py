@@ -51,6 +51,9 @@ EXPECTED = {
     "AgentOutputError",
     "agents",
     "tools",
+    # Budgets (issue 30)
+    "UsageLimitExceeded",
+    "UsageLimits",
 }
 
 

@@ -13,11 +13,15 @@ from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.names import check_json, check_name
 from prefect_beluga.core.runnable import coerce_to_runnable
+from prefect_beluga.orchestration._usage import budgeted
+from prefect_beluga.orchestration._usage import setup as usage_setup
 from prefect_beluga.orchestration.recovery import check_resumes, explain_crash
 from prefect_beluga.orchestration.workflow._background import durable as _durable
 from prefect_beluga.orchestration.workflow._background import runner
 from prefect_beluga.orchestration.workflow._deploy import Deployment, caller_module
 from prefect_beluga.orchestration.workflow._runs import Runs
+from prefect_beluga.usage import UsageLimits
+from prefect_beluga.usage import scope as usage_scope
 
 
 async def _check_resumes() -> None:
@@ -58,6 +62,9 @@ class Workflow(Runs, Deployment):
         deployment_name: The deployment's name (default `workflow_id`).
         tags: Tags for every run.
         description: Shown in the Prefect UI.
+        usage_limits: A `UsageLimits` budget for each run, shared by everything inside it
+            (steps, nodes, Map items, agents, retries); `UsageLimitExceeded` ends the run
+            (docs/budgets.md).
 
     Examples:
         Embedded (a background runner in this process):
@@ -96,10 +103,12 @@ class Workflow(Runs, Deployment):
         deployment_name: str | None = None,
         tags: list[str] | tuple[str, ...] = (),
         description: str | None = None,
+        usage_limits: UsageLimits | None = None,
     ) -> None:
         if workflow_id is None:
             workflow_id = getattr(fn, "name", None) or getattr(fn, "__name__", None)
         check_name(workflow_id, "workflow_id")
+        self.usage_limits = usage_setup(usage_limits, fn, f"workflow {workflow_id!r}")
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValidationError(f"retries must be an int >= 0, got {retries!r}")
         if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
@@ -160,8 +169,9 @@ class Workflow(Runs, Deployment):
                 @functools.wraps(user_fn)
                 async def run_async(*args: Any, **kwargs: Any) -> Any:
                     await _check_resumes()
-                    with _durable():
-                        return await user_fn(*args, **kwargs)
+                    async with budgeted(self.usage_limits, f"workflow {self.workflow_id!r}"):
+                        with _durable():
+                            return await user_fn(*args, **kwargs)
 
                 flow.fn = run_async
             else:
@@ -169,7 +179,7 @@ class Workflow(Runs, Deployment):
                 @functools.wraps(user_fn)
                 def run_sync_fn(*args: Any, **kwargs: Any) -> Any:
                     run_sync(_check_resumes())
-                    with _durable():
+                    with usage_scope(self.usage_limits, name=f"workflow {self.workflow_id!r}"), _durable():
                         return user_fn(*args, **kwargs)
 
                 flow.fn = run_sync_fn
@@ -178,8 +188,9 @@ class Workflow(Runs, Deployment):
 
         async def run(input: dict[str, Any]) -> Any:
             await _check_resumes()
-            with _durable():
-                return await runnable.ainvoke(input)
+            async with budgeted(self.usage_limits, f"workflow {self.workflow_id!r}"):
+                with _durable():
+                    return await runnable.ainvoke(input)
 
         run.__qualname__ = run.__name__ = re.sub(r"\W", "_", self.workflow_id)
         return Flow(run, on_crashed=[explain_crash], **options)
