@@ -45,7 +45,7 @@ from prefect_beluga.core.runnable import RunnableCallable
 from prefect_beluga.mcp import MCPServer
 from prefect_beluga.schema import ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import reaped
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped
 from prefect_beluga.testing.mcp import HTTPMCPServer, MCPTraffic
 from prefect_beluga.tools import tool
 
@@ -109,6 +109,13 @@ def refund(order: str) -> str:
 def audit(order: str) -> str:
     """Raises a JSON-RPC error."""
     raise MCPError(code=-32602, message=f"audit of {order} is not allowed")
+
+
+@shop.tool()
+async def nap(seconds: float) -> str:
+    """Sleep a while."""
+    await asyncio.sleep(seconds)
+    return "rested"
 
 
 @shop.tool()
@@ -205,7 +212,7 @@ def test_git_server_on_a_throwaway_repository_parallel_calls_share_the_session(o
 def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_server):
     shop_server.reset()
     server = MCPServer(url=shop_server.url, headers={"Authorization": SecretStr(f"Bearer {TOKEN}")},
-                       exclude=["audit"], timeout=20)
+                       exclude=["audit", "nap"], timeout=20)
     openai_server.reply_with(
         {"tool_calls": [call("price", item="tea", quantity=4), call("stock", item="tea"), call("logo"),
                         call("refund", order="A1"), call("price")]},
@@ -235,6 +242,17 @@ def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_s
     assert agent.invoke("Audit B2")["output"] == "Not allowed."
     [message] = openai_server.tool_results()
     assert message["content"].startswith("Error: tool 'audit' failed: MCPError") and "not allowed" in message["content"]
+    # the server's timeout is the call's task timeout; the session goes on for the other calls
+    shop_server.reset()
+    openai_server.reply_with({"tool_calls": [call("nap", seconds=30), call("price", item="jam")]}, "Jam is cheap.")
+    agent = Agent(chat_model(openai_server), tools=[MCPServer(url=shop_server.url, headers={
+        "Authorization": f"Bearer {TOKEN}"}, include=["nap", "price"], timeout=0.5)])
+    assert agent.invoke("Jam?")["output"] == "Jam is cheap."
+    napped, priced = (m["content"] for m in openai_server.tool_results())
+    assert napped.startswith("Error: tool 'nap' timed out") and priced == "1 x jam = 2.50 EUR"
+    assert shop_server.handshakes() == 1
+    # the bearer token is in no parameter, task input, state, log, event or result on the API
+    assert_key_stored_nowhere(TOKEN)
 
 
 def test_a_changed_tool_list_is_listed_again_for_the_next_turn(openai_server):
