@@ -93,7 +93,7 @@ from prefect_beluga.schema import (
     ToolMessage,
 )
 from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, as_tool, render_result
-from prefect_beluga.usage import UsageLimits, check_limits, check_prices
+from prefect_beluga.usage import UsageLimits, check_limits, check_prices, priced_as
 from prefect_beluga.usage import scope as usage_scope
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -223,7 +223,7 @@ class Agent(Runnable):
             raise ValidationError(f"{where}: durable must be True or False, got {durable!r}")
         self.durable = durable  # read by the sub-step runner (orchestration/_durable.py)
         self.usage_limits = check_limits(usage_limits, where)
-        check_prices(self.usage_limits, [(llm.config.model_name, llm.config.provider)], where)
+        check_prices(self.usage_limits, [priced_as(llm.config)], where)
         try:
             self.model_step = Substep(
                 llm.name,

@@ -319,6 +319,12 @@ def scope(
         _current.reset(token)
 
 
+def priced_as(config: Any) -> tuple[str, str | None]:
+    """(model, price table) of a chat model's `llms.Config`: its server preset's table when it
+    names one (Groq, Ollama, ...), else its provider's."""
+    return config.model_name, config.server or config.provider
+
+
 def check_prices(limits: UsageLimits | None, models: Sequence[tuple[str, str | None]], where: str) -> None:
     """With a `cost_usd` limit: raise a `ValidationError` for the first of `models`
     ((model, provider) pairs) that has no known price."""
@@ -395,6 +401,7 @@ __all__ = [
     "before_request",
     "check_limits",
     "check_prices",
+    "priced_as",
     "current_budget",
     "current_usage",
     "estimate_input_tokens",

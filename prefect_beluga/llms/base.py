@@ -26,7 +26,7 @@ from prefect_beluga.schema import (
     SystemMessage,
     ToolMessage,
 )
-from prefect_beluga.usage import before_request
+from prefect_beluga.usage import before_request, priced_as
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 
@@ -139,9 +139,7 @@ class ChatModel(Runnable, ABC):
     ) -> ChatResult:
         request = request or {}
         # The run's usage limits (prefect_beluga.usage): a request past them is never sent.
-        ticket = before_request(
-            self.config.model_name, self.config.provider, checked, request.get("tools"), default_step=self.name
-        )
+        ticket = before_request(*priced_as(self.config), checked, request.get("tools"), default_step=self.name)
         if ticket is None:
             return await self._send(checked, on_token, request)
         try:

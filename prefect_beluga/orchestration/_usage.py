@@ -18,7 +18,7 @@ from typing import Any
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
-from prefect_beluga.usage import LIMITS, Budget, UsageLimits, check_limits, check_prices, scope
+from prefect_beluga.usage import LIMITS, Budget, UsageLimits, check_limits, check_prices, priced_as, scope
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def models_in(runnable: Any, _seen: set[int] | None = None) -> Iterator[tuple[st
         return
     seen.add(id(runnable))
     if isinstance(runnable, ChatModel):
-        yield runnable.config.model_name, runnable.config.provider
+        yield priced_as(runnable.config)
         return
     inner: list[Any] = []
     if getattr(runnable, "llm", None) is not None:
