@@ -311,6 +311,35 @@ def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tm
         broken.invoke("Time?")
 
 
+def test_a_killed_process_leaves_no_stdio_server_behind(openai_server, tmp_path):
+    """SIGKILL of the agent's process (no cleanup runs): the server's stdin closes, and it exits."""
+    traffic = MCPTraffic(tmp_path / "time.log")
+    openai_server.slow_next(60)
+    relayed = traffic.relayed(sys.executable, "-m", "mcp_server_time")
+    config = f"model_name='m', api_key='sk-test', base_url={openai_server.base_url!r}"
+    code = (
+        "import sys\n"
+        "from prefect_beluga import llms\n"
+        "from prefect_beluga.agents import Agent\n"
+        "from prefect_beluga.core.substeps import InlineSubsteps, use_substeps\n"
+        "from prefect_beluga.mcp import MCPServer\n"
+        f"llm = llms.OpenAIChatModel(llms.Config({config}))\n"
+        f"server = MCPServer(command={relayed['command']!r}, args={relayed['args']!r})\n"
+        "with use_substeps(InlineSubsteps()):\n"
+        "    Agent(llm, tools=[server]).invoke('Time?')\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    with reaped(child):
+        deadline = time.monotonic() + 60
+        while not openai_server.chat_requests():  # the session is open and the model turn started
+            assert child.poll() is None and time.monotonic() < deadline, "the agent process did not get there"
+            time.sleep(0.05)
+        assert traffic.count("tools/list") == 1 and len(traffic.alive(wait=0)) == 2
+        child.kill()
+        child.wait(10)
+    assert traffic.alive(wait=10) == []
+
+
 def test_finished_mcp_calls_are_read_back_in_a_retried_flow_run(openai_server, tmp_path):
     traffic = MCPTraffic(tmp_path / "time.log")
     agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="durable-clock")
