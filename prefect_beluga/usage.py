@@ -165,6 +165,7 @@ class Budget:
         self._reserved_input = 0
         self._reserved_cost = 0.0
         self.in_flight = 0
+        self.replayed = 0  # finished calls read back from a resumed run's records
 
     def usage(self) -> RunUsage:
         """The usage so far (requests in flight counted as requests, their tokens not yet)."""
@@ -325,6 +326,35 @@ def priced_as(config: Any) -> tuple[str, str | None]:
     return config.model_name, config.server or config.provider
 
 
+def count_replayed(result: Any) -> None:
+    """Count the model usage a finished step's persisted `result` holds (a chat model's
+    `{"output", "usage", "model"}` or an agent turn's `ChatResult`) against the open budgets,
+    as one request: a resumed run's budget includes what its finished steps used."""
+    budget = _current.get()
+    if budget is None:
+        return
+    if isinstance(result, dict) and isinstance(result.get("usage"), dict) and "model" in result:
+        try:
+            used = Usage(**result["usage"])
+        except Exception:
+            return
+        model = str(result["model"])
+    elif isinstance(getattr(result, "usage", None), Usage) and hasattr(result, "message"):
+        used, model = result.usage, str(getattr(result, "model", "") or "")
+    else:
+        return
+    price = price_of(model)
+    cost = None if price is None else (used.prompt_tokens * price[0] + used.completion_tokens * price[1]) / 1e6
+    with _lock:
+        for each in budget._budgets():
+            each._requests += 1
+            each._input += used.prompt_tokens
+            each._output += used.completion_tokens
+            each._total += used.total_tokens or used.prompt_tokens + used.completion_tokens
+            each._cost = None if cost is None or each._cost is None else each._cost + cost
+            each.replayed += 1
+
+
 def check_prices(limits: UsageLimits | None, models: Sequence[tuple[str, str | None]], where: str) -> None:
     """With a `cost_usd` limit: raise a `ValidationError` for the first of `models`
     ((model, provider) pairs) that has no known price."""
@@ -401,6 +431,7 @@ __all__ = [
     "before_request",
     "check_limits",
     "check_prices",
+    "count_replayed",
     "priced_as",
     "current_budget",
     "current_usage",

@@ -49,6 +49,8 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.transactions import CommitMode, atransaction
 
+from prefect_beluga.usage import count_replayed, current_budget
+
 KEY_PREFIX = "beluga-run-"
 
 
@@ -194,9 +196,25 @@ async def run_durably(name: str, plain: Any, durable: Any, args: tuple[Any, ...]
         if not child.enabled:
             return await plain(*args, **kwargs)
         async with atransaction(commit_mode=CommitMode.EAGER):
-            return await durable(*args, **kwargs)
+            if current_budget() is None:
+                return await durable(*args, **kwargs)
+            # With usage limits: a record read back (the task's function did not run) still
+            # counts its model usage against the run's budget (docs/budgets.md, resuming).
+            ran: list[bool] = []
+            probe = ran_probe.set(ran)
+            try:
+                result = await durable(*args, **kwargs)
+            finally:
+                ran_probe.reset(probe)
+            if not ran:
+                count_replayed(result)
+            return result
     finally:
         current.reset(token)
+
+
+#: Set around a durable call when a budget is open; the step's function marks that it ran.
+ran_probe: ContextVar[list[bool] | None] = ContextVar("prefect_beluga_durable_ran", default=None)
 
 
 @dataclass

@@ -172,6 +172,9 @@ def _stoppable(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
 
     @functools.wraps(fn)
     async def run(*args: Any, **kwargs: Any) -> Any:
+        ran = _durable.ran_probe.get()
+        if ran is not None:  # a durable call under usage limits: this record is not a replay
+            ran.append(True)
         return await cancelled_step(fn, *args, **kwargs)
 
     run.__prefect_task_source__ = fn  # type: ignore[attr-defined]  # Prefect keys the task on `fn`

@@ -272,3 +272,28 @@ def test_a_workflow_run_has_one_budget(openai_server):
         workflow.get_result(workflow_id, run_id, timeout=60)
     assert isinstance(caught.value.cause, UsageLimitExceeded) or "UsageLimitExceeded" in str(caught.value)
     assert len(openai_server.chat_requests()) == 2
+
+
+def test_a_resumed_workflow_counts_its_finished_steps(openai_server):
+    llm = chat_model(openai_server)
+    attempts = []
+
+    def flaky(state):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("lost the network")  # the run fails once, then is retried
+        return {}
+
+    workflow = Orchestrator().create_workflow(
+        Chain([llm, flaky, llm, llm], name="resumable"), workflow_id="budget-resume", retries=1,
+        usage_limits=UsageLimits(requests=2),
+    )
+    workflow_id, run_id = workflow.execute({"input": "hello"})
+    with pytest.raises(WorkflowFailed) as caught:
+        workflow.get_result(workflow_id, run_id, timeout=60)
+    assert len(attempts) == 2  # the retried run read the first model step back, did not call it again
+    exc = caught.value.cause
+    assert isinstance(exc, UsageLimitExceeded) and exc.limit == "requests"
+    # 1 request read back from the record + 1 sent = the limit: the last step was refused.
+    assert len(openai_server.chat_requests()) == 2
+    assert exc.usage.requests == 2
