@@ -26,7 +26,7 @@ from prefect_beluga.schema import (
     SystemMessage,
     ToolMessage,
 )
-from prefect_beluga.usage import before_request, priced_as
+from prefect_beluga.usage import before_request, current_budget, priced_as
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 
@@ -138,6 +138,8 @@ class ChatModel(Runnable, ABC):
         request: dict[str, Any] | None = None,
     ) -> ChatResult:
         request = request or {}
+        if current_budget() is None:  # no usage limits in this run: one context-variable lookup
+            return await self._send(checked, on_token, request)
         # The run's usage limits (prefect_beluga.usage): a request past them is never sent.
         ticket = before_request(*priced_as(self.config), checked, request.get("tools"), default_step=self.name)
         if ticket is None:
