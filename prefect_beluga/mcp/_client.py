@@ -54,6 +54,9 @@ logger = logging.getLogger("prefect_beluga.mcp")
 
 _INVALID = re.compile(r"[^A-Za-z0-9_-]")
 
+#: Seconds a server has to start, answer the handshake and list its tools (`uvx` may download first).
+CONNECT_TIMEOUT = 120.0
+
 #: The sessions of the current agent run, by server (set by `MCPServer.open`).
 _sessions: ContextVar[Mapping[int, _Session] | None] = ContextVar("prefect_beluga_mcp_sessions", default=None)
 
@@ -325,10 +328,17 @@ class _Session(ToolsetSession):
         self._owner: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._ready = asyncio.get_running_loop().create_future()
+        """Open the session: the handshake and the first tools/list, within `CONNECT_TIMEOUT`."""
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ready = ready
         self._owner = asyncio.create_task(self._own(), name=f"mcp session {self.server.name}")
         try:
-            await asyncio.shield(self._ready)
+            await asyncio.wait_for(asyncio.shield(ready), CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise ConnectionError(
+                f"MCP server {self.server!r} did not answer its handshake and tools/list within {CONNECT_TIMEOUT:g} s"
+            ) from None
         except BaseException:
             await self.close()
             raise
@@ -337,6 +347,7 @@ class _Session(ToolsetSession):
         from mcp import Client
 
         assert self._ready is not None
+        ready = self._ready
         try:
             async with Client(self.server._transport(), message_handler=self._on_message) as client:
                 self._client = client
@@ -344,26 +355,39 @@ class _Session(ToolsetSession):
                 async with anyio.create_task_group() as group:
                     if _announces_changes(client):
                         group.start_soon(self._watch, client)
-                    self._ready.set_result(None)
+                    ready.set_result(None)
                     await self._closing.wait()
                     group.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            ready.cancel()  # stopped while connecting (close() after a timeout), or at the loop's end
+            raise
         except BaseException as exc:  # noqa: BLE001 - handed to the run, or logged after it started
-            if not self._ready.done():
-                self._ready.set_exception(_connect_error(self.server, exc))
-            elif not isinstance(exc, asyncio.CancelledError):
+            if not ready.done():
+                ready.set_exception(_connect_error(self.server, exc))
+            else:
                 logger.warning("MCP server %s: the session ended with %s", self.server.name, type(exc).__name__)
         finally:
             self._client = None
 
     async def close(self) -> None:
-        """End the session (and a stdio server's process); waits for it, even when cancelled."""
+        """End the session (and a stdio server's process); waits for it, even when cancelled.
+
+        An open session ends when its owner sees `_closing`; one still connecting is cancelled
+        (the SDK's stdio shutdown is shielded and bounded, so the process is not left behind)."""
         self._closing.set()
-        if self._owner is not None and not self._owner.done():
-            try:
-                await asyncio.shield(self._owner)
-            except asyncio.CancelledError:
-                await asyncio.wait({self._owner}, timeout=10)  # the shutdown is bounded by the SDK
-                raise
+        owner = self._owner
+        if owner is None or owner.done():
+            return
+        if self._ready is not None and not self._ready.done():
+            owner.cancel()
+        try:
+            await asyncio.wait({owner})
+        except asyncio.CancelledError:
+            await asyncio.wait({owner}, timeout=10)
+            raise
+        finally:
+            if self._ready is not None and self._ready.done() and not self._ready.cancelled():
+                self._ready.exception()  # retrieved: asyncio does not warn about it
 
     async def _watch(self, client: mcp.Client) -> None:
         """On a 2026-07-28 connection: listen for `tools/list_changed` (a legacy server sends

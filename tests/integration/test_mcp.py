@@ -43,6 +43,7 @@ from prefect_beluga import Chain, Orchestrator, ValidationError, llms
 from prefect_beluga.agents import Agent
 from prefect_beluga.core.runnable import RunnableCallable
 from prefect_beluga.mcp import MCPServer
+from prefect_beluga.mcp import _client as mcp_client
 from prefect_beluga.schema import ToolMessage
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped
@@ -283,7 +284,7 @@ def test_a_changed_tool_list_is_listed_again_for_the_next_turn(openai_server):
         assert server.handshakes() == 1 and server.count("tools/list") == 2
 
 
-def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tmp_path):
+def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tmp_path, monkeypatch):
     traffic = MCPTraffic(tmp_path / "time.log")
     agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="failing")
     openai_server.fail_next(400)
@@ -309,6 +310,15 @@ def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tm
     broken = Agent(chat_model(openai_server), tools=[MCPServer(command=sys.executable, args=["-c", "pass"])])
     with pytest.raises(ConnectionError, match="could not open a session with MCP server"):
         broken.invoke("Time?")
+
+    # one that never answers: a bounded wait, then its process is stopped
+    monkeypatch.setattr(mcp_client, "CONNECT_TIMEOUT", 0.5)
+    mute = MCPTraffic(tmp_path / "mute.log")
+    silent = Agent(chat_model(openai_server), tools=[MCPServer(**mute.relayed(
+        sys.executable, "-c", "import sys, time; sys.stdin.read(); time.sleep(60)"))])
+    with pytest.raises(ConnectionError, match="did not answer its handshake and tools/list within 0.5 s"):
+        silent.invoke("Time?")
+    assert mute.alive() == []
 
 
 def test_a_killed_process_leaves_no_stdio_server_behind(openai_server, tmp_path):
