@@ -28,6 +28,7 @@ function tool's, which `orchestration/` turns into a task run named after the to
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -124,6 +125,7 @@ class MCPServer(Toolset):
         requires_approval: bool | Sequence[str] = False,
         timeout: float | None = None,
     ) -> None:
+        require_sdk()
         if (command is None) == (url is None):
             raise ValidationError(
                 "MCPServer needs exactly one of `command` (a stdio server) and `url` (a streamable HTTP server)"
@@ -231,10 +233,14 @@ class MCPServer(Toolset):
                 env={key: value.get_secret_value() for key, value in self.env.items()} or None,
                 cwd=self.cwd,
             )
+        import httpx2  # the mcp SDK's HTTP client
         from mcp.client.streamable_http import streamable_http_client
-        from mcp.shared._httpx_utils import create_mcp_http_client
 
-        http = create_mcp_http_client(headers={k: v.get_secret_value() for k, v in self.headers.items()} or None)
+        # the SDK's default timeouts: 30 s to connect, write or wait for the pool, 300 s to read a stream
+        http = httpx2.AsyncClient(
+            headers={key: value.get_secret_value() for key, value in self.headers.items()},
+            timeout=httpx2.Timeout(30.0, read=300.0),
+        )
         return _owned_http(streamable_http_client(self.url, http_client=http), http)
 
     def __repr__(self) -> str:
@@ -459,6 +465,12 @@ def _render_blocks(blocks: Sequence[Any]) -> Iterator[str]:
             yield f"[resource link: {block.uri}{f' ({block.name})' if getattr(block, 'name', None) else ''}]"
         else:
             yield f"[{kind} content returned by the tool; not shown]"
+
+
+def require_sdk() -> None:
+    """Fail with the fix when the `mcp` extra is not installed (checked without importing it)."""
+    if importlib.util.find_spec("mcp") is None:
+        raise ImportError("prefect_beluga.mcp needs the official MCP SDK: pip install 'prefect-beluga[mcp]'")
 
 
 def _announces_changes(client: mcp.Client) -> bool:

@@ -32,6 +32,7 @@ from pydantic import SecretStr
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.mcp._client import require_sdk
 from prefect_beluga.tools import Tool, render_result
 
 logger = logging.getLogger("prefect_beluga.mcp")
@@ -175,6 +176,7 @@ def create_server(*targets: Any, name: str = "prefect-beluga") -> Any:
         app = server.streamable_http_app()   # an ASGI app, e.g. to mount in your own Starlette app
         ```
     """
+    require_sdk()
     from mcp import types
     from mcp.server.lowlevel import Server
 
