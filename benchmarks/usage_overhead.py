@@ -16,10 +16,22 @@ before usage limits existed), `unset` is an ordinary `agenerate` with no limits 
 in rotating order, after a warm-up. Printed: microseconds per request (median of `--repeat`
 rounds of `--calls` requests) and the ratios side by side.
 
-    python benchmarks/usage_overhead.py [--repeat 15] [--calls 2000]
+With `--chain`, also whole runs: `Chain([offline model, offline model])` inside one long-lived
+flow run (Prefect's ephemeral API, a temporary PREFECT_HOME), without `usage_limits` and with
+them; inline (`subflow=False`), and as a subflow, whose run gets the usage artifact when set.
+
+    python benchmarks/usage_overhead.py [--repeat 15] [--calls 2000] [--chain]
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+
+# Before Prefect is imported: a private home (a shared SQLite database locks), no analytics.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-beluga-bench-")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import argparse
 import asyncio
@@ -28,7 +40,9 @@ import statistics
 import time
 from typing import Any
 
-from prefect_beluga import UsageLimits, usage
+from prefect import flow
+
+from prefect_beluga import Chain, UsageLimits, usage
 from prefect_beluga.llms import Config
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.offline import OfflineChatModel
@@ -87,10 +101,47 @@ async def main(args: argparse.Namespace) -> None:
         median = {side: statistics.median(values) for side, values in times.items()}
         print(f"{label:8} {median['bypass']:10.2f} {median['unset']:10.2f} {median['set']:10.2f} "
               f"{median['unset'] / median['bypass']:13.3f} {median['set'] / median['bypass']:11.3f}")
+    if args.chain:
+        await chain_runs(args)
+
+
+async def chain_runs(args: argparse.Namespace) -> None:
+    for subflow in (False, True):
+        await chain_runs_of(args, subflow)
+
+
+async def chain_runs_of(args: argparse.Namespace, subflow: bool) -> None:
+    llm = OfflineChatModel()
+    chains = {
+        "unset": Chain([llm, llm], name="bench-usage", subflow=subflow),
+        "set": Chain([llm, llm], name="bench-usage", subflow=subflow, usage_limits=LIMITS),
+    }
+    times: dict[str, list[float]] = {side: [] for side in chains}
+    state = {"input": "What does Pinecone store?", "system": MESSAGES[0].content}
+
+    @flow(name="bench-usage-host", persist_result=False)
+    async def host() -> None:
+        sides = list(chains)
+        for side in sides * 3:  # warm-up
+            await chains[side].ainvoke(state)
+        for i in range(args.repeat * 2):
+            for side in sides[i % 2:] + sides[: i % 2]:
+                started = time.perf_counter()
+                await chains[side].ainvoke(state)
+                times[side].append((time.perf_counter() - started) * 1e3)
+
+    await host()
+    median = {side: statistics.median(values) for side, values in times.items()}
+    fastest = {side: min(values) for side, values in times.items()}
+    how = "as a subflow (+ usage artifact when set)" if subflow else "inline (subflow=False)"
+    print(f"chain of 2 offline-model steps in a flow run, {how}, {args.repeat * 2} runs per side: "
+          f"unset {median['unset']:.1f} ms ({fastest['unset']:.1f}), set {median['set']:.1f} ms "
+          f"({fastest['set']:.1f}), set/unset {median['set'] / median['unset']:.2f}x median (min)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--chain", action="store_true", help="also time whole chain runs (Prefect API)")
     asyncio.run(main(parser.parse_args()))

@@ -62,8 +62,11 @@ def models_in(runnable: Any, _seen: set[int] | None = None) -> Iterator[tuple[st
 
 
 @asynccontextmanager
-async def budgeted(limits: UsageLimits | None, name: str) -> AsyncIterator[Budget | None]:
-    """The run's budget around its body (nothing when `limits` is None); its artifact after."""
+async def budgeted(limits: UsageLimits | None, name: str, flow: Any = None) -> AsyncIterator[Budget | None]:
+    """The run's budget around its body (nothing when `limits` is None); its artifact after,
+    when the body runs as a flow run of its own (`flow`'s run; any flow run when `flow` is
+    None): a chain run inline in the caller's flow run (`subflow=False`) adds no artifact
+    there, each one costing an API write (~30 ms on the embedded SQLite API)."""
     if limits is None:
         yield None
         return
@@ -71,7 +74,8 @@ async def budgeted(limits: UsageLimits | None, name: str) -> AsyncIterator[Budge
         try:
             yield budget
         finally:
-            if FlowRunContext.get() is not None:
+            context = FlowRunContext.get()
+            if context is not None and (flow is None or getattr(context.flow, "fn", None) is flow.fn):
                 await _report(budget)
 
 

@@ -289,7 +289,7 @@ class Chain(Runnable):
         """The chain's body: runs inside its flow run (or inline in the caller's)."""
         if self.usage_limits is None:
             return await self._run_body(state, config)
-        async with budgeted(self.usage_limits, f"chain {self.name!r}"):
+        async with budgeted(self.usage_limits, f"chain {self.name!r}", self._flow):
             return await self._run_body(state, config)
 
     async def _run_body(self, state: dict[str, Any], config: RunConfig) -> dict[str, Any]:

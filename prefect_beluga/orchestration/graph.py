@@ -416,7 +416,7 @@ class CompiledGraph(Runnable):
     async def _run(self, state: dict[str, Any], config: RunConfig) -> GraphRun:
         if self.usage_limits is None:
             return await execute(self, state, config)
-        async with budgeted(self.usage_limits, f"graph {self.name!r}"):
+        async with budgeted(self.usage_limits, f"graph {self.name!r}", self._flow):
             return await execute(self, state, config)
 
     def to_mermaid(self, **run_colours: Any) -> str:
