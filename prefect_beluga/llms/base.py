@@ -229,9 +229,25 @@ class ChatModel(Runnable, ABC):
             messages = messages_from_state(input, where=f"{type(self).__name__}.stream")
         else:
             messages = to_messages(input, where=f"{type(self).__name__}.stream")
-        async for item in self._astream(messages):
-            if isinstance(item, str) and item:
-                yield item
+        ticket = None
+        if current_budget() is not None:  # the run's usage limits hold for streams too
+            ticket = before_request(*priced_as(self.config), messages, default_step=self.name)
+        result: ChatResult | None = None
+        try:
+            async for item in self._astream(messages):
+                if isinstance(item, ChatResult):
+                    result = item
+                elif item:
+                    yield item
+        except BaseException:  # failed, or the caller stopped reading: counted, not settled
+            if ticket is not None:
+                ticket.failed()
+            raise
+        if ticket is not None:
+            if result is None:
+                ticket.failed()
+            else:
+                ticket.settle(result.usage)
 
     def stream(self, input: Any, config: ConfigLike = None) -> Iterator[str]:
         """Sync `astream`."""

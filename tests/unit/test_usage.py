@@ -164,3 +164,14 @@ def test_replayed_records_count():
         usage.count_replayed({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
         usage.count_replayed({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
         OfflineChatModel().generate("hi there")
+
+
+async def test_streams_are_held_to_the_budget():
+    llm = OfflineChatModel()
+    with usage.scope(UsageLimits(requests=1)) as budget:
+        text = "".join([d async for d in llm.astream("What is Prefect? Prefect runs flows.")])
+        with pytest.raises(UsageLimitExceeded):
+            async for _ in llm.astream("What is Prefect? Prefect runs flows."):
+                pass
+    assert text.startswith("[offline model]")
+    assert budget.usage().requests == 1 and budget.usage().output_tokens > 0
