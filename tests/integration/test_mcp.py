@@ -178,6 +178,28 @@ def test_stdio_time_server_tools_are_task_runs_with_one_session_per_run(openai_s
     assert traffic.alive() == []
 
 
+def test_concurrent_runs_of_one_agent_have_a_session_each(openai_server, tmp_path):
+    traffic = MCPTraffic(tmp_path / "time.log")
+    agent = Agent(chat_model(openai_server), tools=[time_server(traffic)], name="twins")
+
+    def responder(messages: list[dict]) -> dict | str:
+        zone = next(m["content"] for m in messages if m["role"] == "user")
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        if not results:
+            return {"tool_calls": [call("get_current_time", timezone=zone)]}
+        return f"{zone}: {json.loads(results[0])['timezone']}"
+
+    openai_server.responder = responder
+
+    async def both() -> list[dict]:
+        return await asyncio.gather(agent.ainvoke("Europe/Oslo"), agent.ainvoke("America/Lima"))
+
+    oslo, lima = asyncio.run(both())
+    assert (oslo["output"], lima["output"]) == ("Europe/Oslo: Europe/Oslo", "America/Lima: America/Lima")
+    assert traffic.handshakes() == 2 and traffic.count("tools/list") == 2 and traffic.count("tools/call") == 2
+    assert traffic.alive() == []
+
+
 def test_git_server_on_a_throwaway_repository_parallel_calls_share_the_session(openai_server, tmp_path):
     repo = tmp_path / "repo"
     repo.mkdir()
