@@ -51,7 +51,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect_beluga.core.errors import TokenizerUnavailable, UsageLimitExceeded, ValidationError
-from prefect_beluga.llms.pricing import price_of
 from prefect_beluga.schema import Usage
 
 LIMITS = ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
@@ -134,6 +133,14 @@ class RunUsage:
         cost = "cost unknown" if self.cost_usd is None else f"${self.cost_usd:.6f}"
         return (f"{self.requests} request(s), {self.input_tokens} input + {self.output_tokens} output = "
                 f"{self.total_tokens} tokens, {cost}")
+
+
+def price_of(model: str, provider: str | None = None) -> tuple[float, float] | None:
+    """`llms.pricing.price_of`, imported when a budget first needs it: this module sits below
+    the AI parts (chat models import it), so it imports none of them at load time."""
+    from prefect_beluga.llms.pricing import price_of as lookup
+
+    return lookup(model, provider)
 
 
 _lock = threading.Lock()  # guards every budget's counters (held for microseconds, never across I/O)
