@@ -50,6 +50,7 @@ from prefect_beluga.orchestration._runtime import (
     run_body,
 )
 from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry
+from prefect_beluga.orchestration._usage import budgeted
 from prefect_beluga.orchestration.signals import await_signal
 
 T = TypeVar("T")
@@ -136,7 +137,7 @@ class PrefectSubsteps(InlineSubsteps):
                 return await fn(input)
         flow = self._flows.get(owner)
         if flow is None or flow.name != flow_name(name):
-            body = _Body(fn)
+            body = _Body(fn, getattr(owner, "usage_limits", None), f"{type(owner).__name__.lower()} {name!r}")
             flow = body_flow(name, body.__call__, description=f"{type(owner).__name__} {name!r}")
             flow._beluga_body = body  # the flow holds its body (body_flow keeps a weak reference)
             self._flows[owner] = flow
@@ -155,16 +156,23 @@ class PrefectSubsteps(InlineSubsteps):
 class _Body:
     """A flow body calling `fn(input)`, held by its flow; a method's owner is held weakly."""
 
-    def __init__(self, fn: Callable[[Any], Awaitable[Any]]) -> None:
+    def __init__(self, fn: Callable[[Any], Awaitable[Any]], usage_limits: Any = None, name: str = "") -> None:
         self.fn: Callable[[], Callable[[Any], Awaitable[Any]] | None] = (
             weakref.WeakMethod(fn) if inspect.ismethod(fn) else (lambda: fn)
         )
+        # An agent's limits, again around its own flow run: the same budget (the agent's own,
+        # inside, refuses first), opened here so its usage goes on this flow run's artifact.
+        self.usage_limits = usage_limits
+        self.name = name
 
     async def __call__(self, input: Any, config: RunConfig) -> Any:
         fn = self.fn()
         if fn is None:
             raise RuntimeError("the object this flow ran no longer exists")
-        return await fn(input)
+        if self.usage_limits is None:
+            return await fn(input)
+        async with budgeted(self.usage_limits, self.name):
+            return await fn(input)
 
 
 PREFECT_SUBSTEPS = PrefectSubsteps()

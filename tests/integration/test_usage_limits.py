@@ -156,15 +156,26 @@ def lookup(query: str) -> str:
     return f"nothing about {query}"
 
 
-def test_an_agent_loop_is_stopped_mid_way(openai_server):
+def usage_artifact(run_name: str) -> str:
+    """The usage artifact's markdown on the flow run named `run_name`."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name={"any_": [run_name]}))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[runs[0].id]))
+        )
+    return next(a.data for a in artifacts if "Usage limits" in (a.data or ""))
+
+
+def test_an_agent_loop_is_stopped_mid_way(openai_server, run_name):
     openai_server.responder = lambda messages: {"tool_calls": [{"name": "lookup", "arguments": {"query": "x"}}]}
     agent = Agent(chat_model(openai_server), tools=[lookup], max_iterations=50, name="runaway",
                   usage_limits=UsageLimits(requests=3))
     with pytest.raises(UsageLimitExceeded) as caught:
-        agent.invoke("Find it.")
+        agent.invoke("Find it.", RunConfig(run_name=run_name))
     assert "agent 'runaway'" in str(caught.value)
     assert len(openai_server.chat_requests()) == 3  # turn 4 was never sent
     assert len(openai_server.tool_results()) == 2  # tools ran between the turns that were sent
+    assert "| requests | 3 | 3 |" in usage_artifact(run_name)  # on the agent's own flow run
 
 
 def test_an_agent_in_a_chain_shares_the_chain_budget_and_keeps_its_own(openai_server):
