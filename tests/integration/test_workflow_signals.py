@@ -138,3 +138,16 @@ def test_a_script_exits_cleanly_waiting_for_its_runs_and_leaving_a_paused_run_pa
     fx.collector.signal(paused, "late", "here")
     fx.collector.retry(paused)  # resumable from another process
     assert fx.collector.get_result("test-collector", paused, timeout=60) == {"got": ["here"]}
+
+
+def test_the_stream_of_a_run_paused_and_resumed_in_its_process_ends_at_its_end_marker():
+    """A pause and resume count two attempts (`run_count` 2) in one process that publishes one:
+    the reader ends at the end marker of the body that returned, not after its 30 s grace."""
+    wid, rid = fx.collector.execute({"names": ["go"]}, stream=True)
+    fx.wait_for_status(fx.collector, rid, "PAUSED")
+    fx.collector.signal(rid, "go", "went")
+    assert fx.collector.get_result(wid, rid, timeout=60) == {"got": ["went"]}
+    started = time.monotonic()
+    events = list(fx.collector.stream(rid))
+    assert events[-1] == {"__end__": {"got": ["went"]}}
+    assert time.monotonic() - started < 20  # the grace path would take 30 s

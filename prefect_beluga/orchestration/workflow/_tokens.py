@@ -102,13 +102,14 @@ class EventPublisher:
                         self._emit(name, dict(event[key]))
             self._lock.notify()
 
-    def close(self) -> None:
-        """Flush every node, then publish the end marker."""
+    def close(self, returned: bool = False) -> None:
+        """Flush every node, then publish the end marker (`returned`: the run's body returned,
+        so no later attempt follows, whatever the run's `run_count` says after a pause)."""
         with self._lock:
             self._closed = True
             for source in list(self._buffers):
                 self._send(source)
-            self._emit(END_EVENT, {})
+            self._emit(END_EVENT, {"returned": True} if returned else {})
             self._lock.notify()
         self._thread.join(timeout=5)
 
@@ -152,11 +153,13 @@ def publishing(run_id: str | None, tags: Any, attempt: int = 1) -> Any:
         yield
         return
     publisher = EventPublisher(run_id, attempt=max(attempt, 1))
+    returned = False
     try:
         with TokenSink(publisher.deliver).active():
             yield
+        returned = True
     finally:
-        publisher.close()
+        publisher.close(returned)
 
 
 def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -226,6 +229,7 @@ async def read_events(
     pending: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
     cursor = (1, 0)
     ended: set[int] = set()  # attempts whose end marker was yielded
+    returned = False  # an end marker said the body returned: the last attempt
 
     def take(name: str, payload: Any) -> None:
         if not isinstance(payload, dict) or not isinstance(payload.get("seq"), int):
@@ -246,7 +250,7 @@ async def read_events(
             reply = (await client._client.get(next_page)).json()
 
     def advance() -> Iterator[dict[str, Any]]:
-        nonlocal cursor
+        nonlocal cursor, returned
         while True:
             if cursor not in pending and cursor[0] in ended and (cursor[0] + 1, 0) in pending:
                 cursor = (cursor[0] + 1, 0)  # the run was retried: its next attempt's events
@@ -255,6 +259,7 @@ async def read_events(
             name, payload = pending.pop(cursor)
             if name == END_EVENT:
                 ended.add(cursor[0])
+                returned = returned or bool(payload.get("returned"))
             cursor = (cursor[0], cursor[1] + 1)
             update = _as_update(name, payload)
             if update is not None:
@@ -269,8 +274,10 @@ async def read_events(
         while True:
             for update in advance():
                 yield update
-            if final_since is not None and attempts in ended:
-                return  # the final attempt's end marker was reached: every event was yielded
+            if final_since is not None and (attempts in ended or returned):
+                # The final attempt's end marker was reached: every event was yielded. (A run
+                # paused and resumed in its process counts two attempts but publishes one.)
+                return
             try:
                 event = await asyncio.wait_for(live.get(), timeout=poll)
                 take(event.event, event.payload)
