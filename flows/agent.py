@@ -34,6 +34,16 @@ SYSTEM_PROMPT = (
 )
 
 
+async def load_mcp_servers(block_names: list[str], config: str | None) -> list[Any]:
+    """The MCP servers of the saved `MCPServerBlock`s named, then those of a client config file."""
+    if not block_names and config is None:
+        return []
+    from prefect_beluga.mcp import MCPServerBlock, servers_from_config
+
+    servers = [(await MCPServerBlock.aload(name)).get_server() for name in block_names]
+    return servers + (servers_from_config(config) if config is not None else [])
+
+
 @flow(name="agent-answer", persist_result=True)
 async def agent_answer(
     question: str,
@@ -42,9 +52,12 @@ async def agent_answer(
     vector_store_block: str = DEFAULT_STORE_BLOCK,
     k: int = 4,
     max_iterations: int = 6,
+    mcp_server_blocks: list[str] | None = None,
+    mcp_config: str | None = None,
 ) -> dict[str, Any]:
     """Answer `question` with an agent searching the store; returns `output`, `sources`, `searches`."""
     llm, embedder, store = await load_rag_components(chat_model_block, embedder_block, vector_store_block)
+    mcp_servers = await load_mcp_servers(mcp_server_blocks or [], mcp_config)
     sources: list[str] = []
     searches: list[str] = []
 
@@ -60,7 +73,7 @@ async def agent_answer(
         sources.extend(source_of(d) for d in documents)
         return format_context(documents) or "No passages found."
 
-    agent = Agent(llm, tools=[search_docs], system_prompt=SYSTEM_PROMPT, max_iterations=max_iterations,
+    agent = Agent(llm, tools=[search_docs, *mcp_servers], system_prompt=SYSTEM_PROMPT, max_iterations=max_iterations,
                   name="docs-agent", model_retries=2, model_retry_delay=2.0)
     result = await agent.ainvoke({"input": question})
     get_run_logger().info("answered after %d search(es) with %s", len(searches), llm.name)

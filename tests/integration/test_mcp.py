@@ -595,3 +595,44 @@ def test_serve_checks_its_targets():
     with pytest.raises(ValidationError, match="two targets are named 'shout'"):
         create_server(shout, shout)
     assert create_server(tool(shout, name="loud", description="Louder.")) is not None
+
+
+# -- flows/agent.py with MCP servers -----------------------------------------------------------------
+
+
+def test_the_agent_flow_takes_mcp_servers_from_a_block_and_a_client_config(openai_server, tmp_path):
+    sys.path.insert(0, str(HERE.parents[1] / "flows"))
+    from agent import agent_answer
+
+    from prefect_beluga.blocks import ChatModelBlock, EmbeddedVectorStoreBlock, EmbedderBlock, OpenAICredentials
+    from prefect_beluga.mcp import MCPServerBlock
+
+    suffix = os.urandom(4).hex()
+    stores = {"embedder_block": f"emb-{suffix}", "vector_store_block": f"store-{suffix}"}
+    EmbedderBlock(provider="hashing").save(stores["embedder_block"])
+    EmbeddedVectorStoreBlock(path=str(tmp_path / "store.npz")).save(stores["vector_store_block"])
+    ChatModelBlock(
+        provider="openai", model_name="gpt-4o-mini",
+        credentials=OpenAICredentials(api_key="sk-test", base_url=openai_server.base_url),
+    ).save(f"chat-{suffix}")
+    block_traffic, config_traffic = MCPTraffic(tmp_path / "block.log"), MCPTraffic(tmp_path / "config.log")
+    MCPServerBlock(**block_traffic.relayed(sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"),
+                   prefix="block_").save(f"time-{suffix}")
+    config = tmp_path / "claude_desktop_config.json"
+    relayed = config_traffic.relayed(sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC")
+    config.write_text(json.dumps({"mcpServers": {"clock": relayed}}))
+    openai_server.reply_with(
+        {"tool_calls": [call("block_get_current_time", timezone="Asia/Tokyo"),
+                        call("get_current_time", timezone="UTC")]},
+        "Both clocks answered.",
+    )
+
+    result = asyncio.run(agent_answer("What time is it?", chat_model_block=f"chat-{suffix}",
+                                      mcp_server_blocks=[f"time-{suffix}"], mcp_config=str(config), **stores))
+    assert result["output"] == "Both clocks answered." and result["searches"] == []
+    tools = {t["function"]["name"] for t in openai_server.chat_requests()[0].body["tools"]}
+    assert {"search_docs", "block_get_current_time", "get_current_time"} <= tools
+    answers = [json.loads(m["content"]) for m in openai_server.tool_results(1)]
+    assert [a["timezone"] for a in answers] == ["Asia/Tokyo", "UTC"]
+    for traffic in (block_traffic, config_traffic):
+        assert traffic.count("tools/call") == 1 and traffic.alive() == []
