@@ -72,6 +72,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel
 
+from prefect_beluga.core import _telemetry
 from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import (
     AgentIterationLimit,
@@ -303,7 +304,13 @@ class Agent(Runnable):
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         """Run the loop on `input`; see the class docstring for the shapes."""
         messages = self._initial_messages(input)
-        return await substeps().root(self, self.name, self._loop, messages, ensure_config(config))
+        return await substeps().root(self, self.name, self._traced_loop, messages, ensure_config(config))
+
+    async def _traced_loop(self, messages: list[AnyMessage]) -> dict[str, Any]:
+        """The loop, inside the agent's run: an `invoke_agent` span when an OpenTelemetry SDK is
+        configured (core/_telemetry.py), the model calls' and tool calls' spans inside it."""
+        with _telemetry.agent_run(self.name, self.llm):
+            return await self._loop(messages)
 
     def cache_key(self) -> str:
         """What this agent is, for the cross-run cache (docs/cache.md): the chat model's

@@ -49,6 +49,7 @@ from typing import Any, overload
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from prefect_beluga.core import _telemetry
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable, _is_async_callable
 
@@ -187,8 +188,12 @@ class Tool:
 
     async def run_call(self, arguments: dict[str, Any], call_id: str) -> Any:
         """`acall` for the model's call `call_id`: the body of an agent's tool-call task run
-        (the id goes into the run's durable key inside a workflow, not to the function)."""
-        return await self.acall(arguments)
+        (the id goes into the run's durable key inside a workflow, not to the function).
+        Each attempt is an `execute_tool` span when an OpenTelemetry SDK is configured."""
+        with _telemetry.tool_call(self.name, call_id, arguments, description=self.description) as span:
+            value = await self.acall(arguments)
+            span.tool_result(value)
+        return value
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._runnable is not None:

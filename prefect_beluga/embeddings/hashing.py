@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
+from prefect_beluga.core import _telemetry
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings.base import Embedder, check_texts
 
@@ -108,7 +109,11 @@ class HashingEmbedder(Embedder):
         return [v / norm for v in vector] if norm else vector
 
     async def aembed_documents(self, texts: Sequence[str]) -> list[list[float]]:
-        return [self.embed_text(t) for t in check_texts(texts, where=type(self).__name__)]
+        texts = check_texts(texts, where=type(self).__name__)
+        # An `embeddings` span and metrics when an OpenTelemetry SDK is configured (core/_telemetry.py).
+        with _telemetry.embeddings_call(provider="prefect_beluga.hashing", model=f"hashing-{self.dimension}",
+                                        inputs=len(texts), dimension=self.dimension):
+            return [self.embed_text(t) for t in texts]
 
 
 __all__ = ["HashingEmbedder"]

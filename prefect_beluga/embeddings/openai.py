@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from prefect_beluga._openai_client import ClientPerLoop, check_rate_limit_name, resolve_api_key, scrub_key
 from prefect_beluga._openai_servers import PLACEHOLDER_KEY, server_preset
+from prefect_beluga.core import _telemetry
 from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.embeddings.base import Embedder, check_texts
@@ -247,6 +248,16 @@ class OpenAIEmbedder(Embedder):
         return results  # type: ignore[return-value]
 
     async def _request(self, batch: list[str]) -> list[list[float]]:
+        # An `embeddings` span and metrics when an OpenTelemetry SDK is configured (core/_telemetry.py).
+        provider = "azure_openai" if getattr(self, "azure_endpoint", None) else "openai"
+        with _telemetry.embeddings_call(
+            provider=provider, model=self._request_model, inputs=len(batch), dimension=self.dimension,
+            base_url=getattr(self, "azure_endpoint", None) or self.base_url or "https://api.openai.com/v1",
+            server=self._server, secret=getattr(self, "_api_key", None),
+        ) as span:
+            return await self._request_batch(batch, span)
+
+    async def _request_batch(self, batch: list[str], span: Any) -> list[list[float]]:
         body: dict[str, Any] = {"model": self._request_model, "input": batch, "encoding_format": "base64"}
         if self._send_dimensions:
             body["dimensions"] = self.dimension
@@ -256,6 +267,8 @@ class OpenAIEmbedder(Embedder):
             # typed walk over every input and model object per vector: ~1 ms per input.
             response = await client.post("/embeddings", body=body, cast_to=httpx.Response)
             payload = response.json()
+            usage = payload.get("usage") if isinstance(payload, dict) else None
+            span.embeddings_result(usage.get("prompt_tokens") if isinstance(usage, dict) else None)
         except json.JSONDecodeError as exc:
             raise ProviderResponseError(
                 f"{self!r}: the server's reply is not valid JSON ({exc.msg} at char {exc.pos})"

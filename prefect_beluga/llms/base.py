@@ -9,6 +9,7 @@ from typing import Any
 
 import pydantic
 
+from prefect_beluga.core import _telemetry
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
@@ -162,15 +163,19 @@ class ChatModel(Runnable, ABC):
                 emit_token(delta, default_node=name)
 
         # A caller that stops reading the stream this runs for cancels the request in flight.
-        with cancellable():
-            if on_token is None:
-                return await self._agenerate(checked, **request)
+        # The call is a GenAI span when an OpenTelemetry SDK is configured (core/_telemetry.py).
+        with cancellable(), _telemetry.chat_call(self, checked, request) as call:
             result: ChatResult | None = None
-            async for item in self._astream(checked, **request):
-                if isinstance(item, ChatResult):
-                    result = item
-                else:
-                    on_token(item)
+            if on_token is None:
+                result = await self._agenerate(checked, **request)
+            else:
+                async for item in self._astream(checked, **request):
+                    if isinstance(item, ChatResult):
+                        result = item
+                    else:
+                        on_token(item)
+            if result is not None:
+                call.chat_result(result)
         assert result is not None, f"{type(self).__name__}._astream yielded no ChatResult"
         return result
 
@@ -234,11 +239,13 @@ class ChatModel(Runnable, ABC):
             ticket = before_request(*priced_as(self.config), messages, default_step=self.name)
         result: ChatResult | None = None
         try:
-            async for item in self._astream(messages):
-                if isinstance(item, ChatResult):
-                    result = item
-                elif item:
-                    yield item
+            with _telemetry.chat_call(self, messages, {}, attach=False) as call:  # not current: a generator
+                async for item in self._astream(messages):
+                    if isinstance(item, ChatResult):
+                        result = item
+                        call.chat_result(item)
+                    elif item:
+                        yield item
         except BaseException:  # failed, or the caller stopped reading: counted, not settled
             if ticket is not None:
                 ticket.failed()

@@ -89,6 +89,9 @@ class OpenAIChatModel(ChatModel):
 
     #: The provider name this class is registered under (`Config.provider`).
     provider_name = "openai"
+    #: Requests go through the SDK's `chat.completions.create`: when the official OpenTelemetry
+    #: OpenAI instrumentation is active, it makes the chat spans (core/_telemetry.py).
+    _chat_via_openai_sdk = True
 
     def __init__(self, config: Config | None = None, **overrides: Any) -> None:
         if config is None:
