@@ -30,8 +30,8 @@ not: the AI parts never import Prefect). Chains, graphs and Map items need nothi
 their steps, nodes and items are task runs, so they are Prefect's spans already.
 
 The official OpenAI SDK instrumentation (`opentelemetry-instrumentation-openai-v2`) is used where
-it fits: when it is active (`opentelemetry-instrument` enables it by itself when it is installed,
-as the `otel` extra does; or `OpenAIInstrumentor().instrument()`), a model that calls the SDK's
+it fits: when it is active (`opentelemetry-instrument` enables it by itself, as the `otel`
+extra installs it; or `OpenAIInstrumentor().instrument()`), a model that calls the SDK's
 `chat.completions.create` (`OpenAIChatModel`, Azure's) leaves its chat span and metrics to it,
 so nothing is emitted twice. Embedding requests go through the SDK's plain `post` (see
 `embeddings/openai.py`), which it does not see: they are always spanned here.
@@ -42,8 +42,8 @@ only when `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` is `true` (or `sp
 here, and a provider's key is cut out of an error's message before it is recorded).
 
 Cost without an SDK: each entry point asks the API for the global tracer and meter providers,
-finds the no-op (proxy) ones, and hands back one shared do-nothing object: well under a
-microsecond (benchmarks/otel_overhead.py, docs/performance.md).
+finds the no-op (proxy) ones, and hands back one shared do-nothing object: ~2.5 µs a call, most
+of it the API's own provider look-ups (benchmarks/otel_overhead.py, docs/performance.md).
 """
 
 from __future__ import annotations
