@@ -27,8 +27,11 @@ from prefect_beluga.server._sse import Cursor
 #: its tool call to show in the stream before it is announced without it.
 STATE_POLL = 0.5
 CALL_GRACE = 2.0
-#: Seconds a final run's stream may stay quiet before the run's outcome ends it here.
-FINAL_QUIET = 1.0
+#: Seconds a final run's stream may stay quiet before the run's outcome ends it here: a safety
+#: net only, past `workflow.astream`'s own 30 s grace (a run with no end marker, e.g. crashed).
+#: Shorter, it cut streams short: reading a finished run back can be quiet for seconds under load,
+#: and the events after the cut were lost (their positions were then taken by the ending).
+FINAL_QUIET = 45.0
 
 
 async def run_events(
