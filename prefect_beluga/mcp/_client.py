@@ -308,9 +308,6 @@ class MCPTool(Tool):
             )
         return await session.call(self, arguments)
 
-    async def run_call(self, arguments: dict[str, Any], call_id: str) -> str:
-        return await self.acall(arguments)
-
     def __call__(self, **arguments: Any) -> Any:
         raise ValidationError(f"MCP tool {self.name!r} is called by an agent run, not directly")
 
