@@ -151,3 +151,16 @@ def assert_key_stored_nowhere(key: str) -> None:
     needles = [secret, *base64_forms(secret)]
     leaked = [str(p) for p in files if any(needle in p.read_bytes() for needle in needles)]
     assert not leaked, f"the API key is stored in {leaked}"
+
+
+async def task_runs(flow_run_id: Any, expected: int, timeout: float = 30.0) -> list[TaskRun]:
+    """The final task runs of a flow run (nested ones included), once `expected` are in (or
+    what there is after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            final = [r for r in runs if r.state and r.state.is_final()]
+            if len(final) >= expected or time.monotonic() > deadline:
+                return final
+            await asyncio.sleep(0.1)

@@ -42,7 +42,7 @@ from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped, task_runs
 from prefect_beluga.tools import Tool, ToolArgumentsError, tool
 
 TESTS = Path(__file__).parent
@@ -531,18 +531,6 @@ def test_a_tool_requiring_approval_waits_for_the_signal(tmp_path, monkeypatch):
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-async def task_runs(flow_run_id, expected: int, timeout: float = 30.0):
-    """The final task runs of a flow run (nested ones included), once `expected` are in."""
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while True:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-            final = [r for r in runs if r.state and r.state.is_final()]
-            if len(final) >= expected or time.monotonic() > deadline:
-                return final
-            await asyncio.sleep(0.2)
 
 
 async def flow_run_and_task_runs(run_name: str, expected: int):

@@ -34,7 +34,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.utilities.types import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter
 from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
@@ -46,7 +45,7 @@ from prefect_beluga.mcp import MCPServer
 from prefect_beluga.mcp import _client as mcp_client
 from prefect_beluga.schema import ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped, task_runs
 from prefect_beluga.testing.mcp import HTTPMCPServer, MCPTraffic
 from prefect_beluga.tools import tool
 
@@ -70,17 +69,6 @@ def time_server(traffic: MCPTraffic, **options) -> MCPServer:
 def add(a: int, b: int) -> int:
     """Add two integers."""
     return a + b
-
-
-async def task_runs(flow_run_id, expected: int, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while True:
-            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-            final = [r for r in runs if r.state and r.state.is_final()]
-            if len(final) >= expected or time.monotonic() > deadline:
-                return final
-            await asyncio.sleep(0.1)
 
 
 # -- our own FastMCP server over streamable HTTP ---------------------------------------------------
