@@ -45,9 +45,9 @@ from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
 from prefect.logging import get_run_logger
 from prefect.states import Paused, Running
 
+from prefect_beluga.core._checks import check_json, check_name
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError, WorkflowTimeout
-from prefect_beluga.core.names import check_json, check_name
 
 __all__ = [
     "apublish",

@@ -9,9 +9,9 @@ from typing import Any
 
 from prefect import Flow
 
+from prefect_beluga.core._checks import check_json, check_name
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.core.names import check_json, check_name
 from prefect_beluga.core.runnable import coerce_to_runnable
 from prefect_beluga.orchestration._usage import budgeted
 from prefect_beluga.orchestration._usage import setup as usage_setup

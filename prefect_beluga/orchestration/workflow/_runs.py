@@ -23,6 +23,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import AwaitingRetry, Cancelled, Cancelling, Scheduled
 
+from prefect_beluga.core._checks import check_json
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import (
     UnknownWorkflowRun,
@@ -33,7 +34,6 @@ from prefect_beluga.core.errors import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
-from prefect_beluga.core.names import check_json
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration.recovery import recovery_covers
 from prefect_beluga.orchestration.signals import check_signal_name, new_sender, read_published, send_signal
