@@ -41,6 +41,7 @@ __all__ = [
     "check_name",
     "check_number",
     "is_int",
+    "is_number",
     "safe_name",
 ]
 
@@ -51,6 +52,11 @@ _FORBIDDEN = re.compile(r"[/%&<>]")
 def is_int(value: Any) -> bool:
     """Whether `value` is an integer and not a bool (``True`` is an ``int`` to Python, not to us)."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """Whether `value` is a finite real number and not a bool (``nan`` and ``inf`` are not)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_int(
@@ -83,22 +89,15 @@ def check_number(
     """`value` if it is a finite real number (not a bool) above `low` (at least `low` unless `strict`).
 
     Else a `ValidationError`: ``"{what} must be a number > 0[ or None]{why}, got {value!r}"``, or
-    ``"... must be seconds > 0 ..."`` for a duration (`seconds`).
+    ``"... must be > 0 seconds ..."`` for a duration (`seconds`).
     """
     if value is None and none:
         return None
-    if (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and (value > low if strict else value >= low)
-    ):
+    if is_number(value) and (value > low if strict else value >= low):
         return value
-    kind = "seconds" if seconds else "a number"
-    low_text = int(low) if float(low).is_integer() else low
-    raise ValidationError(
-        f"{what} must be {kind} {'>' if strict else '>='} {low_text}{' or None' if none else ''}{why}, got {value!r}"
-    )
+    bound = f"{'>' if strict else '>='} {int(low) if float(low).is_integer() else low}"
+    expected = f"{bound} seconds" if seconds else f"a number {bound}"
+    raise ValidationError(f"{what} must be {expected}{' or None' if none else ''}{why}, got {value!r}")
 
 
 def check_bool(value: Any, what: str) -> bool:

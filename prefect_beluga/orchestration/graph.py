@@ -64,6 +64,7 @@ from typing import Any
 from prefect import Task
 from prefect.task_runners import TaskRunner
 
+from prefect_beluga.core._checks import check_bool, check_int
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn
@@ -159,13 +160,10 @@ class Graph(Runnable):
         self.name = name or "graph"
         self.durable = check_durable(durable, f"graph {self.name!r}")
         self.usage_limits = check_limits(usage_limits, f"graph {self.name!r}")
-        if not isinstance(cache, bool):
-            raise ValidationError(f"graph {self.name!r}: cache must be True or False, got {cache!r}")
+        check_bool(cache, f"graph {self.name!r}: cache")
         self.cache, self.cache_expiration, self.cache_storage = cache, cache_expiration, cache_storage
-        if not isinstance(recursion_limit, int) or recursion_limit < 1:
-            raise ValidationError(f"graph {self.name!r}: recursion_limit must be an int >= 1, got {recursion_limit!r}")
-        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
-            raise ValidationError(f"graph {self.name!r}: max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        check_int(recursion_limit, f"graph {self.name!r}: recursion_limit", low=1)
+        check_int(max_concurrency, f"graph {self.name!r}: max_concurrency", low=1, none=True)
         reducers = dict(reducers or {})
         for key, reducer in reducers.items():
             if not callable(reducer):

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from prefect_beluga.core._checks import check_bool, check_int, check_json, check_name, check_number, is_int
+from prefect_beluga.core._checks import check_bool, check_int, check_json, check_name, check_number, is_int, is_number
 from prefect_beluga.core.errors import ValidationError
 
 
@@ -23,6 +23,13 @@ def test_is_int_accepts_ints(value):
 @pytest.mark.parametrize("value", [True, False, 1.0, "1", None, Fraction(1)])
 def test_is_int_refuses_bools_floats_and_strings(value):
     assert not is_int(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(1, True), (0.5, True), (True, False), (math.nan, False), (math.inf, False), ("1", False)]
+)
+def test_is_number_means_finite_and_not_bool(value, expected):
+    assert is_number(value) is expected
 
 
 def test_check_int_returns_what_it_accepts():
@@ -59,12 +66,12 @@ def test_check_number_returns_what_it_accepts():
 @pytest.mark.parametrize(
     ("value", "kwargs", "message"),
     [
-        (0, {"seconds": True}, "timeout must be seconds > 0, got 0"),
-        (True, {"seconds": True}, "timeout must be seconds > 0, got True"),
+        (0, {"seconds": True}, "timeout must be > 0 seconds, got 0"),
+        (True, {"seconds": True}, "timeout must be > 0 seconds, got True"),
         (math.nan, {}, "timeout must be a number > 0, got nan"),
         (math.inf, {}, "timeout must be a number > 0, got inf"),
         ("5", {"none": True}, "timeout must be a number > 0 or None, got '5'"),
-        (-1, {"strict": False, "seconds": True}, "timeout must be seconds >= 0, got -1"),
+        (-1, {"strict": False, "seconds": True}, "timeout must be >= 0 seconds, got -1"),
         (29.5, {"low": 30, "strict": False}, "timeout must be a number >= 30, got 29.5"),
     ],
 )
