@@ -2,29 +2,37 @@
 
     ```python
     from prefect_beluga.orchestration.recovery import ensure_recovery
-    ensure_recovery(tag="beluga:recover")              # every deployment tagged so
+    ensure_recovery(tag="beluga:recover", work_pool="beluga")   # every deployment tagged so
     ```
 
     ```bash
-    python -m prefect_beluga.orchestration.recovery --tag beluga:recover   # the same, from a shell
+    python -m prefect_beluga.orchestration.recovery --tag beluga:recover --work-pool beluga   # the same
     ```
 
 `workflow.deploy()` calls it for its own deployment; `flows/prefect.yaml` calls it as a build
-step (`deploy_step`), for the deployments it tags `beluga:recover`. Both automations are Prefect's own
-machinery (`prefect automation ls` lists them), and neither ever acts on a finished run: each
-*proposes* a state through Prefect's orchestration rules (`force=False`), and those rules refuse
-to take a run out of a final state the way these do, whatever events the server saw or missed.
+step (`deploy_step`), for the deployments it tags `beluga:recover`. It is all Prefect's own
+machinery (`prefect automation ls` lists the automations, the resumes are flow runs of the
+`beluga-resume/<pool>` deployment), and none of it ever acts on a finished run: states are
+*proposed* through Prefect's orchestration rules (`force=False`), and only a run that is Crashed
+when the resume runs is rescheduled, whatever events the server saw or missed.
 
-1. **Lost** (proactive): after a run's `Pending`, `Running` or `heartbeat` event, some event of
-   the run (another heartbeat, a state) must follow within `lost_after` seconds. None means its
-   process died with no word (worker or machine killed, submission failed in a database outage):
-   the run is proposed **Crashed**. Prefect aborts that for a run that is already final
-   ("Run is already in terminal state COMPLETED"): so a server crash that lost a Completed event
-   re-runs nothing.
-2. **Resume** (reactive): a **Crashed** run, whether the engine recorded it (a worker stopped,
-   an orphaned run process) or the first automation did, is proposed **AwaitingRetry**; any
-   worker of the pool runs it again and durable steps are read back from their persisted
-   results. Prefect rejects that for a Completed run with a persisted result.
+1. **Lost** (proactive automation): after a run's `Pending`, `Running` or `heartbeat` event, some
+   event of the run must follow within `lost_after` seconds. None means its process died with
+   no word (worker or machine killed, submission failed in a database outage): the run is
+   proposed **Crashed** (Prefect aborts that for a run that is already final: "Run is already
+   in terminal state COMPLETED"), and a resume is started.
+2. **Crashed** (reactive automation): a **Crashed** run, whether the engine recorded it (a
+   worker stopped, an orphaned run process) or the first automation did, gets a resume.
+3. **Resume** (`resume_crashed_run`, a flow run of the `beluga-resume/<pool>` deployment on the
+   covered runs' work pool, one at a time): reads the run's state *now*; only if it is Crashed
+   is it proposed **AwaitingRetry**; any worker of the pool runs it again and durable steps are
+   read back from their persisted results. A run already rescheduled, running or finished is
+   left alone, so a resume that comes twice, or late, changes nothing.
+
+Why the lost automation starts a resume too: after a server restart, Prefect's triggers service
+holds back a state event whose predecessor it did not see (its seen-set is in memory) for up to
+15 minutes, so the second automation would hear of a Crashed run that late; the first one's
+timer is not held.
 
 Why `lost_after` defaults to three heartbeat periods: a live run whose heartbeats were merely
 delayed (an API outage shorter than two periods) must not be proposed Crashed, or it would be
@@ -39,6 +47,9 @@ import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
+
+from prefect import flow
 
 LOST_MESSAGE = (
     "The process running this flow run died (worker lost?): no heartbeat or state for {seconds:g}s. "
@@ -54,6 +65,13 @@ RESUME_MESSAGE = (
 MAX_RESUMES = 3
 #: The tag `flows/prefect.yaml` gives the deployments its recovery automations cover.
 RECOVER_TAG = "beluga:recover"
+#: The flow whose runs reschedule a crashed run (deployment `beluga-resume/<work pool>`).
+RESUME_FLOW = "beluga-resume"
+#: Its entrypoint, a module path: the workers import it from the installed package, no code pull.
+RESUME_ENTRYPOINT = "prefect_beluga.orchestration.recovery.resume_crashed_run"
+#: How long a resume waits for a run that is not final yet to reach Crashed (the lost
+#: automation proposes Crashed and starts the resume at once; either may land first).
+SETTLE_SECONDS = 30.0
 #: Flow-run events that start the lost-run clock: the run has (or should soon have) a process.
 _STARTS = ("prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.Retrying",
            "prefect.flow-run.heartbeat")
@@ -82,15 +100,21 @@ def check_lost_after(lost_after: Any) -> float:
     return float(lost_after)
 
 
-def _automations(scope: str, related: dict[str, str], lost_after: float) -> list[Any]:
+def _automations(scope: str, related: dict[str, str], lost_after: float, resume_deployment: Any) -> list[Any]:
     from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.actions import ChangeFlowRunState, RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+    def start_resume() -> RunDeployment:
+        # The run is named by the triggering event (its resource id: `prefect.flow-run.<id>`).
+        return RunDeployment(source="selected", deployment_id=resume_deployment,
+                             parameters={"flow_run": "{{ event.resource.id }}"})
 
     lost_name, resume_name = automation_names(scope)
     lost = AutomationCore(
         name=lost_name,
-        description="Created by prefect-beluga: a run whose process stops sending heartbeats is marked Crashed.",
+        description=("Created by prefect-beluga: a run whose process stops sending heartbeats is marked "
+                     "Crashed, then resumed."),
         trigger=EventTrigger(
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related=related,
@@ -104,7 +128,8 @@ def _automations(scope: str, related: dict[str, str], lost_after: float) -> list
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED, message=LOST_MESSAGE.format(seconds=lost_after), force=False
-            )
+            ),
+            start_resume(),
         ],
     )
     resume = AutomationCore(
@@ -119,22 +144,103 @@ def _automations(scope: str, related: dict[str, str], lost_after: float) -> list
             threshold=1,
             within=timedelta(0),
         ),
-        actions=[
-            ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=RESUME_MESSAGE, force=False)
-        ],
+        actions=[start_resume()],
     )
     return [lost, resume]
 
 
+def count_resumes(states: Sequence[Any]) -> int:
+    """Reschedules by these automations in a row, newest first, back to the last other schedule."""
+    resumes = 0
+    for state in reversed(states):
+        if state.message == RESUME_MESSAGE:
+            resumes += 1
+        elif state.is_scheduled():
+            break  # scheduled by someone else: a manual retry or the first run
+    return resumes
+
+
+@flow(name=RESUME_FLOW, retries=2, retry_delay_seconds=10, persist_result=False)
+async def resume_crashed_run(flow_run: str, settle_seconds: float = SETTLE_SECONDS) -> str:
+    """Reschedule `flow_run` (an id, or an event's `prefect.flow-run.<id>`) if it is Crashed now.
+
+    Started by the recovery automations; safe to start by hand, twice, or late: a run that is
+    not Crashed when this looks (rescheduled, running, finished) is left alone. A Pending or
+    Running run is watched for up to `settle_seconds` first (the lost automation proposes
+    Crashed and starts this at once). Returns the name of the state the run is left in.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_run_logger
+    from prefect.states import AwaitingRetry
+
+    logger = get_run_logger()
+    run_id = UUID(flow_run.removeprefix("prefect.flow-run."))
+    async with get_client() as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settle_seconds
+        run = await client.read_flow_run(run_id)
+        while run.state is not None and (run.state.is_running() or run.state.is_pending()) and loop.time() < deadline:
+            await asyncio.sleep(2)
+            run = await client.read_flow_run(run_id)
+        state = run.state
+        if state is None or not state.is_crashed():
+            logger.info("flow run %s is %s, not Crashed: nothing to resume", run_id, state and state.name)
+            return state.name if state else "None"
+        resumes = count_resumes(await client.read_flow_run_states(run_id))
+        if resumes >= MAX_RESUMES:
+            logger.error(
+                "flow run %s crashed again after %d reschedules in a row; not rescheduling it: find why "
+                "its process dies (out of memory? killed?), then `prefect flow-run retry %s`",
+                run_id, resumes, run_id,
+            )
+            return state.name
+        result = await client.set_flow_run_state(run_id, AwaitingRetry(message=RESUME_MESSAGE), force=False)
+        logger.info("flow run %s: proposed AwaitingRetry: %s (%s)", run_id, result.status.value,
+                    result.state.name if result.state else "-")
+        return result.state.name if result.state else state.name
+
+
+async def _ensure_resume_deployment(client: Any, work_pool: str) -> Any:
+    """The `beluga-resume/<work_pool>` deployment (created or updated), one resume at a time."""
+    from prefect.client.schemas.objects import ConcurrencyLimitStrategy, ConcurrencyOptions
+    from prefect.exceptions import ObjectNotFound
+    from prefect.utilities.callables import parameter_schema
+
+    from prefect_beluga.core.errors import ValidationError
+
+    try:
+        await client.read_work_pool(work_pool)
+    except ObjectNotFound:
+        raise ValidationError(
+            f"ensure_recovery: no work pool {work_pool!r} on the Prefect API at {client.api_url}: create it "
+            f"(prefect work-pool create {work_pool} --type process)"
+        ) from None
+    flow_id = await client.create_flow_from_name(RESUME_FLOW)
+    return await client.create_deployment(
+        flow_id=flow_id,
+        name=work_pool,
+        work_pool_name=work_pool,
+        entrypoint=RESUME_ENTRYPOINT,
+        parameter_openapi_schema=parameter_schema(resume_crashed_run).model_dump(mode="json"),
+        description="Created by prefect-beluga: reschedules a crashed run of a covered deployment (docs/workflows.md).",
+        # Two resumes of one run at once could both see it Crashed; one at a time, the second sees
+        # it rescheduled and leaves it.
+        concurrency_limit=1,
+        concurrency_options=ConcurrencyOptions(collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+    )
+
+
 async def aensure_recovery(
-    *, deployment_id: Any = None, tag: str | None = None, scope: str | None = None,
-    lost_after: float | None = None, client: Any = None,
+    *, deployment_id: Any = None, tag: str | None = None, work_pool: str | None = None,
+    scope: str | None = None, lost_after: float | None = None, client: Any = None,
 ) -> list[str]:
-    """Create (or replace) the two recovery automations for one deployment or one tag.
+    """Create (or replace) the recovery automations for one deployment or one tag.
 
     Args:
         deployment_id: Cover the runs of this deployment.
         tag: Or cover the runs of every deployment with this tag (e.g. `RECOVER_TAG`).
+        work_pool: The work pool whose workers run the resumes (default: the deployment's;
+            required with `tag=`). It gets the `beluga-resume/<work_pool>` deployment.
         scope: The name the automations carry (default: the tag, or the deployment id).
         lost_after: Seconds without any event of a started run before it counts as lost
             (default three `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` periods; at least 30).
@@ -148,6 +254,13 @@ async def aensure_recovery(
         raise ValidationError("ensure_recovery: give exactly one of deployment_id= or tag=")
     if tag is not None and (not isinstance(tag, str) or not tag):
         raise ValidationError(f"ensure_recovery: tag must be a non-empty str, got {tag!r}")
+    if tag is not None and work_pool is None:
+        raise ValidationError(
+            f"ensure_recovery(tag={tag!r}): give work_pool=, the pool whose workers run the covered "
+            "deployments (their resumes run there too)"
+        )
+    if work_pool is not None and (not isinstance(work_pool, str) or not work_pool):
+        raise ValidationError(f"ensure_recovery: work_pool must be a work pool name, got {work_pool!r}")
     lost_after = check_lost_after(lost_after)
     if tag is not None:
         related = {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
@@ -158,10 +271,15 @@ async def aensure_recovery(
         from prefect.client.orchestration import get_client
 
         async with get_client() as client:
-            return await aensure_recovery(deployment_id=deployment_id, tag=tag, scope=scope,
+            return await aensure_recovery(deployment_id=deployment_id, tag=tag, work_pool=work_pool, scope=scope,
                                           lost_after=lost_after, client=client)
+    if work_pool is None:
+        work_pool = (await client.read_deployment(deployment_id)).work_pool_name
+        if not work_pool:
+            raise ValidationError(f"ensure_recovery: deployment {deployment_id} has no work pool to run resumes on")
+    resume_deployment = await _ensure_resume_deployment(client, work_pool)
     ids = []
-    for automation in _automations(scope, related, lost_after):
+    for automation in _automations(scope, related, lost_after, resume_deployment):
         for old in await client.read_automations_by_name(automation.name):
             await client.delete_automation(old.id)
         ids.append(str(await client.create_automation(automation)))
@@ -169,12 +287,14 @@ async def aensure_recovery(
 
 
 def ensure_recovery(
-    *, deployment_id: Any = None, tag: str | None = None, scope: str | None = None, lost_after: float | None = None
+    *, deployment_id: Any = None, tag: str | None = None, work_pool: str | None = None,
+    scope: str | None = None, lost_after: float | None = None,
 ) -> list[str]:
     """Sync twin of `aensure_recovery`."""
     from prefect_beluga.core._sync import run_sync
 
-    return run_sync(aensure_recovery(deployment_id=deployment_id, tag=tag, scope=scope, lost_after=lost_after))
+    return run_sync(aensure_recovery(deployment_id=deployment_id, tag=tag, work_pool=work_pool, scope=scope,
+                                     lost_after=lost_after))
 
 
 def deployment_scope(flow_name: str, deployment_name: str) -> str:
@@ -182,9 +302,9 @@ def deployment_scope(flow_name: str, deployment_name: str) -> str:
     return f"{flow_name}/{deployment_name}"
 
 
-def deploy_step(tag: str = RECOVER_TAG, lost_after: float | None = None) -> dict[str, list[str]]:
-    """A `prefect deploy` step (see `flows/prefect.yaml`): `ensure_recovery(tag=...)`."""
-    return {"recovery_automations": ensure_recovery(tag=tag, lost_after=lost_after)}
+def deploy_step(work_pool: str, tag: str = RECOVER_TAG, lost_after: float | None = None) -> dict[str, list[str]]:
+    """A `prefect deploy` step (see `flows/prefect.yaml`): `ensure_recovery(tag=..., work_pool=...)`."""
+    return {"recovery_automations": ensure_recovery(tag=tag, work_pool=work_pool, lost_after=lost_after)}
 
 
 async def recovery_covers(client: Any, flow_run: Any, flow_name: str) -> bool:
@@ -206,12 +326,7 @@ async def check_resumes(flow_run: Any, client: Any) -> None:
     """
     from prefect_beluga.core.errors import WorkflowError
 
-    resumes = 0
-    for state in reversed(await client.read_flow_run_states(flow_run.id)):
-        if state.message == RESUME_MESSAGE:
-            resumes += 1
-        elif state.is_scheduled():
-            break  # scheduled by someone else: a manual retry or the first run
+    resumes = count_resumes(await client.read_flow_run_states(flow_run.id))
     if resumes > MAX_RESUMES:
         raise WorkflowError(
             f"flow run {flow_run.id} crashed and was rescheduled {resumes} times in a row by the "
@@ -256,10 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--tag", help=f"cover every deployment with this tag (flows/prefect.yaml: {RECOVER_TAG})")
     target.add_argument("--deployment-id", help="cover one deployment")
+    parser.add_argument("--work-pool", default=None,
+                        help="the pool whose workers run the resumes (default: the deployment's; needed with --tag)")
     parser.add_argument("--lost-after", type=float, default=None,
                         help="seconds without an event of a started run (default: 3 heartbeat periods)")
     args = parser.parse_args(argv)
-    ids = asyncio.run(aensure_recovery(deployment_id=args.deployment_id, tag=args.tag, lost_after=args.lost_after))
+    ids = asyncio.run(aensure_recovery(deployment_id=args.deployment_id, tag=args.tag, work_pool=args.work_pool,
+                                       lost_after=args.lost_after))
     print(f"recovery automations for {args.tag or args.deployment_id}: {', '.join(ids)}")
     return 0
 

@@ -1,6 +1,6 @@
 """The recovery automations (`prefect_beluga.orchestration.recovery`) on the session's API: what
 they are made of, that making them again replaces them, that the states they propose cannot
-reopen a finished run, and the crash-loop stop.
+reopen a finished run, what a resume does to runs in each state, and the crash-loop stop.
 
 Killing servers, databases and workers under them is the chaos suite's job
 (`reliability/test_chaos.py`); `test_server_e2e.py` checks `flows/prefect.yaml`'s build step.
@@ -14,18 +14,29 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.states import AwaitingRetry, Crashed, Running, Scheduled
+from prefect.states import AwaitingRetry, Cancelled, Completed, Crashed, Failed, Running, Scheduled
 
 from prefect_beluga.core.errors import ValidationError, WorkflowError
 from prefect_beluga.orchestration.recovery import (
     LOST_MESSAGE,
     MAX_RESUMES,
+    RESUME_ENTRYPOINT,
+    RESUME_FLOW,
     RESUME_MESSAGE,
     aensure_recovery,
     automation_names,
     check_resumes,
     main,
+    resume_crashed_run,
 )
+from prefect_beluga.testing.helpers import create_process_pool
+
+POOL = "beluga-recovery-tests"
+
+
+@pytest.fixture(scope="module", autouse=True)
+async def pool():
+    await create_process_pool(POOL)
 
 
 async def _automations(scope: str) -> list:
@@ -35,33 +46,42 @@ async def _automations(scope: str) -> list:
 
 async def test_a_tag_gets_a_lost_run_and_a_crashed_run_automation_and_making_them_again_replaces_them():
     tag = f"recover-{uuid.uuid4().hex[:8]}"
-    first = await aensure_recovery(tag=tag, lost_after=45)
-    second = await aensure_recovery(tag=tag, lost_after=60)
+    first = await aensure_recovery(tag=tag, work_pool=POOL, lost_after=45)
+    second = await aensure_recovery(tag=tag, work_pool=POOL, lost_after=60)
     automations = await _automations(tag)
     assert sorted(str(a.id) for a in automations) == sorted(second) and not set(first) & set(second)
     lost, resume = automations
+    async with get_client() as client:
+        deployment = await client.read_deployment_by_name(f"{RESUME_FLOW}/{POOL}")
+    assert deployment.entrypoint == RESUME_ENTRYPOINT and deployment.work_pool_name == POOL
+    assert deployment.global_concurrency_limit.limit == 1  # one resume at a time
     for automation in automations:
         assert automation.trigger.match_related.model_dump() == {"prefect.resource.id": f"prefect.tag.{tag}",
                                                                  "prefect.resource.role": "tag"}
-        [action] = automation.actions
-        assert action.force is False  # Prefect's orchestration rules decide, never bypassed
+        start = automation.actions[-1]  # every automation ends by starting a resume of the run
+        assert start.type == "run-deployment" and start.deployment_id == deployment.id
+        assert start.parameters == {"flow_run": "{{ event.resource.id }}"}
     assert lost.trigger.posture == "Proactive" and lost.trigger.within.total_seconds() == 60
     assert "prefect.flow-run.heartbeat" in lost.trigger.after and lost.trigger.expect == {"prefect.flow-run.*"}
-    assert lost.actions[0].state == StateType.CRASHED and lost.actions[0].message == LOST_MESSAGE.format(seconds=60)
+    mark, _ = lost.actions
+    assert mark.state == StateType.CRASHED and mark.message == LOST_MESSAGE.format(seconds=60)
+    assert mark.force is False  # Prefect's orchestration rules decide, never bypassed
     assert resume.trigger.expect == {"prefect.flow-run.Crashed"} and resume.trigger.posture == "Reactive"
-    assert resume.actions[0].state == StateType.SCHEDULED and resume.actions[0].name == "AwaitingRetry"
+    assert len(resume.actions) == 1
 
 
 def test_the_command_line_makes_them_too(capsys):
     tag = f"recover-{uuid.uuid4().hex[:8]}"
-    assert main(["--tag", tag, "--lost-after", "30"]) == 0
+    assert main(["--tag", tag, "--work-pool", POOL, "--lost-after", "30"]) == 0
     assert f"recovery automations for {tag}:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     "kwargs, needle",
     [({}, "exactly one of"), ({"tag": "a", "deployment_id": "b"}, "exactly one of"),
-     ({"tag": ""}, "non-empty"), ({"tag": "a", "lost_after": 10}, "lost_after must be seconds >= 30")],
+     ({"tag": ""}, "non-empty"),
+     ({"tag": "a", "work_pool": POOL, "lost_after": 10}, "lost_after must be seconds >= 30"),
+     ({"tag": "a"}, "give work_pool="), ({"tag": "a", "work_pool": "no-such-pool"}, "no work pool 'no-such-pool'")],
 )
 async def test_bad_arguments_are_clear_errors(kwargs, needle):
     with pytest.raises(ValidationError, match=needle):
@@ -92,9 +112,13 @@ def placeholder() -> None: ...
 
 
 async def _run_with_history(states: list) -> object:
-    """A flow run whose state history is `states` (set by force: only the history matters)."""
+    """A run of a deployment (on a pool no worker polls) whose state history is `states` (set
+    by force: only the history matters)."""
     async with get_client() as client:
-        flow_run = await client.create_flow_run(placeholder, state=Scheduled())
+        deployment = await client.create_deployment(
+            flow_id=await client.create_flow_from_name(placeholder.name), name="placeholder",
+            work_pool_name=POOL, entrypoint="nowhere.py:placeholder")
+        flow_run = await client.create_flow_run_from_deployment(deployment, state=Scheduled())
         for state in states:
             await client.set_flow_run_state(flow_run.id, state, force=True)
         return await client.read_flow_run(flow_run.id)
@@ -116,3 +140,27 @@ async def test_a_run_rescheduled_too_often_in_a_row_stops_and_a_manual_retry_sta
             await check_resumes(looping, client)
         retried = await _run_with_history([*_resumes(MAX_RESUMES + 1)[:-1], AwaitingRetry(), Running()])
         await check_resumes(retried, client)  # someone retried it by hand: the count starts again
+
+
+@pytest.mark.parametrize(
+    "history, left_in",
+    [
+        ([Running(), Crashed(message="worker lost")], "AwaitingRetry"),  # the one case it acts on
+        ([Running(), Crashed(), AwaitingRetry(message=RESUME_MESSAGE)], "AwaitingRetry"),  # resumed already
+        ([Running(), Completed()], "Completed"),
+        ([Running(), Failed()], "Failed"),
+        ([Running(), Cancelled()], "Cancelled"),
+        ([Running()], "Running"),  # alive (watched for settle_seconds, never Crashed): left alone
+        (_resumes(MAX_RESUMES)[:-1] + [Running(), Crashed()], "Crashed"),  # a crash loop: stops
+    ],
+    ids=["crashed", "rescheduled", "completed", "failed", "cancelled", "running", "crash-loop"],
+)
+async def test_a_resume_reschedules_only_a_run_that_is_crashed_when_it_looks(history, left_in):
+    run = await _run_with_history(history)
+    for _ in range(2):  # twice, as the two automations may both start one: the second changes nothing
+        assert await resume_crashed_run(f"prefect.flow-run.{run.id}", settle_seconds=1) == left_in
+    async with get_client() as client:
+        states = await client.read_flow_run_states(run.id)
+    # its first Scheduled, the history, and one AwaitingRetry if (and only if) it was Crashed
+    assert len(states) == 1 + len(history) + (left_in == "AwaitingRetry" and history[-1].is_crashed())
+    assert states[-1].name == left_in

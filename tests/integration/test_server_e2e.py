@@ -121,17 +121,20 @@ async def test_redeploying_does_not_move_the_ingest_schedule(deployed):
 
 
 async def test_every_deployment_of_prefect_yaml_is_covered_by_the_recovery_automations(deployed):
-    """`prefect deploy` ran the build step: the tag's two automations exist, enabled, and every
-    deployment carries the tag, so its lost and crashed runs are rescheduled by themselves."""
+    """`prefect deploy` ran the build step: the tag's two automations exist, enabled, the resume
+    deployment is on the pool, and every deployment carries the tag, so its lost and crashed runs
+    are rescheduled by themselves."""
     import yaml
 
-    from prefect_beluga.orchestration.recovery import RECOVER_TAG, automation_names
+    from prefect_beluga.orchestration.recovery import RECOVER_TAG, RESUME_FLOW, automation_names
 
     names = [d["name"] for d in yaml.safe_load((ROOT / "flows" / "prefect.yaml").read_text())["deployments"]]
     async with get_client() as client:
         automations = [a for name in automation_names(RECOVER_TAG) for a in await client.read_automations_by_name(name)]
         deployments = await client.read_deployments()
+        resume = await client.read_deployment_by_name(f"{RESUME_FLOW}/{POOL}")
     assert len(automations) == 2 and all(a.enabled for a in automations)
+    assert resume.work_pool_name == POOL and all(a.actions[-1].deployment_id == resume.id for a in automations)
     tagged = {d.name for d in deployments if RECOVER_TAG in d.tags}
     assert set(names) <= tagged, (names, tagged)
 

@@ -149,6 +149,7 @@ class Deployment:
             if resume_lost_runs:
                 await aensure_recovery(
                     deployment_id=deployment_id,
+                    work_pool=work_pool,
                     scope=deployment_scope(self.flow.name, self.deployment_name),
                     lost_after=lost_after,
                     client=client,
