@@ -48,9 +48,10 @@ and a tool made with `requires_approval=True` waits for the signal `approve:<too
     workflow.signal(run_id, "approve:refund", {"approved": True})
     ```
 
-Streaming (docs/streaming.md): in a chain or graph streamed with `astream(..., tokens=True)`,
-the model's text streams as `__token__` events, and each tool call shows as a `__tool_call__`
-event (before it runs) and a `__tool_result__` event (what went back to the model).
+Streaming (docs/streaming.md): streamed with `astream(..., tokens=True)`, on its own or in a
+chain or graph, the model's text streams as `__token__` events, and each tool call shows as a
+`__tool_call__` event (before it runs) and a `__tool_result__` event (what went back to the
+model); on its own, `{name: output}` and `{"__end__": output}` follow, as for a chain step.
 
 Caching (docs/cache.md): `Agent.cache_key()` describes the agent by value (the model's
 `cache_key()`, the tools' names, schemas and code, the system prompt, `max_iterations`, the

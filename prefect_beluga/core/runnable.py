@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -14,6 +15,7 @@ from typing import Any
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.event_stream import stream_events
 
 
 class Runnable:
@@ -78,7 +80,7 @@ class Runnable:
     def stream(self, input: Any, config: ConfigLike = None, **options: Any) -> Iterator[Any]:
         """Yield output chunks as they are produced (by default: the one final output).
 
-        `options` (e.g. a chain's `tokens=True`) are passed on to `astream`.
+        `options` (e.g. `tokens=True`: see `astream`) are passed on to `astream`.
 
         `astream` runs to the end as one coroutine on one event loop (see `run_sync`), fed
         from a helper thread; chunks come back through a queue. (Driving it chunk by chunk with
@@ -126,9 +128,29 @@ class Runnable:
                 running["loop"].call_soon_threadsafe(task.cancel)
             helper.join()
 
-    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[Any]:
-        """Async `stream`."""
-        yield await self.ainvoke(input, config)
+    async def astream(self, input: Any, config: ConfigLike = None, *, tokens: bool = False) -> AsyncIterator[Any]:
+        """Async `stream`: by default, the one final output.
+
+        With `tokens=True`, the events this Runnable streams as the one step of a chain
+        (docs/streaming.md): `{"__token__": {"node": name, "text": delta}}` for each text delta
+        of a chat model inside it (an agent's `__tool_call__` / `__tool_result__` and
+        `__retry__` too), tagged with its `name` (or that of a step inside it), then
+        `{name: output}`, then `{"__end__": output}`. Leaving early stops the run.
+
+        Examples:
+            ```python
+            async for event in agent.astream({"input": "What is 2 + 40?"}, tokens=True):
+                if "__token__" in event:
+                    print(event["__token__"]["text"], end="", flush=True)
+            ```
+        """
+        if not tokens:
+            yield await self.ainvoke(input, config)
+            return
+        events = stream_events(self, input, config, tokens=True, output_event=True)
+        async with contextlib.aclosing(events):  # leaving early closes the run's stream at once
+            async for event in events:
+                yield event
 
 
 class RunnableCallable(Runnable):

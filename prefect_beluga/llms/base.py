@@ -228,8 +228,19 @@ class ChatModel(Runnable, ABC):
                 )
         return request
 
-    async def astream(self, input: Any, config: ConfigLike = None) -> AsyncIterator[str]:
-        """Yield the reply's text deltas. `input`: messages, a str, or a Runnable input dict."""
+    async def astream(self, input: Any, config: ConfigLike = None, *, tokens: bool = False) -> AsyncIterator[Any]:
+        """Yield the reply's text deltas. `input`: messages, a str, or a Runnable input dict.
+
+        With `tokens=True`, the events the model streams as the one step of a chain instead:
+        `{"__token__": {"node": name, "text": delta}}` per delta, then `{name: output}` and
+        `{"__end__": output}`, the output as `invoke` returns it (see `Runnable.astream`).
+        """
+        if tokens:
+            if not isinstance(input, (str, Mapping)):
+                input = {"messages": to_messages(input, where=f"{type(self).__name__}.stream")}
+            async for event in super().astream(input, config, tokens=True):
+                yield event
+            return
         if isinstance(input, Mapping):
             messages = messages_from_state(input, where=f"{type(self).__name__}.stream")
         else:
@@ -256,9 +267,9 @@ class ChatModel(Runnable, ABC):
             else:
                 ticket.settle(result.usage)
 
-    def stream(self, input: Any, config: ConfigLike = None) -> Iterator[str]:
+    def stream(self, input: Any, config: ConfigLike = None, *, tokens: bool = False) -> Iterator[Any]:
         """Sync `astream`."""
-        return super().stream(input, config)
+        return super().stream(input, config, tokens=tokens)
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
         """As a step: `{"input": ...}` / `{"messages": [...]}` in, `{"output", "usage", "model"}` out."""

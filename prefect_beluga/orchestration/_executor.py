@@ -39,10 +39,10 @@ from prefect_beluga.core.errors import (
     StateConflictError,
     add_step_note,
 )
+from prefect_beluga.core.event_stream import StreamSink
 from prefect_beluga.core.streaming import stop_signal
 from prefect_beluga.orchestration._runtime import in_flow_run
 from prefect_beluga.orchestration._stream import (
-    StreamSink,
     absorb_stop,
     raise_if_cancelled,
     raise_if_stopped,

@@ -49,6 +49,7 @@ from prefect_beluga.orchestration._runtime import (
     in_flow_run,
     run_body,
 )
+from prefect_beluga.orchestration._stream import stopped_body
 from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry
 from prefect_beluga.orchestration._usage import budgeted
 from prefect_beluga.orchestration.signals import await_signal
@@ -166,6 +167,10 @@ class _Body:
         self.name = name
 
     async def __call__(self, input: Any, config: RunConfig) -> Any:
+        # A streaming caller that left (agent.astream(..., tokens=True)): the run ends Cancelled.
+        return await stopped_body(self._call, input, config)
+
+    async def _call(self, input: Any, config: RunConfig) -> Any:
         fn = self.fn()
         if fn is None:
             raise RuntimeError("the object this flow ran no longer exists")

@@ -35,6 +35,7 @@ from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ChainTimeoutError, ValidationError, add_step_note
+from prefect_beluga.core.event_stream import StreamSink, stream_events
 from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input, merge
@@ -42,13 +43,7 @@ from prefect_beluga.memory.base import BaseMemory
 from prefect_beluga.orchestration._cache import CacheSettings, cache_steps
 from prefect_beluga.orchestration._durable import check_durable, entered
 from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
-from prefect_beluga.orchestration._stream import (
-    StreamSink,
-    raise_if_stopped,
-    stop_requested,
-    stopped_body,
-    stream_updates,
-)
+from prefect_beluga.orchestration._stream import raise_if_stopped, stop_requested, stopped_body
 from prefect_beluga.orchestration._tasks import RetryPolicy, call_args, runnable_task
 from prefect_beluga.orchestration._usage import budgeted
 from prefect_beluga.orchestration._usage import setup as usage_setup
@@ -271,7 +266,7 @@ class Chain(Runnable):
             ```
         """
         # aclosing: leaving this generator early closes the run's stream at once (it stops the run).
-        async with contextlib.aclosing(stream_updates(self, input, config, tokens=tokens)) as updates:
+        async with contextlib.aclosing(stream_events(self, input, config, tokens=tokens)) as updates:
             async for update in updates:
                 yield update
 

@@ -67,6 +67,7 @@ from prefect.task_runners import TaskRunner
 from prefect_beluga.core._checks import check_bool, check_int
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.event_stream import stream_events
 from prefect_beluga.core.retry import RetryOn
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
@@ -75,7 +76,7 @@ from prefect_beluga.orchestration._durable import check_durable, entered
 from prefect_beluga.orchestration._executor import GraphRun, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
-from prefect_beluga.orchestration._stream import stopped_body, stream_updates
+from prefect_beluga.orchestration._stream import stopped_body
 from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
 from prefect_beluga.orchestration._topology import (
     END,
@@ -401,7 +402,7 @@ class CompiledGraph(Runnable):
         each chunk tagged; the innermost step or node names it), and
         `{"__retry__": {"node": node, "attempt": n}}` before a retried node's fresh stream.
         """
-        async with contextlib.aclosing(stream_updates(self, input, config, tokens=tokens)) as updates:
+        async with contextlib.aclosing(stream_events(self, input, config, tokens=tokens)) as updates:
             async for update in updates:
                 if END in update and isinstance(update[END], GraphRun):
                     update = {END: update[END].result}

@@ -21,10 +21,14 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from prefect_beluga import Chain, Graph, Map, llms
 from prefect_beluga.agents import Agent
+from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.orchestration import cache_hits
+from prefect_beluga.rag import GenerationStep, build_rag_chain
+from prefect_beluga.schema import Document, HumanMessage, SystemMessage
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.helpers import assert_key_stored_nowhere, read_flow_run, read_task_runs
 from prefect_beluga.tools import tool
+from prefect_beluga.vectorstores import InMemoryVectorStore
 
 KEY = "sk-agent-stream-secret-0123456789abcdef"
 CHAT = "/v1/chat/completions"
@@ -174,6 +178,91 @@ async def test_a_map_of_agents_tags_each_items_events_with_its_index():
     for index, output in enumerate(outputs):
         tokens = [e["__token__"] for e in events if "__token__" in e and e["__token__"].get("index") == index]
         assert {t["node"] for t in tokens} == {"research"} and "".join(t["text"] for t in tokens) == output
+
+
+# -- a Runnable with a model, streamed on its own ---------------------------------------------------
+
+
+def tool_results_in_call_order(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` with each run of consecutive `__tool_result__` events sorted by call id (the
+    concurrent calls of one turn may finish in either order)."""
+    ordered: list[dict[str, Any]] = []
+    for event in events:
+        if "__tool_result__" in event and ordered and "__tool_result__" in ordered[-1]:
+            run_start = len(ordered)
+            while run_start > 0 and "__tool_result__" in ordered[run_start - 1]:
+                run_start -= 1
+            ordered[run_start:] = sorted([*ordered[run_start:], event], key=lambda e: e["__tool_result__"]["id"])
+        else:
+            ordered.append(event)
+    return ordered
+
+
+async def test_an_agent_streamed_on_its_own_gives_the_events_of_an_agent_step(server, run_name):
+    adder = agent(server)
+    script_two_calls(server)
+    in_chain = [event async for event in Chain([adder], name="agent-as-step").astream({"input": "Add."}, tokens=True)]
+    script_two_calls(server)
+    alone = [event async for event in adder.astream({"input": "Add."}, {"run_name": run_name}, tokens=True)]
+
+    # event for event the same, but for the end: the chain's state has the input key too
+    assert tool_results_in_call_order(alone[:-1]) == tool_results_in_call_order(in_chain[:-1])
+    assert alone[-1] == {"__end__": alone[-2]["adder"]}
+    assert in_chain[-1] == {"__end__": {"input": "Add.", **alone[-2]["adder"]}}
+    kinds = [next(iter(event)) for event in alone]
+    assert kinds[-2:] == ["adder", "__end__"] and kinds.count("__tool_call__") == kinds.count("__tool_result__") == 2
+    assert "".join(e["__token__"]["text"] for e in alone if "__token__" in e) == "Let me add." + ANSWER
+    assert {e[kind]["node"] for e, kind in zip(alone, kinds, strict=True) if kind.startswith("__t")} == {"adder"}
+    assert alone[-1]["__end__"]["output"] == ANSWER
+    assert all(r.body.get("stream") for r in server.requests_to(CHAT)[-2:]), "the model was not asked to stream"
+    # its own flow run, with its model turns and tool calls as task runs, as when invoked
+    run = await read_flow_run(run_name)
+    runs = await read_task_runs(run.id, expected=4)
+    assert (run.name, run.state.name) == (run_name, "Completed")
+    assert sorted(r.name for r in runs) == ["add", "add", MODEL, MODEL]
+    assert KEY not in json.dumps(alone, default=str)
+
+
+def test_an_agents_sync_stream_with_tokens_gives_the_same_events(server):
+    script_two_calls(server)
+    events = list(agent(server).stream("Add.", tokens=True))
+    kinds = [next(iter(event)) for event in events]
+    assert kinds[-2:] == ["adder", "__end__"] and kinds.count("__tool_call__") == 2
+    assert "".join(e["__token__"]["text"] for e in events if "__token__" in e) == "Let me add." + ANSWER
+    # without tokens=True: the one final output, as before, from plain requests
+    server.reply_with("Plain.")
+    assert [output["output"] for output in agent(server).stream("Add.")] == ["Plain."]
+    assert not server.requests_to(CHAT)[-1].body.get("stream")
+
+
+async def test_a_chat_model_streamed_on_its_own_gives_the_events_of_a_model_step(server):
+    llm = chat_model(server)
+    in_chain = [event async for event in Chain([llm], name="model-as-step").astream({"input": "Say hi."}, tokens=True)]
+    alone = [event async for event in llm.astream("Say hi.", tokens=True)]
+    assert alone[:-1] == in_chain[:-1]
+    tokens = [e["__token__"] for e in alone if "__token__" in e]
+    assert len(tokens) > 1 and {t["node"] for t in tokens} == {MODEL}
+    assert "".join(t["text"] for t in tokens) == alone[-2][MODEL]["output"] == "Echo: Say hi."
+    assert alone[-1] == {"__end__": alone[-2][MODEL]}
+    # a message list too, and the sync twin; without tokens=True, text deltas as before
+    messages = [SystemMessage("Be brief."), HumanMessage("Say hi.")]
+    assert [next(iter(e)) for e in llm.stream(messages, tokens=True)][-2:] == [MODEL, "__end__"]
+    assert "".join(llm.stream("Say hi.")) == "Echo: Say hi."
+
+
+async def test_a_rag_chain_and_its_generation_step_stream_tokens(server):
+    embedder = HashingEmbedder()
+    store = InMemoryVectorStore()
+    await store.aadd_documents([Document(page_content="Prefect retries tasks.")], embedder)
+    llm = chat_model(server)
+    rag = build_rag_chain(store, embedder, llm, k=1)
+    events = [event async for event in rag.astream({"input": "How are tasks retried?"}, tokens=True)]
+    tokens = [e["__token__"] for e in events if "__token__" in e]
+    assert len(tokens) > 1 and {t["node"] for t in tokens} == {"generate"}
+    assert "".join(t["text"] for t in tokens) == events[-1]["__end__"]["output"]
+    step = [event async for event in GenerationStep(llm).astream(events[-1]["__end__"], tokens=True)]
+    assert {e["__token__"]["node"] for e in step if "__token__" in e} == {"generate"}
+    assert [next(iter(e)) for e in step][-2:] == ["generate", "__end__"]
 
 
 # -- caching ---------------------------------------------------------------------------------------

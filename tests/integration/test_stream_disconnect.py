@@ -287,6 +287,25 @@ async def test_leaving_an_agents_stream_cancels_its_model_turn_in_flight(server,
     assert_server_stopped_writing(server)
 
 
+async def test_leaving_the_stream_of_an_agent_on_its_own_cancels_its_flow_run(server, llm, run_name, quiet):
+    llm.name = "model"
+    server.reply_with({"tool_calls": [{"name": "add", "arguments": {"a": 1, "b": 2}}]}, FULL_REPLY)
+    helper = Agent(llm, tools=[tool(add)], name="helper")
+    async with contextlib.aclosing(helper.astream({"input": "add"}, {"run_name": run_name}, tokens=True)) as events:
+        async for event in events:
+            if "__token__" in event:
+                break  # the answer's first token, after the tool call
+    run = await read_flow_run(run_name)
+    assert (run.state_type, run.state.message) == (StateType.CANCELLED, STOPPED_READING)
+    runs = await read_task_runs(run.id, 3)
+    assert sorted((r.name, r.state_type) for r in runs) == [
+        ("add", StateType.COMPLETED),
+        ("model", StateType.CANCELLED),  # the second model turn, in flight
+        ("model", StateType.COMPLETED),
+    ]
+    assert_server_stopped_writing(server)
+
+
 async def test_leaving_a_map_steps_stream_cancels_every_item_in_flight(server, llm, run_name, quiet):
     chain = Chain([Map(AsyncAnswer(llm), over="questions", item_key="input", name="answers")], name="leave-map")
     stream = chain.astream({"questions": [QUESTION, QUESTION]}, {"run_name": run_name}, tokens=True)
