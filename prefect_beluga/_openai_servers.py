@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from prefect_beluga.core._checks import check_bool
 from prefect_beluga.core.errors import ValidationError
 
 __all__ = [
@@ -78,8 +79,7 @@ def check_overrides(overrides: Any, *, where: str) -> dict[str, bool]:
             raise ValidationError(
                 f"{where}: unknown capability {name!r}; known capabilities: {', '.join(CAPABILITY_NAMES)}"
             )
-        if not isinstance(value, bool):
-            raise ValidationError(f"{where}: capability {name!r} must be True or False, got {value!r}")
+        check_bool(value, f"{where}: capability {name!r}")
     return dict(overrides)
 
 

@@ -74,6 +74,7 @@ import pydantic
 from pydantic import BaseModel
 
 from prefect_beluga.core import _telemetry
+from prefect_beluga.core._checks import check_bool, check_int
 from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import (
     AgentIterationLimit,
@@ -210,20 +211,13 @@ class Agent(Runnable):
         if system_prompt is not None and not isinstance(system_prompt, str):
             raise ValidationError(f"{where}: system_prompt must be a str, got {type(system_prompt).__name__}")
         self.system_prompt = system_prompt
-        if not isinstance(max_iterations, int) or isinstance(max_iterations, bool) or max_iterations < 1:
-            raise ValidationError(f"{where}: max_iterations must be an int >= 1, got {max_iterations!r}")
-        self.max_iterations = max_iterations
+        self.max_iterations = check_int(max_iterations, f"{where}: max_iterations", low=1)
         if output_type is not None and not (isinstance(output_type, type) and issubclass(output_type, BaseModel)):
             raise ValidationError(f"{where}: output_type must be a pydantic model class, got {output_type!r}")
         self.output_type = output_type
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1
-        ):
-            raise ValidationError(f"{where}: max_concurrency must be an int >= 1 or None, got {max_concurrency!r}")
-        self.max_concurrency = max_concurrency
-        if not isinstance(durable, bool):
-            raise ValidationError(f"{where}: durable must be True or False, got {durable!r}")
-        self.durable = durable  # read by the sub-step runner (orchestration/_durable.py)
+        self.max_concurrency = check_int(max_concurrency, f"{where}: max_concurrency", low=1, none=True)
+        # read by the sub-step runner (orchestration/_durable.py)
+        self.durable = check_bool(durable, f"{where}: durable")
         self.usage_limits = check_limits(usage_limits, where)
         check_prices(self.usage_limits, [priced_as(llm.config)], where)
         try:

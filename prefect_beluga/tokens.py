@@ -52,6 +52,7 @@ from pathlib import Path
 import tiktoken
 from tiktoken.model import encoding_name_for_model
 
+from prefect_beluga.core._checks import check_int, is_int
 from prefect_beluga.core.errors import TokenizerUnavailable, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def iter_token_chunks(
 ) -> Iterator[str]:
     """Lazy `split_by_tokens`."""
     _check_positive(chunk_size, "chunk_size")
-    if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < chunk_size:
+    if not is_int(overlap) or not 0 <= overlap < chunk_size:
         raise ValidationError(f"overlap must be an int with 0 <= overlap < chunk_size ({chunk_size}), got {overlap!r}")
     encoding = encoding_for(model)
     ids = encoding.encode_ordinary(_check_text(text))
@@ -295,9 +296,7 @@ def _check_text(text: object) -> str:
 
 
 def _check_positive(value: object, what: str, *, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValidationError(f"{what} must be an int >= {low}, got {value!r}")
+    check_int(value, what, low=0 if allow_zero else 1)
 
 
 def _candidate_files(name: str) -> Iterator[Path]:

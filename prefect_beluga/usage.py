@@ -43,13 +43,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.errors import TokenizerUnavailable, UsageLimitExceeded, ValidationError
 from prefect_beluga.schema import Usage
 
@@ -84,13 +84,8 @@ class UsageLimits:
     def __post_init__(self) -> None:
         for name in LIMITS[:4]:
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise ValidationError(f"UsageLimits: {name} must be an int >= 0 or None, got {value!r}")
-        cost = self.cost_usd
-        if cost is not None and (
-            not isinstance(cost, (int, float)) or isinstance(cost, bool) or not math.isfinite(cost) or cost < 0
-        ):
-            raise ValidationError(f"UsageLimits: cost_usd must be a number >= 0 (USD) or None, got {cost!r}")
+            check_int(value, f"UsageLimits: {name}", none=True)
+        check_number(self.cost_usd, "UsageLimits: cost_usd", strict=False, none=True, why=" (USD)")
 
     def is_set(self) -> bool:
         """Whether any limit is set."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.errors import ValidationError
 
 
@@ -38,10 +39,7 @@ class RunConfig:
             raise ValidationError("RunConfig.tags must be a list of strings, not a single string")
         object.__setattr__(self, "tags", tuple(self.tags))
         object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValidationError(
-                f"RunConfig.max_concurrency must be >= 1, got {self.max_concurrency}"
-            )
+        check_int(self.max_concurrency, "RunConfig.max_concurrency", low=1, none=True)
 
 
 ConfigLike = RunConfig | Mapping[str, Any] | None

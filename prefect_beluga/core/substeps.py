@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import should_retry
@@ -59,14 +60,9 @@ class Substep:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValidationError(f"a sub-step needs a non-empty name, got {self.name!r}")
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
-            raise ValidationError(f"sub-step {self.name!r}: retries must be an int >= 0, got {self.retries!r}")
-        if not isinstance(self.retry_delay, (int, float)) or self.retry_delay < 0:
-            raise ValidationError(
-                f"sub-step {self.name!r}: retry_delay must be seconds >= 0, got {self.retry_delay!r}"
-            )
-        if self.timeout is not None and (not isinstance(self.timeout, (int, float)) or not self.timeout > 0):
-            raise ValidationError(f"sub-step {self.name!r}: timeout must be > 0 seconds, got {self.timeout!r}")
+        check_int(self.retries, f"sub-step {self.name!r}: retries")
+        check_number(self.retry_delay, f"sub-step {self.name!r}: retry_delay", strict=False, seconds=True)
+        check_number(self.timeout, f"sub-step {self.name!r}: timeout", none=True, seconds=True)
         if self.cache_key is not None and not callable(self.cache_key):
             raise ValidationError(f"sub-step {self.name!r}: cache_key must be a function returning a str")
 

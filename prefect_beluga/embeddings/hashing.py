@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from prefect_beluga.core import _telemetry
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.embeddings.base import Embedder, check_texts
 
 # Letters and digits of any script; "_" and punctuation separate words.
@@ -83,8 +83,7 @@ class HashingEmbedder(Embedder):
     """
 
     def __init__(self, dimension: int = 384, *, name: str = "hashing-embedder") -> None:
-        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 8:
-            raise ValidationError(f"HashingEmbedder: dimension must be an int >= 8, got {dimension!r}")
+        check_int(dimension, "HashingEmbedder: dimension", low=8)
         self.dimension = dimension
         self.name = name
 

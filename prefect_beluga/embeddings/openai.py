@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from prefect_beluga._openai_client import ClientPerLoop, check_rate_limit_name, resolve_api_key, scrub_key
 from prefect_beluga._openai_servers import PLACEHOLDER_KEY, server_preset
 from prefect_beluga.core import _telemetry
+from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.errors import ProviderResponseError, ValidationError
 from prefect_beluga.core.fingerprint import key_of, public_settings, secret_digest
 from prefect_beluga.embeddings.base import Embedder, check_texts
@@ -106,9 +107,7 @@ class OpenAIEmbedder(Embedder):
             ("max_concurrency", max_concurrency, 1, None),
             ("max_input_tokens", max_input_tokens, 1, None),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
-                limit = f"between {low} and {high}" if high else f">= {low}"
-                raise ValidationError(f"{where}: {option} must be an int {limit}, got {value!r}")
+            check_int(value, f"{where}: {option}", low=low, high=high)
         if max_input_tokens > max_batch_tokens:
             raise ValidationError(
                 f"{where}: max_input_tokens ({max_input_tokens}) exceeds max_batch_tokens "
@@ -121,10 +120,8 @@ class OpenAIEmbedder(Embedder):
                     f"{where}: unknown model, so its vector size is unknown; pass dimension="
                 )
             dimension = native
-        if not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1:
-            raise ValidationError(f"{where}: dimension must be an int >= 1, got {dimension!r}")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValidationError(f"{where}: timeout must be > 0 seconds, got {timeout!r}")
+        check_int(dimension, f"{where}: dimension", low=1)
+        check_number(timeout, f"{where}: timeout", seconds=True)
         self.model = model
         self.dimension = dimension
         self._server = server_preset(server, where=where).name if server is not None else None

@@ -23,6 +23,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.llms.config import Config
@@ -86,8 +87,7 @@ class OfflineChatModel(ChatModel):
             config = Config(provider="offline", model_name=OFFLINE_MODEL)
         elif not isinstance(config, Config):
             raise ValidationError(f"OfflineChatModel expects an llms.Config, got {type(config).__name__}")
-        if not isinstance(max_sentences, int) or max_sentences < 1:
-            raise ValidationError(f"max_sentences must be an int >= 1, got {max_sentences!r}")
+        check_int(max_sentences, "max_sentences", low=1)
         # Whatever model a config names, the replies come from this extractive model (and are
         # priced as such, at nothing).
         if config.model_name != OFFLINE_MODEL:

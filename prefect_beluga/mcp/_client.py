@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import anyio
 from pydantic import SecretStr
 
+from prefect_beluga.core._checks import check_number
 from prefect_beluga.core.errors import BelugaError, ValidationError
 from prefect_beluga.core.fingerprint import key_of
 from prefect_beluga.core.substeps import Substep
@@ -156,9 +157,7 @@ class MCPServer(Toolset):
             self.requires_approval: bool | frozenset[str] = requires_approval
         else:
             self.requires_approval = frozenset(_strings(requires_approval, "requires_approval"))
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ValidationError(f"MCPServer: timeout must be > 0 seconds or None, got {timeout!r}")
-        self.timeout = timeout
+        self.timeout = check_number(timeout, "MCPServer: timeout", none=True, seconds=True)
         self.name = Path(command).name if command is not None else (urlsplit(url).netloc or url)  # type: ignore[arg-type]
         self._tools: dict[str, MCPTool] = {}  # by prefixed name: reused while the definition holds
 

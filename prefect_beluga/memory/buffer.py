@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.memory.base import BaseMemory, render
 from prefect_beluga.memory.store import Turn
 
@@ -36,8 +36,7 @@ class WindowMemory(BaseMemory):
     """
 
     def __init__(self, k: int = 5, **options: Any) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValidationError(f"WindowMemory: k must be an int >= 1, got {k!r}")
+        check_int(k, "WindowMemory: k", low=1)
         super().__init__(**options)
         self.k = k
 
@@ -55,8 +54,7 @@ class TokenWindowMemory(BaseMemory):
     """
 
     def __init__(self, max_tokens: int = 2000, model: str | None = None, **options: Any) -> None:
-        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-            raise ValidationError(f"TokenWindowMemory: max_tokens must be an int >= 1, got {max_tokens!r}")
+        check_int(max_tokens, "TokenWindowMemory: max_tokens", low=1)
         super().__init__(**options)
         self.max_tokens = max_tokens
         self.model = model

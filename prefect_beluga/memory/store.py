@@ -34,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from prefect_beluga.core._checks import check_int, is_number
 from prefect_beluga.core.errors import ValidationError
 
 __all__ = ["FileMemoryStore", "InMemoryStore", "MemoryStore", "SharedMemoryStore", "check_session_id"]
@@ -54,11 +55,10 @@ def check_session_id(session_id: str) -> str:
 
 
 def _check_retention(owner: str, max_turns: Any, ttl: Any) -> tuple[int | None, float | None]:
-    if max_turns is not None and (not isinstance(max_turns, int) or isinstance(max_turns, bool) or max_turns < 1):
-        raise ValidationError(f"{owner}: max_turns must be an int >= 1 or None (keep every turn), got {max_turns!r}")
+    check_int(max_turns, f"{owner}: max_turns", low=1, none=True, why=" (keep every turn)")
     if isinstance(ttl, timedelta):
         ttl = ttl.total_seconds()
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0):
+    if ttl is not None and not (is_number(ttl) and ttl > 0):
         raise ValidationError(f"{owner}: ttl must be seconds > 0, a timedelta, or None (never expire), got {ttl!r}")
     return max_turns, None if ttl is None else float(ttl)
 

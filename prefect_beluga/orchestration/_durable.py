@@ -49,6 +49,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.transactions import CommitMode, atransaction
 
+from prefect_beluga.core._checks import check_bool
 from prefect_beluga.usage import count_replayed, current_budget
 
 KEY_PREFIX = "beluga-run-"
@@ -243,8 +244,4 @@ def durable_options() -> dict[str, Any]:
 
 
 def check_durable(value: Any, where: str) -> bool:
-    from prefect_beluga.core.errors import ValidationError
-
-    if not isinstance(value, bool):
-        raise ValidationError(f"{where}: durable must be True or False, got {value!r}")
-    return value
+    return check_bool(value, f"{where}: durable")

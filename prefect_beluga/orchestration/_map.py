@@ -17,6 +17,7 @@ from typing import Any
 
 from prefect.utilities.annotations import quote
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
@@ -69,11 +70,7 @@ class Map(Runnable):
                 raise ValidationError(f"Map: {label} must be a non-empty state key, got {value!r}")
         if into is not None and (not isinstance(into, str) or not into):
             raise ValidationError(f"Map: into must be a non-empty state key or None, got {into!r}")
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool)
-            or max_concurrency < 1
-        ):
-            raise ValidationError(f"Map: max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        check_int(max_concurrency, "Map: max_concurrency", low=1, none=True)
         self.runnable = coerce_to_runnable(runnable, where=f"Map over {over!r}")
         self.over = over
         self.item_key = item_key

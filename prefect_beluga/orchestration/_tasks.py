@@ -28,6 +28,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import quote
 
+from prefect_beluga.core._checks import check_int, is_number
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
@@ -64,10 +65,9 @@ class RetryPolicy:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
-            raise ValidationError(f"retries must be an int >= 0, got {self.retries!r}")
+        check_int(self.retries, "retries")
         delays = self.retry_delay if isinstance(self.retry_delay, Sequence) else [self.retry_delay]
-        if not delays or any(not isinstance(d, (int, float)) or d < 0 for d in delays):
+        if not delays or any(not is_number(d) or d < 0 for d in delays):
             raise ValidationError(
                 f"retry_delay must be seconds >= 0 or a non-empty list of them, got {self.retry_delay!r}"
             )

@@ -91,13 +91,12 @@ def default_lost_after() -> float:
 
 
 def check_lost_after(lost_after: Any) -> float:
-    from prefect_beluga.core.errors import ValidationError
+    from prefect_beluga.core._checks import check_number
 
     if lost_after is None:
         return default_lost_after()
-    if not isinstance(lost_after, (int, float)) or isinstance(lost_after, bool) or lost_after < 30:
-        raise ValidationError(f"lost_after must be seconds >= 30 (Prefect's heartbeat minimum), got {lost_after!r}")
-    return float(lost_after)
+    return float(check_number(lost_after, "lost_after", low=30, strict=False, seconds=True,
+                              why=" (Prefect's heartbeat minimum)"))
 
 
 def _automations(scope: str, related: dict[str, str], lost_after: float, resume_deployment: Any) -> list[Any]:

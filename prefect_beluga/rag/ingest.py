@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 from typing import TypeVar
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.rag.loaders import SourceScope
 from prefect_beluga.schema import Document
@@ -150,8 +151,7 @@ async def removed_ids(chunks: Sequence[Document], store: VectorStore, scope: Sou
 
 def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
     """`items` in consecutive lists of at most `size`."""
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ValidationError(f"batch size must be an int >= 1, got {size!r}")
+    check_int(size, "batch size", low=1)
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
 

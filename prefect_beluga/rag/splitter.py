@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from prefect_beluga.core._checks import check_int, is_int
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.schema import Document
 from prefect_beluga.tokens import count_tokens, split_by_tokens
@@ -34,9 +35,8 @@ class TokenTextSplitter:
     """
 
     def __init__(self, chunk_size: int = 400, chunk_overlap: int = 50, model: str | None = None) -> None:
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-            raise ValidationError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-        if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
+        check_int(chunk_size, "chunk_size", low=1)
+        if not is_int(chunk_overlap) or not 0 <= chunk_overlap < chunk_size:
             raise ValidationError(
                 f"chunk_overlap must be an int with 0 <= chunk_overlap < chunk_size ({chunk_size}), "
                 f"got {chunk_overlap!r}"

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.fingerprint import fingerprint, key_of, own_cache_key, public_settings
@@ -129,8 +130,7 @@ class RetrievalStep(Runnable):
         query_key: str = "input",
         name: str = "retrieve",
     ) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValidationError(f"RetrievalStep: k must be an int >= 1, got {k!r}")
+        check_int(k, "RetrievalStep: k", low=1)
         if not isinstance(embedder, Embedder):
             raise ValidationError(f"RetrievalStep: embedder must be an Embedder, got {type(embedder).__name__}")
         self.store, self.embedder, self.k = store, embedder, k

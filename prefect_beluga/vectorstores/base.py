@@ -39,6 +39,7 @@ from typing import Any
 
 import anyio
 
+from prefect_beluga.core._checks import check_int, is_int
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings.base import Embedder
@@ -170,9 +171,7 @@ def _same(value: Any, operand: Any) -> bool:
 
 def check_k(k: Any) -> int:
     """`k` if it is a positive int, else a `ValidationError`."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValidationError(f"k must be an int >= 1, got {k!r}")
-    return k
+    return check_int(k, "k", low=1)
 
 
 def check_ids(ids: Any, *, where: str) -> list[str]:
@@ -193,11 +192,9 @@ def check_slab_size(slab_size: Any, embedder: Any = None) -> int:
     `k * batch_size * max_concurrency` texts keeps every request slot busy to its last round.
     """
     if slab_size is not None:
-        if not isinstance(slab_size, int) or isinstance(slab_size, bool) or slab_size < 1:
-            raise ValidationError(f"add_documents: slab_size must be an int >= 1 or None, got {slab_size!r}")
-        return slab_size
+        return check_int(slab_size, "add_documents: slab_size", low=1, none=True)
     batch, concurrency = getattr(embedder, "batch_size", None), getattr(embedder, "max_concurrency", None)
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (batch, concurrency)):
+    if not all(is_int(n) and n >= 1 for n in (batch, concurrency)):
         return DEFAULT_SLAB_SIZE
     round_size = batch * concurrency
     return max(1, round(DEFAULT_SLAB_SIZE / round_size)) * round_size

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 
+from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, check_ids, check_k, matches
@@ -68,8 +69,7 @@ class InMemoryVectorStore(VectorStore):
     """
 
     def __init__(self, dimension: int | None = None) -> None:
-        if dimension is not None and (not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1):
-            raise ValidationError(f"InMemoryVectorStore: dimension must be an int >= 1 or None, got {dimension!r}")
+        check_int(dimension, "InMemoryVectorStore: dimension", low=1, none=True)
         self.dimension = dimension
         self._ids: list[str] = []
         self._position: dict[str, int] = {}

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.secrets import scrub
 from prefect_beluga.schema import Document
@@ -129,25 +130,14 @@ class PineconeVectorStore(VectorStore):
             raise ValidationError(
                 f"PineconeVectorStore: `namespace` must be a str of at most 512 characters, got {namespace!r:.80}"
             )
-        if dimension is not None and (not isinstance(dimension, int) or isinstance(dimension, bool) or dimension < 1):
-            raise ValidationError(f"PineconeVectorStore: `dimension` must be an int >= 1 or None, got {dimension!r}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-            raise ValidationError(
-                f"PineconeVectorStore: `batch_size` must be an int from 1 to {MAX_BATCH_SIZE} "
-                f"(Pinecone's limit per upsert), got {batch_size!r}"
-            )
-        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or not 1 <= max_concurrency <= 64:
-            raise ValidationError(
-                f"PineconeVectorStore: `max_concurrency` must be an int from 1 to 64, got {max_concurrency!r}"
-            )
+        check_int(dimension, "PineconeVectorStore: `dimension`", low=1, none=True)
+        check_int(batch_size, "PineconeVectorStore: `batch_size`", low=1, high=MAX_BATCH_SIZE,
+                  why=" (Pinecone's limit per upsert)")
+        check_int(max_concurrency, "PineconeVectorStore: `max_concurrency`", low=1, high=64)
         if not isinstance(text_key, str) or not text_key:
             raise ValidationError(f"PineconeVectorStore: `text_key` must be a non-empty str, got {text_key!r}")
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
-            raise ValidationError(f"PineconeVectorStore: `timeout` must be a number of seconds > 0, got {timeout!r}")
-        if not isinstance(sdk_max_retries, int) or isinstance(sdk_max_retries, bool) or sdk_max_retries < 0:
-            raise ValidationError(
-                f"PineconeVectorStore: `sdk_max_retries` must be an int >= 0, got {sdk_max_retries!r}"
-            )
+        check_number(timeout, "PineconeVectorStore: `timeout`", seconds=True)
+        check_int(sdk_max_retries, "PineconeVectorStore: `sdk_max_retries`")
         if isinstance(api_key, str):
             api_key = SecretStr(api_key)
         if api_key is None and os.environ.get("PINECONE_API_KEY"):

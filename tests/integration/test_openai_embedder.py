@@ -162,8 +162,8 @@ async def test_dimension_mismatch_from_the_server_is_a_clear_error():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be an int between 1 and 2048"),
-        ({"batch_size": 5000}, "batch_size must be an int between 1 and 2048"),
+        ({"batch_size": 0}, "batch_size must be an int from 1 to 2048"),
+        ({"batch_size": 5000}, "batch_size must be an int from 1 to 2048"),
         ({"max_concurrency": 0}, "max_concurrency must be an int >= 1"),
         ({"max_batch_tokens": 100}, r"max_input_tokens \(8191\) exceeds max_batch_tokens \(100\)"),
         ({"dimension": 0}, "dimension must be an int >= 1"),

@@ -384,7 +384,7 @@ async def test_embedder_of_the_wrong_dimension_is_caught_before_embedding(pineco
         ({"host": "h", "max_concurrency": 0}, "`max_concurrency` must be an int from 1 to 64"),
         ({"host": "h", "text_key": ""}, "`text_key` must be a non-empty str"),
         ({"host": "h", "dimension": 0}, "`dimension` must be an int >= 1"),
-        ({"host": "h", "timeout": 0}, "`timeout` must be a number of seconds > 0"),
+        ({"host": "h", "timeout": 0}, "`timeout` must be > 0 seconds"),
         ({"host": "h", "namespace": 3}, "`namespace` must be a str"),
         ({"host": "h", "api_key": SecretStr(" ")}, "no Pinecone API key"),
     ],

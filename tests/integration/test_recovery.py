@@ -80,7 +80,7 @@ def test_the_command_line_makes_them_too(capsys):
     "kwargs, needle",
     [({}, "exactly one of"), ({"tag": "a", "deployment_id": "b"}, "exactly one of"),
      ({"tag": ""}, "non-empty"),
-     ({"tag": "a", "work_pool": POOL, "lost_after": 10}, "lost_after must be seconds >= 30"),
+     ({"tag": "a", "work_pool": POOL, "lost_after": 10}, "lost_after must be >= 30 seconds"),
      ({"tag": "a"}, "give work_pool="), ({"tag": "a", "work_pool": "no-such-pool"}, "no work pool 'no-such-pool'")],
 )
 async def test_bad_arguments_are_clear_errors(kwargs, needle):

@@ -274,7 +274,7 @@ def test_run_config_rejects_a_single_string_tag():
 
 @pytest.mark.parametrize("bad", [0, -1])
 def test_run_config_rejects_max_concurrency_below_one(bad):
-    with pytest.raises(ValidationError, match=rf"max_concurrency must be >= 1, got {bad}"):
+    with pytest.raises(ValidationError, match=rf"RunConfig.max_concurrency must be an int >= 1 or None, got {bad}"):
         RunConfig(max_concurrency=bad)
 
 

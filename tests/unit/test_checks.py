@@ -96,3 +96,70 @@ def test_names_and_json_values():
     assert check_json({"a": [1, "x"]}, "input") == '{"a": [1, "x"]}'
     with pytest.raises(ValidationError, match="input must be JSON-serialisable.*key 'when' holds a object"):
         check_json({"when": object()}, "input")
+
+
+# -- the constructors: True is never an int, and the messages name the object -------------------
+
+
+def _step(state: dict) -> dict:
+    return {"output": state}
+
+
+def _constructors():
+    from prefect_beluga import Chain, Graph, Map, RunConfig, UsageLimits, Workflow, llms
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.memory import WindowMemory
+    from prefect_beluga.rag.splitter import TokenTextSplitter
+    from prefect_beluga.vectorstores import InMemoryVectorStore
+
+    offline = llms.OfflineChatModel()
+    return {
+        # drifted before core/_checks: these accepted True (as 1) or False (as 0)
+        "graph-recursion-limit": (
+            lambda: Graph(name="g", recursion_limit=True), r"graph 'g': recursion_limit must be an int >= 1, got True"
+        ),
+        "graph-max-concurrency": (
+            lambda: Graph(name="g", max_concurrency=True), r"graph 'g': max_concurrency must be an int >= 1 or None"
+        ),
+        "run-config-max-concurrency": (
+            lambda: RunConfig(max_concurrency=True), r"RunConfig.max_concurrency must be an int >= 1 or None, got True"
+        ),
+        "offline-max-sentences": (
+            lambda: llms.OfflineChatModel(max_sentences=True), r"max_sentences must be an int >= 1, got True"
+        ),
+        "splitter-overlap": (
+            lambda: TokenTextSplitter(chunk_size=40, chunk_overlap=False), r"chunk_overlap must be an int with 0 <="
+        ),
+        "workflow-retry-delay": (
+            lambda: Workflow(_step, workflow_id="w", retry_delay=True), r"retry_delay must be >= 0 seconds, got True"
+        ),
+        "workflow-timeout": (
+            lambda: Workflow(_step, workflow_id="w", timeout=True), r"timeout must be > 0 seconds or None, got True"
+        ),
+        "chain-retry-delay": (
+            lambda: Chain([_step], name="c", retry_delay=[1, True]), r"retry_delay must be seconds >= 0 or a non-empty"
+        ),
+        # refused before, and still: the same words everywhere
+        "map-max-concurrency": (
+            lambda: Map(_step, over="items", max_concurrency=True), r"Map: max_concurrency must be an int >= 1 or None"
+        ),
+        "agent-max-iterations": (
+            lambda: Agent(offline, name="a", max_iterations=True), r"Agent 'a': max_iterations must be an int >= 1"
+        ),
+        "agent-max-concurrency": (
+            lambda: Agent(offline, name="a", max_concurrency=False), r"Agent 'a': max_concurrency must be an int >= 1"
+        ),
+        "agent-durable": (lambda: Agent(offline, name="a", durable=1), r"Agent 'a': durable must be True or False"),
+        "window-memory-k": (lambda: WindowMemory(k=True), r"WindowMemory: k must be an int >= 1, got True"),
+        "usage-limits": (lambda: UsageLimits(requests=True), r"UsageLimits: requests must be an int >= 0 or None"),
+        "store-dimension": (
+            lambda: InMemoryVectorStore(dimension=True), r"InMemoryVectorStore: dimension must be an int >= 1 or None"
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_constructors()))
+def test_constructors_refuse_bools_naming_the_object_and_the_argument(case):
+    build, message = _constructors()[case]
+    with pytest.raises(ValidationError, match=message):
+        build()

@@ -9,7 +9,7 @@ from typing import Any
 
 from prefect import Flow
 
-from prefect_beluga.core._checks import check_json, check_name
+from prefect_beluga.core._checks import check_bool, check_int, check_json, check_name, check_number
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import coerce_to_runnable
@@ -109,17 +109,13 @@ class Workflow(Runs, Deployment):
             workflow_id = getattr(fn, "name", None) or getattr(fn, "__name__", None)
         check_name(workflow_id, "workflow_id")
         self.usage_limits = usage_setup(usage_limits, fn, f"workflow {workflow_id!r}")
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValidationError(f"retries must be an int >= 0, got {retries!r}")
-        if not isinstance(retry_delay, (int, float)) or retry_delay < 0:
-            raise ValidationError(f"retry_delay must be seconds >= 0, got {retry_delay!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or not timeout > 0):
-            raise ValidationError(f"timeout must be > 0 seconds, got {timeout!r}")
+        check_int(retries, "retries")
+        check_number(retry_delay, "retry_delay", strict=False, seconds=True)
+        check_number(timeout, "timeout", none=True, seconds=True)
         if deployment_name is not None:
             check_name(deployment_name, "deployment_name")
         for flag, value in (("distributed", distributed), ("local", local)):
-            if not isinstance(value, bool):
-                raise ValidationError(f"{flag} must be True or False, got {value!r}")
+            check_bool(value, flag)
         if distributed and local:
             raise ValidationError(
                 f"workflow {workflow_id!r}: distributed=True (only through a deployment) and local=True "
