@@ -28,7 +28,7 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.states import State
 from prefect.utilities.annotations import quote
 
-from prefect_beluga.core._checks import check_int, is_number
+from prefect_beluga.core._checks import check_int, check_number, is_number
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import RetryOn, retry_after_of, should_retry
@@ -73,10 +73,10 @@ class RetryPolicy:
             )
         if isinstance(self.retry_delay, Sequence):
             object.__setattr__(self, "retry_delay", tuple(self.retry_delay))
-        if self.retry_jitter is not None and self.retry_jitter < 0:
-            raise ValidationError(f"retry_jitter must be >= 0, got {self.retry_jitter!r}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValidationError(f"timeout must be > 0 seconds, got {self.timeout!r}")
+        if self.retry_jitter is not None:
+            check_number(self.retry_jitter, "retry_jitter", strict=False)
+        if self.timeout is not None:
+            check_number(self.timeout, "timeout", seconds=True)
         if self.retry_on is not None and not (
             callable(self.retry_on) or isinstance(self.retry_on, tuple)
         ):

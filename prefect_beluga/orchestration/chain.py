@@ -33,6 +33,7 @@ from typing import Any
 import anyio
 from prefect.utilities.annotations import quote
 
+from prefect_beluga.core._checks import check_number
 from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ChainTimeoutError, ValidationError, add_step_note
 from prefect_beluga.core.event_stream import StreamSink, stream_events
@@ -148,8 +149,8 @@ class Chain(Runnable):
             )
         if not steps:
             raise ValidationError(f"chain {self.name!r} has no steps; give it at least one")
-        if timeout is not None and not timeout > 0:
-            raise ValidationError(f"chain {self.name!r}: timeout must be > 0 seconds, got {timeout!r}")
+        if timeout is not None:
+            check_number(timeout, f"chain {self.name!r}: timeout", seconds=True)
         if error_handler is not None:
             _check_error_handler(self.name, error_handler)
         if memory is not None and not isinstance(memory, BaseMemory):

@@ -451,7 +451,7 @@ def test_a_class_is_not_a_step():
         ({"retry_delay": -1}, "retry_delay must be seconds >= 0"),
         ({"retry_delay": []}, "retry_delay must be seconds >= 0 or a non-empty list"),
         ({"retry_delay": [1, "2"]}, "retry_delay must be seconds >= 0"),
-        ({"retry_jitter": -0.5}, "retry_jitter must be >= 0"),
+        ({"retry_jitter": -0.5}, "retry_jitter must be a number >= 0"),
         ({"retry_on": "ConnectionError"}, "retry_on must be an exception type"),
         ({"error_handler": "log"}, "error_handler must be callable"),
         ({"memory": {}}, "memory must come from memory.new_memory"),

@@ -43,7 +43,7 @@ def test_delay_per_retry_repeats_the_last_value():
         ({"retries": 1.5}, "retries must be an int >= 0"),
         ({"retry_delay": -1}, "retry_delay must be seconds >= 0"),
         ({"retry_delay": []}, "retry_delay must be seconds >= 0"),
-        ({"retry_jitter": -0.5}, "retry_jitter must be >= 0"),
+        ({"retry_jitter": -0.5}, "retry_jitter must be a number >= 0"),
         ({"timeout": 0}, "timeout must be > 0"),
         ({"retry_on": "ValueError"}, "retry_on must be an exception type"),
     ],
