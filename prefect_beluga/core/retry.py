@@ -29,11 +29,15 @@ def status_code_of(exc: BaseException) -> int | None:
 def is_permanent(exc: BaseException) -> bool:
     """True for errors a retry cannot fix.
 
-    Those are this package's validation errors and exceeded usage limits, authentication and permission errors, and
-    4xx replies other than 408, 409 and 429. Everything else (timeouts, connection errors,
-    5xx, rate limits, exceptions from user code) is considered transient.
+    Those are this package's validation errors and exceeded usage limits, authentication and permission errors,
+    4xx replies other than 408, 409 and 429, and any exception that says so itself with a false
+    `retryable` attribute (an MCP server's answer that a tool call failed: asking again gets the
+    same answer). Everything else (timeouts, connection errors, 5xx, rate limits, exceptions from
+    user code) is considered transient.
     """
     if isinstance(exc, (ValidationError, UsageLimitExceeded, PermissionError)):
+        return True
+    if getattr(exc, "retryable", True) is False:
         return True
     name = type(exc).__name__
     if "Authentication" in name or "Unauthorized" in name or "Forbidden" in name:

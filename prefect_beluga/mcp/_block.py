@@ -47,6 +47,10 @@ class MCPServerBlock(Block):
         default=False, description="True for all tools, or the names of those that wait for an approval signal."
     )
     timeout: float | None = Field(default=None, gt=0, description="Seconds one tool call may take; empty for none.")
+    retries: int = Field(
+        default=0, ge=0, description="Extra attempts of a call lost in transit (a timeout); never of a server's error."
+    )
+    retry_delay: float = Field(default=0.0, ge=0, description="Seconds between attempts.")
 
     def get_server(self) -> MCPServer:
         """The `MCPServer` these settings describe (validated as `MCPServer(...)` validates)."""
@@ -56,6 +60,8 @@ class MCPServerBlock(Block):
             "prefix": self.prefix,
             "requires_approval": self.requires_approval,
             "timeout": self.timeout,
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
         }
         if self.command is not None:
             options.update(command=self.command, args=self.args, env=self.env, cwd=self.cwd)

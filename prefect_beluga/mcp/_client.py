@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 import anyio
 from pydantic import SecretStr
 
-from prefect_beluga.core._checks import check_number
+from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.errors import BelugaError, ValidationError
 from prefect_beluga.core.fingerprint import key_of
 from prefect_beluga.core.substeps import Substep
@@ -64,11 +64,19 @@ _sessions: ContextVar[Mapping[int, _Session] | None] = ContextVar("prefect_belug
 
 
 class MCPToolError(BelugaError):
-    """An MCP server answered a tool call with an error (`isError`); the text is the server's."""
+    """An MCP server answered a tool call with an error: a result with `isError`, or a JSON-RPC
+    error response (`code` is its code; None for `isError`). The text is the server's.
 
-    def __init__(self, message: str, *, tool: str) -> None:
+    It is an answer, not a fault: it goes back to the model as the tool message, and is never
+    retried (`retryable` is False), whatever the server's `retries`.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, tool: str, code: int | None = None) -> None:
         super().__init__(message)
         self.tool = tool
+        self.code = code
 
 
 class MCPServer(Toolset):
@@ -94,7 +102,12 @@ class MCPServer(Toolset):
             names: inside a workflow run, such a call waits for the signal `approve:<tool>`
             (`workflow.signal(run_id, "approve:<tool>", {"approved": True})`), as a function
             tool made with `tool(requires_approval=True)` does.
-        timeout: Seconds one tool call may take (the task run's timeout); None: no limit.
+        timeout: Seconds one attempt of a tool call may take (the task run's timeout); None: no limit.
+        retries: Extra attempts of a call that failed in transit: a timeout, a lost connection,
+            a request the SDK gave up on (Prefect task retries, as a function tool's `retries`).
+            An error the server answers with (`isError`, a JSON-RPC error) is not retried: it
+            goes to the model. Mind that a retried call may have run on the server already.
+        retry_delay: Seconds between attempts.
 
     Examples:
         A stdio server from the package index:
@@ -125,6 +138,8 @@ class MCPServer(Toolset):
         prefix: str | None = None,
         requires_approval: bool | Sequence[str] = False,
         timeout: float | None = None,
+        retries: int = 0,
+        retry_delay: float = 0.0,
     ) -> None:
         require_sdk()
         if (command is None) == (url is None):
@@ -158,6 +173,8 @@ class MCPServer(Toolset):
         else:
             self.requires_approval = frozenset(_strings(requires_approval, "requires_approval"))
         self.timeout = check_number(timeout, "MCPServer: timeout", none=True, seconds=True)
+        self.retries = check_int(retries, "MCPServer: retries")
+        self.retry_delay = float(check_number(retry_delay, "MCPServer: retry_delay", strict=False, seconds=True))
         self.name = Path(command).name if command is not None else (urlsplit(url).netloc or url)  # type: ignore[arg-type]
         self._tools: dict[str, MCPTool] = {}  # by prefixed name: reused while the definition holds
 
@@ -191,6 +208,8 @@ class MCPServer(Toolset):
                 self.requires_approval if isinstance(self.requires_approval, bool) else sorted(self.requires_approval)
             ),
             timeout=self.timeout,
+            retries=self.retries,
+            retry_delay=self.retry_delay,
         )
 
     # -- tools ---------------------------------------------------------------------------------
@@ -267,11 +286,11 @@ class MCPTool(Tool):
         self.description = description
         self.parameters = schema
         self.args_model = None  # type: ignore[assignment]
-        self.retries = 0
-        self.retry_delay = 0.0
+        self.retries = server.retries
+        self.retry_delay = server.retry_delay
         self.timeout = server.timeout
         self.requires_approval = approval
-        self.substep = Substep(name, timeout=server.timeout)
+        self.substep = Substep(name, retries=server.retries, retry_delay=server.retry_delay, timeout=server.timeout)
         self._is_async = True
 
     def parse_arguments(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
@@ -429,7 +448,15 @@ class _Session(ToolsetSession):
         client = self._client
         if client is None:
             raise ConnectionError(f"the session of MCP server {self.server.name!r} is closed")
-        result = await client.call_tool(tool.remote_name, arguments)
+        from mcp import MCPError
+        from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+        try:
+            result = await client.call_tool(tool.remote_name, arguments)
+        except MCPError as exc:
+            if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
+                raise  # lost in transit: retried under the server's `retries`
+            raise MCPToolError(f"JSON-RPC error {exc.code}: {exc}", tool=tool.name, code=exc.code) from None
         text = render_content(result)
         if result.is_error:
             raise MCPToolError(text or "the server reported an error without a message", tool=tool.name)

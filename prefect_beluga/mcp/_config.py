@@ -11,7 +11,7 @@
 The JSON is the one desktop MCP clients (Claude Desktop, Cursor, VS Code) read: each entry is
 `{"command", "args", "env", "cwd"}` (stdio) or `{"url", "headers"}` (streamable HTTP; a `type`
 / `transport` key of "http" or "streamable-http" is accepted, "sse" is refused); the keys of
-`MCPServer` (`include`, `exclude`, `prefix`, `requires_approval`, `timeout`) may be added.
+`MCPServer` (`include`, `exclude`, `prefix`, `requires_approval`, `timeout`, `retries`, `retry_delay`) may be added.
 An entry's name becomes the server's name and, with `prefix_names=True`, its tools' prefix.
 """
 
@@ -27,7 +27,7 @@ from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.mcp._client import MCPServer
 
 _OPTIONS = {"command", "args", "env", "cwd", "url", "headers", "include", "exclude", "prefix",
-            "requires_approval", "timeout"}
+            "requires_approval", "timeout", "retries", "retry_delay"}
 _IGNORED = {"type", "transport", "disabled", "description", "autoApprove", "alwaysAllow"}
 
 

@@ -107,6 +107,18 @@ async def nap(seconds: float) -> str:
     return "rested"
 
 
+_naps: list[str] = []
+
+
+@shop.tool()
+async def slow_once(key: str) -> str:
+    """Slow the first time it is asked about a key (a call lost in transit), quick after that."""
+    _naps.append(key)
+    if _naps.count(key) == 1:
+        await asyncio.sleep(5)
+    return f"{key}: ready on call {_naps.count(key)}"
+
+
 @shop.tool()
 def logo() -> Image:
     """The shop's logo."""
@@ -223,7 +235,7 @@ def test_git_server_on_a_throwaway_repository_parallel_calls_share_the_session(o
 def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_server):
     shop_server.reset()
     server = MCPServer(url=shop_server.url, headers={"Authorization": SecretStr(f"Bearer {TOKEN}")},
-                       exclude=["audit", "nap"], timeout=20)
+                       exclude=["audit", "nap", "slow_once"], timeout=20)
     openai_server.reply_with(
         {"tool_calls": [call("price", item="tea", quantity=4), call("stock", item="tea"), call("logo"),
                         call("refund", order="A1"), call("price")]},
@@ -252,7 +264,8 @@ def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_s
         "Authorization": f"Bearer {TOKEN}"}, include=["audit"])])
     assert agent.invoke("Audit B2")["output"] == "Not allowed."
     [message] = openai_server.tool_results()
-    assert message["content"].startswith("Error: tool 'audit' failed: MCPError") and "not allowed" in message["content"]
+    assert message["content"].startswith("Error: tool 'audit' failed: MCPToolError: JSON-RPC error -32602")
+    assert "not allowed" in message["content"]
     # the server's timeout is the call's task timeout; the session goes on for the other calls
     shop_server.reset()
     openai_server.reply_with({"tool_calls": [call("nap", seconds=30), call("price", item="jam")]}, "Jam is cheap.")
@@ -264,6 +277,39 @@ def test_http_server_of_our_own_results_errors_and_headers(openai_server, shop_s
     assert shop_server.handshakes() == 1
     # the bearer token is in no parameter, task input, state, log, event or result on the API
     assert_key_stored_nowhere(TOKEN)
+
+
+def test_retries_repeat_a_call_lost_in_transit_never_a_server_error(openai_server, shop_server):
+    """`MCPServer(retries=...)`: a timed-out call is a Prefect task retry (the second attempt
+    answers); an `isError` result and a JSON-RPC error go to the model after one call."""
+    shop_server.reset()
+    server = MCPServer(url=shop_server.url, headers={"Authorization": f"Bearer {TOKEN}"},
+                       include=["slow_once", "refund", "audit"], timeout=1, retries=2)
+    openai_server.reply_with(
+        {"tool_calls": [call("slow_once", key="k1"), call("refund", order="A1"), call("audit", order="B2")]},
+        "Done.",
+    )
+    agent = Agent(chat_model(openai_server), tools=[server], name="retrying")
+
+    @flow(name="mcp-retries")
+    async def host():
+        return FlowRunContext.get().flow_run.id, await agent.ainvoke("Go")
+
+    flow_run_id, result = asyncio.run(host())
+    assert result["output"] == "Done."
+    slow, refunded, audited = (m["content"] for m in openai_server.tool_results())
+    assert slow == "k1: ready on call 2"
+    assert refunded.startswith("Error: tool 'refund' failed: MCPToolError: ")
+    assert audited.startswith("Error: tool 'audit' failed: MCPToolError: JSON-RPC error -32602")
+    assert shop_server.count("tools/call") == 4  # slow_once twice, refund once, audit once
+    runs = {r.name: r for r in asyncio.run(task_runs(flow_run_id, expected=5))}
+    assert runs["slow_once"].run_count == 2 and runs["slow_once"].state.is_completed()
+    assert runs["refund"].run_count == 1 and runs["audit"].run_count == 1
+    assert shop_server.handshakes() == 1
+    with pytest.raises(ValidationError, match="MCPServer: retries must be an int >= 0"):
+        MCPServer(url=shop_server.url, retries=-1)
+    with pytest.raises(ValidationError, match="MCPServer: retry_delay"):
+        MCPServer(url=shop_server.url, retry_delay="soon")
 
 
 def test_a_changed_tool_list_is_listed_again_for_the_next_turn(openai_server):

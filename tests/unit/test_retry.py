@@ -29,6 +29,20 @@ def test_our_validation_errors_and_permission_errors_are_permanent_others_are_no
     assert not is_permanent(KeyError("user code"))
 
 
+def test_an_exception_that_says_it_is_not_retryable_is_permanent():
+    class Answered(Exception):
+        retryable = False
+
+    class Transient(Exception):
+        retryable = True
+
+    assert is_permanent(Answered()) and not should_retry(Answered())
+    assert not is_permanent(Transient())
+    from prefect_beluga.mcp import MCPToolError
+
+    assert is_permanent(MCPToolError("order too old", tool="refund"))
+
+
 def test_retry_on_replaces_the_default():
     assert should_retry(KeyError("x"))
     assert not should_retry(KeyError("x"), retry_on=ConnectionError)
