@@ -1,5 +1,6 @@
-"""Helpers for tests that run flows: read runs back from the API, stop process groups and reap
-child processes, write inputs, look for a secret's encoded forms.
+"""Helpers for tests that run flows: wait for something to become true (`eventually`), read runs
+back from the API, stop process groups and reap child processes, write inputs, look for a
+secret's encoded forms.
 
 Import them as a module (``from prefect_beluga.testing.helpers import read_flow_run``), never
 from a ``conftest.py``.
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, FlowRunFilterParentTaskRunId
@@ -24,16 +26,72 @@ from prefect.client.schemas.objects import FlowRun, TaskRun
 from prefect_beluga.testing.prefect_server import stop_process_group
 
 __all__ = [
+    "aeventually",
     "assert_key_stored_nowhere",
     "base64_forms",
     "create_process_pool",
+    "eventually",
     "read_flow_run",
     "read_subflow_runs",
     "read_task_runs",
     "reaped",
     "stop_process_group",
+    "task_runs",
     "write_docs",
 ]
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, *, timeout: float = 60.0, interval: float = 0.2) -> T:
+    """What `check()` returns once it is truthy, calling it every `interval` seconds; after
+    `timeout` seconds an `AssertionError` naming `what` and the last value seen.
+
+    An `AssertionError` raised by `check` counts as "not yet" (so a check may be a few asserts);
+    any other exception ends the wait at once. The one waiting loop of the test suite: tests do
+    not write their own deadline loops.
+
+    Examples:
+        ```python
+        eventually(lambda: workflow.status(wid, rid) == "PAUSED", "the run to pause")
+        line = eventually(lambda: log.read_text().strip(), "the first log line", timeout=30)
+        ```
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen, failure = _attempt(check)
+        if seen:
+            return seen
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
+        time.sleep(interval)
+
+
+async def aeventually(
+    check: Callable[[], Awaitable[T] | T], what: str, *, timeout: float = 60.0, interval: float = 0.2
+) -> T:
+    """`eventually` for async tests: `check` may be a coroutine function (awaited each time)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            seen = check()
+            if inspect.isawaitable(seen):
+                seen = await seen
+            failure = ""
+        except AssertionError as exc:
+            seen, failure = None, f"AssertionError: {exc}"
+        if seen:
+            return seen  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
+        await asyncio.sleep(interval)
+
+
+def _attempt(check: Callable[[], T]) -> tuple[T | None, str]:
+    try:
+        return check(), ""
+    except AssertionError as exc:
+        return None, f"AssertionError: {exc}"
 
 
 @contextmanager
@@ -59,15 +117,13 @@ def reaped(child: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
 
 async def read_flow_run(name: str, timeout: float = 30.0) -> FlowRun:
     """The flow run called `name`, waiting for it to reach a final state."""
-    deadline = time.monotonic() + timeout
     async with get_client() as client:
-        while True:
+
+        async def finished() -> FlowRun | None:
             runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
-            if runs and runs[0].state and runs[0].state.is_final():
-                return runs[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no finished flow run named {name!r} after {timeout}s: {runs}")
-            await asyncio.sleep(0.2)
+            return runs[0] if runs and runs[0].state and runs[0].state.is_final() else None
+
+        return await aeventually(finished, f"a finished flow run named {name!r}", timeout=timeout)
 
 
 async def read_task_runs(flow_run_id: uuid.UUID, expected: int, timeout: float = 60.0) -> list[TaskRun]:
@@ -75,21 +131,16 @@ async def read_task_runs(flow_run_id: uuid.UUID, expected: int, timeout: float =
 
     Task runs reach the API as events, a little after the flow run returns: wait for them.
     """
-    deadline = time.monotonic() + timeout
     async with get_client() as client:
-        while True:
-            runs = await client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}),
-            )
-            final = [r for r in runs if r.state and r.state.is_final()]
-            if len(final) >= expected:
-                return sorted(final, key=lambda r: r.start_time or r.expected_start_time)
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"expected {expected} finished task runs in flow run {flow_run_id}, "
-                    f"found {[(r.name, r.state_type) for r in runs]}"
-                )
-            await asyncio.sleep(0.2)
+
+        async def final() -> tuple[list[TaskRun]]:  # a 1-tuple: truthy even when `expected` is 0
+            runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
+            done = [r for r in runs if r.state and r.state.is_final()]
+            assert len(done) >= expected, f"{[(r.name, r.state_type) for r in runs]}"
+            return (sorted(done, key=lambda r: r.start_time or r.expected_start_time),)
+
+        what = f"{expected} finished task runs in flow run {flow_run_id}"
+        return (await aeventually(final, what, timeout=timeout))[0]
 
 
 async def read_subflow_runs(parent_flow_run_id: uuid.UUID) -> list[FlowRun]:
