@@ -43,13 +43,21 @@ __all__ = [
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], what: str, *, timeout: float = 60.0, interval: float = 0.2) -> T:
+def eventually(
+    check: Callable[[], T],
+    what: str,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    process: subprocess.Popen[Any] | None = None,
+) -> T:
     """What `check()` returns once it is truthy, calling it every `interval` seconds; after
     `timeout` seconds an `AssertionError` naming `what` and the last value seen.
 
     An `AssertionError` raised by `check` counts as "not yet" (so a check may be a few asserts);
-    any other exception ends the wait at once. The one waiting loop of the test suite: tests do
-    not write their own deadline loops.
+    any other exception ends the wait at once, and so does `process` (a child the check waits
+    on) exiting first. The one waiting loop of the test suite: tests do not write their own
+    deadline loops.
 
     Examples:
         ```python
@@ -62,6 +70,8 @@ def eventually(check: Callable[[], T], what: str, *, timeout: float = 60.0, inte
         seen, failure = _attempt(check)
         if seen:
             return seen
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the child process exited ({process.returncode}) before {what}")
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
         time.sleep(interval)

@@ -10,6 +10,7 @@ import pytest
 
 from prefect_beluga import Orchestrator, WorkflowCancelled, await_for_signal, wait_for_signal
 from prefect_beluga.orchestration.workflow._background import runner
+from prefect_beluga.testing.helpers import eventually
 
 POLL = 1.0  # wait_for_signal's default poll interval
 BOUND = POLL + 1.0  # the bound, seconds
@@ -31,19 +32,12 @@ waiters = {
 }
 
 
-def wait_for(check, what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("kind", ["sync", "async"])
 @pytest.mark.parametrize("how", ["cancel", "terminate"])
 def test_stopping_a_paused_run_of_this_process_returns_within_the_poll_interval(kind, how):
     workflow = waiters[kind]
     workflow_id, run_id = workflow.execute({})
-    wait_for(lambda: workflow.status(run_id) == "PAUSED", "the run never paused")
+    eventually(lambda: workflow.status(run_id) == "PAUSED", "the run to pause", interval=0.05)
 
     started = time.perf_counter()
     if how == "cancel":

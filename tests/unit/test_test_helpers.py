@@ -71,3 +71,11 @@ async def test_aeventually_awaits_a_coroutine_check():
     assert await aeventually(check, "two looks", timeout=30, interval=0.01) == "done"
     with pytest.raises(AssertionError, match="waited 0.05s for nothing"):
         await aeventually(lambda: 0, "nothing", timeout=0.05, interval=0.01)
+
+
+def test_eventually_stops_waiting_when_the_child_it_waits_on_has_exited():
+    child = subprocess.Popen([sys.executable, "-c", "raise SystemExit(4)"])
+    with reaped(child):
+        child.wait(30)
+        with pytest.raises(AssertionError, match=r"the child process exited \(4\) before the first line"):
+            eventually(lambda: False, "the first line", timeout=60, process=child)
