@@ -11,7 +11,9 @@
 How a run uses a server. When an agent run starts it opens one session per `MCPServer` (a
 stdio process started, or a streamable HTTP connection made), lists the tools once, and keeps
 the session for the whole run: every tool call of the run, parallel ones included, goes through
-it; a `notifications/tools/list_changed` makes the next model turn list the tools again. The
+it; a `notifications/tools/list_changed` makes the next model turn list the tools again (or the
+turn after it, when the change arrives after that turn's request was sent: MCP does not order
+the change against a call's result; docs/mcp.md says why this is not waited for). The
 session is closed when the run ends, whether it returns, fails or is cancelled; a stdio server's
 process ends with it (the SDK closes its stdin, then terminates its process tree).
 

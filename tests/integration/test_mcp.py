@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from mcp.server.mcpserver.utilities.types import Image
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH
 from pydantic import SecretStr
 
 from prefect_beluga import Chain, Orchestrator, ValidationError, llms
@@ -498,6 +499,83 @@ def test_an_mcp_tool_requiring_approval_waits_for_the_signal(openai_server, tmp_
     assert result["output"] == "Approved and done."
     assert json.loads(result["tools"][0])["timezone"] == "UTC"
     assert traffic.count("tools/call") == 1 and traffic.alive() == []
+
+
+# -- a killed and resumed workflow (module level: a child process imports this file) -------------
+
+
+@tool
+def gated(item: str) -> str:
+    """Waits for the gate file next to the relay's log (the first attempt waits to be killed)."""
+    gate = Path(os.environ["BELUGA_MCP_TEST_GATE"])
+    with open(gate.with_suffix(".log"), "a") as f:
+        f.write(f"gated:{item} {os.getpid()}\n")
+    while not gate.exists():
+        time.sleep(0.05)
+    return f"gated {item}"
+
+
+async def resumable_job(state: dict) -> dict:
+    llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-test", base_url=state["base_url"]))
+    server = MCPServer(**MCPTraffic(state["log"]).relayed(sys.executable, "-m", "mcp_server_time"))
+    result = await Agent(llm, tools=[server, gated], name="resumable").ainvoke({"input": "Time?"})
+    return {"output": result["output"], "tools": [m.content for m in result["messages"] if isinstance(m, ToolMessage)]}
+
+
+resumable_workflow = Orchestrator().create_workflow(resumable_job, workflow_id="test-mcp-resumable")
+
+
+def test_a_killed_and_resumed_workflow_reads_a_finished_mcp_call_back(openai_server, tmp_path, monkeypatch):
+    """The child process runs the workflow; turn 1 calls the time server and `gated` at once;
+    the child is SIGKILLed once the MCP call's task run is Completed, while `gated` waits. The
+    retried run (in this process) reads the model turn and the MCP call back: one tools/call."""
+    log, gate = tmp_path / "time.log", tmp_path / "gate"
+    monkeypatch.setenv("BELUGA_MCP_TEST_GATE", str(gate))  # for the resumed run, in this process
+    traffic = MCPTraffic(log)
+    openai_server.reply_with(
+        {"tool_calls": [call("get_current_time", timezone="Asia/Tokyo"), call("gated", item="g")]}, "Both done.")
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "BELUGA_MCP_TEST_GATE": str(gate),
+           "PREFECT_LOCAL_STORAGE_PATH": str(PREFECT_LOCAL_STORAGE_PATH.value()),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import test_mcp as t, time\n"
+        f"wid, rid = t.resumable_workflow.execute({{'base_url': {openai_server.base_url!r}, 'log': {str(log)!r}}})\n"
+        "print(rid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+    with reaped(child):
+        run_id = child.stdout.readline().strip()
+        assert run_id, "the child did not start the run"
+        deadline = time.monotonic() + 120
+        # the MCP call is Completed on the API only once its result is stored: wait for that
+        while not any(r.name == "get_current_time" and r.state_type.value == "COMPLETED"
+                      for r in asyncio.run(task_runs(run_id, expected=1, timeout=0))):
+            assert time.monotonic() < deadline, "the MCP call never completed"
+            assert child.poll() is None, "the runner process died early"
+            time.sleep(0.2)
+        while not (gate.with_suffix(".log").exists() and "gated:g" in gate.with_suffix(".log").read_text()):
+            assert time.monotonic() < deadline, "`gated` never started"
+            time.sleep(0.05)
+        assert traffic.count("tools/call") == 1
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    assert traffic.alive(wait=10) == []  # the killed process's server ended with its stdin
+    gate.touch()
+    resumable_workflow.retry(run_id)
+    result = resumable_workflow.get_result("test-mcp-resumable", run_id, timeout=120)
+    assert result["output"] == "Both done."
+    now, gated_ = result["tools"]
+    assert json.loads(now)["timezone"] == "Asia/Tokyo" and gated_ == "gated g"
+    # the finished MCP call was read back: the server was asked once, by the killed process;
+    # the resumed run opened a session of its own (the tools are listed for its model turn)
+    assert traffic.count("tools/call") == 1
+    assert traffic.handshakes() == 2
+    # `gated`, unfinished when the child was killed, ran again, here; turn 1 was read back
+    runs = [line.split() for line in gate.with_suffix(".log").read_text().splitlines()]
+    assert runs == [["gated:g", str(child.pid)], ["gated:g", str(os.getpid())]]
+    assert len(openai_server.chat_requests()) == 2
+    assert traffic.alive() == []
 
 
 # -- Runnables and Workflows as MCP tools, served by `python -m prefect_beluga.mcp` -------------------
