@@ -253,3 +253,55 @@ def test_otlp_http_export_under_opentelemetry_instrument(tmp_path):
             ancestors.append(parent["attributes"].get("prefect.run.type") or parent["name"])
         assert "flow" in ancestors, (span["name"], ancestors)
     assert all(b"sk-test" not in body for body in receiver.bodies)
+
+
+METRICS_SCRIPT = textwrap.dedent("""
+    import json
+    from prefect_beluga import llms
+
+    llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
+    usage = [llm.generate(question).usage for question in ("What is Prefect?", "And a flow run?")]
+    print(json.dumps({"input": sum(u.prompt_tokens for u in usage), "output": sum(u.completion_tokens for u in usage)}))
+""")
+
+
+def test_otlp_http_metrics_export_under_opentelemetry_instrument(tmp_path):
+    """The token-usage and duration histograms as the OTLP/HTTP metric exporter sends them
+    (`OTEL_METRICS_EXPORTER=otlp`), decoded from the protobuf by the loopback receiver."""
+    script = tmp_path / "metered.py"
+    script.write_text(METRICS_SCRIPT)
+    instrument = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    with OTLPReceiver() as receiver:
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": PREFECT_API_URL.value(),
+            "OTEL_SERVICE_NAME": "beluga-metrics-test",
+            "OTEL_TRACES_EXPORTER": "none",
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.metrics_url,
+            "OTEL_METRIC_EXPORT_INTERVAL": "60000",  # the export at shutdown is the one checked
+        }
+        done = subprocess.run([instrument, sys.executable, str(script)], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        exported = receiver.metrics()
+    expected = json.loads(done.stdout.strip().splitlines()[-1])
+    assert receiver.bodies, "nothing was exported"
+    ours = [m for m in exported if m["scope"] == "prefect_beluga"]
+    assert {m["resource"].get("service.name") for m in ours} == {"beluga-metrics-test"}
+    by_name: dict[str, list[dict]] = {}
+    for metric in ours:  # cumulative: the last export holds the totals
+        by_name[metric["name"]] = metric["points"]
+    tokens, durations = by_name["gen_ai.client.token.usage"], by_name["gen_ai.client.operation.duration"]
+    assert [m["unit"] for m in ours if m["name"] == "gen_ai.client.token.usage"][-1] == "{token}"
+    assert {m["type"] for m in ours} == {"histogram"}
+    offline = [p for p in tokens if p["attributes"].get("gen_ai.provider.name") == "offline"]
+    sums = {p["attributes"]["gen_ai.token.type"]: p["sum"] for p in offline}
+    assert sums == {"input": expected["input"], "output": expected["output"]} and expected["input"] > 0
+    assert {p["count"] for p in offline} == {2}  # one recording per call and token type
+    assert all(p["attributes"]["gen_ai.operation.name"] == "chat" for p in offline)
+    [duration] = [p for p in durations if p["attributes"].get("gen_ai.provider.name") == "offline"]
+    assert duration["count"] == 2 and duration["explicit_bounds"][0] == 0.01
+    assert sum(duration["bucket_counts"]) == 2 and duration["sum"] > 0
