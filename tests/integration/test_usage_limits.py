@@ -308,3 +308,45 @@ def test_a_resumed_workflow_counts_its_finished_steps(openai_server):
     # 1 request read back from the record + 1 sent = the limit: the last step was refused.
     assert len(openai_server.chat_requests()) == 2
     assert exc.usage.requests == 2
+
+
+def test_a_resumed_workflow_counts_a_function_steps_calls_only_when_its_output_says(openai_server):
+    """docs/budgets.md: a finished function step's own model calls are counted on resume only
+    when its output carries `{"usage", "model"}`; otherwise the resumed budget starts lower."""
+    llm = chat_model(openai_server)
+
+    def run(report_usage: bool) -> tuple[int, BaseException | None]:
+        attempts = []
+
+        def summarise(state):
+            result = llm.generate(state["input"])
+            out = {"summary": result.message.content}
+            if report_usage:
+                out.update(usage=result.usage.model_dump(), model=llm.config.model_name)
+            return out
+
+        def flaky(state):
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise ConnectionError("lost the network")
+            return {"input": state["summary"]}
+
+        workflow = Orchestrator().create_workflow(
+            Chain([summarise, flaky, llm, llm], name="summing"), workflow_id=f"budget-fn-{report_usage}", retries=1,
+            usage_limits=UsageLimits(requests=2),
+        )
+        before = len(openai_server.chat_requests())
+        workflow_id, run_id = workflow.execute({"input": "hello"})
+        try:
+            workflow.get_result(workflow_id, run_id, timeout=60)
+            error = None
+        except WorkflowFailed as caught:
+            error = caught.cause
+        assert len(attempts) == 2  # retried once; `summarise` was read back, not run again
+        return len(openai_server.chat_requests()) - before, error
+
+    sent, error = run(report_usage=True)
+    assert sent == 2 and isinstance(error, UsageLimitExceeded) and error.usage.requests == 2
+    # without usage in its output, the record counts nothing: the retry spends 2 more requests
+    sent, error = run(report_usage=False)
+    assert sent == 3 and error is None
