@@ -1,7 +1,8 @@
 """Test session setup shared by ``tests/unit`` and ``tests/integration``.
 
-A private, temporary PREFECT_HOME (so the SQLite database is this session's alone), the loopback
-``openai_server`` / ``pinecone_server`` fixtures, and ``flows/`` on ``sys.path``. The session's
+A private, temporary PREFECT_HOME (so the SQLite database is this session's alone) and ``flows/``
+on ``sys.path``; the loopback ``openai_server`` / ``pinecone_server`` / ``prefect_server`` fixtures
+come from the package's pytest plugin (``pytest_prefect_beluga``). The session's
 Prefect API is started only for ``tests/integration`` (see its ``conftest.py``); helpers live in
 ``prefect_beluga.testing.helpers``.
 """
@@ -18,11 +19,8 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-beluga-tests-")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-# The loopback OpenAI-compatible server (prefect_beluga.testing), as the `openai_server` fixture.
-from prefect_beluga.testing.openai_server import openai_server  # noqa: E402,F401
-
-# The loopback Pinecone data-plane server (prefect_beluga.testing), as the `pinecone_server` fixture.
-from prefect_beluga.testing.pinecone_server import pinecone_server  # noqa: E402,F401
+# The `openai_server`, `pinecone_server` and `prefect_server` fixtures come from the package's
+# pytest plugin (pytest_prefect_beluga.py, the `pytest11` entry point in pyproject.toml).
 
 # The deployable flows in flows/ are scripts, not a package: make them importable by tests
 # (`from rag_ingest import rag_ingest`), as Prefect does when it loads their entrypoints.

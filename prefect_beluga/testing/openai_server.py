@@ -68,7 +68,7 @@ In pytest, use the `openai_server` fixture (import it into your `conftest.py`).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -259,20 +259,4 @@ class OpenAIServer(LoopbackServer):
         return "Echo: "
 
 
-try:  # pytest fixtures, when pytest is installed
-    import pytest
-except ImportError:  # pragma: no cover
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture
-    def openai_server() -> Iterator[OpenAIServer]:
-        """A running `OpenAIServer` (api key "sk-test") for one test."""
-        with OpenAIServer(api_key="sk-test", dimension=16) as server:
-            yield server
-
-
 __all__ = ["DIALECTS", "Dialect", "Fault", "OpenAIServer", "RecordedRequest", "Reply", "embedding_vector"]
-if pytest is not None:
-    __all__ += ["openai_server"]

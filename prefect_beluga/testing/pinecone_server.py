@@ -56,7 +56,6 @@ import math
 import numbers
 from array import array
 from collections import Counter
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -430,20 +429,4 @@ class PineconeServer(LoopbackServer):
         return dot / norms if norms else 0.0
 
 
-try:  # pytest fixtures, when pytest is installed
-    import pytest
-except ImportError:  # pragma: no cover
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture
-    def pinecone_server() -> Iterator[PineconeServer]:
-        """A running `PineconeServer` (api key "pc-test", dimension 64) for one test."""
-        with PineconeServer(api_key="pc-test", dimension=64) as server:
-            yield server
-
-
 __all__ = ["PineconeServer"]
-if pytest is not None:
-    __all__ += ["pinecone_server"]

@@ -393,24 +393,6 @@ def _clean_env(environ: Any) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k not in drop}
 
 
-try:  # a fixture for pytest users; the module works without pytest
-    import pytest
-except ImportError:  # pragma: no cover
-    pytest = None  # type: ignore[assignment]
-
-if pytest is not None:
-
-    @pytest.fixture(scope="module", params=DATABASES)
-    def prefect_server(request: Any) -> Iterator[PrefectServer]:
-        """A real Prefect server on loopback, shared by one test module; the module runs once on
-        SQLite and once on a throwaway PostgreSQL (skipped, saying why, where PostgreSQL is not
-        installed)."""
-        if request.param == "postgresql" and postgres_bin_dir() is None:
-            pytest.skip("PostgreSQL is not installed (apt-get install -y postgresql)")
-        with PrefectServer(database=request.param) as server:
-            yield server
-
-
 __all__ = [
     "PrefectServer",
     "ThrowawayPostgres",
@@ -419,5 +401,3 @@ __all__ = [
     "prefect_executable",
     "stop_process_group",
 ]
-if pytest is not None:
-    __all__ += ["prefect_server"]

@@ -11,10 +11,6 @@ from collections.abc import Iterator
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-# A real `prefect server start` on loopback (prefect_beluga.testing), as the module-scoped
-# `prefect_server` fixture, for tests that need several processes on one API.
-from prefect_beluga.testing.prefect_server import prefect_server  # noqa: F401
-
 
 @pytest.fixture(scope="session", autouse=True)
 def prefect_api() -> Iterator[None]:
