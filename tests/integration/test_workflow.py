@@ -24,7 +24,7 @@ from prefect_beluga import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
-from prefect_beluga.testing.helpers import reaped
+from prefect_beluga.testing.helpers import eventually, reaped
 
 subprocess_env = fx.subprocess_env
 
@@ -143,9 +143,7 @@ def test_get_result_timeout_then_cancel():
     workflow_id, run_id = fx.sleeper.execute({"seconds": 60})
     with pytest.raises(WorkflowTimeout, match="not finished after 0.5s"):
         fx.sleeper.get_result(workflow_id, run_id, timeout=0.5)
-    deadline = time.monotonic() + 30
-    while fx.sleeper.status(run_id) != "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: fx.sleeper.status(run_id) == "RUNNING", "the run to start", timeout=30, interval=0.1)
     fx.sleeper.cancel(run_id)
     with pytest.raises(WorkflowCancelled, match="cancelled"):
         fx.sleeper.get_result(workflow_id, run_id, timeout=30)
@@ -164,10 +162,7 @@ def test_cancel_before_it_starts_and_terminate_with_a_reason():
 
 def test_signal_resumes_a_waiting_run_and_query_reads_its_progress():
     workflow_id, run_id = fx.reviewer.execute({"text": "three short words"})
-    deadline = time.monotonic() + 60
-    while fx.reviewer.status(run_id) != "PAUSED" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert fx.reviewer.status(run_id) == "PAUSED"
+    eventually(lambda: fx.reviewer.status(run_id) == "PAUSED", "the run to pause for its signal")
     assert fx.reviewer.query(run_id) == {"stage": "drafted", "words": 3}
     with pytest.raises(ValidationError, match="JSON-serialisable"):
         fx.reviewer.signal(run_id, "approval", {"ok": object()})
@@ -207,11 +202,7 @@ def test_killed_run_is_retried_without_recomputing_finished_steps(tmp_path):
     )
     with reaped(child):
         run_id = child.stdout.readline().strip()
-        deadline = time.monotonic() + 90
-        while not (log.exists() and "step3" in log.read_text()):
-            assert time.monotonic() < deadline, "step 3 never started"
-            assert child.poll() is None, "the runner process died early"
-            time.sleep(0.1)
+        eventually(lambda: log.exists() and "step3" in log.read_text(), "step 3 to start", timeout=90, process=child)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     assert fx.durable.status(run_id) == "RUNNING"  # nobody is left to say otherwise

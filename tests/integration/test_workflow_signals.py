@@ -13,7 +13,7 @@ import pytest
 import workflow_fixtures as fx
 
 from prefect_beluga import WorkflowCancelled, WorkflowError
-from prefect_beluga.testing.helpers import reaped
+from prefect_beluga.testing.helpers import eventually, reaped
 
 
 def test_signals_sent_before_the_wait_are_received_in_order(tmp_path):
@@ -30,7 +30,7 @@ def test_signals_sent_before_the_wait_are_received_in_order(tmp_path):
 
 def test_two_waits_of_one_name_pause_for_their_own_signal_and_names_interleave():
     wid, rid = fx.collector.execute({"names": ["step", "other", "step"]})
-    fx.wait_for_status(fx.collector, rid, "PAUSED")
+    eventually(lambda: fx.collector.status(rid) == "PAUSED", "the run to pause")
     fx.collector.signal(rid, "step", {"n": 1})
     fx.collector.signal(rid, "step", {"n": 2})  # for the second "step" wait, not the "other" one
     time.sleep(1.5)
@@ -71,16 +71,13 @@ def test_a_killed_run_retried_sees_the_signals_it_had_not_consumed(tmp_path):
     with reaped(child):
         rid = child.stdout.readline().strip()
         fx.collector.signal(rid, "s", 1)
-        deadline = time.monotonic() + 60
-        while not (log.exists() and log.read_text().count("got s") == 1):
-            assert time.monotonic() < deadline and child.poll() is None, "the first signal never arrived"
-            time.sleep(0.1)
-        fx.wait_for_status(fx.collector, rid, "PAUSED")  # in the second wait
+        eventually(lambda: log.exists() and log.read_text().count("got s") == 1, "the first signal", process=child)
+        eventually(lambda: fx.collector.status(rid) == "PAUSED", "the second wait")
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     fx.collector.signal(rid, "s", 2)  # while no process runs it
     fx.collector.retry(rid)
-    fx.wait_for_status(fx.collector, rid, "PAUSED")  # replayed 1 and 2, waits for the third
+    eventually(lambda: fx.collector.status(rid) == "PAUSED", "the third wait")  # replayed 1 and 2
     fx.collector.signal(rid, "s", 3)
     assert fx.collector.get_result("test-collector", rid, timeout=60) == {"got": [1, 2, 3]}
 
@@ -89,10 +86,11 @@ def test_a_killed_run_retried_sees_the_signals_it_had_not_consumed(tmp_path):
 def test_cancelling_a_run_paused_in_a_wait_ends_it_and_the_process_exits(workflow_name):
     code = (
         "import sys, time, workflow_fixtures as fx\n"
+        "from prefect_beluga.testing.helpers import eventually\n"
         f"wf = fx.{workflow_name}\n"
         "wid, rid = wf.execute({'names': ['never']})\n"
         "print(rid, flush=True)\n"
-        "fx.wait_for_status(wf, rid, 'PAUSED')\n"
+        "eventually(lambda: wf.status(rid) == 'PAUSED', 'the run to pause')\n"
         "print('paused', flush=True)\n"
         "try:\n"
         "    wf.get_result(wid, rid, timeout=120)\n"
@@ -144,7 +142,7 @@ def test_the_stream_of_a_run_paused_and_resumed_in_its_process_ends_at_its_end_m
     """A pause and resume count two attempts (`run_count` 2) in one process that publishes one:
     the reader ends at the end marker of the body that returned, not after its 30 s grace."""
     wid, rid = fx.collector.execute({"names": ["go"]}, stream=True)
-    fx.wait_for_status(fx.collector, rid, "PAUSED")
+    eventually(lambda: fx.collector.status(rid) == "PAUSED", "the run to pause")
     fx.collector.signal(rid, "go", "went")
     assert fx.collector.get_result(wid, rid, timeout=60) == {"got": ["went"]}
     started = time.monotonic()

@@ -136,13 +136,6 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def wait_for_status(workflow, run_id: str, status: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while workflow.status(run_id) != status:
-        assert time.monotonic() < deadline, f"run {run_id} never reached {status}: {workflow.status(run_id)}"
-        time.sleep(0.1)
-
-
 def start_worker(server, pool: str, name: str, folder: Path, *, limit: int = 1, **env_more: str):
     """A `prefect worker` process (its own process group) of the process pool `pool`, running at
     most `limit` flow runs at once."""
