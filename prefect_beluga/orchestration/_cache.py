@@ -193,11 +193,40 @@ def cache_hits() -> Iterator[CacheHits]:
         _recorder.reset(token)
 
 
-def _record(task: Any, task_run: Any, state: Any) -> None:
-    """Prefect on_completion hook of a cached step's task."""
+def prefect_beluga_cache_hits(task: Any, task_run: Any, state: Any) -> None:
+    """Prefect on_completion hook of a cached step's task: records a hit or a miss."""
     record = _recorder.get()
     if record is not None:
         record.append((task.name, state.name == "Cached"))
+
+
+_HOOK_NAME = repr(prefect_beluga_cache_hits.__name__)
+
+
+class _QuietHook(logging.Filter):
+    """Drops the two INFO lines Prefect logs around this module's own hook on every cached task
+    run ("Running hook ... in response to entering state 'Cached'", "Hook ... finished running
+    successfully"). Anything else, including an error in the hook, passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO or _HOOK_NAME not in str(record.msg):
+            return True
+        message = record.getMessage()
+        return not (message.startswith(f"Running hook {_HOOK_NAME} in response to entering state")
+                    or message == f"Hook {_HOOK_NAME} finished running successfully")
+
+
+_quiet_hook = _QuietHook()
+_quiet_lock = threading.Lock()
+
+
+def _quiet_hook_logs() -> None:
+    """Install `_QuietHook` on Prefect's task-run logger: once, when the first cached task is
+    built (never at import)."""
+    task_runs = logging.getLogger("prefect.task_runs")
+    with _quiet_lock:
+        if _quiet_hook not in task_runs.filters:
+            task_runs.addFilter(_quiet_hook)
 
 
 def cached_task_options(runnable: Any, step: str, settings: CacheSettings) -> dict[str, Any]:
@@ -215,8 +244,9 @@ def _cached_options(policy: CachePolicy, settings: CacheSettings) -> dict[str, A
         "cache_policy": policy,
         "persist_result": True,
         "cache_expiration": settings.expiration,
-        "on_completion": [_record],
+        "on_completion": [prefect_beluga_cache_hits],
     }
+    _quiet_hook_logs()
     if settings.storage is not None:
         options["result_storage"] = settings.storage
     return options

@@ -40,6 +40,7 @@ from prefect.utilities.asyncutils import add_event_loop_shutdown_callback
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.orchestration import _prefect_internals as internals
+from prefect_beluga.orchestration._embedded_api import ensure_api
 
 Body = Callable[[dict[str, Any], RunConfig], Awaitable[Any]]
 
@@ -252,6 +253,7 @@ async def api_clients() -> AsyncIterator[None]:
     client would wait Prefect's 2 s retry (PrefectHQ/prefect#18934). A caller's sync client is
     left alone.
     """
+    ensure_api()  # the embedded API, if that is the one: started with a patient timeout
     context_vars = internals.client_context_vars()
     if context_vars is None:
         yield

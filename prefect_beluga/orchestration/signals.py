@@ -134,6 +134,34 @@ def park_waits() -> None:
         waker.wake(stop=False)
 
 
+class _PausedAtExit(logging.Filter):
+    """Prefect's async engine logs any flow run that ends other than Completed at ERROR; a run left
+    Paused as its process exits (`park_waits`) is expected and already explained by this
+    module's WARNING, so its "Finished in state Paused()" is logged at INFO instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_ids: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.ERROR and getattr(record, "flow_run_id", None) in self.run_ids
+                and record.getMessage().startswith("Finished in state Paused")):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+_paused_at_exit = _PausedAtExit()
+
+
+def _left_paused(run_id: str) -> None:
+    """Run `run_id` stays Paused as this process exits: its end is logged at INFO (installed on
+    Prefect's flow-run logger the first time, at exit; never at import)."""
+    _paused_at_exit.run_ids.add(run_id)
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if _paused_at_exit not in flow_runs.filters:
+        flow_runs.addFilter(_paused_at_exit)
+
+
 class WaitCancelled(Abort):
     """A wait ends without a signal: the run was cancelled, or this process is exiting. The engine
     stops the run as for Prefect's own `Abort`, leaving its state (Cancelled, or Paused) as it is;
@@ -284,6 +312,7 @@ async def _poll(
                 name,
                 name,
             )
+            _left_paused(run_id)
             raise WaitCancelled(f"this process exited while the run waited for signal {name!r}", state)
         if found:
             if state is not None and state.is_paused():

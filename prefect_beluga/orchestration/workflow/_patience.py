@@ -34,6 +34,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from prefect.client.orchestration import get_client
 
+from prefect_beluga.orchestration._embedded_api import ensure_api
+
 T = TypeVar("T")
 
 #: Seconds a call without a timeout of its own waits out one outage of the Prefect API.
@@ -141,6 +143,7 @@ class Patience:
     async def client(self) -> Any:
         """The current Prefect client (opened on first use, replaced after a failure)."""
         if self._client is None:
+            ensure_api()
             client = get_client()
             await client.__aenter__()
             self._client = client
