@@ -164,6 +164,8 @@ class RunnableCallable(Runnable):
             raise ValidationError(f"expected a callable, got {type(func).__name__}")
         self.func = func
         self.name = name or _callable_name(func)
+        #: True for a lambda given no name: its name "lambda" says nothing of what it does.
+        self.anonymous = name is None and self.name == "lambda"
         self._is_async = _is_async_callable(func)
         self._takes_config = _accepts_second_argument(func)
 

@@ -13,6 +13,10 @@ each activation's parents), so a long chain costs the same per node however deep
 ancestors that are concurrent (neither is an ancestor of the other) writing different values to
 one key is a `StateConflictError`, unless the graph has a reducer for the key.
 
+A node that does not run is reported `{"__skipped__": [node]}` on the stream once, and only
+if it does not run in that run: at once when nothing can run it later; for a node in a loop's
+region (a later pass may run it), when the run ends, if no pass ran it.
+
 The run ends when no node is left to run; its result is described in the graph module:
 the finish points that ran and the nodes whose router chose `END`.
 """
@@ -115,6 +119,9 @@ class _Execution:
         self.resolving = False
         self.tokens: dict[str, dict[str, Token]] = {name: {} for name in graph.nodes}
         self.skipped: dict[str, None] = {}
+        # Nodes a loop may run again: one skipped on a pass is reported only at the end, if no
+        # later pass ran it (see `_resolve_one`).
+        self.in_loops: frozenset[str] = frozenset().union(*graph.topology.forward_reach.values())
         self.failures: dict[str, BaseException] = {}  # with fail_fast=False
         self.failed: dict[str, None] = {}  # every node that failed
         self.completed: Counter[str] = Counter()
@@ -140,6 +147,9 @@ class _Execution:
                 f"graph {self.graph.name!r}: {len(self.failures)} node(s) failed: {listing}",
                 dict(self.failures),
             ) from next(iter(self.failures.values()))
+        skipped_in_loops = [n for n in skipped if n in self.in_loops]
+        if self.sink is not None and skipped_in_loops:
+            self.sink.put({SKIPPED_KEY: skipped_in_loops})  # no pass of their loops ran them
         return GraphRun(result=self.result(), ran=dict(self.runs), skipped=skipped)
 
     def result(self) -> Any:
@@ -301,7 +311,8 @@ class _Execution:
         self.resolved[node] = activation
         if activation is None and node not in self.failures:
             self.skipped[node] = None
-            if self.sink is not None:
+            # Reported at once when nothing can run it later; in a loop, at the end (see `run`).
+            if self.sink is not None and node not in self.in_loops:
                 self.sink.put({SKIPPED_KEY: [node]})
         chosen: set[str] = set()
         targets = list(self.topology.static_targets[node])

@@ -39,7 +39,8 @@ class Map(Runnable):
         runnable: The Runnable (or function) run per item.
         over: The state key holding the list of items.
         item_key: The input key each item is passed under (default "item").
-        into: The output key of the gathered list (default: the step's or node's name).
+        into: The output key of the gathered list (default: the step's or node's name). A Map
+            of a lambda needs `into` or `name`: "lambda" names no result.
         max_concurrency: At most this many items in flight (default: no bound).
         name: The step's name in a chain (default: the runnable's name).
 
@@ -72,6 +73,11 @@ class Map(Runnable):
             raise ValidationError(f"Map: into must be a non-empty state key or None, got {into!r}")
         check_int(max_concurrency, "Map: max_concurrency", low=1, none=True)
         self.runnable = coerce_to_runnable(runnable, where=f"Map over {over!r}")
+        if into is None and name is None and getattr(self.runnable, "anonymous", False):
+            raise ValidationError(
+                f"Map over {over!r}: a lambda has no name for the key its results go under (it would be "
+                f"'lambda'); give the Map into='<key>' (or name='<step name>')"
+            )
         self.over = over
         self.item_key = item_key
         self.into = into

@@ -66,7 +66,8 @@ class Chain(Runnable):
 
     Args:
         steps: Runnables, or functions / coroutine functions taking the state dict and
-            returning a dict of updates.
+            returning a dict of updates. Each is named by its `name`; a name two steps share
+            is numbered for the later ones (`lambda`, `lambda_2`: see `step_names`).
         name: Name of the chain's flow (default "chain").
         timeout: Seconds the whole chain may take; past it, `ChainTimeoutError`.
         retries: Extra attempts per step after the first (Prefect's count; Beluga's
@@ -162,6 +163,8 @@ class Chain(Runnable):
             coerce_to_runnable(step, where=self._where(i, len(steps)))
             for i, step in enumerate(steps)
         )
+        #: The steps' names in this chain: their own, a repeated one numbered (`name_2`, ...).
+        self.step_names: tuple[str, ...] = distinct_names([step.name for step in self.steps])
         self.timeout = timeout
         try:
             self.retry_policy = RetryPolicy(
@@ -176,25 +179,25 @@ class Chain(Runnable):
         self.error_handler = error_handler
         self.memory = memory
         self.subflow = subflow
-        self.cached_steps = cache_steps(cache, [s.name for s in self.steps], where=f"chain {self.name!r}")
+        self.cached_steps = cache_steps(cache, list(self.step_names), where=f"chain {self.name!r}")
         settings = (
             CacheSettings(f"chain {self.name!r}", cache_expiration, cache_storage) if self.cached_steps else None
         )
         self._tasks = [
             runnable_task(
                 step,
-                name=step.name,
-                where=self._where(i, len(self.steps), step),
+                name=name,
+                where=self._where(i, len(self.steps), name),
                 policy=self.retry_policy,
-                cache=settings if step.name in self.cached_steps else None,
+                cache=settings if name in self.cached_steps else None,
             )
-            for i, step in enumerate(self.steps)
+            for i, (step, name) in enumerate(zip(self.steps, self.step_names, strict=True))
         ]
         self.usage_limits = usage_setup(usage_limits, self, f"chain {self.name!r}")
         self._flow = body_flow(self.name, self._flow_body, description=f"Chain of {len(self.steps)} steps")
 
-    def _where(self, index: int, count: int, step: Runnable | None = None) -> str:
-        named = f" {step.name!r}" if step is not None else ""
+    def _where(self, index: int, count: int, name: str | None = None) -> str:
+        named = f" {name!r}" if name is not None else ""
         return f"step{named} ({index + 1} of {count}) of chain {self.name!r}"
 
     async def ainvoke(self, input: Any, config: ConfigLike = None) -> dict[str, Any]:
@@ -303,10 +306,9 @@ class Chain(Runnable):
         except TimeoutError as exc:
             if deadline is None or not deadline.cancel_called:
                 return self._handle_failure(exc)  # a step's own timeout, not the chain's
-            step = self.steps[current[0]]
             raise ChainTimeoutError(
                 f"chain {self.name!r} exceeded its timeout of {self.timeout}s while running "
-                f"{self._where(current[0], len(self.steps), step)}"
+                f"{self._where(current[0], len(self.steps), self.step_names[current[0]])}"
             ) from None
         except Exception as exc:
             if stop_requested() is not None:
@@ -323,17 +325,17 @@ class Chain(Runnable):
         sink = StreamSink.current(self)
         previous: dict[str, Any] | None = None
         quoted_config = quote(config)  # Prefect need not walk it on every call
-        for index, (step, step_task) in enumerate(zip(self.steps, self._tasks, strict=True)):
+        for index, (name, step_task) in enumerate(zip(self.step_names, self._tasks, strict=True)):
             current[0] = index
             raise_if_stopped()
             try:
                 previous = await step_task(call_args(state), quoted_config, previous)
             except Exception as exc:
-                add_step_note(exc, f"in {self._where(index, len(self.steps), step)}")
+                add_step_note(exc, f"in {self._where(index, len(self.steps), name)}")
                 raise
             state = merge(state, previous)
             if sink is not None:
-                sink.put({step.name: previous})
+                sink.put({name: previous})
         return state
 
     def _handle_failure(self, exc: Exception) -> dict[str, Any]:
@@ -352,7 +354,31 @@ class Chain(Runnable):
         ) from exc
 
     def __repr__(self) -> str:
-        return f"Chain(name={self.name!r}, steps={[s.name for s in self.steps]})"
+        return f"Chain(name={self.name!r}, steps={list(self.step_names)})"
+
+
+def distinct_names(names: list[str]) -> tuple[str, ...]:
+    """`names`, each repeat of a name numbered from 2 (`name_2`, `name_3`, ...), skipping any
+    name another step already has, so every step of a chain has a name of its own.
+
+    Examples:
+        ```python
+        distinct_names(["lambda", "lambda", "fetch"])  # ('lambda', 'lambda_2', 'fetch')
+        ```
+    """
+    taken = set(names)
+    seen: set[str] = set()
+    result = []
+    for name in names:
+        if name in seen:
+            number = 2
+            while f"{name}_{number}" in taken:
+                number += 1
+            name = f"{name}_{number}"
+            taken.add(name)
+        seen.add(name)
+        result.append(name)
+    return tuple(result)
 
 
 def _check_error_handler(chain: str, handler: Any) -> None:

@@ -84,6 +84,32 @@ async def test_five_steps_run_in_order_as_named_task_runs(run_name):
         assert [i.id for i in after.task_inputs["upstream"]] == [before.id]
 
 
+class NoName(Runnable):
+    """A step without a name of its own: named after its class."""
+
+    def invoke(self, input: dict, config=None) -> dict:
+        return {"count": input.get("count", 0) + 1}
+
+
+async def test_steps_of_one_name_get_distinct_names_in_runs_events_and_errors(run_name):
+    chain = Chain([NoName(), NoName(), lambda s: {"a": 1}, lambda s: {"b": 2 / s["zero"]}], name="repeats")
+    assert chain.step_names == ("NoName", "NoName_2", "lambda", "lambda_2")
+
+    events = [event async for event in chain.astream({"zero": 1}, RunConfig(run_name=run_name))]
+    assert [next(iter(event)) for event in events] == ["NoName", "NoName_2", "lambda", "lambda_2", "__end__"]
+    assert events[1] == {"NoName_2": {"count": 2}} and events[-1]["__end__"]["count"] == 2
+    task_runs = await read_task_runs((await read_flow_run(run_name)).id, expected=4)
+    assert [t.name for t in task_runs] == ["NoName", "NoName_2", "lambda", "lambda_2"]
+
+    with pytest.raises(ZeroDivisionError) as failed:
+        await chain.ainvoke({"zero": 0})
+    assert "in step 'lambda_2' (4 of 4) of chain 'repeats'" in failed.value.__notes__
+    # a number another step already has is skipped; cache= names a numbered step
+    assert Chain(steps("x", "x", "x_2")).step_names == ("x", "x_3", "x_2")
+    assert Chain([NoName(), NoName()], cache=["NoName_2"]).cached_steps == {"NoName_2"}
+    assert repr(chain) == "Chain(name='repeats', steps=['NoName', 'NoName_2', 'lambda', 'lambda_2'])"
+
+
 # --- retries ------------------------------------------------------------------------------------
 
 

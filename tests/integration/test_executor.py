@@ -419,6 +419,29 @@ async def test_a_loop_may_exit_through_end():
     assert run.result == {"drafts": 3} and run.ran == {"draft": 3} and run.skipped == ("publish",)
 
 
+async def test_a_node_a_loop_skips_then_runs_is_never_streamed_as_skipped():
+    """The rule: `__skipped__` names a node only if it does not run in that run; at once when
+    nothing can run it later, at the end for a node in a loop's region (a later pass may run it)."""
+    graph = Graph(name="loop-skips", artifact=False)
+    graph.add_node("start", lambda s: {}).add_node("aside", lambda s: {})
+    graph.add_node("draft", lambda s: {"drafts": s.get("drafts", 0) + 1})
+    graph.add_node("publish", lambda s: {"published": s["drafts"]}).add_node("review", lambda s: {})
+    graph.add_conditional_edges("start", lambda s: "draft", ["draft", "aside"])
+    graph.add_conditional_edges(
+        "draft", lambda s: "again" if s["drafts"] < 3 else "done",
+        {"again": "draft", "done": "publish", "never": "review"},
+    )
+    graph.set_entry_point("start").set_finish_point("publish")
+    events = [event async for event in graph.astream({})]
+    assert [next(iter(event)) for event in events] == [
+        "start", "__skipped__", "draft", "draft", "draft", "publish", "__skipped__", "__end__",
+    ]
+    assert events[1] == {"__skipped__": ["aside"]}  # outside the loop: reported at once
+    assert events[-2] == {"__skipped__": ["review"]}  # in the loop, never run: at the end
+    run = await graph.arun({})
+    assert run.ran == {"start": 1, "draft": 3, "publish": 1} and set(run.skipped) == {"aside", "review"}
+
+
 async def test_a_run_reaching_neither_a_finish_point_nor_end_is_an_error_not_an_empty_result():
     graph = Graph(name="astray", artifact=False)
     for name in ("a", "x", "f", "g"):

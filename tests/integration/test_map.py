@@ -192,6 +192,14 @@ def test_bad_map_arguments_are_clear_errors() -> None:
         Map(lambda s: s, over="docs", max_concurrency=0)
 
 
+async def test_a_map_of_a_lambda_needs_into_or_name() -> None:
+    with pytest.raises(ValidationError, match=r"Map over 'docs': a lambda has no name .*give the Map into="):
+        Map(lambda s: {"n": len(s["item"])}, over="docs")
+    sizes = Map(lambda s: {"n": len(s["item"])}, over="docs", into="sizes")
+    assert await sizes.ainvoke({"docs": ["ab", "c"]}) == {"sizes": [{"n": 2}, {"n": 1}]}
+    assert Map(lambda s: s, over="docs", name="sizes").name == "sizes"
+
+
 async def test_items_go_to_the_dask_task_runner(run_name: str) -> None:
     prefect_dask = pytest.importorskip("prefect_dask")
     runner = prefect_dask.DaskTaskRunner(
