@@ -5,6 +5,12 @@ was published, then live), maps every event (AG-UI, or the plain package shape),
 and yields those after the client's `Cursor`. Meanwhile it looks at the run's state: a run paused
 waiting for a signal (an agent tool's `approve:<tool>`) is announced once per pause key.
 Leaving (the client disconnects) only stops reading: the run goes on.
+
+The run's terminal event (`RUN_FINISHED` / `RUN_ERROR`, or the plain `__end__` / `__error__` /
+`__cancelled__`) is never skipped by a cursor: a client whose `Last-Event-ID` is at or past the
+ending's position (it saw the end already, or its cursor came from a stream whose positions
+differ) still gets it, with the id `max(position, cursor)`, so a client that had it sees the
+same id again and can tell, and no client is left reconnecting to a stream that never ends.
 """
 
 from __future__ import annotations
@@ -75,12 +81,17 @@ async def run_events(
             return [json.dumps(jsonable(update))]
         return [encode(e) for e in mapper.feed(update)]
 
-    def ending(kind: str, item: Any) -> list[str]:
+    def ending(kind: str, item: Any) -> list[tuple[str, str]]:
+        """The run's last events after the cursor; the terminal one whatever the cursor."""
         if kind == "error":
-            return _ending(item, mapper, plain, scrub)
-        if plain:
-            return [json.dumps({"__end__": jsonable(item)})]
-        return [encode(e) for e in mapper.finish(item)]
+            datas = _ending(item, mapper, plain, scrub)
+        elif plain:
+            datas = [json.dumps({"__end__": jsonable(item)})]
+        else:
+            datas = [encode(e) for e in mapper.finish(item)]
+        events = [event for data in datas[:-1] if (event := out(data)) is not None]
+        terminal = out(datas[-1])
+        return [*events, terminal or (Cursor(max(n, after.n), announced).id(), datas[-1])]
 
     try:
         for data in ([] if plain else [encode(e) for e in mapper.start()]):
@@ -97,9 +108,8 @@ async def run_events(
             if kind == "update" and "__end__" in item:
                 kind, item = "end", item["__end__"]
             if kind in ("end", "error"):
-                for data in ending(kind, item):
-                    if (event := out(data)) is not None:
-                        yield event
+                for event in ending(kind, item):
+                    yield event
                 return
             if kind == "update":
                 last_update = now
@@ -128,9 +138,8 @@ async def run_events(
                         kind, item = "end", await workflow.aget_result(workflow.workflow_id, run_id, timeout=30)
                     except Exception as exc:  # noqa: BLE001 - failed / cancelled: told to the client
                         kind, item = "error", exc
-                    for data in ending(kind, item):
-                        if (event := out(data)) is not None:
-                            yield event
+                    for event in ending(kind, item):
+                        yield event
                     return
                 continue
             if state.signal is None or state.pause_key == announced:

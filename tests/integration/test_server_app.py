@@ -229,9 +229,14 @@ def test_last_event_id_resumes_on_the_other_replica_missing_nothing_and_repeatin
     whole, _ = sse(a, run_id)
     assert first + rest == whole
     assert json.loads(whole[-1][1])["type"] == "RUN_FINISHED"
-    # resuming after the last event: nothing more
+    # resuming at the last event: only the terminal event again, under its own id (a client
+    # that had it can tell; one whose cursor passed it still learns that the run is over)
     tail, _ = sse(b, run_id, last_event_id=whole[-1][0])
-    assert tail == []
+    assert tail == [whole[-1]]
+    beyond, _ = sse(b, run_id, last_event_id=str(int(whole[-1][0]) + 100))
+    assert beyond == [(str(int(whole[-1][0]) + 100), whole[-1][1])]
+    plain, _ = sse(a, run_id, last_event_id="100000", fmt="plain")
+    assert [json.loads(d) for _, d in plain] == [{"__end__": json.loads(whole[-1][1])["result"]}]
 
 
 def test_a_reconnect_after_an_approval_announcement_does_not_announce_it_twice(replicas, llm):
