@@ -1,4 +1,5 @@
-"""The runtime: shared API clients inside a user's flow, guarded Prefect internals, auth."""
+"""`orchestration/_runtime.py`: the API clients a run uses (one pair per loop, a busy-retry
+transport), shared clients inside a user's flow, guarded Prefect internals, auth."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import warnings
 import weakref
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -40,6 +42,71 @@ def small_graph(subflow: bool = True) -> Graph:
     graph.set_entry_point("a")
     graph.set_finish_point("b")
     return graph
+
+
+# -- the API clients a run uses ----------------------------------------------------------------
+
+
+async def test_runs_reuse_one_api_client_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first run on a loop, a chain's flow runs build no new Prefect API client
+    (each would load the CA bundle into a new SSL context)."""
+    from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+
+    chain = Chain([add_one] * 2, name="client-reuse")
+    assert await chain.ainvoke({"count": 0}) == {"count": 2}
+    built: list[str] = []
+    for cls in (PrefectClient, SyncPrefectClient):
+        original = cls.__init__
+
+        def counting(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> None:
+            built.append(type(self).__name__)
+            _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "__init__", counting)
+    results = await asyncio.gather(*(chain.ainvoke({"count": i}) for i in range(3)))
+    assert results == [{"count": 2}, {"count": 3}, {"count": 4}]
+    assert built == []
+
+
+async def test_busy_retry_transport_absorbs_retryable_503s() -> None:
+    """A 503 without Retry-After (a rolled-back SQLite write) is retried within milliseconds;
+    a 503 with Retry-After, or one that persists, goes up to Prefect's client unchanged."""
+    import httpx
+
+    from prefect_beluga.orchestration._runtime import BusyRetryTransport
+
+    class Scripted(httpx.AsyncBaseTransport):
+        def __init__(self, replies: list[httpx.Response]) -> None:
+            self.replies = replies
+            self.bodies: list[bytes] = []
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            self.bodies.append(await request.aread())
+            return self.replies.pop(0)
+
+    busy = lambda: httpx.Response(503, json={"exception_message": "Service Unavailable"})  # noqa: E731
+    inner = Scripted([busy(), busy(), httpx.Response(201, json={"id": 1})])
+    async with httpx.AsyncClient(transport=BusyRetryTransport(inner), base_url="http://api") as client:
+        started = asyncio.get_running_loop().time()
+        reply = await client.post("/flow_runs/", json={"name": "x"})
+        assert reply.status_code == 201
+        assert asyncio.get_running_loop().time() - started < 0.5
+    assert inner.bodies == [b'{"name":"x"}'] * 3  # the same request, resent whole
+
+    inner = Scripted([httpx.Response(503, headers={"Retry-After": "30"})])
+    transport = BusyRetryTransport(inner)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        assert (await client.get("/health")).status_code == 503
+    assert transport.retried == 0
+
+    transport = BusyRetryTransport(Scripted([busy() for _ in range(10)]))
+    transport.delays = (0.0, 0.0)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        assert (await client.get("/health")).status_code == 503
+    assert transport.retried == 2
+
+
+# -- a busy API inside a user's flow -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -113,9 +180,8 @@ async def test_inside_a_user_flow_the_subflow_uses_the_shared_client_and_gives_t
     await users_flow()
     assert seen["inside"] is not seen["caller"]
     assert seen["after"] is seen["caller"]
-    assert runtime.shared_transport() is None or isinstance(
-        runtime.shared_transport(), runtime.BusyRetryTransport
-    )
+    # the shared client the subflow used is this loop's, behind the busy-retry transport
+    assert isinstance(runtime.shared_transport(), runtime.BusyRetryTransport)
 
 
 # -- guarded internals ------------------------------------------------------------------------------
