@@ -10,7 +10,7 @@
         return a + b
     agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
                   system_prompt="Use the tools.", name="adder")
-    agent.invoke("What is 2 + 40?")["output"]  # -> '2 + 40 = 42.'
+    agent.invoke("What is 2 + 40?")["output"]  # '2 + 40 = 42.'
     ```
 
 The loop: the model gets the conversation and the tools' JSON schemas; when it answers with

@@ -11,9 +11,8 @@
             b: The second number.
         \"\"\"
         return a + b
-    add.name, add.description  # -> ('add', 'Add two integers.')
-    add.parameters["properties"]["a"]  # -> {'description': 'The first number.', 'type': 'integer'}
-    # -> {'description': 'The first number.', 'type': 'integer'}
+    add.name, add.description  # ('add', 'Add two integers.')
+    add.parameters["properties"]["a"]  # {'description': 'The first number.', 'type': 'integer'}
     ```
 
 The schema comes from the signature through pydantic (so `int`, `list[str]`, `Literal[...]`,

@@ -18,7 +18,7 @@ class BufferMemory(BaseMemory):
         ```python
         memory = BufferMemory()
         memory.save_context({"input": "hi"}, {"output": "hello"})
-        memory.load_memory_variables({})  # -> {'history': 'Human: hi\\nAI: hello'}
+        memory.load_memory_variables({})  # {'history': 'Human: hi\\nAI: hello'}
         ```
     """
 

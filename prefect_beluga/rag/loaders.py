@@ -33,7 +33,7 @@ class SourceScope:
     Examples:
         ```python
         scope = source_scope("docs/")
-        scope.contains(str(Path("docs/a.md").resolve()))  # -> True
+        scope.contains(str(Path("docs/a.md").resolve()))  # True
         ```
     """
 

@@ -30,7 +30,7 @@ class TokenTextSplitter:
         ```python
         splitter = TokenTextSplitter(chunk_size=200, chunk_overlap=20)
         chunks = splitter.split_documents(load_documents("docs/"))
-        chunks[0].metadata  # -> {'source': 'docs/intro.md', 'chunk': 0}
+        chunks[0].metadata  # {'source': 'docs/intro.md', 'chunk': 0}
         ```
     """
 

@@ -6,9 +6,9 @@ Every one of them listens on 127.0.0.1 (loopback only) unless given another host
     ```python
     from prefect_beluga.testing import OpenAIServer, PrefectServer
     with OpenAIServer() as server:
-        server.base_url  # -> 'http://127.0.0.1:.../v1'
+        server.base_url  # 'http://127.0.0.1:.../v1'
     with PrefectServer(database="postgresql", auth_string="admin:pw") as prefect:
-        prefect.api_url  # -> 'http://127.0.0.1:.../api'
+        prefect.api_url  # 'http://127.0.0.1:.../api'
     ```
 """
 

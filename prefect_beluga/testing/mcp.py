@@ -11,8 +11,8 @@ the process is gone afterwards, with nothing patched:
     traffic = MCPTraffic(tmp_path / "time.log")
     server = MCPServer(**traffic.relayed(sys.executable, "-m", "mcp_server_time"))
     ...  # an agent run
-    traffic.count("tools/list")   # -> 1
-    traffic.alive()               # -> [] (pids of the relay and the server still running)
+    traffic.count("tools/list")   # 1
+    traffic.alive()               # [] (pids of the relay and the server still running)
     ```
 
 `HTTPMCPServer` runs an `mcp.server.mcpserver.MCPServer` (the SDK's FastMCP) of the test's own

@@ -10,7 +10,7 @@ It speaks the real wire protocol, so the official `openai` SDK talks to it over 
         client = OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=0)
         reply = client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
-        reply.choices[0].message.content  # -> 'Echo: hello'
+        reply.choices[0].message.content  # 'Echo: hello'
     ```
 
 Endpoints: `POST /v1/chat/completions` (JSON, or Server-Sent Events with `"stream": true`,

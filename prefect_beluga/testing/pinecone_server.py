@@ -10,7 +10,7 @@ talks to it over HTTP on 127.0.0.1 with nothing patched:
         index = Pinecone(api_key="pc-test").Index(host=server.url)
         _ = index.upsert(vectors=[("a", [1.0, 0.0, 0.0], {"text": "hello"})], namespace="docs")
         index.query(vector=[1.0, 0.1, 0.0], top_k=1, namespace="docs", include_metadata=True).matches[0].id
-    # -> 'a'
+    # 'a'
     ```
 
 Endpoints (JSON bodies, camelCase as on the wire; every request needs the `Api-Key` header when

@@ -12,7 +12,7 @@
         Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
     ], embedder)
     docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
-    docs[0].metadata["source"]  # -> 'ml.md'
+    docs[0].metadata["source"]  # 'ml.md'
     ```
 
 Filters use Pinecone's metadata filter language, so a filter means the same on every store:

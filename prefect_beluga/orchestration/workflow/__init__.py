@@ -7,7 +7,7 @@
     workflow = Orchestrator().create_workflow(my_workflow, workflow_id="my-workflow")
     workflow_id, run_id = workflow.execute({"input": "test"})   # returns at once
     workflow.get_result(workflow_id, run_id)                    # waits; any process
-    # -> {'output': 'TEST'}
+    # {'output': 'TEST'}
     ```
 
 A workflow is a Prefect flow named `workflow_id` whose result is persisted. `execute` creates a
