@@ -277,10 +277,9 @@ def serve(
 
         anyio.run(run)
         return
-    import uvicorn
+    from prefect_beluga.core._cli import run_asgi
 
-    app = http_app(*targets, name=name, token=token, host=host)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    run_asgi(http_app(*targets, name=name, token=token, host=host), host, port, log_level="warning")
 
 
 class _BearerToken:
