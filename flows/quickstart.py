@@ -4,6 +4,12 @@ Runs on Prefect's embedded (ephemeral) API unless PREFECT_API_URL points at a se
 OPENAI_API_KEY set it uses OpenAI for embeddings and answers; without it, the offline hashing
 embedder and the offline extractive model (which says so in every answer).
 
+It runs in a namespace of its own, so running it against a production server touches nothing
+else: its blocks are `quickstart-chat`, `quickstart-embedder` and `quickstart-store` (its own
+store file, `quickstart-store-<embedder>.npz`, or the Pinecone namespace `quickstart`), and
+every flow it runs is named `quickstart` or `quickstart-...` (`quickstart-rag-ingest`,
+`quickstart-rag-answer`, ...), with artifact keys of the same names.
+
     python flows/quickstart.py
 """
 
@@ -29,8 +35,17 @@ from prefect_beluga import Orchestrator, Runnable, memory, rag  # noqa: E402
 from prefect_beluga.artifacts import publish_answers  # noqa: E402
 from prefect_beluga.blocks import (  # noqa: E402
     asave_default_blocks,
+    block_names,
     load_rag_components,
 )
+
+NAMESPACE = "quickstart"
+BLOCKS = block_names(NAMESPACE)
+CHAT, EMBEDDER, STORE = BLOCKS["chat"], BLOCKS["embedder"], BLOCKS["store"]
+# The deployable flows, under names of the quickstart's own.
+ingest = rag_ingest.with_options(name=f"{NAMESPACE}-rag-ingest")
+answer_flow = rag_answer.with_options(name=f"{NAMESPACE}-rag-answer")
+agent_flow = agent_answer.with_options(name=f"{NAMESPACE}-agent-answer")
 
 DOCS = Path(__file__).parent / "docs"
 QUESTIONS = [
@@ -50,6 +65,11 @@ class SimpleStep(Runnable):
         return {"output": f"Result from {self.name}"}
 
 
+def components() -> dict[str, str]:
+    """The quickstart's own blocks, as the flows' parameters."""
+    return {"chat_model_block": CHAT, "embedder_block": EMBEDDER, "vector_store_block": STORE}
+
+
 async def timed(label: str, call):
     started = time.perf_counter()
     result = await call
@@ -60,7 +80,7 @@ async def timed(label: str, call):
 async def tutorial(orchestrator: Orchestrator) -> None:
     chain = orchestrator.create_chain(
         [SimpleStep("step1"), SimpleStep("step2"), SimpleStep("step3")],
-        name="tutorial-chain",
+        name=f"{NAMESPACE}-tutorial-chain",
         timeout=30,
         retries=3,
         retry_delay=2.0,
@@ -69,7 +89,7 @@ async def tutorial(orchestrator: Orchestrator) -> None:
     await timed("chain", chain.ainvoke({"input": "test"}))
     await timed("chain with memory", chain.ainvoke({"input": "and again"}))
 
-    graph = orchestrator.create_graph(name="tutorial-graph")
+    graph = orchestrator.create_graph(name=f"{NAMESPACE}-tutorial-graph")
     graph.add_node("step1", SimpleStep("node1"))
     graph.add_node("step2", SimpleStep("node2"))
     graph.add_node("step3", SimpleStep("node3"))
@@ -82,17 +102,15 @@ async def tutorial(orchestrator: Orchestrator) -> None:
 
 
 async def rag_pipeline() -> None:
-    for line in (await asave_default_blocks(overwrite=False)).values():
+    for line in (await asave_default_blocks(overwrite=False, prefix=NAMESPACE)).values():
         print(line)
-    # The rag-ingest deployment's own defaults: the same files (one identity per resolved path)
-    # and the same chunks in the same store, so the two never duplicate each other.
-    report = await rag_ingest(str(DOCS))
+    report = await ingest(str(DOCS), embedder_block=EMBEDDER, vector_store_block=STORE)
     print(f"ingest: {report['written']} chunks written, {report['unchanged']} unchanged, {report['removed']} removed "
           f"(re-runs skip them), {report['seconds']}s")
     answers = []
     for question in QUESTIONS:
         started = time.perf_counter()
-        answer = await rag_answer(question)
+        answer = await answer_flow(question, **components())
         answers.append({"question": question, **answer})
         print(f"\nQ: {question}\nA: {answer['output']}\n   sources: {', '.join(answer['sources'])}"
               f"  ({time.perf_counter() - started:.2f}s, {answer['usage']['total_tokens']} tokens"
@@ -100,7 +118,7 @@ async def rag_pipeline() -> None:
     await publish_answers(answers, key="quickstart-answers")
     # The same questions again: the cross-run cache answers them, no embedding or model call.
     started = time.perf_counter()
-    again = [await rag_answer(question) for question in QUESTIONS]
+    again = [await answer_flow(question, **components()) for question in QUESTIONS]
     cached = sum("generate" in answer["cached"] for answer in again)
     print(f"\nsame {len(QUESTIONS)} questions again: {cached} of {len(QUESTIONS)} answers (cached), "
           f"{len(QUESTIONS) - cached} model call(s), {time.perf_counter() - started:.2f}s")
@@ -108,8 +126,8 @@ async def rag_pipeline() -> None:
 
 async def streamed_answer(question: str) -> None:
     """One answer streamed token by token as the model writes it (docs/streaming.md)."""
-    llm, embedder, store = await load_rag_components()
-    chain = rag.build_rag_chain(store, embedder, llm, name="rag-streamed")
+    llm, embedder, store = await load_rag_components(CHAT, EMBEDDER, STORE)
+    chain = rag.build_rag_chain(store, embedder, llm, name=f"{NAMESPACE}-rag-streamed")
     # Straight to stdout: the flow's log_prints would make every token a log line.
     sys.stdout.write(f"\nQ (streamed): {question}\nA: ")
     async for event in chain.astream({"input": question}, tokens=True):
@@ -127,7 +145,7 @@ async def quickstart() -> None:
     await rag_pipeline()
     await streamed_answer(QUESTIONS[0])
     # An agent deciding when to search the same store (a tool); offline, it searches once and quotes.
-    answer = await agent_answer("How are Prefect tasks retried?")
+    answer = await agent_flow("How are Prefect tasks retried?", **components())
     print(f"\nagent: {answer['output']}\n   searched: {answer['searches']}; sources: {', '.join(answer['sources'])}")
     api_url = os.environ.get("PREFECT_API_URL")
     if api_url:

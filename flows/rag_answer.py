@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_HOME
 
 from prefect_beluga import memory, rag
@@ -100,8 +101,11 @@ async def rag_answer(
         warning = (f"the vector store {vector_store_block!r} returned nothing for this question: it is empty or "
                    f"holds nothing for the embedder {embedder_block!r}; {rag.steps.EMPTY_STORE_HINT}")
         logger.warning(warning)
-    await publish_answers([{"question": question, **result}], key="rag-answers", session=session_id,
-                          memory_store=turns_store.describe() if turns_store else None, warning=warning)
+    # Artifact keys are global on the API: "<flow name>s", so a renamed copy of this flow (the
+    # quickstart's `quickstart-rag-answer`) never adds versions to `rag-answers`.
+    await publish_answers([{"question": question, **result}], key=f"{FlowRunContext.get().flow.name}s",
+                          session=session_id, memory_store=turns_store.describe() if turns_store else None,
+                          warning=warning)
     logger.info("answered from %d source(s) with %s%s", len(result["sources"]), result["model"],
                 " (model reply from the cache)" if "generate" in record.hits else "")
     return result

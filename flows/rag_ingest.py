@@ -25,6 +25,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from prefect.cache_policies import NONE
+from prefect.context import FlowRunContext
 
 from prefect_beluga import rag
 from prefect_beluga.blocks import (
@@ -105,8 +106,11 @@ async def rag_ingest(
         "%d chunks in %s: %d new or changed, %d unchanged", len(chunks), source, len(todo), len(chunks) - len(todo)
     )
 
+    # Artifact keys are global on the API: they follow the flow's name, so a renamed copy of this
+    # flow (the quickstart's `quickstart-rag-ingest`) never adds versions to `rag-ingest-*`.
+    flow_name = FlowRunContext.get().flow.name
     progress = await acreate_progress_artifact(
-        0.0 if todo else 100.0, key="rag-ingest-progress", description=f"Chunks of {source} embedded and written"
+        0.0 if todo else 100.0, key=f"{flow_name}-progress", description=f"Chunks of {source} embedded and written"
     )
     written = 0
     for number, batch in enumerate(rag.batched(todo, batch_size), 1):
@@ -124,7 +128,7 @@ async def rag_ingest(
         "removed": removed,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    await acreate_table_artifact([report], key="rag-ingest-report", description=f"Ingest of {source}")
+    await acreate_table_artifact([report], key=f"{flow_name}-report", description=f"Ingest of {source}")
     logger.info("ingested %s: %s", source, report)
     return report
 

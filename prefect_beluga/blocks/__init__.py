@@ -76,7 +76,7 @@ stores them encrypted and reads them back obscured unless secrets are asked for.
 """
 
 from prefect_beluga.blocks._loading import RagComponents, load_block, load_rag_components, load_vector_store_block
-from prefect_beluga.blocks._provisioning import asave_default_blocks, save_default_blocks
+from prefect_beluga.blocks._provisioning import asave_default_blocks, block_names, save_default_blocks
 from prefect_beluga.blocks._types import (
     DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_CHAT_MODEL_BLOCK,
@@ -112,6 +112,7 @@ __all__ = [
     "PineconeVectorStoreBlock",
     "VectorStoreBlock",
     "asave_default_blocks",
+    "block_names",
     "load_block",
     "load_vector_store_block",
     "save_default_blocks",

@@ -20,12 +20,6 @@ from prefect_beluga._openai_client import AZURE_OPENAI_API_VERSION_ENVS
 from prefect_beluga._openai_servers import server_preset
 from prefect_beluga.blocks._loading import _find_vector_store_block, _vector_store_types_named, is_block_not_found
 from prefect_beluga.blocks._types import (
-    DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
-    DEFAULT_CHAT_MODEL_BLOCK,
-    DEFAULT_EMBEDDER_BLOCK,
-    DEFAULT_OPENAI_CREDENTIALS_BLOCK,
-    DEFAULT_PINECONE_CREDENTIALS_BLOCK,
-    DEFAULT_STORE_BLOCK,
     AzureOpenAICredentials,
     ChatModelBlock,
     EmbeddedVectorStoreBlock,
@@ -39,15 +33,19 @@ from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings import Embedder
 
-__all__ = ["asave_default_blocks", "save_default_blocks"]
+__all__ = ["asave_default_blocks", "block_names", "save_default_blocks"]
 
 B = TypeVar("B", bound=Block)
 
 #: The rate limit BELUGA_OPENAI_RATE_PER_SECOND creates and the OpenAI blocks saved with it take.
 OPENAI_RATE_LIMIT = "openai"
+#: The names of the documents `save_default_blocks` saves start with it: "beluga-chat", ...
+DEFAULT_PREFIX = "beluga"
 
 
-def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
+def save_default_blocks(
+    env: Mapping[str, str] = os.environ, *, overwrite: bool = True, prefix: str = DEFAULT_PREFIX
+) -> dict[str, str]:
     """Save the block documents a deployment needs, configured from environment variables.
 
     Idempotent: the documents keep their names (see the module docstring for the variables and
@@ -60,6 +58,11 @@ def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool 
     Args:
         env: The variables to read (default: this process's environment).
         overwrite: Replace documents that already exist (False: keep them).
+        prefix: The documents' names start with it (`<prefix>-chat`, `<prefix>-store`, ...). Any
+            other prefix than "beluga" is a namespace of its own that shares nothing with the
+            default documents: its embedded store file is `<prefix>-store-<embedder>.npz` (beside
+            BELUGA_STORE_PATH when set), its Pinecone namespace is `<prefix>` (after
+            PINECONE_NAMESPACE when set: `<namespace>-<prefix>`). The quickstart uses "quickstart".
 
     Returns:
         One line per document, keyed by document name: what was saved or kept, and which missing
@@ -79,16 +82,31 @@ def save_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool 
             print(line)
         ```
     """
-    return run_sync(asave_default_blocks(env, overwrite=overwrite))
+    return run_sync(asave_default_blocks(env, overwrite=overwrite, prefix=prefix))
 
 
-async def asave_default_blocks(env: Mapping[str, str] = os.environ, *, overwrite: bool = True) -> dict[str, str]:
+async def asave_default_blocks(
+    env: Mapping[str, str] = os.environ, *, overwrite: bool = True, prefix: str = DEFAULT_PREFIX
+) -> dict[str, str]:
     """`save_default_blocks`, for async code."""
+    names = block_names(prefix)
     async with get_client() as client:
-        return await _save_default_blocks(env, overwrite, client)
+        return await _save_default_blocks(env, overwrite, client, names, prefix)
 
 
-async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: PrefectClient) -> dict[str, str]:
+def block_names(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
+    """The document names `save_default_blocks(prefix=...)` saves, by kind: "chat", "embedder",
+    "store", "openai", "pinecone", "azure-openai" (e.g. `block_names("quickstart")["store"]` is
+    "quickstart-store"; the "beluga" prefix gives the DEFAULT_*_BLOCK names)."""
+    if not isinstance(prefix, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]*", prefix):
+        raise ValidationError(f"prefix must be lower-case letters, digits and dashes, got {prefix!r}")
+    return {kind: f"{prefix}-{kind}" for kind in ("chat", "embedder", "store", "openai", "pinecone", "azure-openai")}
+
+
+async def _save_default_blocks(
+    env: Mapping[str, str], overwrite: bool, client: PrefectClient, names: dict[str, str], prefix: str
+) -> dict[str, str]:
+    own = prefix != DEFAULT_PREFIX  # a namespace of its own: its own store file / Pinecone namespace
     env = {key: value.strip() for key, value in env.items() if isinstance(value, str) and value.strip()}
     dimension = _dimension_from(env)
     rate = _rate_from(env)
@@ -121,28 +139,28 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
     # Credentials.
     openai_credentials: OpenAICredentials | AzureOpenAICredentials | None = None
     if azure:
-        openai_credentials = await existing(AzureOpenAICredentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK)
+        openai_credentials = await existing(AzureOpenAICredentials, names["azure-openai"])
         if openai_credentials is not None:
-            kept(openai_credentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK)
+            kept(openai_credentials, names["azure-openai"])
         else:
             version = next((env[v] for v in AZURE_OPENAI_API_VERSION_ENVS if v in env), "2024-10-21")
             openai_credentials = AzureOpenAICredentials(
                 azure_endpoint=env["AZURE_OPENAI_ENDPOINT"], api_version=version,
                 api_key=SecretStr(env["AZURE_OPENAI_API_KEY"]),
             )
-            saves.append((openai_credentials, DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
+            saves.append((openai_credentials, names["azure-openai"],
                           f"saved the Azure OpenAI credentials for {openai_credentials.azure_endpoint} "
                           f"(api-version {version})"))
     elif "OPENAI_API_KEY" in env:
-        openai_credentials = await existing(OpenAICredentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
+        openai_credentials = await existing(OpenAICredentials, names["openai"])
         if openai_credentials is not None:
-            kept(openai_credentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK)
+            kept(openai_credentials, names["openai"])
         else:
             openai_credentials = OpenAICredentials(
                 api_key=SecretStr(env["OPENAI_API_KEY"]), base_url=env.get("OPENAI_BASE_URL")
             )
             where = f" for {openai_credentials.base_url}" if openai_credentials.base_url else ""
-            saves.append((openai_credentials, DEFAULT_OPENAI_CREDENTIALS_BLOCK, f"saved the OpenAI credentials{where}"))
+            saves.append((openai_credentials, names["openai"], f"saved the OpenAI credentials{where}"))
     pinecone_credentials: PineconeCredentials | None = None
     if "PINECONE_API_KEY" in env:
         if "PINECONE_INDEX" not in env and "PINECONE_HOST" not in env:
@@ -150,17 +168,17 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
                 "PINECONE_API_KEY is set but neither PINECONE_INDEX (the index name) nor PINECONE_HOST (its "
                 "data-plane host) is: set one of them, or unset PINECONE_API_KEY to use the embedded store"
             )
-        pinecone_credentials = await existing(PineconeCredentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK)
+        pinecone_credentials = await existing(PineconeCredentials, names["pinecone"])
         if pinecone_credentials is not None:
-            kept(pinecone_credentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK)
+            kept(pinecone_credentials, names["pinecone"])
         else:
             pinecone_credentials = PineconeCredentials(api_key=SecretStr(env["PINECONE_API_KEY"]))
-            saves.append((pinecone_credentials, DEFAULT_PINECONE_CREDENTIALS_BLOCK, "saved the Pinecone credentials"))
+            saves.append((pinecone_credentials, names["pinecone"], "saved the Pinecone credentials"))
 
     # Chat model.
-    chat = await existing(ChatModelBlock, DEFAULT_CHAT_MODEL_BLOCK)
+    chat = await existing(ChatModelBlock, names["chat"])
     if chat is not None:
-        kept(chat, DEFAULT_CHAT_MODEL_BLOCK)
+        kept(chat, names["chat"])
     else:
         if isinstance(openai_credentials, AzureOpenAICredentials):
             model_name = env.get("AZURE_OPENAI_CHAT_DEPLOYMENT") or env.get("BELUGA_CHAT_MODEL", "gpt-4o-mini")
@@ -180,25 +198,25 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
             chat = ChatModelBlock(provider="offline")
             message = "OPENAI_API_KEY is not set: saved the offline chat model"
         chat.get_chat_model()  # checks the configuration (no network)
-        saves.append((chat, DEFAULT_CHAT_MODEL_BLOCK, message))
+        saves.append((chat, names["chat"], message))
 
     # The store decides the dimension when it is a Pinecone index; the embedder decides it otherwise.
-    store = None if overwrite else await _find_vector_store_block(DEFAULT_STORE_BLOCK, client)
+    store = None if overwrite else await _find_vector_store_block(names["store"], client)
     store_kept = store is not None
     if store_kept:
-        kept(store, DEFAULT_STORE_BLOCK)
+        kept(store, names["store"])
     elif pinecone_credentials is not None:
         store = PineconeVectorStoreBlock(
             index_name=env.get("PINECONE_INDEX"),
             host=env.get("PINECONE_HOST"),
-            namespace=env.get("PINECONE_NAMESPACE", ""),
+            namespace="-".join(filter(None, (env.get("PINECONE_NAMESPACE", ""), prefix if own else ""))),
             credentials=pinecone_credentials,
         )
     index_dimension = await _index_dimension(store) if isinstance(store, PineconeVectorStoreBlock) else None
 
-    embedder_block = await existing(EmbedderBlock, DEFAULT_EMBEDDER_BLOCK)
+    embedder_block = await existing(EmbedderBlock, names["embedder"])
     if embedder_block is not None:
-        kept(embedder_block, DEFAULT_EMBEDDER_BLOCK)
+        kept(embedder_block, names["embedder"])
         embedder = embedder_block.get_embedder()
     else:
         if dimension is None:
@@ -226,28 +244,30 @@ async def _save_default_blocks(env: Mapping[str, str], overwrite: bool, client: 
             embedder_block = EmbedderBlock(provider="hashing", dimension=dimension)
             message = "OPENAI_API_KEY is not set: saved the offline hashing embedder"
         embedder = embedder_block.get_embedder()  # checks the configuration (no network)
-        saves.append((embedder_block, DEFAULT_EMBEDDER_BLOCK, f"{message} (dimension {embedder.dimension})"))
+        saves.append((embedder_block, names["embedder"], f"{message} (dimension {embedder.dimension})"))
 
     if index_dimension is not None and index_dimension != embedder.dimension:
         raise ValidationError(
             f"the Pinecone index holds vectors of dimension {index_dimension} but the embedder "
-            f"'{DEFAULT_EMBEDDER_BLOCK}' makes {embedder.dimension}; set BELUGA_EMBEDDING_DIMENSION={index_dimension} "
+            f"'{names['embedder']}' makes {embedder.dimension}; set BELUGA_EMBEDDING_DIMENSION={index_dimension} "
             "(text-embedding-3 models and the hashing embedder take any size) or use an index of that dimension"
         )
     if isinstance(store, EmbeddedVectorStoreBlock) and store.dimension not in (None, embedder.dimension):
         raise ValidationError(
-            f"the kept store block '{DEFAULT_STORE_BLOCK}' expects dimension {store.dimension} but the embedder "
-            f"'{DEFAULT_EMBEDDER_BLOCK}' makes {embedder.dimension}; save with overwrite=True to replace both"
+            f"the kept store block '{names['store']}' expects dimension {store.dimension} but the embedder "
+            f"'{names['embedder']}' makes {embedder.dimension}; save with overwrite=True to replace both"
         )
     if store is None:
         path = Path(env.get("BELUGA_STORE_PATH") or _default_store_path(env, embedder_block, embedder))
+        if own:
+            path = path.with_name(f"{prefix}-{path.name}")
         store = EmbeddedVectorStoreBlock(path=str(path.expanduser().resolve()), dimension=embedder.dimension)
         store.get_store()  # an existing file must hold vectors of the embedder's dimension
         message = f"PINECONE_API_KEY is not set: saved the embedded store at {store.path}"
-        saves.append((store, DEFAULT_STORE_BLOCK, message))
+        saves.append((store, names["store"], message))
     elif not store_kept:
         where = f"index '{store.index_name}'" if store.index_name else f"host {store.host}"
-        saves.append((store, DEFAULT_STORE_BLOCK, f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
+        saves.append((store, names["store"], f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
 
     if rate_limit is not None:
         from prefect_beluga.limits import aensure_rate_limit

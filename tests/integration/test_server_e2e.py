@@ -181,7 +181,7 @@ async def test_quickstart_graph_edges_and_mermaid_artifact(deployed):
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[quickstart.id]))
         )
         flows = {r.id: (await client.read_flow(r.flow_id)).name for r in children}
-        graph_run = next(r for r in children if flows[r.id] == "tutorial-graph")
+        graph_run = next(r for r in children if flows[r.id] == "quickstart-tutorial-graph")
         assert graph_run.state.is_completed()
         tasks = await task_runs_of(client, graph_run.id, expected=3)
         for child in ("step2", "step3"):
