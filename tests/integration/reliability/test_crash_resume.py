@@ -24,6 +24,7 @@ import pytest
 
 from prefect_beluga import rag
 from prefect_beluga.rag.ingest import with_ids
+from prefect_beluga.testing.helpers import eventually
 from prefect_beluga.testing.openai_server import OpenAIServer
 from prefect_beluga.testing.pinecone_server import PineconeServer
 
@@ -54,12 +55,10 @@ def spawn(code: str, env: dict[str, str], log: Path) -> subprocess.Popen:
 def wait_for(
     condition: Callable[[], bool], child: subprocess.Popen, what: str, stderr: Path, timeout: float = 120
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if child.poll() is not None:
-            raise AssertionError(f"the child exited ({child.returncode}) before {what}:\n{stderr.read_text()[-3000:]}")
-        assert time.monotonic() < deadline, f"{what}: not after {timeout}s\n{stderr.read_text()[-3000:]}"
-        time.sleep(0.02)
+    try:
+        eventually(condition, what, timeout=timeout, interval=0.02, process=child)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stderr.read_text()[-3000:]}") from None
 
 
 def kill(child: subprocess.Popen) -> None:
