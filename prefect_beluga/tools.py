@@ -97,46 +97,56 @@ class Tool:
             raise ValidationError(f"tool() expects a function or a Runnable, got {type(fn).__name__}: {fn!r:.80}")
         self.fn = fn
         default_name = fn.name if isinstance(fn, Runnable) else getattr(fn, "__name__", type(fn).__name__)
-        self.name = name if name is not None else default_name
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ValidationError(
-                f"tool name {self.name!r} is not valid: use 1-64 letters, digits, '_' or '-' "
-                f"(what OpenAI accepts); pass tool(name=...) to choose one"
-            )
+        name = name if name is not None else default_name
+        _check_name(name)
         doc_text, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
-        self.description = description if description is not None else doc_text
-        if not isinstance(self.description, str):
-            raise ValidationError(
-                f"tool {self.name!r}: description must be a str, got {type(self.description).__name__}"
-            )
         if args_schema is not None:
             if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
                 raise ValidationError(
-                    f"tool {self.name!r}: args_schema must be a pydantic model class, got {args_schema!r}"
+                    f"tool {name!r}: args_schema must be a pydantic model class, got {args_schema!r}"
                 )
             self.args_model = args_schema
         elif self._runnable is not None:
             self.args_model = create_model(
-                _model_name(self.name),
+                _model_name(name),
                 __config__=ConfigDict(extra="forbid"),
                 input=(str, Field(description="The input text.")),
             )
         else:
-            self.args_model = _model_from_signature(fn, self.name, arg_docs, _namespace)
+            self.args_model = _model_from_signature(fn, name, arg_docs, _namespace)
         self._is_async = self._runnable is None and _is_async_callable(fn)
-        self.parameters = _json_schema(self.args_model)
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.timeout = timeout
-        self.requires_approval = bool(requires_approval)
-        from prefect_beluga.core.substeps import Substep
-
-        try:  # checks retries, retry_delay and timeout, naming the tool
-            self.substep = Substep(self.name, retries=retries, retry_delay=retry_delay, timeout=timeout)
-        except ValidationError as exc:
-            raise ValidationError(str(exc).replace("sub-step", "tool", 1)) from None
+        self._describe(
+            name, description if description is not None else doc_text, _json_schema(self.args_model),
+            retries=retries, retry_delay=retry_delay, timeout=timeout, requires_approval=requires_approval,
+        )
         if self._runnable is None:
             functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def _describe(
+        self,
+        name: str,
+        description: Any,
+        parameters: dict[str, Any],
+        *,
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        requires_approval: bool = False,
+    ) -> None:
+        """Set what the model sees and how a call runs, checked (also for tools without a
+        Python function: an MCP server's, `prefect_beluga.mcp.MCPTool`)."""
+        from prefect_beluga.core.substeps import Substep
+
+        _check_name(name)
+        if not isinstance(description, str):
+            raise ValidationError(f"tool {name!r}: description must be a str, got {type(description).__name__}")
+        try:  # checks retries, retry_delay and timeout, naming the tool
+            self.substep = Substep(name, retries=retries, retry_delay=retry_delay, timeout=timeout)
+        except ValidationError as exc:
+            raise ValidationError(str(exc).replace("sub-step", "tool", 1)) from None
+        self.name, self.description, self.parameters = name, description, parameters
+        self.retries, self.retry_delay, self.timeout = retries, retry_delay, timeout
+        self.requires_approval = bool(requires_approval)
 
     # -- what the model sees -----------------------------------------------------------------
 
@@ -157,6 +167,10 @@ class Tool:
         Raises:
             ToolArgumentsError: not JSON, not an object, or a field that does not fit, named.
         """
+        return self._validate(self._decode(arguments))
+
+    def _decode(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+        """The model's arguments as a dict: JSON text parsed, nothing or blank as `{}`."""
         if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
             arguments = {}
         if isinstance(arguments, str):
@@ -170,6 +184,10 @@ class Tool:
             raise ToolArgumentsError(
                 f"arguments for tool {self.name!r} must be a JSON object, got {type(arguments).__name__}"
             )
+        return arguments
+
+    def _validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for the function: `arguments` validated by `args_model`."""
         try:
             model = self.args_model.model_validate(arguments)
         except pydantic.ValidationError as exc:
@@ -363,6 +381,14 @@ def _options_of(t: Tool) -> dict[str, Any]:
         "timeout": t.timeout,
         "requires_approval": t.requires_approval,
     }
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValidationError(
+            f"tool name {name!r} is not valid: use 1-64 letters, digits, '_' or '-' "
+            f"(what OpenAI accepts); pass tool(name=...) to choose one"
+        )
 
 
 def _model_name(name: str) -> str:

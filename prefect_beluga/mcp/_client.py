@@ -48,7 +48,6 @@ from pydantic import SecretStr
 from prefect_beluga.core._checks import check_int, check_number
 from prefect_beluga.core.errors import BelugaError, ValidationError
 from prefect_beluga.core.fingerprint import key_of
-from prefect_beluga.core.substeps import Substep
 from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, ToolsetSession
 
 if TYPE_CHECKING:
@@ -279,36 +278,18 @@ class MCPTool(Tool):
     def __init__(
         self, server: MCPServer, remote_name: str, name: str, description: str, schema: dict[str, Any], approval: bool
     ) -> None:
-        # Not Tool.__init__: there is no Python function; the same attributes are set here.
+        # Not Tool.__init__ (there is no Python function): its checks and attributes, though.
         self._runnable = None
         self.fn = self  # fingerprinted by the agent's cache key through the server instead
         self.server = server
         self.remote_name = remote_name
-        self.name = name
-        self.description = description
-        self.parameters = schema
         self.args_model = None  # type: ignore[assignment]
-        self.retries = server.retries
-        self.retry_delay = server.retry_delay
-        self.timeout = server.timeout
-        self.requires_approval = approval
-        self.substep = Substep(name, retries=server.retries, retry_delay=server.retry_delay, timeout=server.timeout)
         self._is_async = True
+        self._describe(name, description, schema, retries=server.retries, retry_delay=server.retry_delay,
+                       timeout=server.timeout, requires_approval=approval)
 
-    def parse_arguments(self, arguments: str | dict[str, Any] | None) -> dict[str, Any]:
-        if arguments is None or (isinstance(arguments, str) and not arguments.strip()):
-            arguments = {}
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except ValueError as exc:
-                raise ToolArgumentsError(
-                    f"arguments for tool {self.name!r} are not valid JSON ({exc}); send a JSON object"
-                ) from None
-        if not isinstance(arguments, dict):
-            raise ToolArgumentsError(
-                f"arguments for tool {self.name!r} must be a JSON object, got {type(arguments).__name__}"
-            )
+    def _validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The server's schema checked as far as the model can be told what to fix (see the class)."""
         problems = [f"field {field!r} is required but missing" for field in self.parameters.get("required", ())
                     if field not in arguments]
         if self.parameters.get("additionalProperties") is False:
