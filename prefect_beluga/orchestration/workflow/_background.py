@@ -78,6 +78,7 @@ class BackgroundRunner:
         self.runs: dict[uuid.UUID, asyncio.Task[Any]] = {}
         # Submitted but not yet started on the loop: `drain` must wait for these too.
         self.starting: set[uuid.UUID] = set()
+        self._workers_started = False  # Prefect's API log and events workers (see `_exit_first`)
         self.thread = threading.Thread(target=self.loop.run_forever, name="beluga-workflows", daemon=True)
         self.thread.start()
         atexit.register(self._at_exit)  # a fallback: `submit` registers it earlier in the exit
@@ -86,13 +87,23 @@ class BackgroundRunner:
         """Make `_at_exit` the first of threading's exit hooks: they run before concurrent.futures
         refuses new work (a plain atexit hook runs after: runs then fail "cannot schedule new
         futures") and before Prefect's API log and events workers stop (runs' last logs then fail with
-        "--- Logging error ---"). Hooks run newest first, so start those workers, then register."""
+        "--- Logging error ---"). Hooks run newest first, so start those workers, then register.
+
+        Starting the workers takes ~0.1-0.5 s the first time (the events worker connects to the
+        API): that is done on the runner's thread, before the first run (see `submit`), so
+        `execute` returns without waiting for it; `submit` registers the hook at once too, so an
+        exit right after `execute` still waits for the run."""
         from prefect.events.worker import EventsWorker
         from prefect.logging.handlers import APILogWorker
 
         with contextlib.suppress(Exception):
             APILogWorker.instance()
             EventsWorker.instance()
+        self._workers_started = True
+        self._register_exit_hook()
+
+    def _register_exit_hook(self) -> None:
+        """Make `_at_exit` the newest of threading's exit hooks (the first to run)."""
         hooks = getattr(threading, "_threading_atexits", None)
         register = getattr(threading, "_register_atexit", None)
         if hooks is None or register is None:
@@ -103,16 +114,21 @@ class BackgroundRunner:
             register(self._at_exit)
 
     def submit(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
-        self._exit_first()
+        self._register_exit_hook()
         settings = SettingsContext.get()
         profile, values = (settings.profile, settings.settings) if settings else (None, None)
 
         async def run() -> None:
             if values is not None:
                 with SettingsContext(profile=profile, settings=values):
-                    await self._run(workflow, flow_run, parameters)
+                    await start_and_run()
             else:
-                await self._run(workflow, flow_run, parameters)
+                await start_and_run()
+
+        async def start_and_run() -> None:
+            if not self._workers_started:  # under the caller's settings: the workers of its API
+                await asyncio.to_thread(self._exit_first)
+            await self._run(workflow, flow_run, parameters)
 
         def start() -> None:
             task = self.loop.create_task(run())
