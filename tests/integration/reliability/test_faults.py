@@ -117,30 +117,26 @@ def namespace() -> str:
 # --- chat -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
-async def test_chat_through_a_chain(fault, openai_server, report):
-    FAULTS[fault](openai_server, CHAT)
-    chain = Chain([chat_model(openai_server)], name="chat-faults", retries=RETRIES, retry_delay=0)
-    result = await chain.ainvoke({"input": "What is AI?"})
-    assert result["output"] == "Echo: What is AI?"
-    assert len(openai_server.requests_to(CHAT)) == 2
-    check_gap(openai_server, CHAT, fault)
-    report(component="chat", path="chain", fault=fault, attempts=2, outcome="ok")
-
-
-@pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
-async def test_chat_through_a_graph(fault, openai_server, report):
-    FAULTS[fault](openai_server, CHAT)
+def chat_pipeline(path: str, server: OpenAIServer) -> Chain | Graph:
+    """The chat model as a chain's step, or as a graph node after a first node."""
+    if path == "chain":
+        return Chain([chat_model(server)], name="chat-faults", retries=RETRIES, retry_delay=0)
     graph = Graph(name="chat-faults")
-    graph.add_node("question", lambda state: {"input": state["topic"] + "?"})
-    graph.add_node("generate", chat_model(openai_server), retries=RETRIES)
+    graph.add_node("question", lambda state: {"input": state["input"]})
+    graph.add_node("generate", chat_model(server), retries=RETRIES)
     graph.add_edge("question", "generate")
-    graph.set_entry_point(["question"]).set_finish_point(["generate"])
-    result = await graph.ainvoke({"topic": "What is AI"})
+    return graph.set_entry_point(["question"]).set_finish_point(["generate"])
+
+
+@pytest.mark.parametrize("path", ["chain", "graph"])
+@pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
+async def test_chat(fault, path, openai_server, report):
+    FAULTS[fault](openai_server, CHAT)
+    result = await chat_pipeline(path, openai_server).ainvoke({"input": "What is AI?"})
     assert result["output"] == "Echo: What is AI?"
     assert len(openai_server.requests_to(CHAT)) == 2
     check_gap(openai_server, CHAT, fault)
-    report(component="chat", path="graph", fault=fault, attempts=2, outcome="ok")
+    report(component="chat", path=path, fault=fault, attempts=2, outcome="ok")
 
 
 async def test_chat_final_error_after_the_retries(openai_server, report):
@@ -178,7 +174,7 @@ async def test_chat_wrong_key_is_not_retried(openai_server, report):
     )
 
 
-# --- embeddings and Pinecone through a chain: one step embeds and upserts -----------------------------
+# --- embeddings and Pinecone: through a chain (one step embeds and upserts) and a graph ----------------
 
 
 def ingest_chain(
@@ -190,51 +186,6 @@ def ingest_chain(
         return {"ids": await store.aadd_documents(docs, embedder)}
 
     return Chain([ingest], name="ingest-faults", retries=RETRIES, retry_delay=0)
-
-
-@pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
-async def test_embeddings_through_a_chain(fault, openai_server, pinecone_server, report):
-    docs, ns = corpus(12), namespace()
-    FAULTS[fault](openai_server, EMBED)
-    result = await ingest_chain(openai_server, pinecone_server, docs, ns).ainvoke({})
-    expected = {document_id(d) for d in docs}
-    assert set(result["ids"]) == expected
-    assert len(openai_server.requests_to(EMBED)) == 2 and len(pinecone_server.requests_to(UPSERT)) == 1
-    check_gap(openai_server, EMBED, fault)
-    report(
-        component="embeddings",
-        path="chain",
-        fault=fault,
-        attempts=2,
-        outcome="ok",
-        vectors=check_vectors(pinecone_server, ns, expected),
-    )
-
-
-@pytest.mark.parametrize("fault", PINECONE_FAULTS, ids=PINECONE_FAULT_IDS)
-async def test_pinecone_through_a_chain(fault, openai_server, pinecone_server, report):
-    """Three upsert batches of 10; the fault hits the first. A lost reply means batch 1 was
-    written, the step failed and was retried whole: the same ids, upserted again, not added."""
-    docs, ns = corpus(30), namespace()
-    PINECONE_FAULTS[fault](pinecone_server, UPSERT)
-    chain = ingest_chain(openai_server, pinecone_server, docs, ns, batch_size=10, max_concurrency=1)
-    result = await chain.ainvoke({})
-    expected = {document_id(d) for d in docs}
-    assert set(result["ids"]) == expected
-    assert len(openai_server.requests_to(EMBED)) == 2  # the step is retried whole: embedded again
-    assert len(pinecone_server.requests_to(UPSERT)) == 1 + 3  # the failed batch, then all three
-    check_gap(pinecone_server, UPSERT, fault)
-    report(
-        component="pinecone",
-        path="chain",
-        fault=fault,
-        attempts=2,
-        outcome="ok",
-        vectors=check_vectors(pinecone_server, ns, expected),
-    )
-
-
-# --- embeddings and Pinecone through a graph: embed -> upsert, each node retried on its own -----------
 
 
 def ingest_graph(openai_server: OpenAIServer, pinecone_server: PineconeServer, docs: list[Document], ns: str) -> Graph:
@@ -254,18 +205,26 @@ def ingest_graph(openai_server: OpenAIServer, pinecone_server: PineconeServer, d
     return graph
 
 
+def ingest(path: str, openai_server: OpenAIServer, pinecone_server: PineconeServer, docs: list[Document], ns: str):
+    """Upserts in batches of 10, one at a time: in one chain step, or in a graph's own node."""
+    if path == "chain":
+        return ingest_chain(openai_server, pinecone_server, docs, ns, batch_size=10, max_concurrency=1)
+    return ingest_graph(openai_server, pinecone_server, docs, ns)
+
+
+@pytest.mark.parametrize("path", ["chain", "graph"])
 @pytest.mark.parametrize("fault", FAULTS, ids=FAULT_IDS)
-async def test_embeddings_through_a_graph(fault, openai_server, pinecone_server, report):
+async def test_embeddings(fault, path, openai_server, pinecone_server, report):
     docs, ns = corpus(30), namespace()
     FAULTS[fault](openai_server, EMBED)
-    result = await ingest_graph(openai_server, pinecone_server, docs, ns).ainvoke({})
+    result = await ingest(path, openai_server, pinecone_server, docs, ns).ainvoke({})
     expected = {document_id(d) for d in docs}
     assert set(result["ids"]) == expected
     assert len(openai_server.requests_to(EMBED)) == 2 and len(pinecone_server.requests_to(UPSERT)) == 3
     check_gap(openai_server, EMBED, fault)
     report(
         component="embeddings",
-        path="graph",
+        path=path,
         fault=fault,
         attempts=2,
         outcome="ok",
@@ -273,19 +232,23 @@ async def test_embeddings_through_a_graph(fault, openai_server, pinecone_server,
     )
 
 
+@pytest.mark.parametrize("path", ["chain", "graph"])
 @pytest.mark.parametrize("fault", PINECONE_FAULTS, ids=PINECONE_FAULT_IDS)
-async def test_pinecone_through_a_graph(fault, openai_server, pinecone_server, report):
+async def test_pinecone(fault, path, openai_server, pinecone_server, report):
+    """Three upsert batches of 10; the fault hits the first. A lost reply means batch 1 was
+    written, the step failed and was retried: the same ids, upserted again, not added."""
     docs, ns = corpus(30), namespace()
     PINECONE_FAULTS[fault](pinecone_server, UPSERT)
-    result = await ingest_graph(openai_server, pinecone_server, docs, ns).ainvoke({})
+    result = await ingest(path, openai_server, pinecone_server, docs, ns).ainvoke({})
     expected = {document_id(d) for d in docs}
     assert set(result["ids"]) == expected
-    assert len(openai_server.requests_to(EMBED)) == 1  # only the upsert node was retried
-    assert len(pinecone_server.requests_to(UPSERT)) == 1 + 3
+    # a chain's one step is retried whole (embedded again); a graph retries only its upsert node
+    assert len(openai_server.requests_to(EMBED)) == {"chain": 2, "graph": 1}[path]
+    assert len(pinecone_server.requests_to(UPSERT)) == 1 + 3  # the failed batch, then all three
     check_gap(pinecone_server, UPSERT, fault)
     report(
         component="pinecone",
-        path="graph",
+        path=path,
         fault=fault,
         attempts=2,
         outcome="ok",
