@@ -25,7 +25,7 @@ from prefect_beluga.server._auth import COOKIE, LOGIN_PAGE, AuthCheck, TokenAuth
 from prefect_beluga.server._json import Scrubber, jsonable
 from prefect_beluga.server._runs import RunDirectory, UnknownRun, prefect_url
 from prefect_beluga.server._sse import Cursor, comment, frame, retry_hint
-from prefect_beluga.server._stream import run_events
+from prefect_beluga.server._stream import RunFeeds, run_events
 
 _log = logging.getLogger("prefect_beluga.server")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -88,6 +88,7 @@ def create_app(
             raise ValueError(f"input_models names {name!r}, which is not one of the workflows {sorted(served)}")
     scrub = Scrubber([secret])
     directory = RunDirectory(served)
+    feeds = RunFeeds()  # one reader per run, shared by its clients
 
     def guarded(handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -205,7 +206,7 @@ def create_app(
         async def body() -> Any:
             yield retry_hint(1000)
             async for item in run_events(workflow, run_id, directory, after=cursor, plain=fmt == "plain",
-                                         scrub=scrub, keepalive=KEEPALIVE):
+                                         scrub=scrub, keepalive=KEEPALIVE, feeds=feeds):
                 yield comment() if item is None else frame(scrub(item[1]), id=item[0])
 
         return StreamingResponse(body(), media_type="text/event-stream",

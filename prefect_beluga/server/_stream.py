@@ -6,6 +6,12 @@ and yields those after the client's `Cursor`. Meanwhile it looks at the run's st
 waiting for a signal (an agent tool's `approve:<tool>`) is announced once per pause key.
 Leaving (the client disconnects) only stops reading: the run goes on.
 
+The clients of one run share one reader (`RunFeeds`): the app reads a run's stream from the
+Prefect API once, however many clients watch it, and each client walks the same sequence from
+its start (so positions are the same as a reader of its own would give). One reader per client
+made 50 clients of one run 50 read-backs and 50 subscriptions against the API (measured in
+docs/performance.md). The reader stops when the run's last client leaves.
+
 The run's terminal event (`RUN_FINISHED` / `RUN_ERROR`, or the plain `__end__` / `__error__` /
 `__cancelled__`) is never skipped by a cursor: a client whose `Last-Event-ID` is at or past the
 ending's position (it saw the end already, or its cursor came from a stream whose positions
@@ -40,6 +46,71 @@ CALL_GRACE = 2.0
 FINAL_QUIET = 45.0
 
 
+class _Feed:
+    """One run's stream as read once: every item so far, and a wake-up for its followers."""
+
+    def __init__(self, workflow: Workflow, run_id: str) -> None:
+        self.items: list[tuple[str, Any]] = []
+        self.ended = False
+        self.followers = 0
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read(workflow, run_id))
+
+    async def _read(self, workflow: Workflow, run_id: str) -> None:
+        try:
+            async for update in workflow.astream(run_id):
+                self._add(("update", update))
+        except Exception as exc:  # noqa: BLE001 - the run's end, told to every follower
+            self._add(("error", exc))
+        else:
+            self._add(("done", None))
+
+    def _add(self, item: tuple[str, Any]) -> None:
+        self.items.append(item)
+        self.ended = item[0] != "update"
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def follow(self) -> AsyncIterator[tuple[str, Any]]:
+        index = 0
+        while True:
+            while index < len(self.items):
+                index += 1
+                yield self.items[index - 1]
+            if self.ended:
+                return
+            await self._changed.wait()
+
+    async def stop(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader
+
+
+class RunFeeds:
+    """The runs this app is streaming to clients now: one `_Feed` per run, shared."""
+
+    def __init__(self) -> None:
+        self._feeds: dict[tuple[str, str], _Feed] = {}
+
+    @contextlib.asynccontextmanager
+    async def follow(self, workflow: Workflow, run_id: str) -> AsyncIterator[AsyncIterator[tuple[str, Any]]]:
+        """The run's stream items (`("update", event)`, then `("done", None)` or `("error", exc)`)
+        from its start; the run's reader is stopped when its last follower leaves."""
+        key = (workflow.workflow_id, run_id)
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = _Feed(workflow, run_id)
+        feed.followers += 1
+        try:
+            yield feed.follow()
+        finally:
+            feed.followers -= 1
+            if feed.followers == 0 and self._feeds.get(key) is feed:
+                del self._feeds[key]
+                await feed.stop()
+
+
 async def run_events(
     workflow: Workflow,
     run_id: str,
@@ -50,14 +121,21 @@ async def run_events(
     scrub: Callable[[str], str] = str,
     state_poll: float = STATE_POLL,
     keepalive: float | None = None,
+    feeds: RunFeeds | None = None,
 ) -> AsyncIterator[tuple[str, str] | None]:
     """Yield `(event id, JSON data)` for the run's events after `after`, until its end; None
-    after `keepalive` seconds without one (the route sends an SSE comment)."""
+    after `keepalive` seconds without one (the route sends an SSE comment). With `feeds`, the
+    run's stream is read once for all of that app's clients."""
     after = after or Cursor()
     mapper = AguiMapper(run_id, workflow.workflow_id)
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
     async def pump() -> None:
+        if feeds is not None:
+            async with feeds.follow(workflow, run_id) as items:
+                async for item in items:
+                    await queue.put(item)
+            return
         try:
             async for update in workflow.astream(run_id):
                 await queue.put(("update", update))
