@@ -41,7 +41,7 @@ from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped, task_runs
+from prefect_beluga.testing.helpers import assert_key_stored_nowhere, eventually, reaped, task_runs
 from prefect_beluga.tools import tool
 
 TESTS = Path(__file__).parent
@@ -389,16 +389,14 @@ def test_finished_tool_calls_are_durable_in_a_killed_and_retried_workflow(tmp_pa
         )
         with reaped(child):
             run_id = child.stdout.readline().strip()
-            deadline = time.monotonic() + 120
-            while not (log.exists() and "gated:g" in log.read_text() and "quick:q" in log.read_text()):
-                assert time.monotonic() < deadline, "the tools never started"
-                assert child.poll() is None, "the runner process died early"
-                time.sleep(0.1)
-            # `quick` is Completed on the API only once its result is stored: wait for that
-            while not any(r.name == "quick" and r.state_type.value == "COMPLETED"
-                          for r in asyncio.run(task_runs(uuid.UUID(run_id), expected=1, timeout=0))):
-                assert time.monotonic() < deadline, "`quick` never completed"
-                time.sleep(0.2)
+            eventually(lambda: log.exists() and "gated:g" in log.read_text() and "quick:q" in log.read_text(),
+                       "both tools to start", timeout=120, interval=0.1, process=child)
+
+            def quick_completed() -> bool:  # Completed on the API only once its result is stored
+                runs = asyncio.run(task_runs(uuid.UUID(run_id), expected=1, timeout=0))
+                return any(r.name == "quick" and r.state_type.value == "COMPLETED" for r in runs)
+
+            eventually(quick_completed, "`quick` to complete", timeout=120, process=child)
             child.send_signal(signal.SIGKILL)
             child.wait(10)
         (tmp_path / "gate").touch()
@@ -429,18 +427,12 @@ def test_a_tool_requiring_approval_waits_for_the_signal(tmp_path, monkeypatch):
         workflow_id, run_id = agent_workflow.execute({"input": "Refund A1", "base_url": server.base_url})
 
         def wait_until_paused() -> None:
-            deadline = time.monotonic() + 60
-            while agent_workflow.status(run_id) != "PAUSED":
-                assert time.monotonic() < deadline, f"never paused: {agent_workflow.status(run_id)}"
-                time.sleep(0.2)
+            eventually(lambda: agent_workflow.status(run_id) == "PAUSED", "the run to pause for approval")
 
         wait_until_paused()
         assert not (tmp_path / "tools.log").exists()  # not run before approval
         agent_workflow.signal(run_id, "approve:refund", {"approved": True, "by": "ann"})
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "tools.log").exists():
-            assert time.monotonic() < deadline, "the approved call never ran"
-            time.sleep(0.2)
+        eventually((tmp_path / "tools.log").exists, "the approved call to run")
         wait_until_paused()  # the second call waits for a second approval
         assert (tmp_path / "tools.log").read_text().split()[0] == "refund:A1"
         agent_workflow.signal(run_id, "approve:refund", {"approved": True, "by": "ann"})
