@@ -7,7 +7,10 @@ things Prefect does not publish:
 - `AsyncClientContext.__var__` / `SyncClientContext.__var__`: the context variables Prefect's
   engine reads its clients from (setting them is how the engine is handed a shared client);
 - `PrefectClient._closed`: whether a cached client was closed behind our back;
-- `PrefectClient._client._transport`: the httpx transport under Prefect's client.
+- `PrefectClient._client._transport`: the httpx transport under Prefect's client;
+- `QueueService._instances` / `._queue`: the items Prefect's events and API log workers still
+  hold, which the runtime lets them send at exit before Prefect stops them (else Prefect warns
+  "Still processing items: N items remaining..." on every script that ends right after a run).
 
 Each is feature-detected here, by name, the first time it is needed. When one is missing (a
 Prefect release renamed it) the runtime falls back to Prefect's own behaviour for that part —
@@ -101,3 +104,28 @@ def wrap_transport(client: Any, wrap: Any) -> bool:
         "a 503 from a busy SQLite API is retried by Prefect's client (after ~2 s)",
     )
     return False
+
+
+# Prefect's background services (`prefect._internal.concurrency.services.QueueService`): the
+# instances of a service class, and each one's queue of items not yet handled.
+INSTANCES_ATTR = "_instances"
+QUEUE_ATTR = "_queue"
+
+
+def pending_service_items(*service_classes: Any) -> int | None:
+    """Items Prefect's services of `service_classes` (the events and API log workers) hold and
+    have not finished handling, over all their instances; None when Prefect no longer says (then
+    nothing waits for them at exit, as in Prefect: it warns "Still processing items")."""
+    total = 0
+    for cls in service_classes:
+        instances = getattr(cls, INSTANCES_ATTR, None)
+        if not isinstance(instances, dict):
+            _warn_once(f"{cls.__name__}.{INSTANCES_ATTR}", "at exit Prefect may warn that it is still sending events")
+            return None
+        for instance in list(instances.values()):
+            unfinished = getattr(getattr(instance, QUEUE_ATTR, None), "unfinished_tasks", None)
+            if not isinstance(unfinished, int):
+                _warn_once(f"{cls.__name__}.{QUEUE_ATTR}", "at exit Prefect may warn that it is still sending events")
+                return None
+            total += unfinished
+    return total

@@ -19,12 +19,14 @@ tens of milliseconds (see `BusyRetryTransport`), before Prefect's own back-off a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import itertools
 import random
 import re
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -116,6 +118,44 @@ async def run_body(
                 return await flow(state)
         finally:
             _starting_config.reset(token)
+            _send_events_at_exit()
+
+
+# -- at exit: let Prefect's workers send what they hold ---------------------------------------------
+
+#: Seconds the interpreter's exit waits for Prefect's events and API log workers to send what they hold.
+EXIT_SEND_SECONDS = 10.0
+_exit_hook = threading.Event()
+
+
+def _send_events_at_exit() -> None:
+    """Once, after the first top-level run: at interpreter exit, wait (at most EXIT_SEND_SECONDS)
+    until Prefect's events and API log workers have sent what they hold, before Prefect stops them.
+
+    Prefect drains them at exit too, but stopping a worker whose queue is not empty logs
+    `WARNING | EventsWorker - Still processing items: N items remaining...`, which a script that
+    ends right after a run (the README's blocks) always hit. The hook is registered with
+    threading's exit hooks after the first run has started those workers, so it runs before
+    their own (hooks run newest first)."""
+    if _exit_hook.is_set():
+        return
+    _exit_hook.set()
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # already exiting
+            register(_wait_for_prefect_workers)
+
+
+def _wait_for_prefect_workers() -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    deadline = time.monotonic() + EXIT_SEND_SECONDS
+    while time.monotonic() < deadline:
+        pending = internals.pending_service_items(EventsWorker, APILogWorker)
+        if not pending:
+            return
+        time.sleep(0.02)
 
 
 # -- long-lived API clients ------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 Each block runs as a script in a fresh process with its own temporary PREFECT_HOME and result
 storage, without any OPENAI_/PINECONE_/BELUGA_ variable, on this module's own `prefect server`
 (the `prefect_server` fixture: the same API the embedded default serves, started once instead of
-once per block). A block with top-level `await` runs inside `asyncio.run`.
+once per block). A block with top-level `await` runs inside `asyncio.run`. A block runs quietly:
+no traceback and no WARNING or ERROR log line on a successful run (the embedded API's own start
+and exit are checked by test_embedded_api.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+# A log line at WARNING or above, as Prefect's console handler prints it ("12:00:00.000 | ERROR | ...").
+LOUD = re.compile(r"^\S+ \| (WARNING|ERROR|CRITICAL) +\|", re.MULTILINE)
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.DOTALL | re.MULTILINE)
 
 
@@ -61,3 +65,5 @@ def test_readme_block_runs_as_written(line, code, tmp_path, prefect_server):
     )
     assert done.returncode == 0, f"README.md:{line} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     assert "Traceback" not in done.stderr, f"README.md:{line} printed a traceback:\n{done.stderr[-4000:]}"
+    loud = [line for line in done.stderr.splitlines() if LOUD.match(line)]
+    assert not loud, f"README.md:{line} logged warnings or errors:\n" + "\n".join(loud)
