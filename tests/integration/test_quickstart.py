@@ -71,3 +71,39 @@ async def test_the_quickstart_runs_quietly_in_a_namespace_of_its_own(tmp_path):
             "quickstart-tutorial-graph"} <= names
     assert all(name == "quickstart" or name.startswith("quickstart-") for name in names), names
     assert artifacts and all(key.startswith("quickstart-") for key in artifacts), artifacts
+
+
+FLOWS = QUICKSTART.parent
+EACH_FLOW = f"""
+import asyncio, sys
+sys.path.insert(0, {str(FLOWS)!r})
+from prefect_beluga.blocks import save_default_blocks
+for line in save_default_blocks().values():  # what `python blocks/create_blocks.py` does
+    print(line)
+from agent import agent_answer
+from rag_answer import rag_answer
+from rag_ingest import rag_ingest
+from summarize import summarize
+
+async def main():
+    print("ingest:", await rag_ingest())
+    print("answer:", (await rag_answer("How are Prefect tasks retried?"))["sources"])
+    print("agent:", (await agent_answer("How are Prefect tasks retried?"))["searches"])
+    print("summary:", len((await summarize("retries"))["summaries"]))
+
+asyncio.run(main())
+"""
+
+
+def test_each_deployable_flow_runs_quietly_with_its_defaults(tmp_path):
+    """rag-ingest, rag-answer, agent-answer and summarize, as their scripts run them (one process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "PINECONE_", "BELUGA_"))}
+    env.update(PREFECT_API_URL=str(PREFECT_API_URL.value()), PREFECT_HOME=str(tmp_path / "home"),
+               PREFECT_LOGGING_LEVEL="INFO")
+    done = subprocess.run([sys.executable, "-c", EACH_FLOW], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=280)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "summary: " in done.stdout and "summary: 0" not in done.stdout, done.stdout[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-4000:]
+    loud = [line for line in done.stderr.splitlines() if LOUD.match(line)]
+    assert not loud, "\n".join(loud)
