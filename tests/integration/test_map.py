@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prefect_beluga import Chain, Graph, GraphNodesFailed, Map, RunConfig, ValidationError
-from prefect_beluga.testing.helpers import read_flow_run, read_task_runs, reaped
+from prefect_beluga.testing.helpers import eventually, read_flow_run, read_task_runs, reaped
 
 PEAKS: dict[int, Peak] = {}
 
@@ -241,11 +241,8 @@ def test_a_killed_workflow_retried_reruns_only_the_missing_items(tmp_path: Any) 
                              stdout=subprocess.PIPE, text=True)
     with reaped(child):
         run_id = child.stdout.readline().strip()
-        deadline = time.monotonic() + 90
-        while not (log.exists() and len(log.read_text().splitlines()) == 5):
-            assert time.monotonic() < deadline, "the five other items never finished"
-            assert child.poll() is None, "the runner process died early"
-            time.sleep(0.1)
+        eventually(lambda: log.exists() and len(log.read_text().splitlines()) == 5, "the five other items to finish",
+                   timeout=90, interval=0.1, process=child)
         time.sleep(1.0)  # let the last finished item's result be persisted and recorded
         child.send_signal(signal.SIGKILL)
         child.wait(10)

@@ -442,3 +442,40 @@ def test_a_scrubbed_sdk_error_pickles_without_the_key(openai_canary):
     for dumps in (pickle.dumps, cloudpickle.dumps):
         assert hits_in(dumps(raised.value), dumps.__module__) == []  # ...scrubbed
     assert_no_leak_in(raised.value)
+
+
+async def test_the_durable_records_of_a_plain_flow_run_with_an_agent_and_a_chain_leak_nothing(
+        openai_canary, capfd, caplog):
+    """A user's `@flow(retries=1)`: its chain steps, the agent's model turns and tool call are
+    persisted (docs/durability.md) and read back by the retry; no record holds the key."""
+    from prefect import flow
+    from prefect.context import FlowRunContext
+
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.tools import tool
+
+    @tool
+    def lookup(topic: str) -> str:
+        """Look a topic up."""
+        openai_canary.fail_next(500, body=echo_body(OPENAI_KEY))  # the turn after it fails once
+        return f"{topic}: durable-canary-answer"
+
+    openai_canary.reply_with({"tool_calls": [{"name": "lookup", "arguments": {"topic": "prefect"}}]},
+                             "Prefect runs flows.")
+    agent = Agent(chat_model(openai_canary.base_url), tools=[lookup], name="secret-durable-agent")
+    chain = Chain([lambda s: {"input": s["input"].strip()}, agent], name="secret-durable-chain")
+    run_ids: list[str] = []
+
+    @flow(retries=1, persist_result=False)
+    async def job() -> str:
+        run_ids.append(str(FlowRunContext.get().flow_run.id))
+        return (await chain.ainvoke("  What is Prefect?  "))["output"]
+
+    assert await job() == "Prefect runs flows."
+    assert len(run_ids) == 2 and len(openai_canary.chat_requests()) == 3  # turn 1 read back by the retry
+    records = list(Path(PREFECT_LOCAL_STORAGE_PATH.value()).glob(f"beluga-run-{run_ids[0]}-*"))
+    assert len(records) >= 3, records  # the first step, the model turn, the tool call (at least)
+    # the scan reads these records' decoded payloads: the tool's answer is found in them
+    marker = [b"durable-canary-answer"]
+    assert any(hits_in(p.read_bytes(), p.name, marker) for p in records)
+    await assert_nothing_leaked(capfd, caplog)
