@@ -104,10 +104,10 @@ def _automations(scope: str, related: dict[str, str], lost_after: float, resume_
     from prefect.events.actions import ChangeFlowRunState, RunDeployment
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
-    def start_resume() -> RunDeployment:
+    def start_resume(settle_seconds: float) -> RunDeployment:
         # The run is named by the triggering event (its resource id: `prefect.flow-run.<id>`).
         return RunDeployment(source="selected", deployment_id=resume_deployment,
-                             parameters={"flow_run": "{{ event.resource.id }}"})
+                             parameters={"flow_run": "{{ event.resource.id }}", "settle_seconds": settle_seconds})
 
     lost_name, resume_name = automation_names(scope)
     lost = AutomationCore(
@@ -128,7 +128,7 @@ def _automations(scope: str, related: dict[str, str], lost_after: float, resume_
             ChangeFlowRunState(
                 state=StateType.CRASHED, message=LOST_MESSAGE.format(seconds=lost_after), force=False
             ),
-            start_resume(),
+            start_resume(SETTLE_SECONDS),  # the Crashed just proposed may land after it starts
         ],
     )
     resume = AutomationCore(
@@ -143,7 +143,7 @@ def _automations(scope: str, related: dict[str, str], lost_after: float, resume_
             threshold=1,
             within=timedelta(0),
         ),
-        actions=[start_resume()],
+        actions=[start_resume(0)],  # the run was Crashed: if it is not now, someone resumed it
     )
     return [lost, resume]
 

@@ -60,7 +60,7 @@ async def test_a_tag_gets_a_lost_run_and_a_crashed_run_automation_and_making_the
                                                                  "prefect.resource.role": "tag"}
         start = automation.actions[-1]  # every automation ends by starting a resume of the run
         assert start.type == "run-deployment" and start.deployment_id == deployment.id
-        assert start.parameters == {"flow_run": "{{ event.resource.id }}"}
+        assert start.parameters["flow_run"] == "{{ event.resource.id }}"
     assert lost.trigger.posture == "Proactive" and lost.trigger.within.total_seconds() == 60
     assert "prefect.flow-run.heartbeat" in lost.trigger.after and lost.trigger.expect == {"prefect.flow-run.*"}
     mark, _ = lost.actions
@@ -68,6 +68,8 @@ async def test_a_tag_gets_a_lost_run_and_a_crashed_run_automation_and_making_the
     assert mark.force is False  # Prefect's orchestration rules decide, never bypassed
     assert resume.trigger.expect == {"prefect.flow-run.Crashed"} and resume.trigger.posture == "Reactive"
     assert len(resume.actions) == 1
+    # only the lost-run automation's resume waits for its Crashed proposal to land
+    assert lost.actions[1].parameters["settle_seconds"] > 0 == resume.actions[0].parameters["settle_seconds"]
 
 
 def test_the_command_line_makes_them_too(capsys):
