@@ -1,6 +1,7 @@
 """Prefect blocks: registration, save/load round trips, working components over real HTTP,
 default documents from environment variables, and keys kept secret."""
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -34,6 +35,7 @@ from prefect_beluga.blocks import (
     PineconeVectorStoreBlock,
     VectorStoreBlock,
     asave_default_blocks,
+    block_names,
     load_vector_store_block,
     save_default_blocks,
 )
@@ -504,6 +506,29 @@ async def test_defaults_with_pinecone_take_the_index_dimension_and_replace_the_e
         ValidationError, match="dimension 64 but the embedder 'beluga-embedder' makes 32.*BELUGA_EMBEDDING_DIMENSION=64"
     ):
         await asave_default_blocks({**env, "BELUGA_EMBEDDING_DIMENSION": "32"})
+
+
+async def test_a_prefix_is_a_namespace_that_shares_nothing_with_the_defaults(pinecone_server, tmp_path, clean_defaults):
+    """The quickstart's blocks (`prefix="quickstart"`): their own names, store file and Pinecone namespace."""
+    defaults = await asave_default_blocks({"BELUGA_STORE_PATH": str(tmp_path / "store.npz")})
+    own = await asave_default_blocks({"BELUGA_STORE_PATH": str(tmp_path / "store.npz")}, prefix="quickstart")
+    assert set(own) == {"quickstart-chat", "quickstart-embedder", "quickstart-store"} and not set(own) & set(defaults)
+    assert block_names("quickstart")["store"] == "quickstart-store"
+    assert (await load_vector_store_block(DEFAULT_STORE_BLOCK)).path == str(tmp_path / "store.npz")
+    assert (await load_vector_store_block("quickstart-store")).path == str(tmp_path / "quickstart-store.npz")
+
+    env = {"PINECONE_API_KEY": "pc-test", "PINECONE_HOST": pinecone_server.url, "PINECONE_NAMESPACE": "handbook"}
+    report = await asave_default_blocks(env, prefix="quickstart")
+    assert "namespace 'handbook-quickstart'" in report["quickstart-store"]
+    assert (await load_vector_store_block("quickstart-store")).namespace == "handbook-quickstart"
+    with pytest.raises(ValidationError, match="prefix must be"):
+        block_names("Quick Start")
+    async with get_client() as client:  # the session's other tests use no "quickstart-" documents
+        for slug in SLUGS.values():
+            with contextlib.suppress(PrefectHTTPStatusError):
+                for document in await client.read_block_documents_by_type(slug, include_secrets=False):
+                    if document.name.startswith("quickstart-"):
+                        await client.delete_block_document(document.id)
 
 
 async def test_defaults_refuse_bad_variables_before_saving_anything(tmp_path, clean_defaults):
