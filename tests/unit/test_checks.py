@@ -140,7 +140,9 @@ def _constructors():
             lambda: Chain([_step], name="c", retry_delay=[1, True]), r"retry_delay must be seconds >= 0 or a non-empty"
         ),
         "chain-timeout": (lambda: Chain([_step], name="c", timeout=True), r"chain 'c': timeout must be > 0 seconds"),
-        "chain-retry-jitter": (lambda: Chain([_step], name="c", retry_jitter=True), r"retry_jitter must be a number >= 0"),
+        "chain-retry-jitter": (
+            lambda: Chain([_step], name="c", retry_jitter=True), r"retry_jitter must be a number >= 0"
+        ),
         # refused before, and still: the same words everywhere
         "map-max-concurrency": (
             lambda: Map(_step, over="items", max_concurrency=True), r"Map: max_concurrency must be an int >= 1 or None"
