@@ -9,7 +9,14 @@ one loopback OpenAI server answering every request after `--latency` seconds:
            call and each tool call is a Prefect task run;
 - agent-nodur: the same agent with `durable=False` (inside a flow run the agent is durable by
            default: every model turn and tool call persists its result, docs/durability.md);
-- agent+flow: `Agent.ainvoke` on its own, which also starts one flow run per conversation.
+- agent+flow: `Agent.ainvoke` on its own, which also starts one flow run per conversation;
+- pydantic-ai: Pydantic AI's Prefect durability (`pydantic_ai.Agent(..., capabilities=
+           [PrefectDurability()])`, extra `bench`) in the same flow run, the same tool, server
+           and scripted conversation: each model request and tool call is a Prefect task whose
+           result is persisted under a key of its inputs, the task source and the flow run id.
+
+Every conversation asks a question of its own (a counter in it), so no side can serve one
+conversation from another's records in the shared flow run.
 
 Every conversation has `--turns` tool-calling turns (each asking for `--tools` calls of a
 trivial tool, run concurrently) and one final answer: `--turns + 1` model calls. The sides
@@ -47,6 +54,14 @@ from prefect_beluga import llms
 from prefect_beluga.agents import Agent
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.tools import tool
+
+try:
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.durable_exec.prefect import PrefectDurability
+    from pydantic_ai.models.openai import OpenAIChatModel as PydanticOpenAIModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+except ImportError:  # pip install -e '.[bench]'
+    PydanticAgent = None
 
 KEY = "sk-bench"
 
@@ -93,12 +108,18 @@ async def main(args: argparse.Namespace) -> None:
         llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key=KEY, base_url=server.base_url))
         agent = Agent(llm, tools=[lookup], name="bench-agent")
         plain_agent = Agent(llm, tools=[lookup], name="bench-agent", durable=False)
-        question = "Look up every key."
         times: dict[str, list[float]] = {"sdk": [], "agent": [], "agent-nodur": [], "agent+flow": []}
+        if PydanticAgent is not None:
+            model = PydanticOpenAIModel("gpt-4o-mini", provider=OpenAIProvider(base_url=server.base_url, api_key=KEY))
+            pydantic_agent = PydanticAgent(model, tools=[lookup.fn], name="bench-pydantic-agent",
+                                           capabilities=[PrefectDurability()])
+            times["pydantic-ai"] = []
+        asked = iter(range(10**9))
 
         @flow(name="bench-agent-host", persist_result=False)
         async def host() -> None:
             async def timed(side: str) -> None:
+                question = f"Look up every key ({next(asked)})."
                 started = time.perf_counter()
                 if side == "sdk":
                     await sdk_loop(client, question)
@@ -106,6 +127,8 @@ async def main(args: argparse.Namespace) -> None:
                     await agent.ainvoke(question)
                 elif side == "agent-nodur":
                     await plain_agent.ainvoke(question)
+                elif side == "pydantic-ai":
+                    await pydantic_agent.run(question)
                 else:  # outside this flow run: the agent starts a flow run of its own
                     await asyncio.get_running_loop().run_in_executor(None, agent.invoke, question)
                 times[side].append(time.perf_counter() - started)
@@ -140,7 +163,11 @@ async def main(args: argparse.Namespace) -> None:
               f"{(min(values) - fastest) / calls * 1000:>13.1f}")
     print(f"ratio agent/sdk {statistics.median(times['agent']) / sdk:.2f}, "
           f"agent-nodur/sdk {statistics.median(times['agent-nodur']) / sdk:.2f}, "
-          f"agent+flow/sdk {statistics.median(times['agent+flow']) / sdk:.2f}")
+          f"agent+flow/sdk {statistics.median(times['agent+flow']) / sdk:.2f}"
+          + (f", pydantic-ai/sdk {statistics.median(times['pydantic-ai']) / sdk:.2f}" if "pydantic-ai" in times
+             else " (pydantic-ai not installed: pip install -e '.[bench]')"))
+    expected = len(times) * (args.repeat + 2) * calls
+    assert requests == expected, f"{requests} chat requests, expected {expected}: a side skipped model calls"
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ against a `prefect server` on SQLite / on a throwaway PostgreSQL
 (`prefect_beluga.testing.PrefectServer`) instead of the embedded API.
 
     python benchmarks/chain_overhead.py --compose [--calls 10] [--server embedded|sqlite|postgresql]
+
+`--durable` measures what durability (docs/durability.md) costs a 3-step trivial chain inside
+one warm user `@flow` run: durable (the default) and `durable=False`, as a subflow and with
+`subflow=False`, interleaved, `--gap` idle seconds before each call (not timed), 3 warm-up
+rounds then `--calls` timed ones; it prints median and min per row and the ratio durable / off.
+
+    python benchmarks/chain_overhead.py --durable [--calls 20] [--gap 0.3]
 """
 
 from __future__ import annotations
@@ -306,6 +313,41 @@ async def compose_main(calls: int, server: str, gap: float) -> None:
           f"{retries.count()} in all")
 
 
+async def measure_durable(calls: int, gap: float) -> dict[str, list[float]]:
+    """Milliseconds per call of each row, in one flow run, rows interleaved."""
+    rows = {}
+    for subflow in (True, False):
+        rows[("on", subflow)] = Chain([add_one] * SMALL, name="bench-durable", subflow=subflow)
+        rows[("off", subflow)] = Chain([add_one] * SMALL, name="bench-not-durable", subflow=subflow, durable=False)
+    samples: dict[Any, list[float]] = {key: [] for key in rows}
+
+    @flow(name="bench-durable-host", persist_result=False)
+    async def host() -> None:
+        for round_ in range(3 + calls):
+            for key, chain in rows.items():
+                await asyncio.sleep(gap)
+                start = time.perf_counter()
+                await chain.ainvoke({"count": 0})
+                if round_ >= 3:
+                    samples[key].append((time.perf_counter() - start) * 1e3)
+
+    await host()
+    return samples
+
+
+def report_durable(samples: dict[Any, list[float]], calls: int, gap: float) -> None:
+    print(f"\nDurability, a {SMALL}-step trivial chain in one user flow run: {calls} calls per row, {gap} s idle "
+          "before each (not timed)\n")
+    print("| 3-step trivial chain inside a user's `@flow` | durable, median (min) ms | "
+          "`durable=False`, median (min) ms "
+          "| ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for subflow, title in ((True, "as a subflow (default)"), (False, "`subflow=False`")):
+        on, off = samples[("on", subflow)], samples[("off", subflow)]
+        print(f"| {title} | {statistics.median(on):.1f} ({min(on):.1f}) | {statistics.median(off):.1f} "
+              f"({min(off):.1f}) | {statistics.median(on) / statistics.median(off):.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=40, help="interleaved rounds (default 40)")
@@ -315,10 +357,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also cProfile both sides")
     parser.add_argument("--compose", action="store_true",
                         help="measure calls inside a user's flow against top-level calls")
-    parser.add_argument("--calls", type=int, default=10, help="calls per row with --compose")
+    parser.add_argument("--calls", type=int, default=10, help="calls per row with --compose or --durable")
+    parser.add_argument("--durable", action="store_true",
+                        help="measure a 3-step chain in a user's flow, durable and durable=False")
     parser.add_argument("--server", choices=("embedded", "sqlite", "postgresql"), default="embedded",
                         help="with --compose: the embedded API or a `prefect server` on that database")
     args = parser.parse_args()
+    if args.durable:
+        report_durable(asyncio.run(measure_durable(args.calls, args.gap)), args.calls, args.gap)
+        return
     if args.compose:
         if args.server != "embedded":
             from prefect_beluga.testing.prefect_server import PrefectServer
