@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.config import ConfigLike
@@ -23,8 +23,10 @@ from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.embeddings.base import Embedder
 from prefect_beluga.llms.base import ChatModel
 from prefect_beluga.memory.base import BaseMemory
-from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.schema import Document, HumanMessage, SystemMessage
+
+if TYPE_CHECKING:
+    from prefect_beluga.orchestration.chain import Chain
 
 __all__ = [
     "EmptyStoreWarning",
@@ -242,6 +244,8 @@ def build_rag_chain(
     any process sharing Prefect's result storage, then costs no embedding and no model call
     (until `cache_expiration`, a `timedelta`, if given). See docs/cache.md.
     """
+    from prefect_beluga.orchestration.chain import Chain  # assembly: rag steps themselves never load Prefect
+
     retrieve = RetrievalStep(store, embedder, k, filter=filter)
     steps: list[Runnable] = [retrieve, GenerationStep(llm, system_prompt)]
     if cache:
