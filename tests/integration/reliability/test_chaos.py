@@ -40,7 +40,10 @@ from prefect_beluga.testing.prefect_server import PrefectServer, postgres_bin_di
 from .chaos_flows import chaos
 
 LOST_AFTER = 90.0
-HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+#: The workers' environment, as docs/operations.md says to set it: 30 s heartbeats, and 500s
+#: retried by their client (a database outage answers 500; Prefect 3.9's worker exits on one
+#: it meets while submitting a run, e.g. a resume started as the server comes back).
+WORKER_ENV = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500"}
 RUNS = 6  # in flight per scenario
 PACE = 1.5  # seconds per step: a run takes ~6 s
 POOL = "beluga-chaos"
@@ -63,7 +66,7 @@ class Cluster:
         self.workers: dict[str, object] = {}
 
     def start_worker(self, name: str) -> None:
-        self.workers[name] = fx.start_worker(self.server, POOL, name, self.folder, limit=RUNS, **HEARTBEAT)
+        self.workers[name] = fx.start_worker(self.server, POOL, name, self.folder, limit=RUNS, **WORKER_ENV)
 
     def launch(self, scenario: str, *, stream: bool = False) -> list[str]:
         runs = [chaos.execute({"log": str(self.log), "pace": PACE, "n": i}, stream=stream)[1] for i in range(RUNS)]
