@@ -27,6 +27,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.memory import SharedMemoryStore
+from prefect_beluga.orchestration._prefect_internals import resolve_block_path
 
 MEMORY_FOLDER = "beluga-memory"
 """The folder under the block's base path that holds the sessions."""
@@ -36,10 +37,10 @@ def memory_store_from_block(block: Block, *, label: str | None = None, folder: s
                             **retention: Any) -> SharedMemoryStore:
     """A `SharedMemoryStore` in `folder` under a `LocalFileSystem` or `RemoteFileSystem` block's base path."""
     if isinstance(block, LocalFileSystem):
-        root = str(block._resolve_path(folder))
+        root = str(resolve_block_path(block, folder))
         fs = fsspec.filesystem("file")
     elif isinstance(block, RemoteFileSystem):
-        root = block._resolve_path(folder)
+        root = resolve_block_path(block, folder)
         fs = block.filesystem
     else:
         raise ValidationError(

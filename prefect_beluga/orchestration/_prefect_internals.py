@@ -10,7 +10,9 @@ things Prefect does not publish:
 - `PrefectClient._client._transport`: the httpx transport under Prefect's client;
 - `QueueService._instances` / `._queue`: the items Prefect's events and API log workers still
   hold, which the runtime lets them send at exit before Prefect stops them (else Prefect warns
-  "Still processing items: N items remaining..." on every script that ends right after a run).
+  "Still processing items: N items remaining..." on every script that ends right after a run);
+- `LocalFileSystem._resolve_path` / `RemoteFileSystem._resolve_path`: a path under a filesystem
+  block's base path, the way the block itself resolves it (`memory_blocks.py`).
 
 Each is feature-detected here, by name, the first time it is needed. When one is missing (a
 Prefect release renamed it) the runtime falls back to Prefect's own behaviour for that part —
@@ -110,6 +112,7 @@ def wrap_transport(client: Any, wrap: Any) -> bool:
 # instances of a service class, and each one's queue of items not yet handled.
 INSTANCES_ATTR = "_instances"
 QUEUE_ATTR = "_queue"
+RESOLVE_PATH_ATTR = "_resolve_path"
 
 
 def pending_service_items(*service_classes: Any) -> int | None:
@@ -129,3 +132,21 @@ def pending_service_items(*service_classes: Any) -> int | None:
                 return None
             total += unfinished
     return total
+
+
+def resolve_block_path(block: Any, folder: str) -> Any:
+    """`folder` under a `LocalFileSystem` (a `Path`) or `RemoteFileSystem` (a URL str) block's base
+    path, as the block resolves it; without Prefect's private resolver, joined the same way."""
+    resolve = getattr(block, RESOLVE_PATH_ATTR, None)
+    if callable(resolve):
+        return resolve(folder)
+    _warn_once(f"{type(block).__name__}.{RESOLVE_PATH_ATTR}", "the folder is joined to the block's basepath directly")
+    from prefect.filesystems import LocalFileSystem
+
+    if isinstance(block, LocalFileSystem):
+        from pathlib import Path
+
+        base = Path(block.basepath).expanduser().resolve() if block.basepath else Path(".").resolve()
+        return (base / folder).resolve()
+    return f"{block.basepath.rstrip('/')}/{folder.lstrip('/')}"
+
