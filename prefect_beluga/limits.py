@@ -29,7 +29,6 @@ from prefect.exceptions import ObjectNotFound
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.core.limits import set_limiter
 
 
 def _check(name: str, per_second: float, burst: int | None) -> int:
@@ -90,7 +89,5 @@ class PrefectLimiter:
                 f"per_second=...) ({exc})"
             ) from None
 
-
-set_limiter(PrefectLimiter())
 
 __all__ = ["PrefectLimiter", "aensure_rate_limit", "ensure_rate_limit"]

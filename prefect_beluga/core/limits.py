@@ -2,14 +2,16 @@
 
 A chat model or embedder configured with `rate_limit="openai"` calls `take_slot("openai")`
 before each HTTP request. The AI parts never import Prefect: the limiter that talks to
-Prefect's global concurrency limits is registered by `prefect_beluga.limits` (imported here on
-first use when none is registered yet).
+Prefect's global concurrency limits (`prefect_beluga.limits.PrefectLimiter`) is found on first
+use through the `limiter` hook (`core/_hooks.py`) when none is set; importing installs nothing.
 """
 
 from __future__ import annotations
 
-import importlib
+import threading
 from typing import Protocol
+
+from prefect_beluga.core._hooks import load_hook
 
 
 class Limiter(Protocol):
@@ -19,21 +21,27 @@ class Limiter(Protocol):
 
 
 _limiter: Limiter | None = None
+_lock = threading.Lock()
 
 
 def set_limiter(limiter: Limiter | None) -> Limiter | None:
     """Register the limiter `take_slot` uses; returns the previous one."""
     global _limiter
-    previous, _limiter = _limiter, limiter
+    with _lock:
+        previous, _limiter = _limiter, limiter
     return previous
 
 
 def get_limiter() -> Limiter:
     """The registered limiter (Prefect's, from `prefect_beluga.limits`, unless replaced)."""
-    if _limiter is None:
-        importlib.import_module("prefect_beluga.limits")  # registers Prefect's limiter
-    assert _limiter is not None
-    return _limiter
+    global _limiter
+    with _lock:
+        if _limiter is None:
+            factory = load_hook("limiter")
+            if factory is None:
+                raise RuntimeError("no rate limiter: set one with set_limiter() (prefect_beluga.limits has Prefect's)")
+            _limiter = factory()
+        return _limiter
 
 
 async def take_slot(name: str) -> None:

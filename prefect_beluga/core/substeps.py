@@ -10,8 +10,8 @@ how work becomes a Prefect task. So it asks through this hook:
     result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, args)
     ```
 
-`substeps()` returns the current `SubstepRunner`. `prefect_beluga.orchestration` installs the
-Prefect one when it is imported (`install_default`): inside a flow run each sub-step is a task
+`substeps()` returns the current `SubstepRunner`. The Prefect one is found on first use (the
+`substeps` hook, see `core/_hooks.py`; importing a module installs nothing): inside a flow run each sub-step is a task
 run named after it, with the retry policy and timeout as the task's; inside a workflow run its
 result is durable like any step's. A caller may also scope a runner of its own with
 `use_substeps(runner)` (a context variable). Without any, `InlineSubsteps` runs the work
@@ -21,6 +21,7 @@ directly, with the same retries and timeout, so the AI parts work without Prefec
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from prefect_beluga.core._checks import check_int, check_number
+from prefect_beluga.core._hooks import load_hook
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.retry import should_retry
@@ -121,17 +123,27 @@ class InlineSubsteps:
         raise ValidationError(f"waiting for the signal {name!r} needs a workflow run")
 
 
-_default: SubstepRunner = InlineSubsteps()
+_default: SubstepRunner | None = None  # found on first use (the `substeps` hook)
+_default_lock = threading.Lock()
 _current: ContextVar[SubstepRunner | None] = ContextVar("prefect_beluga_substeps", default=None)
 
 
 def substeps() -> SubstepRunner:
     """The runner sub-steps go to here: a scoped one, else the installed default."""
-    return _current.get() or _default
+    return _current.get() or _default or _first_default()
+
+
+def _first_default() -> SubstepRunner:
+    """The default on first use: the `substeps` hook (Prefect's task runs), else inline."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = load_hook("substeps") or InlineSubsteps()
+        return _default
 
 
 def install_default(runner: SubstepRunner) -> None:
-    """Make `runner` the default for this process (done by `prefect_beluga.orchestration`)."""
+    """Make `runner` the default for this process (instead of the `substeps` hook)."""
     global _default
     if not isinstance(runner, SubstepRunner):
         raise ValidationError(f"expected a SubstepRunner, got {type(runner).__name__}")

@@ -29,6 +29,3 @@ __all__ = [
     "publish",
     "wait_for_signal",
 ]
-
-# Sub-steps (an agent's model and tool calls) become Prefect task runs from here on.
-from prefect_beluga.orchestration import _substeps  # noqa: E402,F401

@@ -40,7 +40,7 @@ from prefect.utilities.annotations import quote
 
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.streaming import current_node
-from prefect_beluga.core.substeps import InlineSubsteps, Substep, install_default
+from prefect_beluga.core.substeps import InlineSubsteps, Substep
 from prefect_beluga.orchestration import _durable
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_substep_options
 from prefect_beluga.orchestration._runtime import (
@@ -181,4 +181,3 @@ class _Body:
 
 
 PREFECT_SUBSTEPS = PrefectSubsteps()
-install_default(PREFECT_SUBSTEPS)

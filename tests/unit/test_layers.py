@@ -102,3 +102,34 @@ def test_the_sync_bridge_raises_the_coroutines_error():
 
     with pytest.raises(KeyError, match="boom"):
         run_sync(fail())
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_importing_orchestration_and_limits_installs_no_hook():
+    out = _run(
+        "import prefect_beluga.orchestration, prefect_beluga.limits\n"
+        "from prefect_beluga.core import limits, substeps\n"
+        "print(substeps._default is None, limits._limiter is None)"
+    )
+    assert out == "True True"
+
+
+def test_hooks_are_found_on_first_use():
+    out = _run(
+        "from prefect_beluga.core import limits, substeps\n"
+        "print(type(substeps.substeps()).__name__, type(limits.get_limiter()).__name__)"
+    )
+    assert out == "PrefectSubsteps PrefectLimiter"
+
+
+def test_a_hook_set_explicitly_wins():
+    out = _run(
+        "from prefect_beluga.core import substeps\n"
+        "substeps.install_default(substeps.InlineSubsteps())\n"
+        "print(type(substeps.substeps()).__name__)"
+    )
+    assert out == "InlineSubsteps"
