@@ -6,6 +6,8 @@ any run); only the run -> workflow fact, which never changes, is cached.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ class RunDirectory:
         self._by_flow = {wf.flow.name: wf for wf in workflows.values()}
         self._cache: OrderedDict[str, Workflow] = OrderedDict()
         self._cache_size = cache_size
+        self._watched: dict[str, tuple[float, asyncio.Future[RunState]]] = {}  # see `watched_state`
 
     def remember(self, run_id: str, workflow: Workflow) -> None:
         self._cache[run_id] = workflow
@@ -82,6 +85,19 @@ class RunDirectory:
                     raise UnknownRun(f"no run {run_id!r} of a workflow this app serves")
                 self.remember(run_id, workflow)
         return workflow, state_of(flow_run)
+
+    async def watched_state(self, run_id: str, max_age: float = 0.25) -> RunState:
+        """`state(run_id)`, read at most once per `max_age` seconds for all the streams of the
+        run (each client's stream looks at its run's state every 0.5 s: 50 clients of one run
+        were 100 reads a second)."""
+        now = time.monotonic()
+        for key, (at, done) in list(self._watched.items()):
+            if now - at >= max_age and done.done():
+                del self._watched[key]
+        entry = self._watched.get(run_id)
+        if entry is None or now - entry[0] >= max_age:
+            entry = self._watched[run_id] = (now, asyncio.ensure_future(self.state(run_id)))
+        return await asyncio.shield(entry[1])
 
     async def state(self, run_id: str) -> RunState:
         from prefect.client.orchestration import get_client

@@ -202,7 +202,7 @@ async def run_events(
                 continue
             last_look = now
             try:
-                state = await directory.state(run_id)
+                state = await directory.watched_state(run_id)
             except Exception:  # noqa: BLE001 - a state read that fails is tried again next look
                 continue
             if state.final:
