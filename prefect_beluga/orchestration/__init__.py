@@ -6,7 +6,7 @@ from prefect_beluga.orchestration._tasks import RetryPolicy
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import END, CompiledGraph, Graph, GraphRun
 from prefect_beluga.orchestration.orchestrator import Orchestrator
-from prefect_beluga.orchestration.signals import apublish, await_for_signal, await_signal, publish, wait_for_signal
+from prefect_beluga.orchestration.signals import apublish, await_for_signal, publish, wait_for_signal
 from prefect_beluga.orchestration.workflow import Workflow, WorkflowRun
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "WorkflowRun",
     "apublish",
     "await_for_signal",
-    "await_signal",
     "cache_hits",
     "publish",
     "wait_for_signal",

@@ -52,7 +52,7 @@ from prefect_beluga.orchestration._runtime import (
 from prefect_beluga.orchestration._stream import stopped_body
 from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, announce_retry
 from prefect_beluga.orchestration._usage import budgeted
-from prefect_beluga.orchestration.signals import await_signal
+from prefect_beluga.orchestration.signals import await_for_signal
 
 T = TypeVar("T")
 
@@ -151,7 +151,7 @@ class PrefectSubsteps(InlineSubsteps):
     async def wait_for_signal(self, name: str) -> Any:
         if not self.in_workflow():
             return await super().wait_for_signal(name)
-        return await await_signal(name)
+        return await await_for_signal(name)
 
 
 class _Body:

@@ -52,7 +52,6 @@ from prefect_beluga.core.errors import ValidationError, WorkflowTimeout
 __all__ = [
     "apublish",
     "await_for_signal",
-    "await_signal",
     "interrupt_wait",
     "publish",
     "read_published",
@@ -328,9 +327,6 @@ def wait_for_signal(name: str, *, timeout: float = 3600, poll_interval: float = 
     """Sync twin of `await_for_signal`, for sync workflow functions."""
     return run_sync(await_for_signal(name, timeout=timeout, poll_interval=poll_interval))
 
-
-# The name this function had before the async functions were all named `a` + the sync name.
-await_signal = await_for_signal
 
 
 async def apublish(values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:

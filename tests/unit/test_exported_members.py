@@ -1,5 +1,9 @@
 """The public surface is deliberate: nothing leaks into it by accident."""
 
+import importlib
+
+import pytest
+
 import prefect_beluga
 
 EXPECTED = {
@@ -71,3 +75,86 @@ def test_all_is_exactly_the_public_api():
     assert set(prefect_beluga.__all__) == EXPECTED
     for name in prefect_beluga.__all__:
         assert hasattr(prefect_beluga, name), name
+
+
+#: Every subpackage's `__all__`, pinned (as httpx's test_exported_members does): a name joins or
+#: leaves a public surface only by a change to this list.
+SUBPACKAGES = {
+    "agents": {
+        "Agent", "AgentIterationLimit", "AgentOutputError", "OUTPUT_MODES", "OUTPUT_TOOL", "OutputMode",
+    },
+    "blocks": {
+        "AzureOpenAICredentials", "ChatModelBlock", "DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK",
+        "DEFAULT_CHAT_MODEL_BLOCK", "DEFAULT_EMBEDDER_BLOCK", "DEFAULT_OPENAI_CREDENTIALS_BLOCK",
+        "DEFAULT_PINECONE_CREDENTIALS_BLOCK", "DEFAULT_STORE_BLOCK", "EmbeddedVectorStoreBlock",
+        "EmbedderBlock", "OpenAICredentials", "PineconeCredentials", "PineconeVectorStoreBlock",
+        "RagComponents", "VectorStoreBlock", "asave_default_blocks", "block_names", "load_block",
+        "load_rag_components", "load_vector_store_block", "save_default_blocks",
+    },
+    "core": {
+        "AgentError", "AgentIterationLimit", "AgentOutputError", "BelugaError", "ChainTimeoutError",
+        "GraphError", "GraphNodesFailed", "GraphRecursionError", "GraphValidationError",
+        "ProviderResponseError", "RunConfig", "Runnable", "RunnableCallable", "StateConflictError",
+        "StepOutputError", "TokenizerUnavailable", "UnknownWorkflowRun", "UsageLimitExceeded",
+        "ValidationError", "WorkflowCancelled", "WorkflowError", "WorkflowFailed", "WorkflowNotDeployed",
+        "WorkflowTimeout", "coerce_to_runnable", "ensure_config", "is_permanent", "retry_after_of",
+        "should_retry",
+    },
+    "embeddings": {
+        "AzureOpenAIEmbedder", "Embedder", "HashingEmbedder", "OpenAIEmbedder",
+    },
+    "llms": {
+        "AzureOpenAIChatModel", "Capabilities", "ChatModel", "Config", "Factory", "OFFLINE_PREFIX",
+        "OPENAI_API_KEY_ENV", "OfflineChatModel", "OpenAIChatModel", "ProviderResponseError", "SERVERS",
+        "Server", "create_provider", "estimate_cost", "server_preset",
+    },
+    "mcp": {
+        "MCPServer", "MCPServerBlock", "MCPTool", "MCPToolError", "create_server", "http_app", "serve",
+        "server_from_config", "servers_from_config",
+    },
+    "memory": {
+        "BaseMemory", "BufferMemory", "FileMemoryStore", "InMemoryStore", "MemoryStore", "MemoryType",
+        "SharedMemoryStore", "TokenWindowMemory", "WindowMemory", "new_memory",
+    },
+    "orchestration": {
+        "CacheHits", "Chain", "CompiledGraph", "END", "Graph", "GraphRun", "Map", "Orchestrator",
+        "RetryPolicy", "UncacheableInputWarning", "Workflow", "WorkflowRun", "apublish", "await_for_signal",
+        "cache_hits", "publish", "wait_for_signal",
+    },
+    "rag": {
+        "EmptyStoreWarning", "GenerationStep", "RetrievalStep", "SourceScope", "TokenTextSplitter", "batched",
+        "build_rag_chain", "chunk_id", "format_context", "load_documents", "new_or_changed", "removed_ids",
+        "source_scope", "stale_ids",
+    },
+    "schema": {
+        "AIMessage", "AnyMessage", "BaseMessage", "ChatResult", "Document", "HumanMessage", "SystemMessage",
+        "ToolCall", "ToolMessage", "Usage",
+    },
+    "server": {
+        "create_app",
+    },
+    "testing": {
+        "Fault", "OpenAIServer", "PineconeServer", "PrefectServer", "RecordedRequest", "ThrowawayPostgres",
+    },
+    "tools": {
+        "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool",
+    },
+    "usage": {
+        "Budget", "RunUsage", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request", "check_limits",
+        "check_prices", "count_replayed", "current_budget", "current_usage", "estimate_input_tokens",
+        "priced_as", "scope",
+    },
+    "vectorstores": {
+        "Filter", "InMemoryVectorStore", "PineconeVectorStore", "VectorStore", "check_filter", "document_id",
+        "matches",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUBPACKAGES))
+def test_each_subpackage_exports_exactly_its_pinned_names(name):
+    module = importlib.import_module(f"prefect_beluga.{name}")
+    assert set(module.__all__) == SUBPACKAGES[name]
+    assert len(module.__all__) == len(set(module.__all__)), "a name listed twice"
+    for attribute in module.__all__:
+        assert hasattr(module, attribute), f"prefect_beluga.{name}.{attribute} is listed but missing"

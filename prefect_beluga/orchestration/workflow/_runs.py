@@ -391,16 +391,16 @@ class Runs:
             terminated = Cancelled(name="Terminated", message=reason)
             await api(lambda client: client.set_flow_run_state(flow_run.id, terminated, force=True))
 
-    def signal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
+    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Send the signal `name` with `payload` to the run: recorded at once, durably.
 
         Returns without waiting for the run: its next `wait_for_signal(name)` receives it
         (signals of one name are received one per wait, in the order sent). Fails only if the
-        run does not exist or has ended. `wait` is accepted for compatibility and unused.
+        run does not exist or has ended.
         """
-        run_sync(self.asignal(run_id, name, payload, wait=wait))
+        run_sync(self.asignal(run_id, name, payload))
 
-    async def asignal(self, run_id: str, name: str, payload: Any = None, *, wait: float | None = None) -> None:
+    async def asignal(self, run_id: str, name: str, payload: Any = None) -> None:
         """Async twin of `signal`."""
         check_signal_name(name)
         check_json(payload, f"signal {name!r}: payload")
