@@ -14,6 +14,10 @@ things Prefect does not publish:
 - `LocalFileSystem._resolve_path` / `RemoteFileSystem._resolve_path`: a path under a filesystem
   block's base path, the way the block itself resolves it (`memory_blocks.py`).
 
+And the REST routes the package calls itself: `POST /events/filter` and its next-page URLs only
+where the client lacks `read_events` / `read_events_page` (`read_events` below), and
+`POST /flow_runs/` (`create_flow_run_once`: the client's method takes no idempotency key).
+
 Each is feature-detected here, by name, the first time it is needed. When one is missing (a
 Prefect release renamed it) the runtime falls back to Prefect's own behaviour for that part —
 Prefect's engine builds its own clients, or the client keeps its plain transport (Prefect's
@@ -150,3 +154,48 @@ def resolve_block_path(block: Any, folder: str) -> Any:
         return (base / folder).resolve()
     return f"{block.basepath.rstrip('/')}/{folder.lstrip('/')}"
 
+
+
+async def read_events(client: Any, event_filter: Any, limit: int) -> tuple[list[Any], str | None]:
+    """One page of events matching `event_filter`, and the next page's URL (or None).
+
+    Prefect's public `read_events` / `read_events_page` when the client has them; otherwise its
+    REST route `POST /events/filter` (and the page URL it returns), with one warning.
+    """
+    from prefect.events.schemas.events import ReceivedEvent
+
+    if callable(getattr(client, "read_events", None)):
+        page = await client.read_events(filter=event_filter, limit=limit)
+        return list(page.events), (str(page.next_page) if page.next_page else None)
+    _warn_once("PrefectClient.read_events", "events are read from POST /events/filter directly")
+    body = {"filter": event_filter.model_dump(mode="json"), "limit": limit}
+    reply = (await client.request("POST", "/events/filter", json=body)).json()
+    return [ReceivedEvent.model_validate(e) for e in reply.get("events", ())], reply.get("next_page")
+
+
+async def read_events_page(client: Any, next_page: str) -> tuple[list[Any], str | None]:
+    """The page of events at `next_page` (a URL `read_events` returned), and the one after it."""
+    from prefect.events.schemas.events import ReceivedEvent
+
+    if callable(getattr(client, "read_events_page", None)):
+        page = await client.read_events_page(next_page)
+        return list(page.events), (str(page.next_page) if page.next_page else None)
+    _warn_once("PrefectClient.read_events_page", "the next page is read from its URL directly")
+    reply = await getattr(client, HTTPX_CLIENT_ATTR).get(next_page)
+    reply.raise_for_status()
+    body = reply.json()
+    return [ReceivedEvent.model_validate(e) for e in body.get("events", ())], body.get("next_page")
+
+
+async def create_flow_run_once(client: Any, create: Any) -> Any:
+    """Create the flow run `create` (a `FlowRunCreate` with an `idempotency_key`): a second call
+    with the same key returns the first run, never a second one.
+
+    Prefect's `PrefectClient.create_flow_run` takes no idempotency key (3.9), so this posts
+    `create` to Prefect's REST route `POST /flow_runs/`, which honours it. There is no public
+    client method to fall back to that keeps exactly-once creation.
+    """
+    from prefect.client.schemas.objects import FlowRun
+
+    reply = await client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
+    return FlowRun.model_validate(reply.json())

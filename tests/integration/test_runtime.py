@@ -287,3 +287,45 @@ async def test_shared_clients_carry_the_auth_string_of_the_current_settings(reco
     assert again is first  # same settings: the shared client is reused
     assert changed is not first and none is not changed  # new settings: a new client
     assert not any("secret" in part for part in runtime._api_key())  # cache keys hold digests
+
+
+async def test_events_are_read_back_page_by_page_with_prefects_client_and_without_its_methods():
+    """Workflow streams read what a run published through `_prefect_internals.read_events`:
+    Prefect's public `read_events`/`read_events_page`, or (a Prefect without them) its REST
+    route and page URLs, with one warning and the same events in the same order."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.events import Event
+    from prefect.events.filters import EventFilter, EventOrder, EventResourceFilter
+
+    from prefect_beluga.testing.helpers import aeventually
+
+    resource = f"prefect-beluga.test.{uuid.uuid4().hex}"
+    sent = [Event(event="beluga.test", resource={"prefect.resource.id": resource}, payload={"seq": i})
+            for i in range(7)]
+    wanted = EventFilter(resource=EventResourceFilter(id=[resource]), order=EventOrder.ASC)
+
+    async def read_all(client) -> list[int]:
+        events, next_page = await internals.read_events(client, wanted, limit=3)  # three pages
+        while next_page:
+            more, next_page = await internals.read_events_page(client, next_page)
+            events += more
+        return [event.payload["seq"] for event in events]
+
+    async with get_client() as client:
+        await client.request("POST", "/events", json=[event.model_dump(mode="json") for event in sent])
+        await aeventually(lambda: _equal(read_all(client), list(range(7))), "the 7 events, in order")
+
+        class WithoutEventMethods:  # a Prefect client from before read_events existed
+            request = client.request
+            _client = client._client
+
+        internals.reset_warnings()
+        with pytest.warns(internals.PrefectInternalsWarning, match="read_events"):
+            assert await read_all(WithoutEventMethods()) == list(range(7))
+        internals.reset_warnings()
+
+
+async def _equal(read, expected) -> bool:
+    return await read == expected

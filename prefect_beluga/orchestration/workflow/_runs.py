@@ -35,6 +35,7 @@ from prefect_beluga.core.errors import (
     WorkflowTimeout,
 )
 from prefect_beluga.core.runnable import Runnable
+from prefect_beluga.orchestration._prefect_internals import create_flow_run_once
 from prefect_beluga.orchestration.recovery import recovery_covers
 from prefect_beluga.orchestration.signals import check_signal_name, new_sender, read_published, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
@@ -182,9 +183,7 @@ class Runs:
             idempotency_key=idempotency_key,
             empirical_policy=FlowRunPolicy(retries=self.retries, retry_delay=int(self.retry_delay)),
         )
-        # Raw POST: PrefectClient.create_flow_run takes no idempotency_key.
-        reply = await client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
-        flow_run = FlowRun.model_validate(reply.json())
+        flow_run = await create_flow_run_once(client, create)
         return flow_run, flow_run.name == name
 
     # -- results ---------------------------------------------------------------------------------

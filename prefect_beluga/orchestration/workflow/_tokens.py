@@ -43,6 +43,7 @@ from prefect_beluga.core.streaming import (
     TokenSink,
     source_fields,
 )
+from prefect_beluga.orchestration import _prefect_internals as internals
 from prefect_beluga.orchestration.workflow._patience import FIRST_DELAY, MAX_DELAY
 
 STREAM_TAG = "beluga:stream-tokens"
@@ -239,15 +240,16 @@ async def read_events(
             pending[key] = (name, payload)
 
     async def backfill(client: Any) -> None:
-        body = {"filter": {**event_filter.model_dump(mode="json"), "order": "ASC"}, "limit": 50}
-        reply = (await client.request("POST", "/events/filter", json=body)).json()
+        from prefect.events.filters import EventOrder
+
+        ordered = event_filter.model_copy(update={"order": EventOrder.ASC})
+        events, next_page = await internals.read_events(client, ordered, limit=50)
         while True:
-            for event in reply.get("events", ()):
-                take(event.get("event"), event.get("payload"))
-            next_page = reply.get("next_page")
+            for event in events:
+                take(event.event, event.payload)
             if not next_page:
                 return
-            reply = (await client._client.get(next_page)).json()
+            events, next_page = await internals.read_events_page(client, next_page)
 
     def advance() -> Iterator[dict[str, Any]]:
         nonlocal cursor, returned
