@@ -80,8 +80,10 @@ def sse(app: AppServer, run_id: str, *, last_event_id: str | None = None, stop_a
 
 
 def start(app: AppServer, workflow_id: str, input, **headers) -> str:
+    # A generous timeout: the first run an app process starts waits for its first Prefect client
+    # (over 5 s, httpx's default, on a loaded CI machine); this file tests behaviour, not latency.
     reply = httpx.post(f"{app.url}/runs", json={"workflow_id": workflow_id, "input": input},
-                       headers={**app.headers, **headers})
+                       headers={**app.headers, **headers}, timeout=60)
     assert reply.status_code == 201, reply.text
     return reply.json()["run_id"]
 
