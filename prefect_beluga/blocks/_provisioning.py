@@ -270,7 +270,7 @@ async def _save_default_blocks(
         saves.append((store, names["store"], f"saved the Pinecone store ({where}, namespace '{store.namespace}')"))
 
     if rate_limit is not None:
-        from prefect_beluga.limits import aensure_rate_limit
+        from prefect_beluga.orchestration._limits import aensure_rate_limit
 
         await aensure_rate_limit(rate_limit, per_second=rate)
         report[f"rate limit {rate_limit}"] = (

@@ -9,25 +9,35 @@
 
 `MCPServer` (`_client.py`, no Prefect import) is a `Toolset`: each agent run opens one session
 per server and closes it at the run's end; each call is a task run named after the tool.
-`serve` / `create_server` / `http_app` (`_serve.py`) expose targets over stdio or streamable
-HTTP, each call a Prefect flow run. `servers_from_config` reads a desktop client's
-`mcpServers` JSON; `MCPServerBlock` saves a server's settings in Prefect.
+`serve` / `create_server` / `http_app` (`orchestration/_mcp_serve.py`) expose targets over stdio
+or streamable HTTP, each call a Prefect flow run. `servers_from_config` reads a desktop client's
+`mcpServers` JSON; `MCPServerBlock` (`blocks/_mcp.py`) saves a server's settings in Prefect.
 `python -m prefect_beluga.mcp --target module:attr` runs `serve` (docs/mcp.md). Needs the extra:
 `pip install 'prefect-beluga[mcp]'`.
 """
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from prefect_beluga.mcp._client import MCPServer, MCPTool, MCPToolError
 from prefect_beluga.mcp._config import server_from_config, servers_from_config
-from prefect_beluga.mcp._serve import create_server, http_app, serve
+
+if TYPE_CHECKING:
+    from prefect_beluga.blocks._mcp import MCPServerBlock
+    from prefect_beluga.orchestration._mcp_serve import create_server, http_app, serve
+
+# The Prefect-aware names live in the Prefect layer and are imported when first asked for.
+_PREFECT_AWARE = {
+    "MCPServerBlock": "prefect_beluga.blocks._mcp",
+    "create_server": "prefect_beluga.orchestration._mcp_serve",
+    "http_app": "prefect_beluga.orchestration._mcp_serve",
+    "serve": "prefect_beluga.orchestration._mcp_serve",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "MCPServerBlock":  # a Prefect block: Prefect is imported when it is asked for
-        from prefect_beluga.mcp._block import MCPServerBlock
-
-        return MCPServerBlock
+    if name in _PREFECT_AWARE:
+        return getattr(importlib.import_module(_PREFECT_AWARE[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,4 +1,4 @@
-"""`MCPServerBlock`: an MCP server's settings saved in Prefect, secrets as `SecretStr`."""
+"""`MCPServerBlock`: an MCP server's settings saved in Prefect (public as `prefect_beluga.mcp.MCPServerBlock`)."""
 
 from __future__ import annotations
 
