@@ -5,13 +5,8 @@ because a router did not choose it — and at least one of them chose it. There 
 supersteps: a slow branch never holds back an independent one. A back edge (a loop) re-runs
 its target, and everything forward-reachable from it, as new task runs named `node[2]`, ...
 
-A node's input is the graph input updated with the outputs of all its ancestors, applied in
-an order that does not depend on timing (by depth — an ancestor is always shallower — then the
-graph's topological order), so a reducer sees the same order on every run. A node with one
-parent simply takes the parent's state; only a join walks its ancestors (iteratively, through
-each activation's parents), so a long chain costs the same per node however deep it is. Two
-ancestors that are concurrent (neither is an ancestor of the other) writing different values to
-one key is a `StateConflictError`, unless the graph has a reducer for the key.
+A node's input is built from the outputs of its ancestors in an order that does not depend on
+timing (`_graph_state` says how).
 
 A node that does not run is reported `{"__skipped__": [node]}` on the stream once, and only
 if it does not run in that run: at once when nothing can run it later; for a node in a loop's
@@ -27,10 +22,11 @@ import asyncio
 import contextlib
 import itertools
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from prefect import Task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
@@ -40,11 +36,12 @@ from prefect_beluga.core.errors import (
     GraphError,
     GraphNodesFailed,
     GraphRecursionError,
-    StateConflictError,
     add_step_note,
 )
 from prefect_beluga.core.event_stream import StreamSink
 from prefect_beluga.core.streaming import stop_signal
+from prefect_beluga.orchestration._graph_state import Activation, NodeStates
+from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import in_flow_run
 from prefect_beluga.orchestration._stream import (
     absorb_stop,
@@ -52,13 +49,18 @@ from prefect_beluga.orchestration._stream import (
     raise_if_stopped,
     stop_requested,
 )
-from prefect_beluga.orchestration._tasks import call_args
-from prefect_beluga.orchestration._topology import END, ConditionalEdge
-
-if TYPE_CHECKING:
-    from prefect_beluga.orchestration.graph import CompiledGraph
+from prefect_beluga.orchestration._tasks import call_args, runnable_task
+from prefect_beluga.orchestration._topology import END, ConditionalEdge, GraphSpec, Topology
 
 SKIPPED_KEY = "__skipped__"
+
+
+class CompiledGraphLike(Protocol):
+    """What the executor runs (a `graph.CompiledGraph`): the spec, its shape, each node's task."""
+
+    spec: GraphSpec
+    topology: Topology
+    tasks: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -77,39 +79,55 @@ class GraphRun:
     skipped: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Activation:
-    """One finished run of a node."""
-
-    node: str
-    number: int  # 1 for the first run of the node, 2 for its first re-run in a loop, ...
-    id: int  # order of completion: ancestors always have smaller ids
-    output: dict[str, Any]  # the very object the node's task returned (Prefect links it)
-    state: dict[str, Any]  # the state after this node
-    parents: tuple[int, ...]  # ids of the activations it ran after
-    depth: int  # 0 for an entry point; more than any ancestor's
-    future: Any = None  # the Prefect future, when the node was submitted to a task runner
-
-
 Token = Activation | None  # None: the parent resolved without choosing this node
+
+
+class NodeTasks(Mapping[str, Task]):
+    """Each node's Prefect task, made when the node first runs: making a Prefect task reads
+    its function's source (about 1-2 ms), which would make compiling a 10,000-node graph
+    take many seconds for nodes a run may never reach."""
+
+    def __init__(self, spec: GraphSpec) -> None:
+        self._spec = spec
+        self._made: dict[str, Task] = {}
+
+    def __getitem__(self, name: str) -> Task:
+        task = self._made.get(name)
+        if task is None:
+            node = self._spec.nodes[name]
+            task = self._made[name] = runnable_task(
+                node.runnable,
+                name=name,
+                where=f"node {name!r} of graph {self._spec.name!r}",
+                policy=node.policy,
+                tags=node.tags,
+                cache=node.cache,
+            )
+        return task
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spec.nodes)
+
+    def __len__(self) -> int:
+        return len(self._spec.nodes)
 
 
 class _Execution:
     """The mutable state of one graph invocation."""
 
-    def __init__(self, graph: CompiledGraph, input: dict[str, Any], config: RunConfig) -> None:
+    def __init__(self, graph: CompiledGraphLike, input: dict[str, Any], config: RunConfig) -> None:
         self.graph = graph
+        self.spec = spec = graph.spec
         self.topology = graph.topology
         self.rank = graph.topology.order  # a topological order; ties: order added
-        self.input = input
         self.config = config
         # Passed quoted, like the state: Prefect need not walk (and rebuild) it on every call.
         self.quoted_config = quote(config)
-        limit = config.max_concurrency or graph.max_concurrency
+        limit = config.max_concurrency or spec.max_concurrency
         self.limit = asyncio.Semaphore(limit) if limit else None
         self.sink = StreamSink.current(graph)
         self.ids = itertools.count()
-        self.activations: dict[int, Activation] = {}
+        self.states = NodeStates(spec.name, input, spec.reducers, self.rank)
         self.latest: dict[str, Activation] = {}
         self.ended: dict[str, Activation] = {}  # nodes whose router chose END, latest run
         self.runs: Counter[str] = Counter()
@@ -117,7 +135,7 @@ class _Execution:
         self.resolved: dict[str, Token] = {}
         self.to_resolve: deque[tuple[str, Token, list[tuple[ConditionalEdge, list[str]]]]] = deque()
         self.resolving = False
-        self.tokens: dict[str, dict[str, Token]] = {name: {} for name in graph.nodes}
+        self.tokens: dict[str, dict[str, Token]] = {name: {} for name in spec.nodes}
         self.skipped: dict[str, None] = {}
         # Nodes a loop may run again: one skipped on a pass is reported only at the end, if no
         # later pass ran it (see `_resolve_one`).
@@ -130,7 +148,7 @@ class _Execution:
         self.settled = asyncio.Event()
 
     async def run(self) -> GraphRun:
-        for entry in self.graph.entry_points:
+        for entry in self.spec.entry_points:
             self.started.add(entry)
             self.start(entry, [])
         try:
@@ -144,7 +162,7 @@ class _Execution:
         if self.failures:
             listing = "; ".join(f"node {n!r}: {e!r}" for n, e in self.failures.items())
             raise GraphNodesFailed(
-                f"graph {self.graph.name!r}: {len(self.failures)} node(s) failed: {listing}",
+                f"graph {self.spec.name!r}: {len(self.failures)} node(s) failed: {listing}",
                 dict(self.failures),
             ) from next(iter(self.failures.values()))
         skipped_in_loops = [n for n in skipped if n in self.in_loops]
@@ -154,12 +172,12 @@ class _Execution:
 
     def result(self) -> Any:
         """The state the run ended with: see "Ending a run" in the graph module."""
-        finish = self.graph.finish_points
+        finish = self.spec.finish_points
         enders = [n for n in finish if n in self.latest]
         enders += [n for n in self.ended if n not in enders]
         if not enders:
             raise GraphError(
-                f"graph {self.graph.name!r}: the run ended without reaching a finish point "
+                f"graph {self.spec.name!r}: the run ended without reaching a finish point "
                 f"{list(finish)} or a router choosing END (the branches leading to them were not taken)"
             )
         if len(finish) > 1:
@@ -173,10 +191,10 @@ class _Execution:
 
     def start(self, node: str, parents: list[Activation]) -> None:
         self.runs[node] += 1
-        if self.runs[node] > self.graph.recursion_limit:
+        if self.runs[node] > self.spec.recursion_limit:
             self.abort(GraphRecursionError(
-                f"graph {self.graph.name!r}: node {node!r} would run a {self.runs[node]}th time, "
-                f"past recursion_limit={self.graph.recursion_limit}; check the loop's exit condition "
+                f"graph {self.spec.name!r}: node {node!r} would run a {self.runs[node]}th time, "
+                f"past recursion_limit={self.spec.recursion_limit}; check the loop's exit condition "
                 "or raise recursion_limit"
             ))
             return
@@ -210,7 +228,7 @@ class _Execution:
     async def execute(self, node: str, parents: list[Activation], number: int) -> None:
         try:
             raise_if_stopped()  # the caller left the stream: start nothing more
-            state = self.input_for(node, parents)
+            state = self.states.input_for(node, parents)
             task = self.graph.tasks[node]
             if number > 1:
                 task = task.with_options(task_run_name=f"{node}[{number}]")
@@ -223,7 +241,7 @@ class _Execution:
                     output, future = await self.call(task, state, upstream)
             finished = next(self.ids)
             activation = Activation(
-                node, number, finished, output, self.apply(state, output),
+                node, number, finished, output, self.states.apply(state, output),
                 tuple(p.id for p in parents), 1 + max((p.depth for p in parents), default=-1), future,
             )
             choices = [
@@ -238,7 +256,7 @@ class _Execution:
                 return
             self.fail(node, exc)
             return
-        self.activations[activation.id] = activation
+        self.states.add(activation)
         self.latest[node] = activation
         if any(END in picked for _, picked in choices):
             self.ended.pop(node, None)
@@ -250,7 +268,7 @@ class _Execution:
 
     async def call(self, task: Any, state: dict[str, Any], upstream: list[Any]) -> tuple[Any, Any]:
         """Run one node's task: awaited on this loop, or submitted to the task runner."""
-        if self.graph.task_runner is None:
+        if self.spec.task_runner is None:
             return await task(call_args(state), self.quoted_config, upstream), None
         # A caller leaving the stream cancels this wait: at once for a node on another process
         # (Dask: no stop signal there), else once the node, in its worker thread, has stopped.
@@ -282,12 +300,12 @@ class _Execution:
         choice = edge.router(state)
         if asyncio.iscoroutine(choice):
             choice = await choice
-        return edge.resolve(choice, self.graph.nodes)
+        return edge.resolve(choice, self.spec.nodes)
 
     def fail(self, node: str, exc: BaseException) -> None:
-        add_step_note(exc, f"in node {node!r} of graph {self.graph.name!r}")
+        add_step_note(exc, f"in node {node!r} of graph {self.spec.name!r}")
         self.failed[node] = None
-        if self.graph.fail_fast or isinstance(exc, GraphError):
+        if self.spec.fail_fast or isinstance(exc, GraphError):
             self.abort(exc)
         else:
             self.failures[node] = exc
@@ -356,75 +374,8 @@ class _Execution:
         self.started.add(node)
         self.start(node, [activation])
 
-    # -- state ---------------------------------------------------------------------------------
 
-    def _merge_order(self, activation_id: int) -> tuple[int, int, int]:
-        """An order that does not depend on timing: ancestors are shallower, then topological."""
-        activation = self.activations[activation_id]
-        return activation.depth, self.rank[activation.node], activation.number
-
-    def ancestors(self, parents: list[Activation]) -> set[int]:
-        """The ids of `parents` and all their ancestors (an iterative walk)."""
-        seen: set[int] = set()
-        stack = [p.id for p in parents]
-        while stack:
-            current = stack.pop()
-            if current not in seen:
-                seen.add(current)
-                stack.extend(self.activations[current].parents)
-        return seen
-
-    def is_ancestor(self, earlier: Activation, later: Activation) -> bool:
-        """Whether `earlier` ran before `later` on a path of edges (ids only grow along one)."""
-        seen: set[int] = set()
-        stack = list(later.parents)
-        while stack:
-            current = stack.pop()
-            if current == earlier.id:
-                return True
-            if current > earlier.id and current not in seen:
-                seen.add(current)
-                stack.extend(self.activations[current].parents)
-        return False
-
-    def input_for(self, node: str, parents: list[Activation]) -> dict[str, Any]:
-        """The state `node` runs on."""
-        if not parents:
-            return dict(self.input)
-        if len(parents) == 1:
-            return parents[0].state
-        state = dict(self.input)
-        writers: dict[str, Activation] = {}
-        for ancestor in sorted(self.ancestors(parents), key=self._merge_order):
-            written = self.activations[ancestor]
-            for key, value in written.output.items():
-                if key in self.graph.reducers:
-                    state[key] = self.graph.reducers[key](state[key], value) if key in state else value
-                    continue
-                previous = writers.get(key)
-                if previous is not None and state[key] != value and not self.is_ancestor(previous, written):
-                    raise StateConflictError(
-                        f"graph {self.graph.name!r}: nodes {previous.node!r} and {written.node!r} ran "
-                        f"concurrently and wrote different values to state key {key!r} (joined at "
-                        f"node {node!r}); declare a reducer, e.g. Graph(reducers={{{key!r}: operator.add}}), "
-                        "or write distinct keys"
-                    )
-                state[key] = value
-                writers[key] = written
-        return state
-
-    def apply(self, state: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
-        """The state after a node: `state` updated with `output` (reducers combine their keys)."""
-        reducers = self.graph.reducers
-        if not reducers:
-            return {**state, **output}
-        after = dict(state)
-        for key, value in output.items():
-            after[key] = reducers[key](after[key], value) if key in reducers and key in after else value
-        return after
-
-
-async def execute(graph: CompiledGraph, input: dict[str, Any], config: RunConfig) -> GraphRun:
+async def execute(graph: CompiledGraphLike, input: dict[str, Any], config: RunConfig) -> GraphRun:
     """Run `graph` on `input`; attach its Mermaid picture to the flow run as an artifact."""
     execution = _Execution(graph, input, config)
     try:
@@ -436,14 +387,14 @@ async def execute(graph: CompiledGraph, input: dict[str, Any], config: RunConfig
 
 
 async def _report(execution: _Execution) -> None:
-    graph = execution.graph
+    spec = execution.spec
     skipped = [n for n in execution.skipped if execution.runs[n] == 0]
     if skipped:
         get_run_logger().info("Skipped node(s) %s: their branches were not taken", skipped)
-    if graph.artifact:
+    if spec.artifact:
         await acreate_markdown_artifact(
             markdown=_summary(execution, skipped),
-            description=f"Graph {graph.name!r}: what ran, what was skipped",
+            description=f"Graph {spec.name!r}: what ran, what was skipped",
         )
 
 
@@ -453,9 +404,9 @@ def _summary(execution: _Execution, skipped: list[str]) -> str:
     The Prefect UI renders the table; it shows Mermaid as source, which any Mermaid viewer
     (GitHub, mermaid.live) draws, coloured by outcome.
     """
-    graph = execution.graph
+    spec = execution.spec
     rows = ["| node | outcome | runs |", "| --- | --- | --- |"]
-    for name in graph.nodes:
+    for name in spec.nodes:
         runs = execution.runs[name]
         if name in execution.failed:
             outcome = "failed"
@@ -468,9 +419,10 @@ def _summary(execution: _Execution, skipped: list[str]) -> str:
         else:
             outcome = "did not run"
         rows.append(f"| {name} | {outcome} | {runs} |")
-    picture = graph.to_mermaid(
+    picture = graph_to_mermaid(
+        spec,
         ran={n: c for n, c in execution.runs.items() if c},
         skipped=skipped,
         failed=list(execution.failed),
     )
-    return f"### Graph `{graph.name}`\n\n" + "\n".join(rows) + f"\n\n```mermaid\n{picture}\n```\n"
+    return f"### Graph `{spec.name}`\n\n" + "\n".join(rows) + f"\n\n```mermaid\n{picture}\n```\n"

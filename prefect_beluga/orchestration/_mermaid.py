@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from prefect_beluga.orchestration.graph import CompiledGraph
+from prefect_beluga.orchestration._topology import GraphSpec
 
 _START, _FINISH = "__start__", "__end__"
 
@@ -21,7 +19,7 @@ def _label(name: str) -> str:
 
 
 def graph_to_mermaid(
-    graph: CompiledGraph,
+    graph: GraphSpec,
     *,
     ran: Mapping[str, int] | None = None,
     skipped: Collection[str] = (),

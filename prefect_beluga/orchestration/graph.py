@@ -73,11 +73,11 @@ from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import coerce_input
 from prefect_beluga.orchestration._cache import CacheSettings
 from prefect_beluga.orchestration._durable import check_durable, entered
-from prefect_beluga.orchestration._executor import GraphRun, execute
+from prefect_beluga.orchestration._executor import GraphRun, NodeTasks, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
 from prefect_beluga.orchestration._stream import stopped_body
-from prefect_beluga.orchestration._tasks import RetryPolicy, runnable_task
+from prefect_beluga.orchestration._tasks import RetryPolicy
 from prefect_beluga.orchestration._topology import (
     END,
     START,
@@ -367,7 +367,7 @@ class CompiledGraph(Runnable):
         self.subflow = spec.subflow
         self.artifact = spec.artifact
         self.task_runner = spec.task_runner
-        self.tasks: Mapping[str, Task] = _NodeTasks(spec)
+        self.tasks: Mapping[str, Task] = NodeTasks(spec)
         self.usage_limits = usage_setup(spec.usage_limits, self, f"graph {self.name!r}")
         self._flow = body_flow(
             self.name,
@@ -420,40 +420,10 @@ class CompiledGraph(Runnable):
 
     def to_mermaid(self, **run_colours: Any) -> str:
         """The graph as a Mermaid flowchart."""
-        return graph_to_mermaid(self, **run_colours)
+        return graph_to_mermaid(self.spec, **run_colours)
 
     def __repr__(self) -> str:
         return f"CompiledGraph(name={self.name!r}, nodes={list(self.nodes)})"
-
-
-class _NodeTasks(Mapping[str, Task]):
-    """Each node's Prefect task, made when the node first runs: making a Prefect task reads
-    its function's source (about 1-2 ms), which would make compiling a 10,000-node graph
-    take many seconds for nodes a run may never reach."""
-
-    def __init__(self, spec: GraphSpec) -> None:
-        self._spec = spec
-        self._made: dict[str, Task] = {}
-
-    def __getitem__(self, name: str) -> Task:
-        task = self._made.get(name)
-        if task is None:
-            node = self._spec.nodes[name]
-            task = self._made[name] = runnable_task(
-                node.runnable,
-                name=name,
-                where=f"node {name!r} of graph {self._spec.name!r}",
-                policy=node.policy,
-                tags=node.tags,
-                cache=node.cache,
-            )
-        return task
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._spec.nodes)
-
-    def __len__(self) -> int:
-        return len(self._spec.nodes)
 
 
 __all__ = ["END", "START", "CompiledGraph", "Graph", "GraphRun"]
