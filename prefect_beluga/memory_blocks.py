@@ -15,7 +15,7 @@ Any of Prefect's own blocks works:
 
     from prefect_beluga.memory_blocks import aload_memory_store
 
-    LocalFileSystem(basepath="shared").save("beluga-memory", overwrite=True)  # once
+    await LocalFileSystem(basepath="shared").asave("beluga-memory", overwrite=True)  # once
     store = await aload_memory_store("beluga-memory", max_turns=50, ttl=timedelta(days=30))
     ```
 
