@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import prefect_beluga
 from prefect_beluga.core._sync import run_sync
 
 AI_PARTS = [
@@ -46,6 +49,26 @@ def _loaded_after(statement: str) -> list[str]:
 @pytest.mark.parametrize("module", AI_PARTS)
 def test_an_ai_part_does_not_load_prefect(module):
     assert _loaded_after(f"import {module}") == []
+
+
+def test_mcp_loads_the_prefect_layer_when_serve_is_first_asked_for():
+    assert _loaded_after("import prefect_beluga.mcp") == []
+    assert "prefect_beluga.orchestration._mcp_serve" in _loaded_after("from prefect_beluga.mcp import serve")
+
+
+PREFECT_LAYER = {"orchestration", "blocks", "testing", "server"}
+
+
+def test_the_prefect_contract_covers_every_other_module():
+    """Contract 3 of pyproject.toml lists every top-level module outside the Prefect layer: a new
+    module must be added to it (or the contract would not check it)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["tool"]["importlinter"]
+    contract = next(c for c in config["contracts"] if c["forbidden_modules"] == ["prefect"])
+    others = {f"prefect_beluga.{m.name}" for m in pkgutil.iter_modules(prefect_beluga.__path__)} - {
+        f"prefect_beluga.{name}" for name in PREFECT_LAYER
+    }
+    assert sorted(contract["source_modules"]) == sorted(others)
 
 
 def test_the_check_sees_prefect_when_it_is_loaded():
