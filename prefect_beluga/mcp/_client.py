@@ -17,7 +17,7 @@ the change against a call's result; docs/mcp.md says why this is not waited for)
 session is closed when the run ends, whether it returns, fails or is cancelled; a stdio server's
 process ends with it (the SDK closes its stdin, then terminates its process tree).
 
-The session lives in a task of its own (`_Session._own`): the SDK's transports are anyio
+The session lives in a task of its own (`_session.Session._own`): the SDK's transports are anyio
 context managers that must be entered and left by one task, while the agent's tool calls run in
 other tasks (one per concurrent call, each a Prefect task run). The run reaches its sessions
 through a context variable, so the tool objects themselves are long-lived (one per server tool
@@ -29,55 +29,27 @@ function tool's, which `orchestration/` turns into a task run named after the to
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import json
-import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import anyio
 from pydantic import SecretStr
 
 from prefect_beluga.core._checks import check_int, check_number
-from prefect_beluga.core.errors import BelugaError, ValidationError
+from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.fingerprint import key_of
-from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, ToolsetSession
+from prefect_beluga.mcp._session import Session, run_sessions
+from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset
 
 if TYPE_CHECKING:
     import mcp
 
-logger = logging.getLogger("prefect_beluga.mcp")
-
 _INVALID = re.compile(r"[^A-Za-z0-9_-]")
-
-#: Seconds a server has to start, answer the handshake and list its tools (`uvx` may download first).
-CONNECT_TIMEOUT = 120.0
-
-#: The sessions of the current agent run, by server (set by `MCPServer.open`).
-_sessions: ContextVar[Mapping[int, _Session] | None] = ContextVar("prefect_beluga_mcp_sessions", default=None)
-
-
-class MCPToolError(BelugaError):
-    """An MCP server answered a tool call with an error: a result with `isError`, or a JSON-RPC
-    error response (`code` is its code; None for `isError`). The text is the server's.
-
-    It is an answer, not a fault: it goes back to the model as the tool message, and is never
-    retried (`retryable` is False), whatever the server's `retries`.
-    """
-
-    retryable = False
-
-    def __init__(self, message: str, *, tool: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.tool = tool
-        self.code = code
 
 
 class MCPServer(Toolset):
@@ -184,13 +156,13 @@ class MCPServer(Toolset):
     @asynccontextmanager
     async def open(self) -> Any:
         """Open a session for one run (see the module docstring); yields it."""
-        session = _Session(self)
+        session = Session(self)
         await session.start()
-        token = _sessions.set({**(_sessions.get() or {}), id(self): session})
+        token = run_sessions.set({**(run_sessions.get() or {}), id(self): session})
         try:
             yield session
         finally:
-            _sessions.reset(token)
+            run_sessions.reset(token)
             await session.close()
 
     def cache_key(self) -> str:
@@ -302,12 +274,12 @@ class MCPTool(Tool):
 
     async def acall(self, arguments: dict[str, Any]) -> str:
         """Call the tool through the current run's session; the result as the tool message's text."""
-        session = (_sessions.get() or {}).get(id(self.server))
+        session = (run_sessions.get() or {}).get(id(self.server))
         if session is None:
             raise ValidationError(
                 f"MCP tool {self.name!r} was called outside a run of an agent that has its server {self.server!r}"
             )
-        return await session.call(self, arguments)
+        return await session.call(self.remote_name, self.name, arguments)
 
     def __call__(self, **arguments: Any) -> Any:
         raise ValidationError(f"MCP tool {self.name!r} is called by an agent run, not directly")
@@ -319,183 +291,10 @@ class MCPTool(Tool):
         return f"MCPTool({self.name!r}, server={self.server!r})"
 
 
-class _Session(ToolsetSession):
-    """One client session of one server for one agent run, owned by a task of its own."""
-
-    def __init__(self, server: MCPServer) -> None:
-        self.server = server
-        self._client: mcp.Client | None = None
-        self._tools: list[MCPTool] = []
-        self._stale = False
-        self._closing = asyncio.Event()
-        self._ready: asyncio.Future[None] | None = None
-        self._owner: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Open the session: the handshake and the first tools/list, within `CONNECT_TIMEOUT`."""
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ready = ready
-        self._owner = asyncio.create_task(self._own(), name=f"mcp session {self.server.name}")
-        try:
-            await asyncio.wait_for(asyncio.shield(ready), CONNECT_TIMEOUT)
-        except asyncio.TimeoutError:
-            await self.close()
-            raise ConnectionError(
-                f"MCP server {self.server!r} did not answer its handshake and tools/list within {CONNECT_TIMEOUT:g} s"
-            ) from None
-        except BaseException:
-            await self.close()
-            raise
-
-    async def _own(self) -> None:
-        from mcp import Client
-
-        assert self._ready is not None
-        ready = self._ready
-        try:
-            async with Client(self.server._transport(), message_handler=self._on_message) as client:
-                self._client = client
-                await self._list()
-                async with anyio.create_task_group() as group:
-                    if _announces_changes(client):
-                        group.start_soon(self._watch, client)
-                    ready.set_result(None)
-                    await self._closing.wait()
-                    group.cancel_scope.cancel()
-        except asyncio.CancelledError:
-            ready.cancel()  # stopped while connecting (close() after a timeout), or at the loop's end
-            raise
-        except BaseException as exc:  # noqa: BLE001 - handed to the run, or logged after it started
-            if not ready.done():
-                ready.set_exception(_connect_error(self.server, exc))
-            else:
-                logger.warning("MCP server %s: the session ended with %s", self.server.name, type(exc).__name__)
-        finally:
-            self._client = None
-
-    async def close(self) -> None:
-        """End the session (and a stdio server's process); waits for it, even when cancelled.
-
-        An open session ends when its owner sees `_closing`; one still connecting is cancelled
-        (the SDK's stdio shutdown is shielded and bounded, so the process is not left behind)."""
-        self._closing.set()
-        owner = self._owner
-        if owner is None or owner.done():
-            return
-        if self._ready is not None and not self._ready.done():
-            owner.cancel()
-        try:
-            await asyncio.wait({owner})
-        except asyncio.CancelledError:
-            await asyncio.wait({owner}, timeout=10)
-            raise
-        finally:
-            if self._ready is not None and self._ready.done() and not self._ready.cancelled():
-                self._ready.exception()  # retrieved: asyncio does not warn about it
-
-    async def _watch(self, client: mcp.Client) -> None:
-        """On a 2026-07-28 connection: listen for `tools/list_changed` (a legacy server sends
-        it as a notification instead: `_on_message`)."""
-        try:
-            async with client.listen(tools_list_changed=True) as subscription:
-                async for _event in subscription:
-                    self._stale = True
-        except Exception as exc:  # noqa: BLE001 - the tools stay as listed; the session goes on
-            logger.debug("MCP server %s: no tools/list_changed events (%s)", self.server.name, type(exc).__name__)
-
-    async def _on_message(self, message: Any) -> None:
-        from mcp import types
-
-        if isinstance(message, types.ToolListChangedNotification):
-            self._stale = True
-
-    async def _list(self) -> None:
-        assert self._client is not None
-        specs: list[mcp.Tool] = []
-        cursor: str | None = None
-        while True:
-            page = await self._client.list_tools(cursor=cursor, cache_mode="refresh" if self._stale else "use")
-            specs.extend(page.tools)
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        self._stale = False
-        self._tools = [tool for spec in specs if (tool := self.server._tool_for(spec)) is not None]
-
-    async def tools(self) -> Sequence[Tool]:
-        if self._stale and self._client is not None:
-            await self._list()
-        return list(self._tools)
-
-    async def call(self, tool: MCPTool, arguments: dict[str, Any]) -> str:
-        client = self._client
-        if client is None:
-            raise ConnectionError(f"the session of MCP server {self.server.name!r} is closed")
-        from mcp import MCPError
-        from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
-
-        try:
-            result = await client.call_tool(tool.remote_name, arguments)
-        except MCPError as exc:
-            if exc.code in (CONNECTION_CLOSED, REQUEST_TIMEOUT):
-                raise  # lost in transit: retried under the server's `retries`
-            raise MCPToolError(f"JSON-RPC error {exc.code}: {exc}", tool=tool.name, code=exc.code) from None
-        text = render_content(result)
-        if result.is_error:
-            raise MCPToolError(text or "the server reported an error without a message", tool=tool.name)
-        return text
-
-
-def render_content(result: Any) -> str:
-    """A `CallToolResult` as the text the model reads: its text blocks; structured content as
-    JSON when there is no text; images, audio and binary resources as a note of what they were."""
-    parts = list(_render_blocks(result.content or ()))
-    if not any(parts) and result.structured_content is not None:
-        return json.dumps(result.structured_content, ensure_ascii=False, default=str)
-    return "\n".join(part for part in parts if part)
-
-
-def _render_blocks(blocks: Sequence[Any]) -> Iterator[str]:
-    for block in blocks:
-        kind = getattr(block, "type", None)
-        if kind == "text":
-            yield block.text
-        elif kind in ("image", "audio"):
-            size = len(block.data) * 3 // 4 - len(block.data[-2:]) + len(block.data[-2:].rstrip("="))
-            yield f"[{kind} ({block.mime_type}, about {size} bytes) returned by the tool; not shown]"
-        elif kind == "resource":
-            resource = block.resource
-            text = getattr(resource, "text", None)
-            yield text if text is not None else f"[binary resource {resource.uri} returned by the tool; not shown]"
-        elif kind == "resource_link":
-            yield f"[resource link: {block.uri}{f' ({block.name})' if getattr(block, 'name', None) else ''}]"
-        else:
-            yield f"[{kind} content returned by the tool; not shown]"
-
-
 def require_sdk() -> None:
     """Fail with the fix when the `mcp` extra is not installed (checked without importing it)."""
     if importlib.util.find_spec("mcp") is None:
         raise ImportError("prefect_beluga.mcp needs the official MCP SDK: pip install 'prefect-beluga[mcp]'")
-
-
-def _announces_changes(client: mcp.Client) -> bool:
-    """Whether the server says its tool list changes, on a connection that must listen for it."""
-    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-
-    tools = client.server_capabilities.tools
-    return bool(tools and tools.list_changed) and client.protocol_version in MODERN_PROTOCOL_VERSIONS
-
-
-def _connect_error(server: MCPServer, exc: BaseException) -> BaseException:
-    if isinstance(exc, asyncio.CancelledError):
-        return exc
-    inner = getattr(exc, "exceptions", None)  # an exception group of one, from the SDK's task groups
-    while isinstance(inner, (list, tuple)) and len(inner) == 1:
-        exc, inner = inner[0], getattr(inner[0], "exceptions", None)
-    error = ConnectionError(f"could not open a session with MCP server {server!r}: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 @asynccontextmanager
@@ -530,4 +329,4 @@ def _secrets(values: Mapping[str, str | SecretStr] | None, option: str) -> dict[
     return secrets
 
 
-__all__ = ["MCPServer", "MCPTool", "MCPToolError", "render_content"]
+__all__ = ["MCPServer", "MCPTool"]

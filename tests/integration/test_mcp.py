@@ -43,7 +43,7 @@ from prefect_beluga import Chain, Orchestrator, ValidationError, llms
 from prefect_beluga.agents import Agent
 from prefect_beluga.core.runnable import RunnableCallable
 from prefect_beluga.mcp import MCPServer
-from prefect_beluga.mcp import _client as mcp_client
+from prefect_beluga.mcp import _session as mcp_session
 from prefect_beluga.schema import ToolMessage
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped, task_runs
@@ -369,7 +369,7 @@ def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tm
         broken.invoke("Time?")
 
     # one that never answers: a bounded wait, then its process is stopped
-    monkeypatch.setattr(mcp_client, "CONNECT_TIMEOUT", 0.5)
+    monkeypatch.setattr(mcp_session, "CONNECT_TIMEOUT", 0.5)
     mute = MCPTraffic(tmp_path / "mute.log")
     silent = Agent(chat_model(openai_server), tools=[MCPServer(**mute.relayed(
         sys.executable, "-c", "import sys, time; sys.stdin.read(); time.sleep(60)"))])

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from prefect_beluga import ValidationError
 from prefect_beluga.mcp import MCPServer, MCPServerBlock, server_from_config, servers_from_config
-from prefect_beluga.mcp._client import render_content
+from prefect_beluga.mcp._session import render_content
 from prefect_beluga.tools import ToolArgumentsError
 
 DESKTOP = {

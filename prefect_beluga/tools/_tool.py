@@ -1,35 +1,4 @@
-"""Tools an agent can call: plain functions with a JSON schema taken from their type hints.
-
-    ```python
-    from prefect_beluga.tools import tool
-    @tool
-    def add(a: int, b: int) -> int:
-        \"\"\"Add two integers.
-
-        Args:
-            a: The first number.
-            b: The second number.
-        \"\"\"
-        return a + b
-    add.name, add.description  # ('add', 'Add two integers.')
-    add.parameters["properties"]["a"]  # {'description': 'The first number.', 'type': 'integer'}
-    ```
-
-The schema comes from the signature through pydantic (so `int`, `list[str]`, `Literal[...]`,
-`Optional`, pydantic models and `Annotated[str, Field(description=...)]` all work), the
-description from the docstring (its text before `Args:`), and each argument's description from
-the docstring's `Args:` section. Inside an agent (`prefect_beluga.agents.Agent`) each call is a
-Prefect task run named after the tool; `retries` and `timeout` are that task's retry policy and
-timeout. A tool still is the function: `add(1, 2)` returns 3.
-
-A Runnable is a tool too: `tool(chain, name="research", description="...")` takes
-`{"input": str}` unless `args_schema=` (a pydantic model) says otherwise, and is called with the
-arguments as its input dict.
-
-A `Toolset` stands for tools known only once a run starts (an MCP server's:
-`prefect_beluga.mcp.MCPServer`); it goes in `Agent(tools=[...])` next to plain tools, and each
-agent run opens it once (`Toolset.open()`), for the tools it lists, and closes it at the run's end.
-"""
+"""`Tool`: a function or Runnable an agent can call, with its schema; the `tool` decorator."""
 
 from __future__ import annotations
 
@@ -37,12 +6,8 @@ import asyncio
 import functools
 import inspect
 import json
-import re
 import sys
-import typing
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Callable
 from typing import Any, overload
 
 import pydantic
@@ -51,12 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from prefect_beluga.core import _telemetry
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable, _is_async_callable
-
-#: What OpenAI accepts as a function name.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
-_SECTION_HEADER = re.compile(r"^\s*[A-Z][A-Za-z ]*:\s*$")
-_ARG_LINE = re.compile(r"^\s*\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+from prefect_beluga.tools._schema import check_name, json_schema, model_from_signature, model_name, parse_docstring
 
 
 class ToolArgumentsError(ValidationError):
@@ -98,8 +58,8 @@ class Tool:
         self.fn = fn
         default_name = fn.name if isinstance(fn, Runnable) else getattr(fn, "__name__", type(fn).__name__)
         name = name if name is not None else default_name
-        _check_name(name)
-        doc_text, arg_docs = _parse_docstring(inspect.getdoc(fn) or "")
+        check_name(name)
+        doc_text, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
         if args_schema is not None:
             if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
                 raise ValidationError(
@@ -108,15 +68,15 @@ class Tool:
             self.args_model = args_schema
         elif self._runnable is not None:
             self.args_model = create_model(
-                _model_name(name),
+                model_name(name),
                 __config__=ConfigDict(extra="forbid"),
                 input=(str, Field(description="The input text.")),
             )
         else:
-            self.args_model = _model_from_signature(fn, name, arg_docs, _namespace)
+            self.args_model = model_from_signature(fn, name, arg_docs, _namespace)
         self._is_async = self._runnable is None and _is_async_callable(fn)
         self._describe(
-            name, description if description is not None else doc_text, _json_schema(self.args_model),
+            name, description if description is not None else doc_text, json_schema(self.args_model),
             retries=retries, retry_delay=retry_delay, timeout=timeout, requires_approval=requires_approval,
         )
         if self._runnable is None:
@@ -137,7 +97,7 @@ class Tool:
         Python function: an MCP server's, `prefect_beluga.mcp.MCPTool`)."""
         from prefect_beluga.core.substeps import Substep
 
-        _check_name(name)
+        check_name(name)
         if not isinstance(description, str):
             raise ValidationError(f"tool {name!r}: description must be a str, got {type(description).__name__}")
         try:  # checks retries, retry_delay and timeout, naming the tool
@@ -234,37 +194,6 @@ class Tool:
 
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
-
-
-class Toolset(ABC):
-    """Tools listed at run time by something outside the process (an MCP server).
-
-    An agent opens each of its toolsets once per run, when the run starts (`open()`, an async
-    context manager yielding the `ToolsetSession`), asks it for its tools before each model turn
-    and closes it when the run ends, whether it returns, fails or is cancelled. Its tools are
-    `Tool`s: their calls run as sub-steps (Prefect task runs) like any tool's.
-
-    Attributes:
-        name: What the toolset is called in messages (e.g. the server's command or URL host).
-    """
-
-    name: str
-
-    @abstractmethod
-    def open(self) -> AbstractAsyncContextManager[ToolsetSession]:
-        """A session for one run: entered when the run starts, exited when it ends."""
-
-    @abstractmethod
-    def cache_key(self) -> str:
-        """What the toolset is, for the agent's cross-run cache key (never a secret)."""
-
-
-class ToolsetSession(ABC):
-    """An open toolset: the tools it offers now."""
-
-    @abstractmethod
-    async def tools(self) -> Sequence[Tool]:
-        """The tools, listed once per session (and again after the server says they changed)."""
 
 
 def render_result(value: Any) -> str:
@@ -383,113 +312,6 @@ def _options_of(t: Tool) -> dict[str, Any]:
     }
 
 
-def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValidationError(
-            f"tool name {name!r} is not valid: use 1-64 letters, digits, '_' or '-' "
-            f"(what OpenAI accepts); pass tool(name=...) to choose one"
-        )
-
-
-def _model_name(name: str) -> str:
-    return "".join(part.capitalize() for part in re.split(r"[_-]", name) if part) + "Arguments"
-
-
-def _model_from_signature(
-    fn: Callable[..., Any], name: str, arg_docs: dict[str, str], namespace: dict[str, Any] | None = None
-) -> type[BaseModel]:
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"tool {name!r}: cannot read the signature of {fn!r}: {exc}") from None
-    try:
-        hints = typing.get_type_hints(fn, localns=namespace, include_extras=True)
-    except (NameError, TypeError, AttributeError, SyntaxError) as exc:  # e.g. an unresolved forward reference
-        raise ValidationError(f"tool {name!r}: cannot resolve the type hints of {fn!r}: {exc}") from None
-    fields: dict[str, Any] = {}
-    for index, parameter in enumerate(signature.parameters.values()):
-        if index == 0 and parameter.name in ("self", "cls"):
-            continue  # a method decorated in its class: bound on access (see `Tool.__get__`)
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            raise ValidationError(
-                f"tool {name!r}: *{parameter.name} / **{parameter.name} cannot be described to a model; "
-                f"give every argument a name (and a type hint)"
-            )
-        if parameter.kind is parameter.POSITIONAL_ONLY:
-            raise ValidationError(
-                f"tool {name!r}: argument {parameter.name!r} is positional-only; tools are called by keyword"
-            )
-        if parameter.name not in hints:
-            # Without a type the schema says nothing ({}), and models do not call such a tool.
-            raise ValidationError(
-                f"tool {name!r}: argument {parameter.name!r} has no type hint, so the model is told "
-                f"nothing about it; annotate it (e.g. `{parameter.name}: str`, or `typing.Any` to "
-                f"accept any JSON value)"
-            )
-        annotation = hints[parameter.name]
-        default = ... if parameter.default is parameter.empty else parameter.default
-        description = arg_docs.get(parameter.name)
-        if description and not _has_field_description(annotation):
-            fields[parameter.name] = (annotation, Field(default, description=description))
-        else:
-            fields[parameter.name] = (annotation, default)
-    try:
-        model = create_model(_model_name(name), __config__=ConfigDict(extra="forbid"), **fields)
-        model.model_json_schema()
-    except (TypeError, ValueError, pydantic.PydanticUserError) as exc:  # a type pydantic cannot describe
-        raise ValidationError(f"tool {name!r}: its arguments cannot be described as JSON schema: {exc}") from None
-    return model
-
-
-def _has_field_description(annotation: Any) -> bool:
-    for extra in getattr(annotation, "__metadata__", ()):
-        if getattr(extra, "description", None):
-            return True
-    return False
-
-
-def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
-    schema.pop("title", None)
-    for prop in schema.get("properties", {}).values():
-        if isinstance(prop, dict):
-            prop.pop("title", None)
-    schema.setdefault("properties", {})
-    return schema
-
-
-def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
-    """The description (text before the first section) and the `Args:` entries of a docstring."""
-    lines = doc.splitlines()
-    text: list[str] = []
-    args: dict[str, str] = {}
-    index = 0
-    while index < len(lines) and not _SECTION_HEADER.match(lines[index]):
-        text.append(lines[index])
-        index += 1
-    current: str | None = None
-    in_args = False
-    base_indent: int | None = None
-    for line in lines[index:]:
-        if _ARGS_HEADER.match(line):
-            in_args, current, base_indent = True, None, None
-            continue
-        if _SECTION_HEADER.match(line) and not line.startswith((" ", "\t")):
-            in_args = False
-            continue
-        if not in_args or not line.strip():
-            continue
-        indent = len(line) - len(line.lstrip())
-        match = _ARG_LINE.match(line)
-        if match and (base_indent is None or indent <= base_indent):
-            base_indent = indent
-            current = match.group(1)
-            args[current] = match.group(2).strip()
-        elif current is not None:
-            args[current] = f"{args[current]} {line.strip()}".strip()
-    return "\n".join(text).strip(), args
-
-
 def _describe(error: dict[str, Any]) -> str:
     location = ".".join(str(part) for part in error.get("loc", ())) or "arguments"
     message = error.get("msg", "invalid")
@@ -514,4 +336,4 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool"]
+__all__ = ["Tool", "ToolArgumentsError", "as_tool", "render_result", "tool"]

@@ -1,112 +1,29 @@
-"""Agents: a chat model calling tools in a loop, each model call and tool call a Prefect task run.
-
-    ```python
-    from prefect_beluga import llms
-    from prefect_beluga.agents import Agent
-    from prefect_beluga.tools import tool
-    @tool(retries=2, timeout=10)
-    def add(a: int, b: int) -> int:
-        \"\"\"Add two integers.\"\"\"
-        return a + b
-    agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
-                  system_prompt="Use the tools.", name="adder")
-    agent.invoke("What is 2 + 40?")["output"]  # '2 + 40 = 42.'
-    ```
-
-The loop: the model gets the conversation and the tools' JSON schemas; when it answers with
-tool calls, they run — those of one turn concurrently, at most `max_concurrency` at a time —
-and their results go back as tool messages (with their call ids); when it answers with text,
-that is the output. A tool that finally fails (after its retries) or arguments that do not fit
-its schema do not stop the loop: the error goes back to the model as the tool message, naming
-the field, so the model can fix its call. `max_iterations` model turns without a final answer
-raise `AgentIterationLimit`. With `output_type` (a pydantic model), the answer is asked for in
-the way the model's server supports (`llm.capabilities`, declared per server preset, never
-guessed from the model name), validated by pydantic, and parsed into the model; an answer that
-does not validate gets one corrective turn, then `AgentOutputError`. The output modes:
-
-- "json_schema": a `json_schema` response format (where the server honours it, and honours
-  it together with tools when the agent has tools): OpenAI, Azure, Ollama, vLLM; Groq and
-  Gemini when the agent has no tools.
-- "tool": a forced call of an output tool, `final_result`, whose parameters are the schema
-  (the way Pydantic AI's default output mode works): `tool_choice="required"` when the agent
-  has tools of its own, the output tool named otherwise. Anthropic; Groq and Gemini with tools.
-- "prompted": the schema in the system prompt, with a `json_object` response format where
-  the server has JSON mode: servers declared to support neither of the above ("compatible").
-
-`Agent(..., output_mode=...)` picks one explicitly (a mode the server does not support is a
-`ValidationError` naming the capability).
-
-Prefect: the agent asks `prefect_beluga.core.substeps` to run each model call and tool call as
-a sub-step; inside a flow run (as a chain step, a graph node, a workflow body or in your own
-`@flow`) each is a Prefect task run — the model call named after the chat model, a tool call
-after the tool, with the tool's `retries` / `timeout` as its task policy. Invoked on its own,
-outside any flow run, the agent starts one flow run named after it. Inside a workflow run tool
-calls and model turns are durable like chain steps (a retried run reads back the finished ones),
-and a tool made with `requires_approval=True` waits for the signal `approve:<tool>`:
-
-    ```python
-    workflow.signal(run_id, "approve:refund", {"approved": True})
-    ```
-
-Streaming (docs/streaming.md): streamed with `astream(..., tokens=True)`, on its own or in a
-chain or graph, the model's text streams as `__token__` events, and each tool call shows as a
-`__tool_call__` event (before it runs) and a `__tool_result__` event (what went back to the
-model); on its own, `{name: output}` and `{"__end__": output}` follow, as for a chain step.
-
-Caching (docs/cache.md): `Agent.cache_key()` describes the agent by value (the model's
-`cache_key()`, the tools' names, schemas and code, the system prompt, `max_iterations`, the
-output schema), so an agent step with `cache=True` is a cross-run cache hit for a repeated
-input. Inside such a step each model turn is cached too, by the model's `cache_key()` and the
-messages so far: a re-run after a failure does not pay again for the turns already answered.
-Tool calls are never cached (they may have side effects).
-"""
+"""The `Agent` Runnable: its options checked, and its loop of model turns (the agents module
+docstring tells the whole story; `_tool_calls.py` runs a turn's tool calls, `_output.py` asks
+for and reads an `output_type`)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Literal
+from typing import Any
 
-import pydantic
 from pydantic import BaseModel
 
+from prefect_beluga.agents._output import OUTPUT_TOOL, OutputMode, output_request, parse_output
+from prefect_beluga.agents._tool_calls import RunTools, announce, run_tool_calls
 from prefect_beluga.core import _telemetry
 from prefect_beluga.core._checks import check_bool, check_int
 from prefect_beluga.core.config import ConfigLike, ensure_config
-from prefect_beluga.core.errors import (
-    AgentIterationLimit,
-    AgentOutputError,
-    ValidationError,
-)
+from prefect_beluga.core.errors import AgentIterationLimit, AgentOutputError, ValidationError
 from prefect_beluga.core.fingerprint import fingerprint, key_of
 from prefect_beluga.core.runnable import Runnable
-from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
-from prefect_beluga.core.substeps import Substep, SubstepRunner, substeps
+from prefect_beluga.core.substeps import Substep, substeps
 from prefect_beluga.llms.base import ChatModel, messages_from_state
-from prefect_beluga.schema import (
-    AIMessage,
-    AnyMessage,
-    ChatResult,
-    HumanMessage,
-    SystemMessage,
-    ToolCall,
-    ToolMessage,
-)
-from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, as_tool, render_result
+from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, SystemMessage, ToolCall, ToolMessage
+from prefect_beluga.tools import Tool, Toolset, as_tool
 from prefect_beluga.usage import UsageLimits, check_limits, check_prices, priced_as
 from prefect_beluga.usage import scope as usage_scope
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
-_FENCED_BLOCK = re.compile(r"```(?:json)?\s*(\{.*\})\s*```", re.DOTALL)
-
-#: The tool an `output_type` answer is given through in the "tool" output mode.
-OUTPUT_TOOL = "final_result"
-
-OutputMode = Literal["json_schema", "tool", "prompted"]
-OUTPUT_MODES: tuple[str, ...] = ("json_schema", "tool", "prompted")
 
 
 class Agent(Runnable):
@@ -127,7 +44,7 @@ class Agent(Runnable):
             a system message).
         max_iterations: Model turns allowed; past them, `AgentIterationLimit`.
         output_type: A pydantic model the final answer must fit (asked for as the server
-            supports: see the module docstring's output modes; then validated and parsed).
+            supports: see `prefect_beluga.agents`' output modes; then validated and parsed).
         name: The agent's name (its flow run's, when invoked on its own). Default "agent".
         max_concurrency: Tool calls of one turn running at once (default: all of them).
         model_retries: Extra attempts of a model call that failed with a transient error
@@ -236,63 +153,17 @@ class Agent(Runnable):
         self._tool_choice: str | dict[str, Any] | None = None
         self._instructions: str | None = None
         if output_type is not None:
-            self._set_output_mode(output_mode, where)
+            request = output_request(
+                llm, output_type, output_mode, has_tools=bool(self.tools or self.toolsets),
+                tool_names=set(self._by_name), where=where,
+            )
+            self.output_mode = request.mode
+            self._response_format, self._tool_choice = request.response_format, request.tool_choice
+            self._instructions = request.instructions
+            if request.tool_spec is not None:
+                self._tool_specs = [*self._tool_specs, request.tool_spec]
         elif output_mode is not None:
             raise ValidationError(f"{where}: output_mode={output_mode!r} needs an output_type")
-
-    def _set_output_mode(self, output_mode: str | None, where: str) -> None:
-        """Choose how `output_type` is asked for, from the model's declared capabilities."""
-        assert self.output_type is not None
-        caps = self.llm.capabilities
-        has_tools = bool(self.tools or self.toolsets)
-        server = getattr(getattr(self.llm, "server", None), "name", None)
-        at = f" (server preset {server!r})" if server else ""
-        supported = {
-            "json_schema": caps.json_schema and (caps.json_schema_with_tools or not has_tools),
-            "tool": caps.tools and caps.tool_choice,
-            "prompted": True,
-        }
-        if output_mode is None:
-            output_mode = next(mode for mode in OUTPUT_MODES if supported[mode])
-        elif output_mode not in OUTPUT_MODES:
-            raise ValidationError(f"{where}: output_mode must be one of {', '.join(OUTPUT_MODES)}, got {output_mode!r}")
-        elif not supported[output_mode]:
-            if output_mode == "json_schema":
-                needed = "json_schema" if not caps.json_schema else "json_schema_with_tools"
-            else:
-                needed = "tools" if not caps.tools else "tool_choice"
-            raise ValidationError(
-                f"{where}: output_mode={output_mode!r} needs capability {needed}, which {self.llm.name!r}{at} "
-                f"does not declare; leave output_mode out to choose a supported one"
-            )
-        if OUTPUT_TOOL in self._by_name and output_mode == "tool":
-            raise ValidationError(
-                f"{where}: a tool is named {OUTPUT_TOOL!r}, the name of the output tool of output_mode='tool'; "
-                "rename it with tool(name=...)"
-            )
-        self.output_mode = output_mode  # type: ignore[assignment]
-        schema = self.output_type.model_json_schema()
-        if output_mode == "json_schema":
-            self._response_format = _response_format(self.output_type)
-        elif output_mode == "tool":
-            self._tool_specs = [*self._tool_specs, {
-                "type": "function",
-                "function": {
-                    "name": OUTPUT_TOOL,
-                    "description": f"Give the final answer as {self.output_type.__name__}; call it once you have it.",
-                    "parameters": schema,
-                },
-            }]
-            self._tool_choice = (
-                "required" if has_tools else {"type": "function", "function": {"name": OUTPUT_TOOL}}
-            )
-        else:
-            self._instructions = (
-                f"When you give your final answer, reply with only a JSON object that matches this JSON schema "
-                f"of {self.output_type.__name__}, and nothing else:\n{json.dumps(schema)}"
-            )
-            if caps.json_object:
-                self._response_format = {"type": "json_object"}
 
     # -- Runnable ------------------------------------------------------------------------------
 
@@ -365,12 +236,16 @@ class Agent(Runnable):
 
     async def _loop_tools(self, messages: list[AnyMessage]) -> dict[str, Any]:
         if not self.toolsets:
-            return await self._turns(messages, _RunTools(self))
+            return await self._turns(messages, self._run_tools())
         async with AsyncExitStack() as stack:  # each toolset's session: opened now, closed with the run
             sessions = [await stack.enter_async_context(toolset.open()) for toolset in self.toolsets]
-            return await self._turns(messages, _RunTools(self, sessions))
+            return await self._turns(messages, self._run_tools(sessions))
 
-    async def _turns(self, messages: list[AnyMessage], tools: _RunTools) -> dict[str, Any]:
+    def _run_tools(self, sessions: Sequence[Any] = ()) -> RunTools:
+        reserved = frozenset({OUTPUT_TOOL}) if self.output_mode == "tool" else frozenset()
+        return RunTools(self.name, self._by_name, self._tool_specs, self.toolsets, sessions, reserved=reserved)
+
+    async def _turns(self, messages: list[AnyMessage], tools: RunTools) -> dict[str, Any]:
         runner = substeps()
         messages = list(messages)
         turns = 0
@@ -394,12 +269,10 @@ class Agent(Runnable):
             messages.append(result.message)
             calls = result.message.tool_calls
             final = next((c for c in calls if c.name == OUTPUT_TOOL), None) if self.output_mode == "tool" else None
-            for call in calls:
-                if call is not final:
-                    emit_tool_call(call.name, call.id, _arguments_of(call), default_node=self.name)
+            announce([c for c in calls if c is not final], node=self.name)
             if final is not None:
                 assert self.output_type is not None
-                parsed, problems = _parse_output(self.output_type, final.arguments)
+                parsed, problems = parse_output(self.output_type, final.arguments)
                 others = [c for c in calls if c is not final]
                 skipped = [ToolMessage("Not run: the final result was given in the same turn.",
                                        tool_call_id=c.id, name=c.name) for c in others]
@@ -424,11 +297,11 @@ class Agent(Runnable):
                 ))
                 continue
             if calls:
-                messages.extend(await self._tool_calls(runner, calls, tools))
+                messages.extend(await run_tool_calls(runner, calls, tools, max_concurrency=self.max_concurrency))
                 continue
             if self.output_type is None:
                 return {"output": result.content, "messages": messages}
-            parsed, problems = _parse_output(self.output_type, result.content)
+            parsed, problems = parse_output(self.output_type, result.content)
             if parsed is not None:
                 return {"output": parsed, "messages": messages}
             if corrected:
@@ -461,98 +334,8 @@ class Agent(Runnable):
             messages, tools=tools or None, response_format=response_format, tool_choice=tool_choice
         )
 
-    async def _tool_calls(
-        self, runner: SubstepRunner, calls: Sequence[ToolCall], tools: _RunTools
-    ) -> list[ToolMessage]:
-        limit = asyncio.Semaphore(self.max_concurrency or len(calls))
-
-        async def one(call: ToolCall) -> ToolMessage:
-            async with limit:
-                content, ok = await self._tool_call(runner, call, tools)
-            emit_tool_result(call.name, call.id, content, ok=ok, default_node=self.name)
-            return ToolMessage(content, tool_call_id=call.id, name=call.name)
-
-        return list(await asyncio.gather(*(one(call) for call in calls)))
-
-    async def _tool_call(self, runner: SubstepRunner, call: ToolCall, tools: _RunTools) -> tuple[str, bool]:
-        """The tool message's text for `call` (the result, or an error the model can act on),
-        and whether the tool ran and returned."""
-        item = tools.by_name.get(call.name)
-        if item is None:
-            available = ", ".join(tools.by_name) or "none"
-            return f"Error: there is no tool named {call.name!r}. Available tools: {available}.", False
-        try:
-            arguments = item.parse_arguments(call.arguments)
-        except ToolArgumentsError as exc:
-            return f"Error: {exc}. Fix the arguments and call the tool again.", False
-        if item.requires_approval:
-            refusal = await _approval(runner, item)
-            if refusal is not None:
-                return refusal, False
-        try:
-            value = await runner.run(item.substep, item.run_call, arguments, call.id)
-        except Exception as exc:  # noqa: BLE001 - any tool error goes back to the model
-            kind = "timed out" if isinstance(exc, TimeoutError) else "failed"
-            return f"Error: tool {item.name!r} {kind}: {type(exc).__name__}: {exc}", False
-        return render_result(value), True
-
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, llm={self.llm!r}, tools={[t.name for t in self.tools]})"
-
-
-class _RunTools:
-    """The tools of one agent run: the agent's own, and those its toolsets' sessions list now."""
-
-    def __init__(self, agent: Agent, sessions: Sequence[Any] = ()) -> None:
-        self.agent = agent
-        self.sessions = sessions
-        self.by_name: dict[str, Tool] = agent._by_name
-        self._listed: list[Sequence[Tool]] | None = None
-        self._specs = agent._tool_specs
-
-    async def specs(self) -> list[dict[str, Any]]:
-        """The `tools` parameter of the next model turn (the toolsets' tools listed again only
-        when a server said they changed)."""
-        if not self.sessions:
-            return self._specs
-        listed = [await session.tools() for session in self.sessions]
-        if listed != self._listed:
-            by_name = dict(self.agent._by_name)
-            reserved = {OUTPUT_TOOL} if self.agent.output_mode == "tool" else set()
-            for toolset, tools in zip(self.agent.toolsets, listed, strict=True):
-                for item in tools:
-                    if item.name in by_name or item.name in reserved:
-                        raise ValidationError(
-                            f"Agent {self.agent.name!r}: the tool {item.name!r} of {toolset.name!r} has the name of "
-                            f"another tool of the agent; give the server a prefix (MCPServer(..., prefix=...))"
-                        )
-                    by_name[item.name] = item
-            self.by_name, self._listed = by_name, listed
-            self._specs = [*self.agent._tool_specs, *(t.to_openai() for tools in listed for t in tools)]
-        return self._specs
-
-
-async def _approval(runner: SubstepRunner, item: Tool) -> str | None:
-    """None when the call may run; else the tool message saying why it did not."""
-    if not runner.in_workflow():
-        return (
-            f"Error: tool {item.name!r} needs approval, which only a workflow run can wait for "
-            f"(signal 'approve:{item.name}'); it was not run."
-        )
-    payload = await runner.wait_for_signal(f"approve:{item.name}")
-    approved = payload is not False and not (isinstance(payload, Mapping) and payload.get("approved") is False)
-    if approved:
-        return None
-    reason = payload.get("reason") if isinstance(payload, Mapping) else None
-    return f"The call to {item.name!r} was not approved{f': {reason}' if reason else ''}; it was not run."
-
-
-def _arguments_of(call: ToolCall) -> Any:
-    """The call's arguments for a stream event: the JSON object, or the text as the model sent it."""
-    try:
-        return json.loads(call.arguments) if call.arguments.strip() else {}
-    except ValueError:
-        return call.arguments
 
 
 def _last_calls(messages: list[AnyMessage]) -> tuple[ToolCall, ...]:
@@ -562,29 +345,4 @@ def _last_calls(messages: list[AnyMessage]) -> tuple[ToolCall, ...]:
     return ()
 
 
-def _response_format(output_type: type[BaseModel]) -> dict[str, Any]:
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", output_type.__name__)[:64] or "output"
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "schema": output_type.model_json_schema(), "strict": False},
-    }
-
-
-def _parse_output(output_type: type[BaseModel], content: str) -> tuple[BaseModel | None, list[str]]:
-    fenced = _FENCE.match(content or "") or _FENCED_BLOCK.search(content or "")
-    text = fenced.group(1) if fenced else (content or "")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        return None, [f"the answer is not valid JSON ({exc})"]
-    try:
-        return output_type.model_validate(data), []
-    except pydantic.ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False):
-            location = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
-            problems.append(f"field {location!r}: {error.get('msg', 'invalid')}")
-        return None, problems
-
-
-__all__ = ["OUTPUT_MODES", "OUTPUT_TOOL", "Agent", "AgentIterationLimit", "AgentOutputError", "OutputMode"]
+__all__ = ["Agent"]
