@@ -1,125 +1,36 @@
-"""The OpenAI wire protocol of the loopback server: request handling, replies, SSE streams.
+"""The OpenAI wire protocol of the loopback server: request handling, errors, SSE streams.
 
 `OpenAIServer` (in `openai_server.py`) holds the state; the handler here answers each request
-from it, as OpenAI's `/v1/chat/completions`, `/v1/embeddings` and `/v1/models` would, or as
-another server's dialect of them does (`Dialect`, `DIALECTS`): Azure's deployment paths,
-`api-version` query and `api-key` header; a server that rejects `json_schema`, ignores
-`parallel_tool_calls`, never reports usage in a stream, sends a tool call's arguments in one
-chunk, or spells finish reasons its own way.
+from it (`OpenAIState`: what it reads), as OpenAI's `/v1/chat/completions`, `/v1/embeddings` and
+`/v1/models` would, or as another server's dialect of them does (`_openai_dialects.py`): Azure's
+deployment paths, `api-version` query and `api-key` header; a server that rejects `json_schema`,
+ignores `parallel_tool_calls`, never reports usage in a stream, sends a tool call's arguments in
+one chunk, or spells finish reasons its own way.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import math
 import socket
 import struct
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from prefect_beluga.testing._loopback import Fault, LoopbackHandler, RecordedRequest
-
-if TYPE_CHECKING:
-    from prefect_beluga.testing.openai_server import OpenAIServer
-
-__all__ = ["DIALECTS", "Dialect", "Reply", "Responder", "check_reply", "dialect_of", "embedding_vector", "text_of"]
-
-#: How a dialect treats a request field: honour it, accept and ignore it, or answer 400 naming it.
-Treatment = Literal["honour", "ignore", "reject"]
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How one OpenAI-compatible server differs from OpenAI's own API, as the loopback server acts it.
-
-    Args:
-        name: The dialect's name (the server preset it mirrors).
-        azure: Azure OpenAI's shape: `/openai/deployments/{deployment}/chat/completions` (and
-            `/embeddings`) with a required `api-version` query, the key in the `api-key` header
-            (or an Entra bearer token), Azure's error bodies, and a first stream chunk that
-            carries only `prompt_filter_results`.
-        json_schema: `response_format` of type `json_schema`.
-        json_object: `response_format` of type `json_object`.
-        json_schema_with_tools: False: a request with both `json_schema` and `tools` is a 400.
-        parallel_tool_calls: The `parallel_tool_calls` field (honoured: `false` keeps one call).
-        tool_choice: The `tool_choice` field (honoured: a forced function is what gets called).
-        stream_options: `stream_options.include_usage` (ignored: no usage chunk in streams).
-        seed: The `seed` field.
-        rejected_fields: Other request fields answered with a 400 naming them.
-        message_names: False: a message with a `name` is a 400 naming `messages[i].name`.
-        tool_call_chunks: "many": a streamed tool call's arguments in several chunks (OpenAI);
-            "one": the whole call in one chunk.
-        finish_reasons: This server's spelling of OpenAI's finish reasons.
-        embeddings: Whether `/embeddings` exists (else 404).
-        usage_extension: Where else a stream's usage goes (Groq: "x_groq" on the last chunk).
-    """
-
-    name: str = "openai"
-    azure: bool = False
-    json_schema: Treatment = "honour"
-    json_object: Treatment = "honour"
-    json_schema_with_tools: bool = True
-    parallel_tool_calls: Treatment = "honour"
-    tool_choice: Treatment = "honour"
-    stream_options: Treatment = "honour"
-    seed: Treatment = "honour"
-    rejected_fields: tuple[str, ...] = ()
-    message_names: bool = True
-    tool_call_chunks: Literal["many", "one"] = "many"
-    finish_reasons: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    embeddings: bool = True
-    usage_extension: str | None = None
-
-
-#: One dialect per server preset of `prefect_beluga.llms.servers`, acting out what each
-#: server's documentation says (docs/providers.md).
-DIALECTS: dict[str, Dialect] = {
-    d.name: d
-    for d in (
-        Dialect("openai"),
-        Dialect("azure_openai", azure=True),
-        Dialect("ollama", parallel_tool_calls="ignore", tool_call_chunks="one",
-                finish_reasons=MappingProxyType({"tool_calls": "stop"})),
-        Dialect("vllm", parallel_tool_calls="ignore"),
-        Dialect("groq", json_schema_with_tools=False, stream_options="ignore", tool_call_chunks="one",
-                rejected_fields=("logprobs", "logit_bias", "top_logprobs"), message_names=False, embeddings=False,
-                usage_extension="x_groq"),
-        Dialect("gemini", json_schema_with_tools=False, parallel_tool_calls="reject", seed="reject",
-                tool_call_chunks="one", finish_reasons=MappingProxyType({"tool_calls": "stop"})),
-        Dialect("anthropic", json_schema="ignore", json_object="ignore", seed="ignore", embeddings=False,
-                finish_reasons=MappingProxyType(
-                    {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"})),
-        Dialect("compatible", json_schema="reject", json_object="reject", parallel_tool_calls="reject",
-                tool_choice="reject", stream_options="reject", seed="reject", tool_call_chunks="one",
-                finish_reasons=MappingProxyType({"stop": "eos"})),
-    )
-}
-
-
-def dialect_of(dialect: Dialect | str | None) -> Dialect:
-    """`dialect` as a Dialect: one itself, a name in `DIALECTS`, or None for OpenAI's."""
-    if dialect is None:
-        return DIALECTS["openai"]
-    if isinstance(dialect, Dialect):
-        return dialect
-    if isinstance(dialect, str) and dialect in DIALECTS:
-        return DIALECTS[dialect]
-    raise ValueError(f"unknown dialect {dialect!r}; known dialects: {', '.join(DIALECTS)} (or pass a Dialect)")
-
-
-#: The tool an agent's structured output goes through when it is asked as a tool call.
-OUTPUT_TOOL = "final_result"
-
-#: A scripted chat reply: its text, or `{"content": str | None, "tool_calls": [{"name": str,
-#: "arguments": dict | str, "id": str (optional)}, ...]}`.
-Reply = str | dict[str, Any]
-Responder = Callable[[list[dict[str, Any]]], Reply]
+from prefect_beluga.testing._openai_dialects import Dialect
+from prefect_beluga.testing._openai_replies import (
+    Reply,
+    embedding_vector,
+    prompt_tokens,
+    split_reply,
+    structured,
+    token_count,
+)
 
 _ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -133,100 +44,35 @@ _ERROR_TYPES = {
 }
 
 
-def check_reply(reply: Any) -> Reply:
-    if isinstance(reply, str):
-        return reply
-    if isinstance(reply, dict) and set(reply) == {"output"}:
-        return reply
-    if not isinstance(reply, dict) or set(reply) - {"content", "tool_calls"}:
-        raise ValueError(
-            f"a scripted reply is a str, a dict with 'content' / 'tool_calls', or {{'output': ...}}, got {reply!r:.80}"
-        )
-    calls = reply.get("tool_calls") or []
-    if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        raise ValueError(f"'tool_calls' must be a list of {{'name': str, 'arguments': ...}}, got {calls!r:.80}")
-    return reply
-
-
-def _structured(reply: dict[str, Any], body: dict[str, Any], dialect: Dialect) -> Reply:
-    """A structured answer, given the way the request asked for it, as a model would give it: a
-    call of the forced tool (or of the output tool offered), JSON text under a response format
-    the server honours, else JSON in a fenced block (a model that was only prompted)."""
-    value = reply["output"]
-    names = [t.get("function", {}).get("name") for t in body.get("tools") or () if isinstance(t, dict)]
-    choice = body.get("tool_choice") if dialect.tool_choice == "honour" else None
-    forced = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-    tool = forced if forced in names else (OUTPUT_TOOL if OUTPUT_TOOL in names else None)
-    if tool is not None:
-        return {"tool_calls": [{"name": tool, "arguments": value}]}
-    kind = (body.get("response_format") or {}).get("type")
-    if kind == "json_schema" and dialect.json_schema == "honour":
-        return json.dumps(value)
-    if kind == "json_object" and dialect.json_object == "honour":
-        return json.dumps(value)
-    return f"Here is the answer:\n```json\n{json.dumps(value, indent=2)}\n```"
-
-
-def _split_reply(reply: Reply) -> tuple[str, list[dict[str, Any]]]:
-    """A scripted reply as its text and its tool calls in OpenAI's wire shape."""
-    if isinstance(reply, str):
-        return reply, []
-    calls = []
-    for call in reply.get("tool_calls") or ():
-        arguments = call.get("arguments", {})
-        calls.append(
-            {
-                "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
-                "type": "function",
-                "function": {
-                    "name": call["name"],
-                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
-                },
-            }
-        )
-    return reply.get("content") or "", calls
-
-
-def text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
-def _count(text: str) -> int:
-    from prefect_beluga.tokens import count_tokens
-
-    return count_tokens(text)
-
-
-def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    return 3 + sum(3 + _count(text_of(m.get("content"))) for m in messages if isinstance(m, dict))
-
-
-def embedding_vector(text: str, dimension: int) -> list[float]:
-    """The deterministic unit vector the server returns for `text` (float32-exact)."""
-    values: list[float] = []
-    counter = 0
-    while len(values) < dimension:
-        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
-        values.extend((b / 127.5) - 1.0 for b in digest)
-        counter += 1
-    values = values[:dimension]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    # Round-trip through float32 so "float" and "base64" replies carry identical numbers.
-    packed = struct.pack(f"<{dimension}f", *(v / norm for v in values))
-    return list(struct.unpack(f"<{dimension}f", packed))
-
-
 def _mask(key: str) -> str:
     """How OpenAI shows a wrong key in its 401 message: all but the last 4 characters hidden."""
     return f"{key[:3]}{'*' * max(len(key) - 7, 0)}{key[-4:]}" if len(key) > 8 else "****"
 
 
-class _Handler(LoopbackHandler):
-    server_state: OpenAIServer
+class OpenAIState(Protocol):
+    """What the handler reads of the `OpenAIServer` it answers for."""
+
+    api_key: str | None
+    dimension: int
+    honour_dimensions: bool
+    chunk_delay: float
+    dialect: Dialect
+    azure_ad_token: str | None
+    deployments: tuple[str, ...] | None
+    api_versions: tuple[str, ...] | None
+    _lock: threading.Lock
+    _breaks: deque[int]
+    _chunks: list[tuple[float, str]]
+
+    def _chat_reply(self, messages: list[dict[str, Any]]) -> Reply: ...
+
+    def _wait(self, seconds: float) -> None: ...
+
+
+class OpenAIHandler(LoopbackHandler):
+    """Answers one connection's requests as the OpenAI-compatible server `server_state` describes."""
+
+    server_state: OpenAIState  # an OpenAIServer
     server_version = "openai-loopback/1.0"
 
     # -- plumbing --------------------------------------------------------------------------
@@ -388,8 +234,8 @@ class _Handler(LoopbackHandler):
         dialect = state.dialect
         scripted = state._chat_reply(messages)
         if isinstance(scripted, dict) and "output" in scripted:
-            scripted = _structured(scripted, body, dialect)
-        reply, tool_calls = _split_reply(scripted)
+            scripted = structured(scripted, body, dialect)
+        reply, tool_calls = split_reply(scripted)
         if tool_calls and body.get("parallel_tool_calls") is False and dialect.parallel_tool_calls == "honour":
             tool_calls = tool_calls[:1]
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -399,8 +245,9 @@ class _Handler(LoopbackHandler):
 
             if count_tokens(reply) > max_tokens:
                 reply, finish_reason = truncate(reply, max_tokens), "length"
-        prompt = _prompt_tokens(messages)
-        usage = {"prompt_tokens": prompt, "completion_tokens": _count(reply), "total_tokens": prompt + _count(reply)}
+        prompt = prompt_tokens(messages)
+        completion = token_count(reply)
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         finish_reason = dialect.finish_reasons.get(finish_reason, finish_reason)
@@ -578,7 +425,7 @@ class _Handler(LoopbackHandler):
             vector = embedding_vector(text, dimension)
             encoded: Any = base64.b64encode(struct.pack(f"<{dimension}f", *vector)).decode() if as_base64 else vector
             data.append({"object": "embedding", "index": index, "embedding": encoded})
-        tokens = sum(_count(t) for t in texts)
+        tokens = sum(token_count(t) for t in texts)
         self._json(
             200,
             {

@@ -73,17 +73,9 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prefect_beluga.testing._loopback import Fault, LoopbackServer, RecordedRequest
-from prefect_beluga.testing._openai_protocol import (
-    DIALECTS,
-    Dialect,
-    Reply,
-    Responder,
-    _Handler,
-    check_reply,
-    dialect_of,
-    embedding_vector,
-    text_of,
-)
+from prefect_beluga.testing._openai_dialects import DIALECTS, Dialect, dialect_of
+from prefect_beluga.testing._openai_protocol import OpenAIHandler
+from prefect_beluga.testing._openai_replies import Reply, Responder, check_reply, embedding_vector, text_of
 
 
 class OpenAIServer(LoopbackServer):
@@ -154,7 +146,7 @@ class OpenAIServer(LoopbackServer):
 
     @property
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _Handler
+        return OpenAIHandler
 
     @property
     def base_url(self) -> str:
