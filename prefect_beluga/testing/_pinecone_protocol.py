@@ -1,8 +1,9 @@
 """The wire side of the loopback Pinecone server: request checks, filter semantics, the HTTP handler.
 
 `pinecone_server.PineconeServer` holds the index (namespaces of vectors) and the scripting and
-inspection API; this module turns HTTP requests into calls on it and its replies (and errors) into
-Pinecone's JSON, so the official SDK talks to it unpatched.
+inspection API (`PineconeState`: what the handler reads of it); this module turns HTTP requests
+into calls on it and its replies (and errors) into Pinecone's JSON, so the official SDK talks to
+it unpatched.
 """
 
 from __future__ import annotations
@@ -13,13 +14,10 @@ import operator as _operator
 import socket
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 from prefect_beluga.testing._loopback import Fault, LoopbackHandler, RecordedRequest
-
-if TYPE_CHECKING:
-    from prefect_beluga.testing.pinecone_server import PineconeServer
 
 MAX_VECTORS_PER_UPSERT = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -116,8 +114,27 @@ def _matches(metadata: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     return True
 
 
-class _Handler(LoopbackHandler):
-    server_state: PineconeServer
+class PineconeState(Protocol):
+    """What the handler reads of the `PineconeServer` it answers for: settings and index operations."""
+
+    api_key: str | None
+    max_request_bytes: int
+
+    def _fetch(self, query: dict[str, list[str]]) -> dict[str, Any]: ...
+    def _list(self, query: dict[str, list[str]]) -> dict[str, Any]: ...
+    def _describe_index_stats(self, body: dict[str, Any] | None) -> dict[str, Any]: ...
+    def _upsert(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def _query(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def _delete(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def _update(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def _answered(self, path: str, status: int) -> None: ...
+    def _wait(self, seconds: float) -> None: ...
+
+
+class PineconeHandler(LoopbackHandler):
+    """Answers one connection's requests as the Pinecone index host `server_state` describes."""
+
+    server_state: PineconeState  # a PineconeServer
     server_version = "pinecone-loopback/1.0"
 
     def _respond(self, request: RecordedRequest, fault: Fault | None) -> None:

@@ -66,10 +66,10 @@ from prefect_beluga.testing._pinecone_protocol import (
     MAX_REQUEST_BYTES,
     MAX_TOP_K,
     MAX_VECTORS_PER_UPSERT,
+    PineconeHandler,
     _BadRequest,
     _check_filter,
     _check_id,
-    _Handler,
     _matches,
     _namespace_of,
     _public,
@@ -131,7 +131,7 @@ class PineconeServer(LoopbackServer):
 
     @property
     def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _Handler
+        return PineconeHandler
 
     @property
     def url(self) -> str:
