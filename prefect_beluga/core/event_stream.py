@@ -22,13 +22,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.streaming import StopSignal, TokenSink, current_node, stop_signal, stoppable
-
-if TYPE_CHECKING:
-    from prefect_beluga.core.runnable import Runnable
 
 END_KEY = "__end__"
 #: The message of the Cancelled states of a run whose caller left its stream.
@@ -37,17 +34,26 @@ STOPPED_READING = "Cancelled: the caller stopped reading the stream"
 STOP_GRACE = 10.0
 
 
+class Streamed(Protocol):
+    """What is streamed: a Runnable (`core.runnable`, which streams through this module)."""
+
+    name: str
+
+    def ainvoke(self, input: Any, config: ConfigLike = None) -> Awaitable[Any]:
+        """Run on `input`; the run whose events are streamed."""
+
+
 class StreamSink:
     """Collects `{name: output}` updates from the run that the caller is streaming."""
 
     _current: ContextVar[StreamSink | None] = ContextVar("prefect_beluga_stream_sink", default=None)
 
-    def __init__(self, owner: Runnable) -> None:
+    def __init__(self, owner: Streamed) -> None:
         self.owner = owner
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     @classmethod
-    def current(cls, owner: Runnable) -> StreamSink | None:
+    def current(cls, owner: Streamed) -> StreamSink | None:
         """The sink of the call streaming `owner` (not a chain nested inside it), if any."""
         sink = cls._current.get()
         return sink if sink is not None and sink.owner is owner else None
@@ -57,7 +63,7 @@ class StreamSink:
 
 
 async def stream_events(
-    runnable: Runnable, input: Any, config: ConfigLike, *, tokens: bool = False, output_event: bool = False
+    runnable: Streamed, input: Any, config: ConfigLike, *, tokens: bool = False, output_event: bool = False
 ) -> AsyncIterator[dict[str, Any]]:
     """Run `runnable.ainvoke(input, config)`, yielding each update it reports, then
     `{"__end__": result}`. With `tokens`, the chat models inside it stream, and each text
