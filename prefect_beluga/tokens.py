@@ -53,7 +53,7 @@ import tiktoken
 from tiktoken.model import encoding_name_for_model
 
 from prefect_beluga.core._checks import check_int, is_int
-from prefect_beluga.core.errors import TokenizerUnavailable, ValidationError
+from prefect_beluga.core.errors import TokenizerFallbackWarning, TokenizerUnavailable, ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,6 @@ TIKTOKEN_DIR_ENV = "PREFECT_BELUGA_TIKTOKEN_DIR"
 
 #: The encoding used for unknown models and as the fallback: always available offline.
 DEFAULT_ENCODING = "cl100k_base"
-
-
-class TokenizerFallbackWarning(UserWarning):
-    """An encoding was not available offline; token counts use cl100k_base instead."""
 
 
 @dataclass(frozen=True)

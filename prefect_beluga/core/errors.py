@@ -1,15 +1,17 @@
-"""The exceptions raised by prefect-beluga.
+"""The exceptions and warnings of prefect-beluga.
 
 Every exception of ours derives from `BelugaError`:
 
     BelugaError
     ├── ValidationError (ValueError)       bad input or misuse; never retried
     │   ├── StepOutputError                a step returned something other than a dict
-    │   └── GraphValidationError           a graph failed `compile()` validation
+    │   ├── GraphValidationError           a graph failed `compile()` validation
+    │   └── ToolArgumentsError             a model's arguments for a tool do not fit its schema
     ├── ChainTimeoutError (TimeoutError)   a chain ran past its `timeout`
     ├── ProviderResponseError              a provider's reply was malformed; retried
     ├── TokenizerUnavailable               no local copy of an encoding's BPE file
     ├── UsageLimitExceeded                 a run's `UsageLimits` would be (or were) exceeded
+    ├── MCPToolError                       an MCP server answered a tool call with an error
     ├── GraphError                         a graph failed while running
     │   ├── GraphRecursionError            a loop exceeded `recursion_limit`
     │   ├── StateConflictError             concurrent nodes wrote one key differently
@@ -24,6 +26,12 @@ Every exception of ours derives from `BelugaError`:
         ├── WorkflowCancelled              the run was cancelled or terminated
         └── WorkflowTimeout (TimeoutError)  `get_result`'s wait ran out; the run goes on
 
+Every warning of ours has a standard category, so `warnings.filterwarnings` selects it by class:
+
+    UserWarning
+    ├── EmptyStoreWarning                  retrieval found nothing: an empty store, or a filter
+    └── TokenizerFallbackWarning           an encoding is not available offline: cl100k_base counts
+
 A step that raises keeps its own exception type: the chain re-raises it unchanged, with a note
 naming the step and its position (see `add_step_note`).
 """
@@ -36,14 +44,18 @@ __all__ = [
     "AgentOutputError",
     "BelugaError",
     "ChainTimeoutError",
+    "EmptyStoreWarning",
     "GraphError",
     "GraphNodesFailed",
     "GraphRecursionError",
     "GraphValidationError",
+    "MCPToolError",
     "ProviderResponseError",
     "StateConflictError",
     "StepOutputError",
+    "TokenizerFallbackWarning",
     "TokenizerUnavailable",
+    "ToolArgumentsError",
     "UnknownWorkflowRun",
     "UsageLimitExceeded",
     "ValidationError",
@@ -70,6 +82,10 @@ class StepOutputError(ValidationError):
 
 class GraphValidationError(ValidationError):
     """A graph is malformed: unknown node, missing entry point, unconditional cycle, ..."""
+
+
+class ToolArgumentsError(ValidationError):
+    """The arguments a model gave a tool are not valid JSON or do not fit its schema."""
 
 
 class ChainTimeoutError(BelugaError, TimeoutError):
@@ -107,6 +123,22 @@ class UsageLimitExceeded(BelugaError):
         self.usage = usage
         self.step = step
         self.run = run
+
+
+class MCPToolError(BelugaError):
+    """An MCP server answered a tool call with an error: a result with `isError`, or a JSON-RPC
+    error response (`code` is its code; None for `isError`). The text is the server's.
+
+    It is an answer, not a fault: it goes back to the model as the tool message, and is never
+    retried (`retryable` is False), whatever the server's `retries`.
+    """
+
+    retryable = False
+
+    def __init__(self, message: str, *, tool: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.code = code
 
 
 class GraphError(BelugaError):
@@ -207,3 +239,11 @@ class WorkflowCancelled(WorkflowError):
 
 class WorkflowTimeout(WorkflowError, TimeoutError):
     """`get_result` waited `timeout` seconds and the run had not finished; it goes on."""
+
+
+class EmptyStoreWarning(UserWarning):
+    """Retrieval found nothing: the store is empty, or holds nothing the filter lets through."""
+
+
+class TokenizerFallbackWarning(UserWarning):
+    """An encoding was not available offline; token counts use cl100k_base instead."""

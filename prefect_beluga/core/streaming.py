@@ -5,7 +5,7 @@
 (`current_node`) around each step's execution, so the innermost step wins; a Map item's task
 run also sets its index (`current_item`), which its events carry as `"index"`. A chat model
 (`llms/`) asks `token_sink()`: only when a sink is set does it use the provider's streaming
-API, handing each text delta to `emit_token`. An agent (`agents.py`) reports the tool calls
+API, handing each text delta to `emit_token`. An agent (`prefect_beluga.agents`) reports the tool calls
 its model asks for, and their outcomes, the same way (`emit_tool_call`, `emit_tool_result`).
 Nothing here imports Prefect.
 

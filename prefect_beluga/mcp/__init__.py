@@ -19,9 +19,9 @@ or streamable HTTP, each call a Prefect flow run. `servers_from_config` reads a 
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from prefect_beluga.core.errors import MCPToolError
 from prefect_beluga.mcp._client import MCPServer, MCPTool
 from prefect_beluga.mcp._config import server_from_config, servers_from_config
-from prefect_beluga.mcp._session import MCPToolError
 
 if TYPE_CHECKING:
     from prefect_beluga.blocks._mcp import MCPServerBlock

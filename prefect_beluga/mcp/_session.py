@@ -12,29 +12,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from prefect_beluga.core.errors import BelugaError
+from prefect_beluga.core.errors import MCPToolError
 from prefect_beluga.tools import Tool, ToolsetSession
 
 if TYPE_CHECKING:
     import mcp
 
 logger = logging.getLogger("prefect_beluga.mcp")
-
-
-class MCPToolError(BelugaError):
-    """An MCP server answered a tool call with an error: a result with `isError`, or a JSON-RPC
-    error response (`code` is its code; None for `isError`). The text is the server's.
-
-    It is an answer, not a fault: it goes back to the model as the tool message, and is never
-    retried (`retryable` is False), whatever the server's `retries`.
-    """
-
-    retryable = False
-
-    def __init__(self, message: str, *, tool: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.tool = tool
-        self.code = code
 
 
 class Server(Protocol):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect_beluga.core._checks import check_int
 from prefect_beluga.core.config import ConfigLike
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.errors import EmptyStoreWarning, ValidationError
 from prefect_beluga.core.fingerprint import fingerprint, key_of, own_cache_key, public_settings
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.embeddings.base import Embedder
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from prefect_beluga.orchestration.chain import Chain
 
 __all__ = [
-    "EmptyStoreWarning",
     "GenerationStep",
     "QueryEmbeddingStep",
     "RetrievalStep",
@@ -45,10 +44,6 @@ EMPTY_STORE_HINT = (
     "ingest documents first with the same embedder: run the `rag-ingest` deployment "
     "(`prefect deployment run rag-ingest/rag-ingest`) or `python flows/rag_ingest.py FOLDER`"
 )
-
-
-class EmptyStoreWarning(UserWarning):
-    """Retrieval found nothing: the store is empty, or holds nothing the filter lets through."""
 
 
 DEFAULT_SYSTEM_PROMPT = (

@@ -31,7 +31,8 @@ A `Toolset` stands for tools known only once a run starts (an MCP server's:
 agent run opens it once (`Toolset.open()`), for the tools it lists, and closes it at the run's end.
 """
 
-from prefect_beluga.tools._tool import Tool, ToolArgumentsError, as_tool, render_result, tool
+from prefect_beluga.core.errors import ToolArgumentsError
+from prefect_beluga.tools._tool import Tool, as_tool, render_result, tool
 from prefect_beluga.tools._toolset import Toolset, ToolsetSession
 
 __all__ = ["Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool"]

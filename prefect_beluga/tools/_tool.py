@@ -14,13 +14,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from prefect_beluga.core import _telemetry
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.errors import ToolArgumentsError, ValidationError
 from prefect_beluga.core.runnable import Runnable, _is_async_callable
 from prefect_beluga.tools._schema import check_name, json_schema, model_from_signature, model_name, parse_docstring
-
-
-class ToolArgumentsError(ValidationError):
-    """The arguments a model gave a tool are not valid JSON or do not fit its schema."""
 
 
 class Tool:
@@ -336,4 +332,4 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-__all__ = ["Tool", "ToolArgumentsError", "as_tool", "render_result", "tool"]
+__all__ = ["Tool", "as_tool", "render_result", "tool"]

@@ -58,6 +58,11 @@ EXPECTED = {
     # Budgets (issue 30)
     "UsageLimitExceeded",
     "UsageLimits",
+    # Shape (issue 26): every exception and warning in the tree of core/errors.py
+    "EmptyStoreWarning",
+    "MCPToolError",
+    "TokenizerFallbackWarning",
+    "ToolArgumentsError",
 }
 
 
@@ -93,12 +98,12 @@ SUBPACKAGES = {
     },
     "core": {
         "AgentError", "AgentIterationLimit", "AgentOutputError", "BelugaError", "ChainTimeoutError",
-        "GraphError", "GraphNodesFailed", "GraphRecursionError", "GraphValidationError",
-        "ProviderResponseError", "RunConfig", "Runnable", "RunnableCallable", "StateConflictError",
-        "StepOutputError", "TokenizerUnavailable", "UnknownWorkflowRun", "UsageLimitExceeded",
-        "ValidationError", "WorkflowCancelled", "WorkflowError", "WorkflowFailed", "WorkflowNotDeployed",
-        "WorkflowTimeout", "coerce_to_runnable", "ensure_config", "is_permanent", "retry_after_of",
-        "should_retry",
+        "EmptyStoreWarning", "GraphError", "GraphNodesFailed", "GraphRecursionError", "GraphValidationError",
+        "MCPToolError", "ProviderResponseError", "RunConfig", "Runnable", "RunnableCallable",
+        "StateConflictError", "StepOutputError", "TokenizerFallbackWarning", "TokenizerUnavailable",
+        "ToolArgumentsError", "UnknownWorkflowRun", "UsageLimitExceeded", "ValidationError",
+        "WorkflowCancelled", "WorkflowError", "WorkflowFailed", "WorkflowNotDeployed", "WorkflowTimeout",
+        "coerce_to_runnable", "ensure_config", "is_permanent", "retry_after_of", "should_retry",
     },
     "embeddings": {
         "AzureOpenAIEmbedder", "Embedder", "HashingEmbedder", "OpenAIEmbedder",
