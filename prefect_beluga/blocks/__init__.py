@@ -75,24 +75,19 @@ Keys live in `SecretStr` fields: reprs, logs and `model_dump_json()` show `'****
 stores them encrypted and reads them back obscured unless secrets are asked for.
 """
 
-from prefect_beluga.blocks._loading import RagComponents, load_block, load_rag_components, load_vector_store_block
-from prefect_beluga.blocks._provisioning import asave_default_blocks, block_names, save_default_blocks
-from prefect_beluga.blocks._types import (
+from prefect_beluga.blocks._credentials import AzureOpenAICredentials, OpenAICredentials, PineconeCredentials
+from prefect_beluga.blocks._defaults import (
     DEFAULT_AZURE_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_CHAT_MODEL_BLOCK,
     DEFAULT_EMBEDDER_BLOCK,
     DEFAULT_OPENAI_CREDENTIALS_BLOCK,
     DEFAULT_PINECONE_CREDENTIALS_BLOCK,
     DEFAULT_STORE_BLOCK,
-    AzureOpenAICredentials,
-    ChatModelBlock,
-    EmbeddedVectorStoreBlock,
-    EmbedderBlock,
-    OpenAICredentials,
-    PineconeCredentials,
-    PineconeVectorStoreBlock,
-    VectorStoreBlock,
 )
+from prefect_beluga.blocks._loading import RagComponents, load_block, load_rag_components, load_vector_store_block
+from prefect_beluga.blocks._models import ChatModelBlock, EmbedderBlock
+from prefect_beluga.blocks._provisioning import asave_default_blocks, block_names, save_default_blocks
+from prefect_beluga.blocks._stores import EmbeddedVectorStoreBlock, PineconeVectorStoreBlock, VectorStoreBlock
 
 __all__ = [
     "RagComponents",

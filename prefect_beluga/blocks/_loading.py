@@ -9,14 +9,9 @@ from prefect.blocks.core import Block
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.exceptions import ObjectNotFound
 
-from prefect_beluga.blocks._types import (
-    DEFAULT_CHAT_MODEL_BLOCK,
-    DEFAULT_EMBEDDER_BLOCK,
-    DEFAULT_STORE_BLOCK,
-    ChatModelBlock,
-    EmbedderBlock,
-    VectorStoreBlock,
-)
+from prefect_beluga.blocks._defaults import DEFAULT_CHAT_MODEL_BLOCK, DEFAULT_EMBEDDER_BLOCK, DEFAULT_STORE_BLOCK
+from prefect_beluga.blocks._models import ChatModelBlock, EmbedderBlock
+from prefect_beluga.blocks._stores import VectorStoreBlock
 from prefect_beluga.core.errors import ValidationError
 
 __all__ = ["RagComponents", "is_block_not_found", "load_block", "load_rag_components", "load_vector_store_block"]

@@ -18,17 +18,10 @@ from pydantic import SecretStr
 
 from prefect_beluga._openai_client import AZURE_OPENAI_API_VERSION_ENVS
 from prefect_beluga._openai_servers import server_preset
+from prefect_beluga.blocks._credentials import AzureOpenAICredentials, OpenAICredentials, PineconeCredentials
 from prefect_beluga.blocks._loading import _find_vector_store_block, _vector_store_types_named, is_block_not_found
-from prefect_beluga.blocks._types import (
-    AzureOpenAICredentials,
-    ChatModelBlock,
-    EmbeddedVectorStoreBlock,
-    EmbedderBlock,
-    OpenAICredentials,
-    PineconeCredentials,
-    PineconeVectorStoreBlock,
-    VectorStoreBlock,
-)
+from prefect_beluga.blocks._models import ChatModelBlock, EmbedderBlock
+from prefect_beluga.blocks._stores import EmbeddedVectorStoreBlock, PineconeVectorStoreBlock, VectorStoreBlock
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.embeddings import Embedder
