@@ -37,6 +37,7 @@ turns inside a chain step), so a later failure or crash does not lose it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator
@@ -47,12 +48,15 @@ from typing import Any
 
 from prefect.cache_policies import CachePolicy
 from prefect.context import FlowRunContext, TaskRunContext
+from prefect.results import get_result_store
 from prefect.transactions import CommitMode, atransaction
 
 from prefect_beluga.core._checks import check_bool
-from prefect_beluga.usage import count_replayed, current_budget
+from prefect_beluga.usage import RunUsage, count_replayed, current_budget, tallied, usage_in
 
 KEY_PREFIX = "beluga-run-"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -199,23 +203,54 @@ async def run_durably(name: str, plain: Any, durable: Any, args: tuple[Any, ...]
         async with atransaction(commit_mode=CommitMode.EAGER):
             if current_budget() is None:
                 return await durable(*args, **kwargs)
-            # With usage limits: a record read back (the task's function did not run) still
-            # counts its model usage against the run's budget (docs/budgets.md, resuming).
-            ran: list[bool] = []
-            probe = ran_probe.set(ran)
-            try:
-                result = await durable(*args, **kwargs)
-            finally:
-                ran_probe.reset(probe)
-            if not ran:
-                count_replayed(result)
-            return result
+            return await _counted(child, durable, args, kwargs)
     finally:
         current.reset(token)
 
 
 #: Set around a durable call when a budget is open; the step's function marks that it ran.
 ran_probe: ContextVar[list[bool] | None] = ContextVar("prefect_beluga_durable_ran", default=None)
+
+
+async def _counted(scope: Scope, durable: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A durable call under usage limits: the model usage of a step read back from its record
+    counts against the run's budget (docs/budgets.md, resuming).
+
+    A step that is itself a model call (a chat model, an agent's turn) holds its usage in its
+    result. Any other step that used models (a function step calling `llm.generate`, an agent,
+    a chain called inside a step) gets a usage record beside its result, `<key>-usage` in the
+    task's result store, holding everything it and its sub-steps used.
+    """
+    ran: list[bool] = []
+    probe = ran_probe.set(ran)
+    try:
+        with tallied() as tally:
+            result = await durable(*args, **kwargs)
+    finally:
+        ran_probe.reset(probe)
+    key = f"{scope.key}-usage"
+    if not ran:
+        count_replayed(await _read_usage(durable, key, scope.path) or usage_in(result))
+        return result
+    used, held = tally.usage(), usage_in(result)
+    if used.requests and (held is None or (held.requests, held.total_tokens) != (used.requests, used.total_tokens)):
+        try:
+            store = await get_result_store().aupdate_for_task(durable)
+            await store.awrite(used.as_dict(), key=key)
+        except Exception as exc:  # the step's result is safe; only a resumed budget would start lower
+            logger.warning("could not record the model usage of step %s beside its result: %s", scope.path, exc)
+    return result
+
+
+async def _read_usage(task: Any, key: str, path: str) -> RunUsage | None:
+    try:
+        store = await get_result_store().aupdate_for_task(task)
+        if not await store.aexists(key):
+            return None
+        return RunUsage(**(await store.aread(key)).result)
+    except Exception as exc:
+        logger.warning("could not read the model usage recorded beside step %s: %s", path, exc)
+        return None
 
 
 @dataclass

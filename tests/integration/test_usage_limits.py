@@ -310,9 +310,9 @@ def test_a_resumed_workflow_counts_its_finished_steps(openai_server):
     assert exc.usage.requests == 2
 
 
-def test_a_resumed_workflow_counts_a_function_steps_calls_only_when_its_output_says(openai_server):
-    """docs/budgets.md: a finished function step's own model calls are counted on resume only
-    when its output carries `{"usage", "model"}`; otherwise the resumed budget starts lower."""
+def test_a_resumed_workflow_counts_a_function_steps_model_calls(openai_server):
+    """docs/budgets.md: a finished function step's own model calls are counted on resume from
+    the usage record beside its result, whether or not its output says what it used."""
     llm = chat_model(openai_server)
 
     def run(report_usage: bool) -> tuple[int, BaseException | None]:
@@ -345,8 +345,42 @@ def test_a_resumed_workflow_counts_a_function_steps_calls_only_when_its_output_s
         assert len(attempts) == 2  # retried once; `summarise` was read back, not run again
         return len(openai_server.chat_requests()) - before, error
 
-    sent, error = run(report_usage=True)
-    assert sent == 2 and isinstance(error, UsageLimitExceeded) and error.usage.requests == 2
-    # without usage in its output, the record counts nothing: the retry spends 2 more requests
-    sent, error = run(report_usage=False)
-    assert sent == 3 and error is None
+    for report_usage in (True, False):
+        # 1 request read back (summarise) + 1 sent = the limit: the last step was refused
+        sent, error = run(report_usage)
+        assert sent == 2 and isinstance(error, UsageLimitExceeded), (report_usage, sent, error)
+        assert error.usage.requests == 2 and error.limit == "requests"
+
+
+def test_a_retried_flow_counts_an_agent_steps_turns_from_its_usage_record(openai_server):
+    """An agent step that finished (two model turns) is read back on the flow's retry; its
+    turns count against the budget from the step's usage record, not from its output."""
+    from prefect import flow
+
+    llm = chat_model(openai_server)
+    openai_server.reply_with({"tool_calls": [{"name": "double", "arguments": {"x": 2}}]}, "4")
+
+    def double(x: int) -> int:
+        """Double x."""
+        return 2 * x
+
+    attempts = []
+
+    def flaky(state):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("lost the network")
+        return {}
+
+    chain = Chain([Agent(llm, tools=[double], name="doubler"), flaky, llm], name="agentic",
+                  usage_limits=UsageLimits(requests=2), subflow=False)
+
+    @flow(retries=1, retry_delay_seconds=0)
+    def user_flow():
+        return chain.invoke({"input": "double 2"})
+
+    before = len(openai_server.chat_requests())
+    with pytest.raises(UsageLimitExceeded) as caught:
+        user_flow()
+    assert len(attempts) == 2 and len(openai_server.chat_requests()) - before == 2
+    assert caught.value.usage.requests == 2  # the agent's two turns, read back with its step

@@ -145,9 +145,9 @@ SUBPACKAGES = {
         "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool",
     },
     "usage": {
-        "Budget", "RunUsage", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request", "check_limits",
-        "check_prices", "count_replayed", "current_budget", "current_usage", "estimate_input_tokens",
-        "priced_as", "scope",
+        "LIMITS", "Budget", "RunUsage", "Tally", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request",
+        "check_limits", "check_prices", "count_replayed", "current_budget", "current_usage",
+        "estimate_input_tokens", "priced_as", "scope", "tallied", "usage_in",
     },
     "vectorstores": {
         "Filter", "InMemoryVectorStore", "PineconeVectorStore", "VectorStore", "check_filter", "document_id",

@@ -152,18 +152,35 @@ def test_unpriced_replies_make_the_cost_unknown_without_a_cost_limit():
 
 
 def test_replayed_records_count():
+    replay = lambda result: usage.count_replayed(usage.usage_in(result))  # noqa: E731
     with usage.scope(UsageLimits(requests=2)) as budget:
-        usage.count_replayed({"output": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4,
-                                                       "total_tokens": 7}, "model": "gpt-4o-mini"})
-        usage.count_replayed(ChatResult(message=AIMessage("hi"), usage=Usage(prompt_tokens=1, completion_tokens=1,
-                                                                             total_tokens=2), model="gpt-4o-mini"))
-        usage.count_replayed({"output": "no usage here"})
+        replay({"output": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4,
+                                         "total_tokens": 7}, "model": "gpt-4o-mini"})
+        replay(ChatResult(message=AIMessage("hi"), usage=Usage(prompt_tokens=1, completion_tokens=1,
+                                                               total_tokens=2), model="gpt-4o-mini"))
+        replay({"output": "no usage here"})
     used = budget.usage()
     assert (used.requests, used.total_tokens, budget.replayed) == (2, 9, 2) and used.cost_usd > 0
     with usage.scope(UsageLimits(requests=2)), pytest.raises(UsageLimitExceeded):
-        usage.count_replayed({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
-        usage.count_replayed({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
+        replay({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
+        replay({"usage": {"prompt_tokens": 1}, "model": "gpt-4o-mini"})
         OfflineChatModel().generate("hi there")
+
+
+def test_a_tally_holds_what_its_block_used_and_nested_tallies_share_it():
+    llm = OfflineChatModel()
+    with usage.scope() as budget, usage.tallied() as outer:
+        llm.generate("one")
+        with usage.tallied() as inner:
+            llm.generate("two")
+            usage.count_replayed(usage.RunUsage(requests=3, input_tokens=1, output_tokens=2, total_tokens=3,
+                                                cost_usd=0.0))
+    assert budget.usage() == outer.usage()
+    assert (outer.usage().requests, inner.usage().requests) == (5, 4)
+    assert inner.usage().total_tokens < outer.usage().total_tokens
+    with usage.tallied() as alone:  # no budget open: nothing is counted
+        llm.generate("three")
+    assert alone.usage().requests == 0
 
 
 async def test_streams_are_held_to_the_budget():
