@@ -61,8 +61,13 @@ def eventually(
 
     Examples:
         ```python
-        eventually(lambda: workflow.status(wid, rid) == "PAUSED", "the run to pause")
-        line = eventually(lambda: log.read_text().strip(), "the first log line", timeout=30)
+        import time
+
+        from prefect_beluga.testing.helpers import eventually
+
+        start = time.monotonic()
+        assert eventually(lambda: time.monotonic() - start > 0.2, "0.2 s to pass") is True
+        # eventually(lambda: workflow.status(wid, rid) == "PAUSED", "the run to pause")
         ```
     """
     deadline = time.monotonic() + timeout
@@ -111,10 +116,18 @@ def reaped(child: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
 
     Examples:
         ```python
+        import signal
+        import subprocess
+        import sys
+
+        from prefect_beluga.testing.helpers import reaped
+
+        code = "print('ready', flush=True); import time; time.sleep(60)"
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         with reaped(child):
-            run_id = child.stdout.readline().strip()
+            assert child.stdout.readline().strip() == "ready"
             child.send_signal(signal.SIGKILL)
+        assert child.poll() is not None
         ```
     """
     try:

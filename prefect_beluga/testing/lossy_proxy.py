@@ -3,8 +3,11 @@ effect, but its reply never came back (a connection cut, a server killed between
 reply). Clients then retry a request that already succeeded — what idempotency must survive.
 
     ```python
+    from prefect.settings import PREFECT_API_URL
+
     from prefect_beluga.testing.lossy_proxy import LossyProxy
-    with LossyProxy(server.api_url) as proxy:
+
+    with LossyProxy(PREFECT_API_URL.value()) as proxy:
         proxy.drop_replies("POST", "/api/flow_runs/", times=2)
         # point clients at proxy.api_url: the next two run creations happen, their replies are lost
     ```
@@ -43,9 +46,13 @@ class LossyProxy:
 
     Examples:
         ```python
-        with LossyProxy(prefect.api_url) as proxy:
+        from prefect.settings import PREFECT_API_URL
+
+        from prefect_beluga.testing.lossy_proxy import LossyProxy
+
+        with LossyProxy(PREFECT_API_URL.value()) as proxy:
             proxy.drop_replies("POST", "/api/flow_runs/")
-            assert proxy.dropped == [("POST", "/api/flow_runs/", 201)]   # once a client tried
+            assert proxy.dropped == []  # a run created through proxy.api_url: [("POST", "/api/flow_runs/", 201)]
         ```
     """
 

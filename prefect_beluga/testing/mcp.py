@@ -6,13 +6,16 @@ process that passes the client's messages through to it and writes down each req
 the process is gone afterwards, with nothing patched:
 
     ```python
+    import sys
+
     from prefect_beluga.mcp import MCPServer
     from prefect_beluga.testing.mcp import MCPTraffic
-    traffic = MCPTraffic(tmp_path / "time.log")
+
+    traffic = MCPTraffic("time.log")
     server = MCPServer(**traffic.relayed(sys.executable, "-m", "mcp_server_time"))
-    ...  # an agent run
-    traffic.count("tools/list")   # 1
-    traffic.alive()               # [] (pids of the relay and the server still running)
+    # an agent run with tools=[server] here, and then traffic.count("tools/list") == 1
+    assert traffic.count("tools/list") == 0
+    assert traffic.alive() == []   # pids of the relay and the server still running
     ```
 
 `HTTPMCPServer` runs an `mcp.server.mcpserver.MCPServer` (the SDK's FastMCP) of the test's own

@@ -100,10 +100,15 @@ class OpenAIServer(LoopbackServer):
 
     Examples:
         ```python
+        import openai
+
+        from prefect_beluga.testing import OpenAIServer
+
         with OpenAIServer() as server:
-            server.fail_next(429, retry_after=1)
-            ...  # point a client at server.base_url
-            assert len(server.requests_to("/v1/chat/completions")) == 2
+            server.fail_next(429, retry_after=0)
+            client = openai.OpenAI(api_key="sk-test", base_url=server.base_url, max_retries=1)
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            assert len(server.requests_to("/v1/chat/completions")) == 2  # the 429, then the retry
         ```
     """
 

@@ -3,12 +3,12 @@
 `opentelemetry-proto`, in the `otel` extra).
 
     ```python
+    from prefect_beluga.testing.otlp_receiver import OTLPReceiver
+
     with OTLPReceiver() as receiver:
-        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = receiver.traces_url
-        os.environ["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = receiver.metrics_url
-        ...  # export
-        receiver.spans()    # [{"name", "trace_id", "span_id", "parent_span_id", "attributes", "scope"}, ...]
-        receiver.metrics()  # [{"name", "unit", "type", "scope", "resource", "points": [...]}, ...]
+        # export to OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.traces_url (and METRICS=receiver.metrics_url)
+        assert receiver.spans() == []    # [{"name", "trace_id", "span_id", "parent_span_id", "attributes", ...}]
+        assert receiver.metrics() == []  # [{"name", "unit", "type", "scope", "resource", "points": [...]}, ...]
     ```
 """
 

@@ -6,8 +6,11 @@ logger. `PrefectClientRetries` counts those records for the length of a `with` b
 records of that logger at WARNING and above still reach its usual handlers.
 
 ```python
+from prefect_beluga import Chain
+from prefect_beluga.testing.prefect_retries import PrefectClientRetries
+
 with PrefectClientRetries() as retries:
-    chain.invoke({"input": "x"})
+    Chain([lambda state: state]).invoke({"input": "x"})
 assert retries.count(503) == 0
 ```
 """
