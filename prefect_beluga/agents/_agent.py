@@ -21,7 +21,8 @@ from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.core.substeps import Substep, substeps
 from prefect_beluga.llms.base import ChatModel, messages_from_state
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, SystemMessage, ToolCall, ToolMessage
-from prefect_beluga.tools import Tool, Toolset, as_tool
+from prefect_beluga.tools import Tool, Toolset
+from prefect_beluga.tools._tool import as_tool
 from prefect_beluga.usage import UsageLimits, check_limits, check_prices, priced_as
 from prefect_beluga.usage import scope as usage_scope
 

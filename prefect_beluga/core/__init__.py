@@ -28,7 +28,6 @@ from prefect_beluga.core.errors import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
-from prefect_beluga.core.retry import is_permanent, retry_after_of, should_retry
 from prefect_beluga.core.runnable import Runnable, RunnableCallable, coerce_to_runnable
 
 __all__ = [
@@ -62,7 +61,4 @@ __all__ = [
     "WorkflowTimeout",
     "coerce_to_runnable",
     "ensure_config",
-    "is_permanent",
-    "retry_after_of",
-    "should_retry",
 ]

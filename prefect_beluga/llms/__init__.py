@@ -16,7 +16,6 @@ The offline model answers from the context it is given and says so (`[offline mo
 Providers and server presets, with their capabilities and sources: docs/providers.md.
 """
 
-from prefect_beluga._openai_client import OPENAI_API_KEY_ENV
 from prefect_beluga.core.errors import ProviderResponseError
 from prefect_beluga.llms.azure import AzureOpenAIChatModel
 from prefect_beluga.llms.base import ChatModel
@@ -25,11 +24,10 @@ from prefect_beluga.llms.factory import Factory, create_provider
 from prefect_beluga.llms.offline import OFFLINE_PREFIX, OfflineChatModel
 from prefect_beluga.llms.openai import OpenAIChatModel
 from prefect_beluga.llms.pricing import estimate_cost
-from prefect_beluga.llms.servers import SERVERS, Capabilities, Server, server_preset
+from prefect_beluga.llms.servers import SERVERS, Capabilities, Server
 
 __all__ = [
     "OFFLINE_PREFIX",
-    "OPENAI_API_KEY_ENV",
     "SERVERS",
     "AzureOpenAIChatModel",
     "Capabilities",
@@ -42,5 +40,4 @@ __all__ = [
     "Server",
     "create_provider",
     "estimate_cost",
-    "server_preset",
 ]

@@ -5,7 +5,7 @@
     ```
 """
 
-from prefect_beluga.vectorstores.base import Filter, VectorStore, check_filter, document_id, matches
+from prefect_beluga.vectorstores.base import Filter, VectorStore, document_id
 from prefect_beluga.vectorstores.inmemory import InMemoryVectorStore
 from prefect_beluga.vectorstores.pinecone import PineconeVectorStore
 
@@ -14,7 +14,5 @@ __all__ = [
     "InMemoryVectorStore",
     "PineconeVectorStore",
     "VectorStore",
-    "check_filter",
     "document_id",
-    "matches",
 ]

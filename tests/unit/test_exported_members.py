@@ -103,15 +103,15 @@ SUBPACKAGES = {
         "StateConflictError", "StepOutputError", "TokenizerFallbackWarning", "TokenizerUnavailable",
         "ToolArgumentsError", "UnknownWorkflowRun", "UsageLimitExceeded", "ValidationError",
         "WorkflowCancelled", "WorkflowError", "WorkflowFailed", "WorkflowNotDeployed", "WorkflowTimeout",
-        "coerce_to_runnable", "ensure_config", "is_permanent", "retry_after_of", "should_retry",
+        "coerce_to_runnable", "ensure_config",
     },
     "embeddings": {
         "AzureOpenAIEmbedder", "Embedder", "HashingEmbedder", "OpenAIEmbedder",
     },
     "llms": {
         "AzureOpenAIChatModel", "Capabilities", "ChatModel", "Config", "Factory", "OFFLINE_PREFIX",
-        "OPENAI_API_KEY_ENV", "OfflineChatModel", "OpenAIChatModel", "ProviderResponseError", "SERVERS",
-        "Server", "create_provider", "estimate_cost", "server_preset",
+        "OfflineChatModel", "OpenAIChatModel", "ProviderResponseError", "SERVERS", "Server", "create_provider",
+        "estimate_cost",
     },
     "mcp": {
         "MCPServer", "MCPServerBlock", "MCPTool", "MCPToolError", "create_server", "http_app", "serve",
@@ -142,7 +142,7 @@ SUBPACKAGES = {
         "Fault", "OpenAIServer", "PineconeServer", "PrefectServer", "RecordedRequest", "ThrowawayPostgres",
     },
     "tools": {
-        "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "as_tool", "render_result", "tool",
+        "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "render_result", "tool",
     },
     "usage": {
         "LIMITS", "Budget", "RunUsage", "Tally", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request",
@@ -150,8 +150,7 @@ SUBPACKAGES = {
         "estimate_input_tokens", "priced_as", "scope", "tallied", "usage_in",
     },
     "vectorstores": {
-        "Filter", "InMemoryVectorStore", "PineconeVectorStore", "VectorStore", "check_filter", "document_id",
-        "matches",
+        "Filter", "InMemoryVectorStore", "PineconeVectorStore", "VectorStore", "document_id",
     },
 }
 

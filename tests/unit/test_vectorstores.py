@@ -10,7 +10,8 @@ import pytest
 from prefect_beluga import ValidationError
 from prefect_beluga.embeddings import HashingEmbedder
 from prefect_beluga.schema import Document
-from prefect_beluga.vectorstores import InMemoryVectorStore, check_filter, document_id, matches
+from prefect_beluga.vectorstores import InMemoryVectorStore, document_id
+from prefect_beluga.vectorstores.base import check_filter, matches
 
 TEXTS = [
     "Machine learning (ML) lets computers learn patterns from data.",
