@@ -236,7 +236,7 @@ async def measure_compose(
 ) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, int]]]:
     """Per kind (chain, graph) and row: the seconds of each of `calls` calls, and the 503s
     during the row: absorbed by the shared client / retried by Prefect's own client (2 s)."""
-    from prefect_beluga.orchestration._runtime import shared_transport
+    from prefect_beluga.orchestration._api_clients import shared_transport
 
     kinds = {
         "chain": (Chain([add_one] * SMALL, name="bench-chain"),
@@ -300,7 +300,7 @@ def report_compose(
 
 
 async def compose_main(calls: int, server: str, gap: float) -> None:
-    from prefect_beluga.orchestration._runtime import shared_transport
+    from prefect_beluga.orchestration._api_clients import shared_transport
     from prefect_beluga.testing.prefect_retries import PrefectClientRetries
 
     with PrefectClientRetries() as retries:

@@ -634,11 +634,11 @@ async def profile(dag: Dag, top: int) -> None:
 
 def busy_retries() -> int:
     """503s (SQLite busy) that our shared API client retried itself, in this process."""
-    from prefect_beluga.orchestration import _runtime as runtime
+    from prefect_beluga.orchestration import _api_clients as clients
 
     return sum(
         getattr(context.client._client._transport, "retried", 0)
-        for by_api in runtime._async_clients.values()
+        for by_api in clients._async_clients.values()
         for context in by_api.values()
     )
 

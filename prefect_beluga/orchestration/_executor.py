@@ -26,7 +26,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prefect import Task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
@@ -49,7 +48,7 @@ from prefect_beluga.orchestration._stream import (
     raise_if_stopped,
     stop_requested,
 )
-from prefect_beluga.orchestration._tasks import call_args, runnable_task
+from prefect_beluga.orchestration._tasks import StepCall, call_args, runnable_task
 from prefect_beluga.orchestration._topology import END, ConditionalEdge, GraphSpec, Topology
 
 SKIPPED_KEY = "__skipped__"
@@ -82,16 +81,16 @@ class GraphRun:
 Token = Activation | None  # None: the parent resolved without choosing this node
 
 
-class NodeTasks(Mapping[str, Task]):
+class NodeTasks(Mapping[str, StepCall]):
     """Each node's Prefect task, made when the node first runs: making a Prefect task reads
     its function's source (about 1-2 ms), which would make compiling a 10,000-node graph
     take many seconds for nodes a run may never reach."""
 
     def __init__(self, spec: GraphSpec) -> None:
         self._spec = spec
-        self._made: dict[str, Task] = {}
+        self._made: dict[str, StepCall] = {}
 
-    def __getitem__(self, name: str) -> Task:
+    def __getitem__(self, name: str) -> StepCall:
         task = self._made.get(name)
         if task is None:
             node = self._spec.nodes[name]

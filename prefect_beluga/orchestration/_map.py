@@ -1,11 +1,12 @@
 """Map: run one Runnable per item of a list in the state, each item its own Prefect task run.
 
-A chain step or graph node that is a `Map` does not become one task: `runnable_task` turns it
-into a `MapTask`, which reads the list at `state[over]` when the step runs and starts one task
-run per item, named after the step and the item's index (`summarize[3]`), with the step's retry
-policy (a failing item is retried alone). Items are awaited on the flow's event loop, or
-submitted to the graph's task runner (Dask) when it has one. Inside a workflow run each item is
-durable on its own (see `_tasks.py`): a retried workflow run re-runs only the missing items.
+A chain step or graph node that is a `Map` does not become one task: it makes its own step
+(`Map.step_task`: the `_tasks.MakesOwnTask` protocol), a `MapTask`, which reads the list at
+`state[over]` when the step runs and starts one task run per item, named after the step and the
+item's index (`summarize[3]`), with the step's retry policy (a failing item is retried alone).
+Items are awaited on the flow's event loop, or submitted to the graph's task runner (Dask) when it
+has one. Inside a workflow run each item is durable on its own (see `_tasks.py`): a retried
+workflow run re-runs only the missing items.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from prefect_beluga.core.config import ConfigLike, RunConfig, ensure_config
 from prefect_beluga.core.errors import ValidationError, add_step_note
 from prefect_beluga.core.runnable import Runnable, coerce_to_runnable
 from prefect_beluga.core.state import check_output, coerce_input
-from prefect_beluga.orchestration._cache import unquoted
+from prefect_beluga.orchestration._cache import CacheSettings, unquoted
 from prefect_beluga.orchestration._stream import raise_if_cancelled, stop_requested
+from prefect_beluga.orchestration._tasks import RetryPolicy, StepTask, caching_options, invoke_item
 
 
 class Map(Runnable):
@@ -116,6 +118,29 @@ class Map(Runnable):
             self.max_concurrency, where,
         )
         return {self.into or self.name: outputs}
+
+    def step_task(
+        self, *, name: str, where: str, policy: RetryPolicy, tags: Sequence[str], cache: CacheSettings | None
+    ) -> MapTask:
+        """This Map as the step or node `name`: a `MapTask`, whose items are task runs
+        `<name>[<index>]` with `policy`, each cached (with `cache`) by its whole input."""
+        inner = self.runnable
+
+        async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
+            output = await invoke_item(inner, name, index, state, config, cache)
+            return check_output(output, where=f"item {index} of {where}")
+
+        run_item.__qualname__ = run_item.__name__ = name
+        item_task = StepTask(
+            run_item,
+            name=name,
+            task_run_name=f"{name}[{{index}}]",
+            **policy.task_options(),
+            tags=list(tags),
+            **caching_options(inner, name, cache),
+            durable_as_is=cache is not None,
+        )
+        return MapTask(self, item_task, name=name, where=where)
 
     def __repr__(self) -> str:
         return f"Map({self.runnable.name!r}, over={self.over!r}, into={self.into!r})"

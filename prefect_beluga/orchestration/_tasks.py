@@ -19,7 +19,7 @@ import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from prefect import Task
 from prefect.cache_policies import NONE
@@ -138,8 +138,14 @@ class StepTask(Task):
     _durable_variant: Task | None = None
     _scoped = True  # False for sub-step tasks: their runner scopes them (see `_substeps.py`)
 
-    def __init__(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, durable_as_is: bool = False, **kwargs: Any
+    ) -> None:
+        """`durable_as_is`: the task's own key and persisted result make it durable already
+        (a step cached across runs): inside a flow run it runs as it is."""
         super().__init__(_stoppable(fn), *args, **kwargs)
+        if durable_as_is:
+            self._durable_variant = Task.with_options(self)
 
     def durable(self) -> Task:
         """This task with the durable scope's key and a persisted result (built once)."""
@@ -201,7 +207,7 @@ async def _invoke_step(
     return await _streamed_step(runnable, name, state, config)
 
 
-async def _invoke_item(
+async def invoke_item(
     runnable: Runnable, name: str, index: int, state: Any, config: RunConfig, cache: CacheSettings | None = None
 ) -> Any:
     """Run item `index` of the Map step `name` as `_invoke_step` runs a step; its streamed
@@ -226,6 +232,32 @@ def announce_retry(node: str, substep: str | None = None) -> None:
         sink.retry(node, task_run.task_run.run_count, substep, current_item.get())
 
 
+class StepCall(Protocol):
+    """What a chain or graph calls for a step: a `StepTask`, or what a `MakesOwnTask` makes."""
+
+    def __call__(self, state: Any, config: Any, upstream: Any = None) -> Awaitable[Any]: ...
+
+    def with_options(self, *, task_run_name: str) -> StepCall: ...
+
+    def submit(self, state: dict[str, Any], config: RunConfig, upstream: Any = None) -> Any: ...
+
+
+@runtime_checkable
+class MakesOwnTask(Protocol):
+    """A Runnable that becomes a step of its own kind (a `Map`: one task run per item)."""
+
+    def step_task(
+        self, *, name: str, where: str, policy: RetryPolicy, tags: Sequence[str], cache: CacheSettings | None
+    ) -> StepCall: ...
+
+
+def caching_options(runnable: Runnable, name: str, cache: CacheSettings | None) -> dict[str, Any]:
+    """A step task's cache options: cached across runs by value (`_cache.py`), or not at all."""
+    if cache is not None:
+        return cached_task_options(runnable, name, cache)
+    return {"cache_policy": NONE, "persist_result": False}
+
+
 def runnable_task(
     runnable: Runnable,
     *,
@@ -234,7 +266,7 @@ def runnable_task(
     policy: RetryPolicy,
     tags: Sequence[str] = (),
     cache: CacheSettings | None = None,
-) -> Task:
+) -> StepCall:
     """A Prefect async task that runs `runnable` on a state dict and checks its output.
 
     Call it as `await step(state, config, upstream)`: `state` is passed quoted (Prefect does
@@ -245,44 +277,25 @@ def runnable_task(
     is cached across runs by value (see `_cache.py`); inside a workflow run it keeps that key
     (same input, same result: a retried workflow run reuses it too).
 
-    A `Map` becomes a `MapTask` instead: one task run per item, named `<name>[<index>]`, each
-    with this policy, run like a step (`_invoke_item`) and, with `cache`, cached by the item's
-    whole input (see `_map.py`).
+    A runnable that `MakesOwnTask` (a `Map`: one task run per item, see `_map.py`) makes its
+    own, with the same arguments.
     """
-    from prefect_beluga.orchestration._map import Map, MapTask
-
-    inner = runnable.runnable if isinstance(runnable, Map) else runnable
-    caching: dict[str, Any] = (
-        cached_task_options(inner, name, cache) if cache is not None
-        else {"cache_policy": NONE, "persist_result": False}
-    )
-    if isinstance(runnable, Map):
-
-        async def run_item(state: Any, config: RunConfig, upstream: Any = None, index: int = 0) -> dict[str, Any]:
-            output = await _invoke_item(inner, name, index, state, config, cache)
-            return check_output(output, where=f"item {index} of {where}")
-
-        run_item.__qualname__ = run_item.__name__ = name
-        item_task = StepTask(
-            run_item,
-            name=name,
-            task_run_name=f"{name}[{{index}}]",
-            **policy.task_options(),
-            tags=list(tags),
-            **caching,
-        )
-        if cache is not None:
-            item_task._durable_variant = Task.with_options(item_task)  # durable as it is: the cross-run key
-        return MapTask(runnable, item_task, name=name, where=where)  # type: ignore[return-value]
+    if isinstance(runnable, MakesOwnTask):
+        return runnable.step_task(name=name, where=where, policy=policy, tags=tags, cache=cache)
 
     async def run(state: Any, config: RunConfig, upstream: Any = None) -> dict[str, Any]:
         return check_output(await _invoke_step(runnable, name, state, config, cache), where=where)
 
     run.__qualname__ = run.__name__ = name  # shown in tracebacks
-    task = StepTask(run, name=name, task_run_name=name, **policy.task_options(), tags=list(tags), **caching)
-    if cache is not None:
-        task._durable_variant = Task.with_options(task)  # durable as it is: the cross-run key
-    return task
+    return StepTask(
+        run,
+        name=name,
+        task_run_name=name,
+        **policy.task_options(),
+        tags=list(tags),
+        **caching_options(runnable, name, cache),
+        durable_as_is=cache is not None,
+    )
 
 
 def call_args(state: dict[str, Any]) -> quote:

@@ -61,7 +61,6 @@ from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
-from prefect import Task
 from prefect.task_runners import TaskRunner
 
 from prefect_beluga.core._checks import check_bool, check_int
@@ -77,7 +76,7 @@ from prefect_beluga.orchestration._executor import GraphRun, NodeTasks, execute
 from prefect_beluga.orchestration._mermaid import graph_to_mermaid
 from prefect_beluga.orchestration._runtime import body_flow, in_flow_run, run_body
 from prefect_beluga.orchestration._stream import stopped_body
-from prefect_beluga.orchestration._tasks import RetryPolicy
+from prefect_beluga.orchestration._tasks import RetryPolicy, StepCall
 from prefect_beluga.orchestration._topology import (
     END,
     START,
@@ -367,7 +366,7 @@ class CompiledGraph(Runnable):
         self.subflow = spec.subflow
         self.artifact = spec.artifact
         self.task_runner = spec.task_runner
-        self.tasks: Mapping[str, Task] = NodeTasks(spec)
+        self.tasks: Mapping[str, StepCall] = NodeTasks(spec)
         self.usage_limits = usage_setup(spec.usage_limits, self, f"graph {self.name!r}")
         self._flow = body_flow(
             self.name,

@@ -1,4 +1,4 @@
-"""`orchestration/_runtime.py`: the API clients a run uses (one pair per loop, a busy-retry
+"""`orchestration/_api_clients.py`: the API clients a run uses (one pair per loop, a busy-retry
 transport), shared clients inside a user's flow, guarded Prefect internals, auth."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from prefect.settings import (
 )
 
 from prefect_beluga import Chain, Graph
+from prefect_beluga.orchestration import _api_clients as clients
 from prefect_beluga.orchestration import _prefect_internals as internals
-from prefect_beluga.orchestration import _runtime as runtime
 from prefect_beluga.testing.prefect_retries import PrefectClientRetries
 
 
@@ -73,7 +73,7 @@ async def test_busy_retry_transport_absorbs_retryable_503s() -> None:
     a 503 with Retry-After, or one that persists, goes up to Prefect's client unchanged."""
     import httpx
 
-    from prefect_beluga.orchestration._runtime import BusyRetryTransport
+    from prefect_beluga.orchestration._api_clients import BusyRetryTransport
 
     class Scripted(httpx.AsyncBaseTransport):
         def __init__(self, replies: list[httpx.Response]) -> None:
@@ -181,7 +181,7 @@ async def test_inside_a_user_flow_the_subflow_uses_the_shared_client_and_gives_t
     assert seen["inside"] is not seen["caller"]
     assert seen["after"] is seen["caller"]
     # the shared client the subflow used is this loop's, behind the busy-retry transport
-    assert isinstance(runtime.shared_transport(), runtime.BusyRetryTransport)
+    assert isinstance(clients.shared_transport(), clients.BusyRetryTransport)
 
 
 # -- guarded internals ------------------------------------------------------------------------------
@@ -190,8 +190,8 @@ async def test_inside_a_user_flow_the_subflow_uses_the_shared_client_and_gives_t
 @pytest.fixture
 def fresh_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No cached clients and no warnings given yet, so each simulation starts clean."""
-    monkeypatch.setattr(runtime, "_async_clients", weakref.WeakKeyDictionary())
-    monkeypatch.setattr(runtime, "_sync_clients", {})
+    monkeypatch.setattr(clients, "_async_clients", weakref.WeakKeyDictionary())
+    monkeypatch.setattr(clients, "_sync_clients", {})
     internals.reset_warnings()
     yield
     internals.reset_warnings()
@@ -274,7 +274,7 @@ async def test_shared_clients_carry_the_auth_string_of_the_current_settings(reco
         settings = {PREFECT_API_URL: url, PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False}
         settings[PREFECT_API_AUTH_STRING] = auth
         with temporary_settings(updates=settings):
-            async with runtime.api_clients():
+            async with clients.api_clients():
                 client = AsyncClientContext.get().client
                 await client.hello()
                 return client
@@ -286,7 +286,7 @@ async def test_shared_clients_carry_the_auth_string_of_the_current_settings(reco
     assert seen == [basic("alice:secret-1"), basic("alice:secret-1"), basic("bob:secret-2"), ""]
     assert again is first  # same settings: the shared client is reused
     assert changed is not first and none is not changed  # new settings: a new client
-    assert not any("secret" in part for part in runtime._api_key())  # cache keys hold digests
+    assert not any("secret" in part for part in clients._api_key())  # cache keys hold digests
 
 
 async def test_events_are_read_back_page_by_page_with_prefects_client_and_without_its_methods():
