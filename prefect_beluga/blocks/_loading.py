@@ -65,7 +65,8 @@ async def load_block(block_type: type[B], name: str) -> B:
         ```python
         from prefect_beluga.blocks import ChatModelBlock, load_block
 
-        llm = (await load_block(ChatModelBlock, "beluga-chat")).get_chat_model()
+        await ChatModelBlock(provider="offline").asave("example-chat", overwrite=True)  # once
+        llm = (await load_block(ChatModelBlock, "example-chat")).get_chat_model()
         ```
     """
     try:
@@ -96,11 +97,14 @@ async def load_vector_store_block(name: str, *, client: PrefectClient | None = N
     Examples:
         Add documents to whatever store the deployment configured:
         ```python
-        from prefect_beluga.blocks import load_vector_store_block
+        from prefect_beluga.blocks import EmbeddedVectorStoreBlock, load_vector_store_block
+        from prefect_beluga.embeddings import HashingEmbedder
+        from prefect_beluga.schema import Document
 
-        store_block = await load_vector_store_block("beluga-store")
+        await EmbeddedVectorStoreBlock(path="store.npz").asave("example-store", overwrite=True)  # once
+        store_block = await load_vector_store_block("example-store")
         store = store_block.get_store()
-        store.add_documents(chunks, embedder)
+        store.add_documents([Document(page_content="Prefect runs flows.")], HashingEmbedder(64))
         store_block.persist(store)
         ```
     """
@@ -134,9 +138,12 @@ async def load_rag_components(
 
     Examples:
         ```python
-        from prefect_beluga.blocks import load_rag_components
+        from prefect_beluga.blocks import ChatModelBlock, EmbeddedVectorStoreBlock, EmbedderBlock, load_rag_components
 
-        llm, embedder, store = await load_rag_components("beluga-chat", "beluga-embedder", "beluga-store")
+        await ChatModelBlock(provider="offline").asave("example-chat", overwrite=True)  # once each, e.g. by
+        await EmbedderBlock(provider="hashing").asave("example-embedder", overwrite=True)  # save_default_blocks()
+        await EmbeddedVectorStoreBlock(path="store.npz").asave("example-store", overwrite=True)
+        llm, embedder, store = await load_rag_components("example-chat", "example-embedder", "example-store")
         ```
     """
     llm = (await load_block(ChatModelBlock, chat_model_block)).get_chat_model()
