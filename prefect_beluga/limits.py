@@ -11,7 +11,7 @@ Examples:
     from prefect_beluga.limits import ensure_rate_limit
 
     ensure_rate_limit("openai", per_second=5)            # once, e.g. at deployment time
-    llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", rate_limit="openai"))
+    llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini", api_key="sk-...", rate_limit="openai"))
     ```
 
 In any one-second window at most about `per_second + burst` requests start: `burst` slots
