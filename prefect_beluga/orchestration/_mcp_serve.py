@@ -172,6 +172,10 @@ def create_server(*targets: Any, name: str = "prefect-beluga") -> Any:
 
     Examples:
         ```python
+        from prefect_beluga import Chain
+        from prefect_beluga.mcp import create_server
+
+        research_chain = Chain([lambda state: {**state, "output": state["input"].upper()}], name="research")
         server = create_server(research_chain, name="beluga")
         app = server.streamable_http_app()   # an ASGI app, e.g. to mount in your own Starlette app
         ```
