@@ -2,11 +2,12 @@
 
 from prefect_beluga.orchestration._cache import CacheHits, UncacheableInputWarning, cache_hits
 from prefect_beluga.orchestration._map import Map
+from prefect_beluga.orchestration._progress import apublish, publish
 from prefect_beluga.orchestration._tasks import RetryPolicy
 from prefect_beluga.orchestration.chain import Chain
 from prefect_beluga.orchestration.graph import END, CompiledGraph, Graph, GraphRun
 from prefect_beluga.orchestration.orchestrator import Orchestrator
-from prefect_beluga.orchestration.signals import apublish, await_for_signal, publish, wait_for_signal
+from prefect_beluga.orchestration.signals import await_for_signal, wait_for_signal
 from prefect_beluga.orchestration.workflow import Workflow, WorkflowRun
 
 __all__ = [

@@ -1,11 +1,10 @@
-"""What a running workflow says to the outside and hears from it: signals and published progress.
+"""What a running workflow hears from the outside: signals, and waiting for them.
 
 Inside a workflow function:
 
     ```python
-    from prefect_beluga.orchestration import publish, wait_for_signal
+    from prefect_beluga.orchestration import wait_for_signal
     def review(input):
-        publish(stage="drafted", words=120)          # what `workflow.query(run_id)` returns
         verdict = wait_for_signal("approval")        # `workflow.signal(...)` delivers it
         return {"approved": verdict["ok"]}
     ```
@@ -24,8 +23,8 @@ not passed gets the first signal it had not consumed. Cancelling a paused run en
 once when this process runs it (the background runner wakes the wait, `interrupt_wait`), else at
 the wait's next poll.
 
-Published progress is a flow run input (key `beluga-query`) of the run: JSON, readable from any
-process on the same Prefect API.
+What a run publishes for `Workflow.query` is in `_progress.py`. A run's wait counts here are
+dropped when its attempt ends (`reset_waits`), so a long-lived process keeps nothing per finished run.
 """
 
 from __future__ import annotations
@@ -40,14 +39,15 @@ from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.context import FlowRunContext
 from prefect.exceptions import Abort, ObjectNotFound, PrefectHTTPStatusError
 from prefect.logging import get_run_logger
 from prefect.states import Paused, Running
 
 from prefect_beluga.core._checks import check_json, check_name
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.core.errors import ValidationError, WorkflowTimeout
+from prefect_beluga.core.errors import WorkflowTimeout
+from prefect_beluga.orchestration._progress import apublish, publish, read_published  # public here too
+from prefect_beluga.orchestration._run_inputs import current_run_id, not_found
 
 __all__ = [
     "apublish",
@@ -61,11 +61,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("prefect_beluga.workflow")
-QUERY_KEY = "beluga-query"
 SIGNAL_KEY_PREFIX = "beluga-signal-"
 
-# What each run (by flow run id) has published so far in this process: `publish` merges.
-_published: dict[str, dict[str, Any]] = {}
 # How many waits of each signal name each run (by flow run id) has begun in this attempt.
 _waits: dict[str, dict[str, int]] = {}
 _waits_lock = threading.Lock()
@@ -171,13 +168,6 @@ class WaitCancelled(Abort):
         self.state = state
 
 
-def _current_run_id(what: str) -> str:
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        raise ValidationError(f"{what} can only be called inside a workflow run")
-    return str(context.flow_run.id)
-
-
 def check_signal_name(name: Any) -> str:
     return check_name(name, "a signal name", spaces=False)
 
@@ -188,7 +178,8 @@ def signal_key(name: str, number: int) -> str:
 
 
 def reset_waits(run_id: str) -> None:
-    """A run's attempt starts: its waits are counted from 0 again (the function replays)."""
+    """A run's attempt starts (its waits are counted from 0 again: the function replays) or
+    ends (nothing of it is kept)."""
     with _waits_lock:
         _waits.pop(run_id, None)
 
@@ -246,7 +237,7 @@ async def _read_signal(client: Any, run_id: str, key: str) -> tuple[bool, Any]:
     try:
         value = await client.read_flow_run_input(flow_run_id=run_id, key=key)
     except (ObjectNotFound, PrefectHTTPStatusError) as exc:
-        if not _not_found(exc):
+        if not not_found(exc):
             raise
         return False, None
     return True, json.loads(value)["payload"]
@@ -265,7 +256,7 @@ async def await_for_signal(name: str, *, timeout: float = 3600, poll_interval: f
             the run ends, Cancelled).
     """
     check_signal_name(name)
-    run_id = _current_run_id("wait_for_signal")
+    run_id = current_run_id("wait_for_signal")
     key = signal_key(name, _next_wait(run_id, name))
     async with get_client() as client:
         found, payload = await _read_signal(client, run_id, key)
@@ -326,47 +317,3 @@ async def _poll(
 def wait_for_signal(name: str, *, timeout: float = 3600, poll_interval: float = 1.0) -> Any:
     """Sync twin of `await_for_signal`, for sync workflow functions."""
     return run_sync(await_for_signal(name, timeout=timeout, poll_interval=poll_interval))
-
-
-
-async def apublish(values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
-    """Publish progress for `Workflow.query`: merged into what this run published before.
-
-    Values must be JSON-serialisable. Returns everything published so far.
-    """
-    run_id = _current_run_id("publish")
-    update = {**(values or {}), **more}
-    merged = {**_published.get(run_id, {}), **update}
-    text = check_json(merged, "published values")
-    _published[run_id] = merged
-    async with get_client() as client:
-        try:
-            await client.delete_flow_run_input(flow_run_id=run_id, key=QUERY_KEY)
-        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
-            if not _not_found(exc):
-                raise
-        await client.create_flow_run_input(flow_run_id=run_id, key=QUERY_KEY, value=text)
-    return merged
-
-
-def publish(values: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
-    """Sync twin of `apublish`."""
-    return run_sync(apublish(values, **more))
-
-
-async def read_published(client: Any, run_id: Any) -> dict[str, Any]:
-    """What the run `run_id` has published ({} if nothing yet)."""
-    for _ in range(3):  # a publish replaces the value: delete, then create
-        try:
-            return json.loads(await client.read_flow_run_input(flow_run_id=run_id, key=QUERY_KEY))
-        except (ObjectNotFound, PrefectHTTPStatusError) as exc:
-            if not _not_found(exc):
-                raise
-            await asyncio.sleep(0.05)
-    return {}
-
-
-def _not_found(exc: Exception) -> bool:
-    if isinstance(exc, ObjectNotFound):
-        return True
-    return getattr(getattr(exc, "response", None), "status_code", None) == 404

@@ -149,3 +149,23 @@ def test_the_stream_of_a_run_paused_and_resumed_in_its_process_ends_at_its_end_m
     events = list(fx.collector.stream(rid))
     assert events[-1] == {"__end__": {"got": ["went"]}}
     assert time.monotonic() - started < 20  # the grace path would take 30 s
+
+
+def test_a_long_lived_process_keeps_nothing_of_its_finished_runs():
+    """What signals and published progress keep per run in this process (wait counts, merged
+    published values, wakers) is dropped when the run ends: it does not grow with finished runs."""
+    from prefect_beluga.orchestration import _progress, signals
+
+    def kept() -> list[dict]:
+        return [signals._waits, signals._wakers, signals._paused, _progress._published]
+
+    before = [len(state) for state in kept()]
+    run_ids = []
+    for i in range(3):
+        wid, rid = fx.reviewer.execute({"text": f"draft number {i}"})
+        fx.reviewer.signal(rid, "approval", {"ok": True, "by": "me"})
+        assert fx.reviewer.get_result(wid, rid, timeout=60) == {"approved": True, "by": "me"}
+        assert fx.reviewer.query(rid) == {"stage": "reviewed", "words": 3}
+        run_ids.append(rid)
+    assert not any(rid in state for state in kept() for rid in run_ids)
+    assert all(len(state) <= count for state, count in zip(kept(), before, strict=True))

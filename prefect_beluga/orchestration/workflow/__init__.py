@@ -22,9 +22,9 @@ Chain and graph steps inside a workflow run persist their results under keys tie
 (see `tasks.WorkflowRunScoped`): `retry(run_id)` of a run whose process died finishes it
 without recomputing the steps that had finished. Signals and progress: see `signals.py`.
 
-The package is split by job: `_definition` (the `Workflow` and its Prefect flow), `_runs`
-(creating, reading and operating runs), `_deploy` (deploy and serve) and `_background` (the
-runner that executes runs of this process).
+The package is split by job: `_definition` (the `Workflow`, which holds a `Runs` and a
+`Deployer`), `_flow` (its Prefect flow), `_runs` (creating, reading and operating runs),
+`_deploy` (deploy and serve) and `_background` (the runner that executes runs of this process).
 """
 
 from prefect_beluga.orchestration.workflow._definition import Workflow

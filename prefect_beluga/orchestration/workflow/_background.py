@@ -21,8 +21,9 @@ import logging
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.context import FlowRunContext, SettingsContext
@@ -30,10 +31,9 @@ from prefect.exceptions import Abort
 from prefect.states import Cancelled
 
 from prefect_beluga.orchestration import _durable
+from prefect_beluga.orchestration._progress import forget_published
+from prefect_beluga.orchestration.signals import interrupt_wait, park_waits, paused_runs, reset_waits, wait_loop
 from prefect_beluga.orchestration.workflow._tokens import publishing
-
-if TYPE_CHECKING:
-    from prefect_beluga.orchestration.workflow._definition import Workflow
 
 _log = logging.getLogger("prefect_beluga.workflow")
 # Seconds between looks at a run's state while watching it for a cancel.
@@ -49,10 +49,8 @@ class durable:
     `signals.await_for_signal`)."""
 
     def __enter__(self) -> None:
-        from prefect_beluga.orchestration.signals import reset_waits
-
         context = FlowRunContext.get()
-        run_id = str(context.flow_run.id) if context and context.flow_run else None
+        run_id = self._run_id = str(context.flow_run.id) if context and context.flow_run else None
         if run_id is not None:
             reset_waits(run_id)
         self._token = _durable.current.set(_durable.workflow_scope(run_id) if run_id else None)
@@ -68,6 +66,9 @@ class durable:
             self._publishing.__exit__(*exc_info)
         finally:
             _durable.current.reset(self._token)
+            if self._run_id is not None:  # this process keeps nothing of a finished attempt
+                reset_waits(self._run_id)
+                forget_published(self._run_id)
 
 
 class BackgroundRunner:
@@ -113,7 +114,8 @@ class BackgroundRunner:
         with contextlib.suppress(RuntimeError):  # already exiting
             register(self._at_exit)
 
-    def submit(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+    def submit(self, flow: Flow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+        """Run `flow_run` of `flow` on `parameters` on this runner's loop."""
         self._register_exit_hook()
         settings = SettingsContext.get()
         profile, values = (settings.profile, settings.settings) if settings else (None, None)
@@ -128,7 +130,7 @@ class BackgroundRunner:
         async def start_and_run() -> None:
             if not self._workers_started:  # under the caller's settings: the workers of its API
                 await asyncio.to_thread(self._exit_first)
-            await self._run(workflow, flow_run, parameters)
+            await self._run(flow, flow_run, parameters)
 
         def start() -> None:
             task = self.loop.create_task(run())
@@ -141,16 +143,16 @@ class BackgroundRunner:
         # A fresh context: the caller's flow run (if any) is not this run's parent.
         contextvars.Context().run(self.loop.call_soon_threadsafe, start)
 
-    async def _run(self, workflow: Workflow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
+    async def _run(self, flow: Flow, flow_run: FlowRun, parameters: dict[str, Any]) -> None:
         from prefect.flow_engine import run_flow, run_flow_async
 
         watcher = asyncio.create_task(self._watch(flow_run.id))
         try:
-            if workflow.flow.isasync:
-                await run_flow_async(workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state")
+            if flow.isasync:
+                await run_flow_async(flow, flow_run=flow_run, parameters=parameters, return_type="state")
             else:  # a sync @flow: on a thread, so this loop keeps serving other runs
                 await self._on_thread(
-                    run_flow, workflow.flow, flow_run=flow_run, parameters=parameters, return_type="state"
+                    run_flow, flow, flow_run=flow_run, parameters=parameters, return_type="state"
                 )
         except Abort:
             pass  # cancelled while paused in a signal wait: its state is already Cancelled
@@ -255,8 +257,6 @@ class BackgroundRunner:
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every run of this process has finished or is paused waiting for a signal
         (at most `timeout` seconds; None: no limit). True if none is left running."""
-        from prefect_beluga.orchestration.signals import paused_runs
-
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             submitted = [*self.starting, *self.runs]
@@ -268,8 +268,6 @@ class BackgroundRunner:
             time.sleep(0.1)
 
     def _at_exit(self) -> None:
-        from prefect_beluga.orchestration.signals import park_waits
-
         if getattr(self, "_exited", False):  # once (threading's hook, then the atexit fallback)
             return
         self._exited = True
@@ -284,15 +282,11 @@ class BackgroundRunner:
 
 def _interrupt_wait(run_id: uuid.UUID, *, stop: bool) -> bool:
     """Wake the signal wait run `run_id` is paused in, if any (see `signals.interrupt_wait`)."""
-    from prefect_beluga.orchestration.signals import interrupt_wait
-
     return interrupt_wait(str(run_id), stop=stop)
 
 
 def _wait_loop(run_id: uuid.UUID) -> asyncio.AbstractEventLoop | None:
     """The event loop the signal wait of run `run_id` polls on, if it is paused in one here."""
-    from prefect_beluga.orchestration.signals import wait_loop
-
     return wait_loop(str(run_id))
 
 

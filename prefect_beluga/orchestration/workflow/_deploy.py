@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from prefect import Flow
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 
@@ -31,44 +32,52 @@ def caller_module() -> str | None:
     return None
 
 
-class Deployment:
-    """`Workflow`'s deploy and serve methods."""
+class Deployer:
+    """A workflow's deployment: looked up, registered on a work pool, or served from this process.
 
-    workflow_id: str
-    deployment_name: str
-    tags: list[str]
-    description: str | None
-    flow: Any
-    _modules: tuple[str, ...]
+    `owner` is the `Workflow`: `entrypoint` finds the module-level name bound to it in `modules`.
+    """
 
-    async def _read_deployment(self, client: Any) -> Any:
+    def __init__(
+        self,
+        owner: object,
+        flow: Flow,
+        *,
+        deployment_name: str,
+        tags: list[str],
+        description: str | None,
+        modules: tuple[str, ...],
+    ) -> None:
+        self.owner, self.flow = owner, flow
+        self.workflow_id = flow.name
+        self.deployment_name, self.tags, self.description = deployment_name, tags, description
+        self.modules = modules
+
+    async def read(self, client: Any) -> Any:
+        """The deployment on the API (None if there is none)."""
         try:
             return await client.read_deployment_by_name(f"{self.flow.name}/{self.deployment_name}")
         except ObjectNotFound:
             return None
 
     def entrypoint(self) -> tuple[str, str]:
-        """`(directory, "file.py:name.flow")`: where a worker finds this workflow.
-
-        The workflow must be bound to a module-level name of an importable file: the file that
-        created it, or the file of its function.
-        """
-        for module_name in self._modules:
+        """`(directory, "file.py:name.flow")`: where a worker finds the workflow."""
+        for module_name in self.modules:
             module = sys.modules.get(module_name)
             file = getattr(module, "__file__", None)
             if not file or not file.endswith(".py"):
                 continue
             for attribute, value in list(vars(module).items()):
-                if value is self:
+                if value is self.owner:
                     path = Path(file).resolve()
                     return str(path.parent), f"{path.name}:{attribute}.flow"
         raise ValidationError(
             f"workflow {self.workflow_id!r} must be assigned to a module-level name in the .py file "
             f"that creates it for workers to load it (e.g. `my_workflow = create_workflow(...)` in "
-            f"flows/my.py); looked in {', '.join(self._modules) or 'no module'}"
+            f"flows/my.py); looked in {', '.join(self.modules) or 'no module'}"
         )
 
-    def deploy(
+    async def deploy(
         self,
         work_pool: str,
         *,
@@ -79,42 +88,7 @@ class Deployment:
         resume_lost_runs: bool = True,
         lost_after: float | None = None,
     ) -> str:
-        """Register a deployment of this workflow on `work_pool`; return its id.
-
-        Workers (`prefect worker start --pool <work_pool>`) then run every `execute`. A process
-        pool needs no image: workers load the workflow from `directory`/`entrypoint` (found
-        from where this workflow is defined, e.g. ``("flows", "review.py:review.flow")``).
-
-        With `resume_lost_runs`, two Prefect automations finish the deployment's runs by
-        themselves: a run whose process sent no heartbeat for `lost_after` seconds (default:
-        three `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` periods) is marked Crashed, and a Crashed run
-        is rescheduled, so another worker finishes it, finished steps read back; a finished
-        run is never touched (see `prefect_beluga.orchestration.recovery`).
-        """
-        return run_sync(
-            self.adeploy(
-                work_pool,
-                work_queue=work_queue,
-                job_variables=job_variables,
-                entrypoint=entrypoint,
-                directory=directory,
-                resume_lost_runs=resume_lost_runs,
-                lost_after=lost_after,
-            )
-        )
-
-    async def adeploy(
-        self,
-        work_pool: str,
-        *,
-        work_queue: str | None = None,
-        job_variables: dict[str, Any] | None = None,
-        entrypoint: str | None = None,
-        directory: str | None = None,
-        resume_lost_runs: bool = True,
-        lost_after: float | None = None,
-    ) -> str:
-        """Async twin of `deploy`."""
+        """Register the deployment on `work_pool` (see `Workflow.deploy`); return its id."""
         if not isinstance(work_pool, str) or not work_pool:
             raise ValidationError(f"work_pool must be a work pool name, got {work_pool!r}")
         lost_after = check_lost_after(lost_after)
@@ -157,11 +131,7 @@ class Deployment:
         return str(deployment_id)
 
     def serve(self, *, limit: int | None = None) -> None:
-        """Serve this workflow from this process (blocks): a Prefect runner runs every `execute`.
-
-        `execute` in any process on the same API (or here, from another thread) finds the served
-        deployment and the runs go through it.
-        """
+        """Serve the workflow from this process (blocks: see `Workflow.serve`)."""
         from prefect.runner import Runner
 
         directory, entrypoint = self.entrypoint()

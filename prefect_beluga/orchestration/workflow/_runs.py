@@ -1,6 +1,6 @@
 """Runs of a workflow: create them, read their results, and operate them (cancel, signal, retry).
 
-`Runs` holds the `Workflow` methods that talk to the Prefect API about runs; `WorkflowRun` is
+A `Workflow` holds a `Runs`, which talks to the Prefect API about its runs; `WorkflowRun` is
 what `list_runs` reports. A workflow with a deployment on the API (looked up on every `execute`)
 runs through it; one without (or made with `local=True`) is handed to this process's background
 runner (`_background`). Every request goes through `Patience`, so calls wait out an API outage
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from prefect import Flow
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
@@ -24,7 +25,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import AwaitingRetry, Cancelled, Cancelling, Scheduled
 
 from prefect_beluga.core._checks import check_json
-from prefect_beluga.core._sync import run_sync
 from prefect_beluga.core.errors import (
     UnknownWorkflowRun,
     ValidationError,
@@ -36,9 +36,11 @@ from prefect_beluga.core.errors import (
 )
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration._prefect_internals import create_flow_run_once
+from prefect_beluga.orchestration._progress import read_published
 from prefect_beluga.orchestration.recovery import recovery_covers
-from prefect_beluga.orchestration.signals import check_signal_name, new_sender, read_published, send_signal
+from prefect_beluga.orchestration.signals import check_signal_name, new_sender, send_signal
 from prefect_beluga.orchestration.workflow._background import runner
+from prefect_beluga.orchestration.workflow._deploy import Deployer
 from prefect_beluga.orchestration.workflow._patience import Patience, is_transient
 from prefect_beluga.orchestration.workflow._tokens import STREAM_TAG, read_events
 
@@ -77,44 +79,34 @@ class _RunReader(Runnable):
 
 
 class Runs:
-    """`Workflow`'s methods for its runs."""
+    """A workflow's runs on the Prefect API: create them, read them back, operate them.
 
-    # Set by `Workflow`; `_parameters` comes from `Workflow`, `_read_deployment` from `Deployment`.
-    workflow_id: str
-    tags: list[str]
-    retries: int
-    retry_delay: float
-    distributed: bool
-    local: bool
-    deployment_name: str
-    flow: Any
+    A run goes through the workflow's deployment when `deployer` finds one on the API (unless
+    `local`), else to this process's background runner (`distributed`: never).
+    """
+
+    def __init__(
+        self,
+        flow: Flow,
+        deployer: Deployer,
+        *,
+        tags: list[str],
+        retries: int,
+        retry_delay: float,
+        distributed: bool,
+        local: bool,
+    ) -> None:
+        self.flow, self.deployer = flow, deployer
+        self.workflow_id = flow.name
+        self.tags, self.retries, self.retry_delay = tags, retries, retry_delay
+        self.distributed, self.local = distributed, local
 
     # -- execute ---------------------------------------------------------------------------------
 
-    def execute(
-        self, input: Any, idempotency_key: str | None = None, *, stream: bool = False
-    ) -> tuple[str, str]:
-        """Start a run on `input`; return `(workflow_id, run_id)` at once.
-
-        If the workflow has a deployment on the Prefect API (`flow name/deployment_name`, looked
-        up on every call, whichever process made it), the run goes through it: a worker of its
-        pool, or the process serving it, runs it. Otherwise (or with `Workflow(..., local=True)`)
-        this process's background runner runs it.
-
-        The same `idempotency_key` never creates a second run: the first run's ids come back.
-        An API outage is waited out (`PREFECT_BELUGA_API_PATIENCE`, 120 s by default), and a
-        request retried after its reply was lost creates no second run (without a key, the
-        run's own name is the API's idempotency key; `list_runs` reports None for it).
-        With `stream=True` the run publishes its chat models' tokens as Prefect events, which
-        `stream(run_id)` reads from any process on the same Prefect API (docs/streaming.md).
-        """
-        return run_sync(self.aexecute(input, idempotency_key=idempotency_key, stream=stream))
-
     async def aexecute(
-        self, input: Any, idempotency_key: str | None = None, *, stream: bool = False
+        self, parameters: dict[str, Any], idempotency_key: str | None = None, *, stream: bool = False
     ) -> tuple[str, str]:
-        """Async twin of `execute`."""
-        parameters = self._parameters(input)
+        """Start a run on the flow's `parameters` (see `Workflow.execute`)."""
         tags = [*self.tags, STREAM_TAG] if stream else list(self.tags)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise ValidationError(f"idempotency_key must be a non-empty string, got {idempotency_key!r}")
@@ -124,11 +116,11 @@ class Runs:
         name = f"{self.workflow_id}-{uuid.uuid4().hex[:10]}"
         key = idempotency_key or name
         async with Patience(f"execute of workflow {self.workflow_id!r}") as api:
-            deployment = None if self.local else await api(self._read_deployment)
+            deployment = None if self.local else await api(self.deployer.read)
             if deployment is None and self.distributed:
                 raise WorkflowNotDeployed(
                     f"workflow {self.workflow_id!r} is distributed but has no deployment "
-                    f"{self.deployment_name!r} on the Prefect API at {(await api.client()).api_url}: call "
+                    f"{self.deployer.deployment_name!r} on the Prefect API at {(await api.client()).api_url}: call "
                     f"workflow.deploy(work_pool=...) or workflow.serve() first, or create it with "
                     f"distributed=False to run it in this process",
                     workflow_id=self.workflow_id,
@@ -142,7 +134,7 @@ class Runs:
             flow_run, created = await api(create)
         if created and deployment is None:
             flow_run.parameters = parameters
-            runner().submit(self, flow_run, parameters)
+            runner().submit(self.flow, flow_run, parameters)
         return self.workflow_id, str(flow_run.id)
 
     async def _create_deployed_run(
@@ -188,19 +180,8 @@ class Runs:
 
     # -- results ---------------------------------------------------------------------------------
 
-    def get_result(self, workflow_id: str, run_id: str, timeout: float | None = None) -> Any:
-        """Wait for the run to finish and return its output (read from persisted results).
-
-        Raises:
-            UnknownWorkflowRun: no such run, or it is not a run of `workflow_id`.
-            WorkflowFailed: the run failed or crashed (`cause` is why).
-            WorkflowCancelled: it was cancelled or terminated.
-            WorkflowTimeout: it had not finished after `timeout` seconds (it goes on).
-        """
-        return run_sync(self.aget_result(workflow_id, run_id, timeout=timeout))
-
     async def aget_result(self, workflow_id: str, run_id: str, timeout: float | None = None) -> Any:
-        """Async twin of `get_result`."""
+        """Wait for the outcome of the run (see `Workflow.get_result`)."""
         if workflow_id != self.workflow_id:
             raise UnknownWorkflowRun(
                 f"unknown workflow {workflow_id!r}: this is workflow {self.workflow_id!r}",
@@ -243,19 +224,7 @@ class Runs:
         return _RunReader(self, run_id).stream(None)
 
     async def astream(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
-        """Yield a run's token events from its start, then `{"__end__": result}`.
-
-        Works in any process on the same Prefect API, started before, during or after the run:
-        what the run published before this call is read back, the rest arrives live through
-        Prefect's event subscriber; no event twice, in the order published. Events are
-        `{"__token__": {"node", "text"}}` (a node's chunks coalesced to at most ~10 events a
-        second) and `{"__retry__": {"node", "attempt"}}`. A run not started with
-        `execute(..., stream=True)` yields only its end.
-
-        Raises:
-            UnknownWorkflowRun: no such run.
-            WorkflowFailed / WorkflowCancelled: the run ended so (after its events).
-        """
+        """The run's token events, then its end (see `Workflow.astream`)."""
         async with Patience(f"stream of workflow {self.workflow_id!r} run {run_id}") as api:
             flow_run = await api(lambda client: self._read_run(client, run_id))
             if STREAM_TAG in (flow_run.tags or ()):
@@ -341,21 +310,10 @@ class Runs:
         """The API client of one call on a run (see `_patience`: it waits out outages)."""
         return Patience(f"{what} of workflow {self.workflow_id!r} run {run_id}")
 
-    def status(self, run_id: str) -> str:
-        """The run's state type.
-
-        One of SCHEDULED, PENDING, RUNNING, PAUSED, COMPLETED, FAILED, CANCELLING, CANCELLED or CRASHED.
-        """
-        return run_sync(self.astatus(run_id))
-
     async def astatus(self, run_id: str) -> str:
         async with self._patience("status", run_id) as api:
             flow_run = await api(lambda client: self._read_run(client, run_id))
         return flow_run.state.type.value if flow_run.state else "UNKNOWN"
-
-    def cancel(self, run_id: str) -> None:
-        """Cancel gracefully: the run goes to Cancelling, its runner stops it, it ends Cancelled."""
-        run_sync(self.acancel(run_id))
 
     async def acancel(self, run_id: str, *, message: str = "cancelled") -> None:
         async with self._patience("cancel", run_id) as api:
@@ -371,14 +329,6 @@ class Runs:
             await api(lambda client: client.set_flow_run_state(flow_run.id, Cancelling(message=message), force=True))
         await runner().astop(flow_run.id)  # a run of this process: stop it now
 
-    def terminate(self, run_id: str, reason: str = "terminated") -> None:
-        """Stop the run forcefully: it ends Cancelled (named "Terminated") with `reason` now.
-
-        A run of this process is stopped at once; a worker's run is asked to stop (Cancelling,
-        which kills its process) and is marked Terminated whatever it does.
-        """
-        run_sync(self.aterminate(run_id, reason))
-
     async def aterminate(self, run_id: str, reason: str = "terminated") -> None:
         async with self._patience("terminate", run_id) as api:
             flow_run = await api(lambda client: self._read_run(client, run_id))
@@ -390,17 +340,8 @@ class Runs:
             terminated = Cancelled(name="Terminated", message=reason)
             await api(lambda client: client.set_flow_run_state(flow_run.id, terminated, force=True))
 
-    def signal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Send the signal `name` with `payload` to the run: recorded at once, durably.
-
-        Returns without waiting for the run: its next `wait_for_signal(name)` receives it
-        (signals of one name are received one per wait, in the order sent). Fails only if the
-        run does not exist or has ended.
-        """
-        run_sync(self.asignal(run_id, name, payload))
-
     async def asignal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Async twin of `signal`."""
+        """Record the signal for the run (see `Workflow.signal`)."""
         check_signal_name(name)
         check_json(payload, f"signal {name!r}: payload")
         async with self._patience("signal", run_id) as api:
@@ -415,18 +356,10 @@ class Runs:
             sender = new_sender()  # one per call: a try resent after a lost reply records nothing twice
             await api(lambda client: send_signal(client, flow_run.id, name, payload, sender))
 
-    def query(self, run_id: str) -> dict[str, Any]:
-        """What the run has published with `publish(...)` so far ({} if nothing)."""
-        return run_sync(self.aquery(run_id))
-
     async def aquery(self, run_id: str) -> dict[str, Any]:
         async with self._patience("query", run_id) as api:
             flow_run = await api(lambda client: self._read_run(client, run_id))
             return await api(lambda client: read_published(client, flow_run.id))
-
-    def list_runs(self, limit: int = 100) -> list[WorkflowRun]:
-        """This workflow's runs, newest first."""
-        return run_sync(self.alist_runs(limit))
 
     async def alist_runs(self, limit: int = 100) -> list[WorkflowRun]:
         async with Patience(f"list_runs of workflow {self.workflow_id!r}") as api:
@@ -452,14 +385,6 @@ class Runs:
             idempotency_key=None if run.idempotency_key == run.name else run.idempotency_key,
         )
 
-    def retry(self, run_id: str) -> tuple[str, str]:
-        """Run an unfinished, failed or crashed run again, as the same run.
-
-        Steps that had finished (and persisted their results) are not recomputed. A deployed
-        run goes back to its work pool; otherwise this process's background runner takes it.
-        """
-        return run_sync(self.aretry(run_id))
-
     async def aretry(self, run_id: str) -> tuple[str, str]:
         async with self._patience("retry", run_id) as api:
             flow_run = await api(lambda client: self._read_run(client, run_id))
@@ -468,5 +393,5 @@ class Runs:
             await api(lambda client: client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True))
             flow_run = await api(lambda client: client.read_flow_run(flow_run.id))
         if flow_run.deployment_id is None:
-            runner().submit(self, flow_run, flow_run.parameters)
+            runner().submit(self.flow, flow_run, flow_run.parameters)
         return self.workflow_id, str(flow_run.id)
