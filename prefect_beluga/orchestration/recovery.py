@@ -25,7 +25,8 @@ when the resume runs is rescheduled, whatever events the server saw or missed.
    worker stopped, an orphaned run process) or the first automation did, gets a resume.
 3. **Resume** (`resume_crashed_run`, a flow run of the `beluga-resume/<pool>` deployment on the
    covered runs' work pool, one at a time): reads the run's state *now*; only if it is Crashed
-   is it proposed **AwaitingRetry**; any worker of the pool runs it again and durable steps are
+   is it proposed **AwaitingRetry** (so is every other run of its deployment Crashed now: one
+   resume finishes a lost machine's runs); any worker of the pool runs it again and durable steps are
    read back from their persisted results. A run already rescheduled, running or finished is
    left alone, so a resume that comes twice, or late, changes nothing.
 
@@ -161,16 +162,21 @@ def count_resumes(states: Sequence[Any]) -> int:
 
 @flow(name=RESUME_FLOW, retries=2, retry_delay_seconds=10, persist_result=False)
 async def resume_crashed_run(flow_run: str, settle_seconds: float = SETTLE_SECONDS) -> str:
-    """Reschedule `flow_run` (an id, or an event's `prefect.flow-run.<id>`) if it is Crashed now.
+    """Reschedule `flow_run` (an id, or an event's `prefect.flow-run.<id>`) if it is Crashed now,
+    and every other run of its deployment that crashed in the last `SWEEP_HOURS` hours.
 
     Started by the recovery automations; safe to start by hand, twice, or late: a run that is
     not Crashed when this looks (rescheduled, running, finished) is left alone. A Pending or
     Running run is watched for up to `settle_seconds` first (the lost automation proposes
-    Crashed and starts this at once). Returns the name of the state the run is left in.
+    Crashed and starts this at once). Returns the name of the state `flow_run` is left in.
+
+    Why the others too: resumes run one at a time, each a process a worker starts, so a lost
+    machine's many runs would wait in line for one each; the first resume reschedules them all
+    and the ones queued after find nothing to do (and a run whose own resume failed is not
+    stranded).
     """
     from prefect.client.orchestration import get_client
     from prefect.logging import get_run_logger
-    from prefect.states import AwaitingRetry
 
     logger = get_run_logger()
     run_id = UUID(flow_run.removeprefix("prefect.flow-run."))
@@ -184,19 +190,59 @@ async def resume_crashed_run(flow_run: str, settle_seconds: float = SETTLE_SECON
         state = run.state
         if state is None or not state.is_crashed():
             logger.info("flow run %s is %s, not Crashed: nothing to resume", run_id, state and state.name)
-            return state.name if state else "None"
-        resumes = count_resumes(await client.read_flow_run_states(run_id))
-        if resumes >= MAX_RESUMES:
-            logger.error(
-                "flow run %s crashed again after %d reschedules in a row; not rescheduling it: find why "
-                "its process dies (out of memory? killed?), then `prefect flow-run retry %s`",
-                run_id, resumes, run_id,
-            )
-            return state.name
-        result = await client.set_flow_run_state(run_id, AwaitingRetry(message=RESUME_MESSAGE), force=False)
-        logger.info("flow run %s: proposed AwaitingRetry: %s (%s)", run_id, result.status.value,
-                    result.state.name if result.state else "-")
-        return result.state.name if result.state else state.name
+            left_in = state.name if state else "None"
+        else:
+            left_in = await _reschedule(client, run, logger, loudly=True)
+        if run.deployment_id is not None:
+            for other in await _crashed_runs_of(client, run.deployment_id):
+                if other.id != run_id:
+                    await _reschedule(client, other, logger, loudly=False)
+        return left_in
+
+
+#: How far back a resume looks for other crashed runs of the same deployment.
+SWEEP_HOURS = 24
+
+
+async def _crashed_runs_of(client: Any, deployment_id: Any) -> list[Any]:
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterEndTime,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    since = datetime.now(timezone.utc) - timedelta(hours=SWEEP_HOURS)
+    return await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+            end_time=FlowRunFilterEndTime(after_=since),
+        ),
+        limit=200,
+    )
+
+
+async def _reschedule(client: Any, run: Any, logger: Any, *, loudly: bool) -> str:
+    """Propose AwaitingRetry for the Crashed `run`, unless it crashed `MAX_RESUMES` times in a row."""
+    from prefect.states import AwaitingRetry
+
+    resumes = count_resumes(await client.read_flow_run_states(run.id))
+    if resumes >= MAX_RESUMES:
+        (logger.error if loudly else logger.info)(
+            "flow run %s crashed again after %d reschedules in a row; not rescheduling it: find why "
+            "its process dies (out of memory? killed?), then `prefect flow-run retry %s`",
+            run.id, resumes, run.id,
+        )
+        return run.state.name
+    result = await client.set_flow_run_state(run.id, AwaitingRetry(message=RESUME_MESSAGE), force=False)
+    logger.info("flow run %s: proposed AwaitingRetry: %s (%s)", run.id, result.status.value,
+                result.state.name if result.state else "-")
+    return result.state.name if result.state else run.state.name
 
 
 async def _ensure_resume_deployment(client: Any, work_pool: str) -> Any:

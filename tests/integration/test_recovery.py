@@ -113,12 +113,12 @@ async def test_the_states_they_propose_cannot_reopen_a_finished_run():
 def placeholder() -> None: ...
 
 
-async def _run_with_history(states: list) -> object:
+async def _run_with_history(states: list, deployment: str = "placeholder") -> object:
     """A run of a deployment (on a pool no worker polls) whose state history is `states` (set
     by force: only the history matters)."""
     async with get_client() as client:
         deployment = await client.create_deployment(
-            flow_id=await client.create_flow_from_name(placeholder.name), name="placeholder",
+            flow_id=await client.create_flow_from_name(placeholder.name), name=deployment,
             work_pool_name=POOL, entrypoint="nowhere.py:placeholder")
         flow_run = await client.create_flow_run_from_deployment(deployment, state=Scheduled())
         for state in states:
@@ -166,3 +166,25 @@ async def test_a_resume_reschedules_only_a_run_that_is_crashed_when_it_looks(his
     # its first Scheduled, the history, and one AwaitingRetry if (and only if) it was Crashed
     assert len(states) == 1 + len(history) + (left_in == "AwaitingRetry" and history[-1].is_crashed())
     assert states[-1].name == left_in
+
+
+async def test_one_resume_reschedules_every_run_of_the_deployment_crashed_now():
+    """A lost machine's runs do not wait in line for a resume each: the first one reschedules
+    every Crashed run of the deployment (not a finished one, not a crash loop, not another
+    deployment's), and the resumes queued after it find nothing to do."""
+    deployment = f"sweep-{uuid.uuid4().hex[:8]}"
+    crashed = [await _run_with_history([Running(), Crashed(message="worker lost")], deployment) for _ in range(3)]
+    completed = await _run_with_history([Running(), Completed()], deployment)
+    looping = await _run_with_history(_resumes(MAX_RESUMES)[:-1] + [Running(), Crashed()], deployment)
+    elsewhere = await _run_with_history([Running(), Crashed()], f"{deployment}-other")
+
+    assert await resume_crashed_run(str(crashed[0].id), settle_seconds=0) == "AwaitingRetry"
+    async with get_client() as client:
+        names = {run.id: (await client.read_flow_run(run.id)).state.name
+                 for run in [*crashed, completed, looping, elsewhere]}
+    assert [names[run.id] for run in crashed] == ["AwaitingRetry"] * 3
+    assert (names[completed.id], names[looping.id], names[elsewhere.id]) == ("Completed", "Crashed", "Crashed")
+    for run in crashed[1:]:  # their own resumes, queued behind the first: nothing left to do
+        assert await resume_crashed_run(str(run.id), settle_seconds=0) == "AwaitingRetry"
+    async with get_client() as client:
+        assert len(await client.read_flow_run_states(crashed[2].id)) == 1 + 2 + 1  # one AwaitingRetry

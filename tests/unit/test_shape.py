@@ -67,8 +67,11 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_the_package_has_no_import_cycles():
     graph = grimp.build_graph("prefect_beluga")
     cycles = _cycles(graph)
+    def lines(a: str, b: str) -> str:
+        return ", ".join(str(d["line_number"]) for d in graph.get_import_details(importer=a, imported=b))
+
     details = [
-        f"{a} -> {b} (line {', '.join(str(d['line_number']) for d in graph.get_import_details(importer=a, imported=b))})"
+        f"{a} -> {b} (line {lines(a, b)})"
         for cycle in cycles
         for a in cycle
         for b in cycle
