@@ -127,22 +127,29 @@ def test_loop_sends_tool_schemas_and_results_with_call_ids(openai_server):
 
 
 def test_tool_calls_of_one_turn_run_concurrently_as_task_runs(openai_server):
-    spans: dict[str, tuple[float, float]] = {}
+    # Each call waits (up to 30 s) until all three have started: they only all see the other two
+    # if they ran at the same time, whatever the machine's load (no timing threshold).
+    started: set[str] = set()
+    saw_all: dict[str, bool] = {}
 
     @tool
     async def fetch(page: str) -> str:
         """Fetch a page."""
-        started = time.monotonic()
-        await asyncio.sleep(0.5)
-        spans[page] = (started, time.monotonic())
+        started.add(page)
+        deadline = time.monotonic() + 30
+        while len(started) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        saw_all[page] = len(started) == 3
         return f"contents of {page}"
 
     @tool
     def measure(page: str) -> int:
         """Measure a page (a sync tool: runs in a worker thread)."""
-        started = time.monotonic()
-        time.sleep(0.5)
-        spans["measure:" + page] = (started, time.monotonic())
+        started.add("measure:" + page)
+        deadline = time.monotonic() + 30
+        while len(started) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        saw_all["measure:" + page] = len(started) == 3
         return len(page)
 
     openai_server.reply_with(
@@ -158,18 +165,25 @@ def test_tool_calls_of_one_turn_run_concurrently_as_task_runs(openai_server):
 
     flow_run_id, result = asyncio.run(host())
     assert result["output"] == "done"
-    starts = [start for start, _ in spans.values()]
-    ends = [end for _, end in spans.values()]
-    assert len(spans) == 3 and max(starts) < min(ends), f"tool calls did not overlap: {spans}"
+    assert saw_all == {"a": True, "b": True, "measure:c": True}, f"tool calls did not overlap: {saw_all}"
     runs = asyncio.run(task_runs(flow_run_id, expected=5))
     names = sorted(run.name for run in runs)
     assert names == sorted(["fetch", "fetch", "measure", "openai:gpt-4o-mini", "openai:gpt-4o-mini"])
     assert all(run.state_type.value == "COMPLETED" for run in runs)
 
     # bounded: max_concurrency=1 runs them one after the other
-    spans.clear()
+    spans: dict[str, tuple[float, float]] = {}
+
+    @tool(name="fetch")
+    async def fetch_slowly(page: str) -> str:
+        """Fetch a page."""
+        begun = time.monotonic()
+        await asyncio.sleep(0.2)
+        spans[page] = (begun, time.monotonic())
+        return f"contents of {page}"
+
     openai_server.reply_with({"tool_calls": [call("fetch", page="x"), call("fetch", page="y")]}, "ok")
-    serial = Agent(chat_model(openai_server), tools=[fetch], max_concurrency=1)
+    serial = Agent(chat_model(openai_server), tools=[fetch_slowly], max_concurrency=1)
     assert serial.invoke("Read x and y.")["output"] == "ok"
     (_, first_end), (second_start, _) = sorted(spans.values())
     assert first_end <= second_start

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -46,13 +47,18 @@ class Peak:
             self.now -= 1
 
 
-def summarizer(peak: Peak, delay: float = 0.0, fail: dict[int, int] | None = None) -> Any:
+def summarizer(peak: Peak, delay: float = 0.0, fail: dict[int, int] | None = None, meet: int = 0) -> Any:
+    """`meet`: each item first waits (up to 30 s) until that many items were in flight at once,
+    so a check of concurrency does not depend on the machine's speed."""
     fail = dict(fail or {})
 
     async def summarize(state: dict[str, Any]) -> dict[str, Any]:
         index = state["index"]
         peak.enter(index)
         try:
+            deadline = time.monotonic() + 30
+            while peak.peak < meet and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
             await asyncio.sleep(delay)
             if fail.get(index, 0) > 0:
                 fail[index] -= 1
@@ -207,7 +213,7 @@ async def test_items_go_to_the_dask_task_runner(run_name: str) -> None:
                         "dashboard_address": None},
     )
     peak = Peak()
-    graph = map_graph(summarizer(peak, delay=0.1), name="map-dask", task_runner=runner,
+    graph = map_graph(summarizer(peak, delay=0.1, meet=2), name="map-dask", task_runner=runner,
                       max_concurrency=3, retries=1)
     result = await graph.ainvoke({"input": "x", "docs_in": DOCS}, RunConfig(run_name=run_name))
     assert [o["summary"] for o in result["summarize"]] == [d.upper() for d in DOCS]

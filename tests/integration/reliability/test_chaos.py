@@ -96,7 +96,16 @@ class Cluster:
     def wait_completed(self, runs: list[str], scenario: str, timeout: float = 400) -> None:
         """Until every run is final; Crashed is not: the recovery automations reschedule it."""
         settled = FINAL - {"CRASHED"}
-        self.wait(lambda: all(state_of(run) in settled for run in runs), f"{scenario}: every run final", timeout)
+        states: dict[str, str] = {}
+
+        def done() -> bool:
+            states.update({run: state_of(run) for run in runs})
+            return all(state in settled for state in states.values())
+
+        try:
+            self.wait(done, f"{scenario}: every run final", timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"the runs' states: {states}\n{exc}") from None
 
     def logs(self) -> str:
         tails = {p.name: p.read_text(errors="replace")[-2500:] for p in self.folder.glob("*.log") if p != self.log}
