@@ -30,7 +30,15 @@ Every warning of ours has a standard category, so `warnings.filterwarnings` sele
 
     UserWarning
     ├── EmptyStoreWarning                  retrieval found nothing: an empty store, or a filter
-    └── TokenizerFallbackWarning           an encoding is not available offline: cl100k_base counts
+    ├── TokenizerFallbackWarning           an encoding is not available offline: cl100k_base counts
+    └── UncacheableInputWarning            a cached step's input has no canonical form: it ran uncached
+    RuntimeWarning
+    └── PrefectInternalsWarning            a private Prefect attribute is missing: Prefect's public way is used
+
+One exception is Prefect's, not ours: `prefect_beluga.orchestration.signals.WaitCancelled`, a
+`prefect.exceptions.Abort` (a `BaseException`, so a step's `except Exception` cannot swallow it)
+raised when a run is cancelled while it waits for a signal. It lives with the signals: this
+module imports nothing, Prefect included.
 
 A step that raises keeps its own exception type: the chain re-raises it unchanged, with a note
 naming the step and its position (see `add_step_note`).
@@ -50,12 +58,14 @@ __all__ = [
     "GraphRecursionError",
     "GraphValidationError",
     "MCPToolError",
+    "PrefectInternalsWarning",
     "ProviderResponseError",
     "StateConflictError",
     "StepOutputError",
     "TokenizerFallbackWarning",
     "TokenizerUnavailable",
     "ToolArgumentsError",
+    "UncacheableInputWarning",
     "UnknownWorkflowRun",
     "UsageLimitExceeded",
     "ValidationError",
@@ -247,3 +257,11 @@ class EmptyStoreWarning(UserWarning):
 
 class TokenizerFallbackWarning(UserWarning):
     """An encoding was not available offline; token counts use cl100k_base instead."""
+
+
+class UncacheableInputWarning(UserWarning):
+    """A cached step got an input with no canonical JSON form: it ran without the cache."""
+
+
+class PrefectInternalsWarning(RuntimeWarning):
+    """A private Prefect attribute this package uses is missing; it falls back to Prefect's way."""

@@ -34,16 +34,12 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.annotations import quote
 
-from prefect_beluga.core.errors import ValidationError
+from prefect_beluga.core.errors import UncacheableInputWarning, ValidationError
 from prefect_beluga.core.fingerprint import FORMAT_VERSION, NoCanonicalForm, canonical_json, fingerprint, sha256
 
 logger = logging.getLogger("prefect_beluga.cache")
 
 KEY_PREFIX = "beluga-cache-"
-
-
-class UncacheableInputWarning(UserWarning):
-    """A cached step got an input with no canonical JSON form: it ran without the cache."""
 
 
 @dataclass(frozen=True)

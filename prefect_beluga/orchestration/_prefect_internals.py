@@ -36,6 +36,8 @@ import httpx
 import prefect
 from prefect.context import AsyncClientContext, SyncClientContext
 
+from prefect_beluga.core.errors import PrefectInternalsWarning
+
 # Attribute names, in one place (a test renames them to simulate a Prefect without them).
 CONTEXT_VAR_ATTR = "__var__"
 CLOSED_ATTR = "_closed"
@@ -44,10 +46,6 @@ TRANSPORT_ATTR = "_transport"
 
 _warned: set[str] = set()
 _warn_lock = threading.Lock()
-
-
-class PrefectInternalsWarning(RuntimeWarning):
-    """A private Prefect attribute this package uses is missing; it falls back to Prefect's way."""
 
 
 def _warn_once(what: str, fallback: str) -> None:

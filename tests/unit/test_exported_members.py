@@ -61,8 +61,10 @@ EXPECTED = {
     # Shape (issue 26): every exception and warning in the tree of core/errors.py
     "EmptyStoreWarning",
     "MCPToolError",
+    "PrefectInternalsWarning",
     "TokenizerFallbackWarning",
     "ToolArgumentsError",
+    "UncacheableInputWarning",
 }
 
 
@@ -99,9 +101,10 @@ SUBPACKAGES = {
     "core": {
         "AgentError", "AgentIterationLimit", "AgentOutputError", "BelugaError", "ChainTimeoutError",
         "EmptyStoreWarning", "GraphError", "GraphNodesFailed", "GraphRecursionError", "GraphValidationError",
-        "MCPToolError", "ProviderResponseError", "RunConfig", "Runnable", "RunnableCallable",
-        "StateConflictError", "StepOutputError", "TokenizerFallbackWarning", "TokenizerUnavailable",
-        "ToolArgumentsError", "UnknownWorkflowRun", "UsageLimitExceeded", "ValidationError",
+        "MCPToolError", "PrefectInternalsWarning", "ProviderResponseError", "RunConfig", "Runnable",
+        "RunnableCallable", "StateConflictError", "StepOutputError", "TokenizerFallbackWarning",
+        "TokenizerUnavailable", "ToolArgumentsError", "UncacheableInputWarning", "UnknownWorkflowRun",
+        "UsageLimitExceeded", "ValidationError",
         "WorkflowCancelled", "WorkflowError", "WorkflowFailed", "WorkflowNotDeployed", "WorkflowTimeout",
         "coerce_to_runnable", "ensure_config",
     },
