@@ -24,10 +24,10 @@ from collections.abc import AsyncIterator, Awaitable
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from prefect_beluga.core import events
 from prefect_beluga.core.config import ConfigLike
 from prefect_beluga.core.streaming import StopSignal, TokenSink, current_node, stop_signal, stoppable
 
-END_KEY = "__end__"
 #: The message of the Cancelled states of a run whose caller left its stream.
 STOPPED_READING = "Cancelled: the caller stopped reading the stream"
 #: Seconds a run may take to stop after its caller left, before it is cancelled outright.
@@ -99,7 +99,7 @@ async def stream_events(
         result = run.result()
         if output_event:
             yield {runnable.name: result}
-        yield {END_KEY: result}
+        yield {events.END: result}
     finally:
         if getter is not None and not getter.done():
             getter.cancel()
@@ -172,4 +172,4 @@ def _retrieve(run: asyncio.Future[Any]) -> None:
         run.exception()
 
 
-__all__ = ["END_KEY", "STOPPED_READING", "STOP_GRACE", "StreamSink", "stream_events"]
+__all__ = ["STOPPED_READING", "STOP_GRACE", "StreamSink", "stream_events"]

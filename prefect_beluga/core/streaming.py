@@ -35,13 +35,10 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
+from prefect_beluga.core import events
+
 #: Called with each event (a one-key dict) on the loop the sink was made on.
 Deliver = Callable[[dict[str, Any]], Any]
-
-TOKEN_KEY = "__token__"
-RETRY_KEY = "__retry__"
-TOOL_CALL_KEY = "__tool_call__"
-TOOL_RESULT_KEY = "__tool_result__"
 
 T = TypeVar("T")
 
@@ -69,7 +66,7 @@ class TokenSink:
         """Hand one delta over, from any thread; deltas of one thread keep their order.
 
         `index` is that of the Map item the delta comes from (None: not from a Map item)."""
-        self._put(TOKEN_KEY, node, index, text=text)
+        self._put(events.TOKEN, node, index, text=text)
 
     def retry(self, node: str, attempt: int, substep: str | None = None, index: int | None = None) -> None:
         """Tell the caller that `node` runs again (attempt `attempt`): its earlier text is void.
@@ -79,17 +76,17 @@ class TokenSink:
         fields: dict[str, Any] = {"attempt": attempt}
         if substep is not None:
             fields["substep"] = substep
-        self._put(RETRY_KEY, node, index, **fields)
+        self._put(events.RETRY, node, index, **fields)
 
     def tool_call(self, node: str, tool: str, call_id: str, arguments: Any, index: int | None = None) -> None:
         """Tell the caller that the model in `node` asked for `tool` (before the tool runs)."""
-        self._put(TOOL_CALL_KEY, node, index, tool=tool, id=call_id, arguments=arguments)
+        self._put(events.TOOL_CALL, node, index, tool=tool, id=call_id, arguments=arguments)
 
     def tool_result(
         self, node: str, tool: str, call_id: str, content: str, ok: bool, index: int | None = None
     ) -> None:
         """Tell the caller what the call `call_id` gave the model (`ok` False: an error message)."""
-        self._put(TOOL_RESULT_KEY, node, index, tool=tool, id=call_id, ok=ok, content=content)
+        self._put(events.TOOL_RESULT, node, index, tool=tool, id=call_id, ok=ok, content=content)
 
     def _put(self, key: str, node: str, index: int | None, **fields: Any) -> None:
         event = {key: {**source_fields(node, index), **fields}}
@@ -311,11 +308,7 @@ def cancellable() -> Iterator[None]:
 
 
 __all__ = [
-    "RETRY_KEY",
     "StopSignal",
-    "TOKEN_KEY",
-    "TOOL_CALL_KEY",
-    "TOOL_RESULT_KEY",
     "TokenSink",
     "cancellable",
     "current_item",

@@ -30,6 +30,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.logging import get_run_logger
 from prefect.utilities.annotations import quote
 
+from prefect_beluga.core import events
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.errors import (
     GraphError,
@@ -50,8 +51,6 @@ from prefect_beluga.orchestration._stream import (
 )
 from prefect_beluga.orchestration._tasks import StepCall, call_args, runnable_task
 from prefect_beluga.orchestration._topology import END, ConditionalEdge, GraphSpec, Topology
-
-SKIPPED_KEY = "__skipped__"
 
 
 class CompiledGraphLike(Protocol):
@@ -166,7 +165,7 @@ class _Execution:
             ) from next(iter(self.failures.values()))
         skipped_in_loops = [n for n in skipped if n in self.in_loops]
         if self.sink is not None and skipped_in_loops:
-            self.sink.put({SKIPPED_KEY: skipped_in_loops})  # no pass of their loops ran them
+            self.sink.put({events.SKIPPED: skipped_in_loops})  # no pass of their loops ran them
         return GraphRun(result=self.result(), ran=dict(self.runs), skipped=skipped)
 
     def result(self) -> Any:
@@ -330,7 +329,7 @@ class _Execution:
             self.skipped[node] = None
             # Reported at once when nothing can run it later; in a loop, at the end (see `run`).
             if self.sink is not None and node not in self.in_loops:
-                self.sink.put({SKIPPED_KEY: [node]})
+                self.sink.put({events.SKIPPED: [node]})
         chosen: set[str] = set()
         targets = list(self.topology.static_targets[node])
         if activation is not None:

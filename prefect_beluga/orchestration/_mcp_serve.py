@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 
+from prefect_beluga.core import events
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.mcp._client import require_sdk
@@ -143,8 +144,8 @@ class _Exposed:
         try:
             steps = 0
             async for event in workflow.astream(run_id):
-                if "__end__" in event:
-                    return event["__end__"]
+                if events.END in event:
+                    return event[events.END]
                 steps += 1
                 await progress(steps, None, _event_text(event))
             return await workflow.aget_result(workflow_id, run_id)
@@ -326,7 +327,7 @@ def _doc(obj: Any) -> str:
 
 def _event_text(event: dict[str, Any]) -> str:
     (kind, value), *_ = event.items()
-    if kind == "__token__" and isinstance(value, dict):
+    if kind == events.TOKEN and isinstance(value, dict):
         return f"{value.get('node')}: {value.get('text')}"
     return f"{kind}: {json.dumps(value, default=str)[:200]}"
 

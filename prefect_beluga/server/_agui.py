@@ -50,6 +50,7 @@ from ag_ui.core import (
 )
 from ag_ui.core.events import RunFinishedCancelledOutcome, RunFinishedSuccessOutcome
 
+from prefect_beluga.core.events import END, RETRY, SKIPPED, TOKEN, TOOL_CALL, TOOL_RESULT
 from prefect_beluga.server._json import jsonable
 
 APPROVAL_PREFIX = "approve:"
@@ -96,18 +97,18 @@ class AguiMapper:
 
     def feed(self, update: dict[str, Any]) -> list[BaseEvent]:
         """The AG-UI events of one package stream event (unknown shapes give none)."""
-        if "__token__" in update:
-            return self._token(update["__token__"])
-        if "__tool_call__" in update:
-            return self._tool_call(update["__tool_call__"])
-        if "__tool_result__" in update:
-            return self._tool_result(update["__tool_result__"])
-        if "__retry__" in update:
-            return self._retry(update["__retry__"])
-        if "__end__" in update:
-            return self.finish(update["__end__"])
-        if "__skipped__" in update:
-            for node in update["__skipped__"] or ():
+        if TOKEN in update:
+            return self._token(update[TOKEN])
+        if TOOL_CALL in update:
+            return self._tool_call(update[TOOL_CALL])
+        if TOOL_RESULT in update:
+            return self._tool_result(update[TOOL_RESULT])
+        if RETRY in update:
+            return self._retry(update[RETRY])
+        if END in update:
+            return self.finish(update[END])
+        if SKIPPED in update:
+            for node in update[SKIPPED] or ():
                 self._nodes[str(node)] = "skipped"
             return [self._snapshot()]
         events: list[BaseEvent] = []

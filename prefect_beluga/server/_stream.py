@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from prefect_beluga.core.errors import WorkflowCancelled, WorkflowFailed
+from prefect_beluga.core.events import CANCELLED, END, ERROR, WAITING
 from prefect_beluga.orchestration import Workflow
 from prefect_beluga.server._agui import AguiMapper, encode
 from prefect_beluga.server._json import jsonable
@@ -164,7 +165,7 @@ async def run_events(
         if kind == "error":
             datas = _ending(item, mapper, plain, scrub)
         elif plain:
-            datas = [json.dumps({"__end__": jsonable(item)})]
+            datas = [json.dumps({END: jsonable(item)})]
         else:
             datas = [encode(e) for e in mapper.finish(item)]
         events = [event for data in datas[:-1] if (event := out(data)) is not None]
@@ -183,8 +184,8 @@ async def run_events(
             except asyncio.TimeoutError:
                 kind, item = "idle", None
             now = time.monotonic()
-            if kind == "update" and "__end__" in item:
-                kind, item = "end", item["__end__"]
+            if kind == "update" and END in item:
+                kind, item = "end", item[END]
             if kind in ("end", "error"):
                 for event in ending(kind, item):
                     yield event
@@ -229,7 +230,7 @@ async def run_events(
                 continue  # its tool call event is still on its way: announce them in order
             announced = state.pause_key
             waiting = mapper.waiting(state.signal, state.pause_key)
-            data = json.dumps({"__waiting__": jsonable(waiting.value)}) if plain else encode(waiting)
+            data = json.dumps({WAITING: jsonable(waiting.value)}) if plain else encode(waiting)
             # Not a stream position: the id keeps `n` and names the pause key it announced.
             last_sent = now
             yield Cursor(max(n, after.n), announced).id(), data
@@ -244,7 +245,7 @@ def _ending(exc: BaseException, mapper: AguiMapper, plain: bool, scrub: Callable
     """The run ended other than Completed (or its stream could not be read)."""
     message = scrub(str(exc))
     if isinstance(exc, WorkflowCancelled):
-        return [json.dumps({"__cancelled__": message})] if plain else [encode(e) for e in mapper.cancelled(message)]
+        return [json.dumps({CANCELLED: message})] if plain else [encode(e) for e in mapper.cancelled(message)]
     if not isinstance(exc, WorkflowFailed):
         message = f"the run's events could not be read: {type(exc).__name__}: {message}"
-    return [json.dumps({"__error__": message})] if plain else [encode(e) for e in mapper.failed(message)]
+    return [json.dumps({ERROR: message})] if plain else [encode(e) for e in mapper.failed(message)]

@@ -24,6 +24,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import AwaitingRetry, Cancelled, Cancelling, Scheduled
 
+from prefect_beluga.core import events
 from prefect_beluga.core._checks import check_json
 from prefect_beluga.core.errors import (
     UnknownWorkflowRun,
@@ -243,7 +244,7 @@ class Runs:
                     break
                 await asyncio.sleep(_POLL)
             outcome = await api(lambda client: self._outcome(flow_run))
-        yield {"__end__": outcome}
+        yield {events.END: outcome}
 
     async def _resumes(self, client: Any, flow_run: FlowRun) -> bool:
         """A Crashed deployed run that the recovery automations are about to reschedule (for

@@ -35,11 +35,8 @@ from typing import Any
 
 from prefect.events import emit_event
 
+from prefect_beluga.core import events
 from prefect_beluga.core.streaming import (
-    RETRY_KEY,
-    TOKEN_KEY,
-    TOOL_CALL_KEY,
-    TOOL_RESULT_KEY,
     TokenSink,
     source_fields,
 )
@@ -51,7 +48,7 @@ TOKENS_EVENT = "prefect-beluga.tokens"
 RETRY_EVENT = "prefect-beluga.retry"
 END_EVENT = "prefect-beluga.tokens-end"
 #: Prefect event name of each agent tool event key, and back.
-TOOL_EVENTS = {TOOL_CALL_KEY: "prefect-beluga.tool-call", TOOL_RESULT_KEY: "prefect-beluga.tool-result"}
+TOOL_EVENTS = {events.TOOL_CALL: "prefect-beluga.tool-call", events.TOOL_RESULT: "prefect-beluga.tool-result"}
 _TOOL_KEYS = {name: key for key, name in TOOL_EVENTS.items()}
 #: Seconds between two events of one node (at most ~10 a second).
 MIN_INTERVAL = 0.1
@@ -86,11 +83,11 @@ class EventPublisher:
     def deliver(self, event: dict[str, Any]) -> None:
         """A `TokenSink` event: a token is buffered, a retry flushes its node and goes at once."""
         with self._lock:
-            if TOKEN_KEY in event:
-                token = event[TOKEN_KEY]
+            if events.TOKEN in event:
+                token = event[events.TOKEN]
                 self._buffers.setdefault(_source(token), []).append(token["text"])
-            elif RETRY_KEY in event:
-                retry = event[RETRY_KEY]
+            elif events.RETRY in event:
+                retry = event[events.RETRY]
                 source = _source(retry)
                 self._send(source)
                 # `attempt` in a payload is the run's attempt (events are ordered by it)
@@ -165,12 +162,12 @@ def publishing(run_id: str | None, tags: Any, attempt: int = 1) -> Any:
 
 def _as_update(name: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     if name == TOKENS_EVENT:
-        return {TOKEN_KEY: {**source_fields(*_source(payload)), "text": payload["text"]}}
+        return {events.TOKEN: {**source_fields(*_source(payload)), "text": payload["text"]}}
     if name == RETRY_EVENT:
         detail = {**source_fields(*_source(payload)), "attempt": payload["step_attempt"]}
         if payload.get("substep") is not None:
             detail["substep"] = payload["substep"]
-        return {RETRY_KEY: detail}
+        return {events.RETRY: detail}
     if name in _TOOL_KEYS:
         return {_TOOL_KEYS[name]: {k: v for k, v in payload.items() if k not in ("seq", "attempt")}}
     return None
