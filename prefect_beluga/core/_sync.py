@@ -12,6 +12,8 @@
   them) are copied into the coroutine.
 - A sync call made from a coroutine that already runs on that loop (or a descendant of one)
   cannot wait on the loop it blocks, so it runs on a fresh loop in a new thread instead.
+
+`iterate_sync` does the same for an async iterator (`Runnable.stream`, `workflow.stream`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import queue
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -94,4 +97,51 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-__all__ = ["run_sync"]
+def iterate_sync(make: Callable[[], AsyncIterator[T]], *, name: str = "stream") -> Iterator[T]:
+    """Iterate the async iterator `make()` from sync code, item by item.
+
+    The iterator runs to its end as one coroutine on one event loop (see `run_sync`), in a
+    helper thread with the caller's context; items come back through a queue. (Driving it item
+    by item with `run_sync` breaks where each call gets a fresh loop, e.g. in a sync step of a
+    chain.) Closing this iterator early (`break`, `close()`, garbage collection) cancels the
+    coroutine and returns once it ended.
+    """
+    items: queue.Queue[tuple[bool, Any]] = queue.Queue()
+    stop = threading.Event()
+    running: dict[str, Any] = {}
+
+    async def pump() -> None:
+        running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
+        if stop.is_set():
+            return
+        iterator = make()
+        try:
+            async for item in iterator:
+                items.put((True, item))
+            items.put((False, None))
+        except BaseException as exc:  # handed to the caller, cancellation included
+            items.put((False, exc))
+        finally:
+            await iterator.aclose()  # type: ignore[attr-defined]
+
+    context = contextvars.copy_context()  # the caller's flow run, tags, ...
+    helper = threading.Thread(target=context.run, args=(run_sync, pump()), name=name, daemon=True)
+    helper.start()
+    try:
+        while True:
+            more, item = items.get()
+            if more:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        task = running.get("task")
+        if task is not None and not task.done():
+            running["loop"].call_soon_threadsafe(task.cancel)
+        helper.join()
+
+
+__all__ = ["iterate_sync", "run_sync"]

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import inspect
-import queue
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from prefect_beluga.core._sync import run_sync
+from prefect_beluga.core._sync import iterate_sync, run_sync
 from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.event_stream import stream_events
@@ -82,51 +79,12 @@ class Runnable:
 
         `options` (e.g. `tokens=True`: see `astream`) are passed on to `astream`.
 
-        `astream` runs to the end as one coroutine on one event loop (see `run_sync`), fed
-        from a helper thread; chunks come back through a queue. (Driving it chunk by chunk with
-        `run_sync` breaks where each call gets a fresh loop, e.g. in a sync step of a chain.)
-        Closing the iterator early (`break`, `close()`, garbage collection) stops the run and
-        returns once it ended: a chain's or graph's run then ends Cancelled (docs/streaming.md,
-        "Leaving a stream early").
+        `astream` runs to the end as one coroutine in a helper thread (`core._sync.iterate_sync`);
+        chunks come back through a queue. Closing the iterator early (`break`, `close()`, garbage
+        collection) stops the run and returns once it ended: a chain's or graph's run then ends
+        Cancelled (docs/streaming.md, "Leaving a stream early").
         """
-        chunks: queue.Queue[tuple[bool, Any]] = queue.Queue()
-        stop = threading.Event()
-        running: dict[str, Any] = {}
-
-        async def pump() -> None:
-            running["loop"], running["task"] = asyncio.get_running_loop(), asyncio.current_task()
-            if stop.is_set():
-                return
-            iterator = self.astream(input, config, **options)
-            try:
-                async for chunk in iterator:
-                    chunks.put((True, chunk))
-                chunks.put((False, None))
-            except BaseException as exc:  # handed to the caller, cancellation included
-                chunks.put((False, exc))
-            finally:
-                await iterator.aclose()
-
-        context = contextvars.copy_context()  # the caller's flow run, tags, ...
-        helper = threading.Thread(
-            target=context.run, args=(run_sync, pump()), name=f"stream-{self.name}", daemon=True
-        )
-        helper.start()
-        try:
-            while True:
-                more, item = chunks.get()
-                if more:
-                    yield item
-                elif item is None:
-                    return
-                else:
-                    raise item
-        finally:
-            stop.set()
-            task = running.get("task")
-            if task is not None and not task.done():
-                running["loop"].call_soon_threadsafe(task.cancel)
-            helper.join()
+        return iterate_sync(lambda: self.astream(input, config, **options), name=f"stream-{self.name}")
 
     async def astream(self, input: Any, config: ConfigLike = None, *, tokens: bool = False) -> AsyncIterator[Any]:
         """Async `stream`: by default, the one final output.

@@ -26,6 +26,7 @@ from prefect.states import AwaitingRetry, Cancelled, Cancelling, Scheduled
 
 from prefect_beluga.core import events
 from prefect_beluga.core._checks import check_json
+from prefect_beluga.core._sync import iterate_sync
 from prefect_beluga.core.errors import (
     UnknownWorkflowRun,
     ValidationError,
@@ -35,7 +36,6 @@ from prefect_beluga.core.errors import (
     WorkflowNotDeployed,
     WorkflowTimeout,
 )
-from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.orchestration._prefect_internals import create_flow_run_once
 from prefect_beluga.orchestration._progress import read_published
 from prefect_beluga.orchestration.recovery import recovery_covers
@@ -65,18 +65,6 @@ class WorkflowRun:
     end_time: datetime | None
     deployment_id: str | None
     idempotency_key: str | None
-
-
-class _RunReader(Runnable):
-    """`Runs.astream` as a Runnable, for its sync `stream` (a helper thread and a queue)."""
-
-    def __init__(self, runs: Runs, run_id: str) -> None:
-        self.runs, self.run_id = runs, run_id
-        self.name = f"stream-{runs.workflow_id}"
-
-    async def astream(self, input: Any = None, config: Any = None) -> AsyncIterator[dict[str, Any]]:
-        async for update in self.runs.astream(self.run_id):
-            yield update
 
 
 class Runs:
@@ -222,7 +210,7 @@ class Runs:
 
     def stream(self, run_id: str) -> Iterator[dict[str, Any]]:
         """Sync `astream`: iterate in any thread; closing the iterator early stops reading."""
-        return _RunReader(self, run_id).stream(None)
+        return iterate_sync(lambda: self.astream(run_id), name=f"stream-{self.workflow_id}")
 
     async def astream(self, run_id: str) -> AsyncIterator[dict[str, Any]]:
         """The run's token events, then its end (see `Workflow.astream`)."""
