@@ -285,7 +285,19 @@ def test_a_sigkilled_plain_flow_run_re_run_in_a_new_process_reads_back_finished_
         return [line for line in (marks.read_text().splitlines() if marks.exists() else []) if line.split()[0] == name]
 
     def records() -> list[Path]:
-        return list(storage.glob(f"beluga-run-{id_file.read_text()}-*")) if id_file.exists() else []
+        """The run's records written in full (a file exists before its bytes are written: a
+        process killed in between leaves a record that cannot be read, and its step runs again)."""
+        from prefect.results import ResultRecord
+
+        def complete(path: Path) -> bool:
+            try:
+                ResultRecord.deserialize(path.read_bytes())
+                return True
+            except Exception:
+                return False
+
+        found = storage.glob(f"beluga-run-{id_file.read_text()}-*") if id_file.exists() else []
+        return [path for path in found if complete(path)]
 
     with OpenAIServer(api_key="sk-crash", responder=crash_replies) as server:
         argv = [sys.executable, str(script), server.base_url, str(marks)]
