@@ -107,36 +107,29 @@ class Budget:
 
 class Tally:
     """The usage of one durable step, its sub-steps included (`tallied`), so that the step's
-    record can carry it: a resumed run counts a finished step's model calls from it."""
+    record can carry it: a resumed run counts a finished step's model calls from it. Its
+    counters have a budget's names, so `_add` counts into both alike."""
 
-    __slots__ = ("requests", "input_tokens", "output_tokens", "total_tokens", "cost_usd")
+    __slots__ = ("_requests", "_input", "_output", "_total", "_cost")
 
     def __init__(self) -> None:
-        self.requests = self.input_tokens = self.output_tokens = self.total_tokens = 0
-        self.cost_usd: float | None = 0.0
+        self._requests = self._input = self._output = self._total = 0
+        self._cost: float | None = 0.0
 
     def usage(self) -> RunUsage:
         with _lock:
-            return RunUsage(self.requests, self.input_tokens, self.output_tokens, self.total_tokens, self.cost_usd)
+            return RunUsage(self._requests, self._input, self._output, self._total, self._cost)
 
 
 def _add(counters: Iterable[Budget | Tally], used: RunUsage, *, requests: bool) -> None:
     """Add `used` to budgets and tallies (under `_lock`); `requests`: its requests too."""
     for each in counters:
-        if isinstance(each, Budget):
-            if requests:
-                each._requests += used.requests
-            each._input += used.input_tokens
-            each._output += used.output_tokens
-            each._total += used.total_tokens
-            each._cost = None if used.cost_usd is None or each._cost is None else each._cost + used.cost_usd
-        else:
-            if requests:
-                each.requests += used.requests
-            each.input_tokens += used.input_tokens
-            each.output_tokens += used.output_tokens
-            each.total_tokens += used.total_tokens
-            each.cost_usd = None if used.cost_usd is None or each.cost_usd is None else each.cost_usd + used.cost_usd
+        if requests:
+            each._requests += used.requests
+        each._input += used.input_tokens
+        each._output += used.output_tokens
+        each._total += used.total_tokens
+        each._cost = None if used.cost_usd is None or each._cost is None else each._cost + used.cost_usd
 
 
 def _priced(usage: Usage, price: tuple[float, float] | None) -> RunUsage:
@@ -312,7 +305,7 @@ def before_request(
             each.in_flight += 1
         tallies = _tallies.get()
         for tally in tallies:
-            tally.requests += 1
+            tally._requests += 1
     return Ticket(budgets, estimate, cost, price, step, tallies)
 
 
