@@ -37,6 +37,7 @@ from prefect_beluga.blocks import (
 )
 from prefect_beluga.embeddings.base import Embedder
 from prefect_beluga.orchestration import RetryPolicy
+from prefect_beluga.rag.ingest import batched
 from prefect_beluga.schema import Document
 from prefect_beluga.vectorstores.base import VectorStore
 
@@ -113,7 +114,7 @@ async def rag_ingest(
         0.0 if todo else 100.0, key=f"{flow_name}-progress", description=f"Chunks of {source} embedded and written"
     )
     written = 0
-    for number, batch in enumerate(rag.batched(todo, batch_size), 1):
+    for number, batch in enumerate(batched(todo, batch_size), 1):
         written += await embed_and_upsert(batch, store, embedder, number)
         store_block.persist(store)  # a run killed after this keeps the batches written so far
         await aupdate_progress_artifact(progress, 100.0 * written / len(todo))

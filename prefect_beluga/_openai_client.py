@@ -60,7 +60,7 @@ class ClientPerLoop:
     An SDK client's connection pool belongs to the event loop it was first used on; Prefect
     tasks, `run_sync` and user code may each run on a different loop, so each gets its own.
     With `rate_limit`, every HTTP request the client sends first takes a slot of that rate
-    limit (`prefect_beluga.core.limits.take_slot`; see `prefect_beluga.limits`).
+    limit (`prefect_beluga.core._limits.take_slot`; see `prefect_beluga.limits`).
     """
 
     def __init__(self, rate_limit: str | None = None, *, azure: bool = False, **client_options: Any) -> None:
@@ -168,7 +168,7 @@ def azure_settings(
 
 def _slot_taker(name: str) -> Any:
     """An httpx request hook taking one slot of the rate limit `name` before each request."""
-    from prefect_beluga.core.limits import take_slot
+    from prefect_beluga.core._limits import take_slot
 
     async def take(request: Any) -> None:
         await take_slot(name)

@@ -36,7 +36,7 @@ does not validate gets one corrective turn, then `AgentOutputError`. The output 
 `Agent(..., output_mode=...)` picks one explicitly (a mode the server does not support is a
 `ValidationError` naming the capability).
 
-Prefect: the agent asks `prefect_beluga.core.substeps` to run each model call and tool call as
+Prefect: the agent asks `prefect_beluga.core._substeps` to run each model call and tool call as
 a sub-step; inside a flow run (as a chain step, a graph node, a workflow body or in your own
 `@flow`) each is a Prefect task run — the model call named after the chat model, a tool call
 after the tool, with the tool's `retries` / `timeout` as its task policy. Invoked on its own,

@@ -14,11 +14,11 @@ from prefect_beluga.agents._output import OUTPUT_TOOL, OutputMode, output_reques
 from prefect_beluga.agents._tool_calls import RunTools, announce, run_tool_calls
 from prefect_beluga.core import _telemetry
 from prefect_beluga.core._checks import check_bool, check_int
+from prefect_beluga.core._substeps import Substep, substeps
 from prefect_beluga.core.config import ConfigLike, ensure_config
 from prefect_beluga.core.errors import AgentIterationLimit, AgentOutputError, ValidationError
 from prefect_beluga.core.fingerprint import fingerprint, key_of
 from prefect_beluga.core.runnable import Runnable
-from prefect_beluga.core.substeps import Substep, substeps
 from prefect_beluga.llms.base import ChatModel, messages_from_state
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from prefect_beluga.tools import Tool, Toolset

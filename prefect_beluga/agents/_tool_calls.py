@@ -12,11 +12,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prefect_beluga.core._substeps import SubstepRunner
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.streaming import emit_tool_call, emit_tool_result
-from prefect_beluga.core.substeps import SubstepRunner
 from prefect_beluga.schema import ToolCall, ToolMessage
-from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset, render_result
+from prefect_beluga.tools import Tool, ToolArgumentsError, Toolset
+from prefect_beluga.tools._tool import render_result
 
 
 class RunTools:

@@ -3,7 +3,7 @@
 `core` names nothing of the package: the Prefect side of a hook (the sub-step runner that makes
 task runs, the limiter that takes Prefect's global-concurrency slots) is declared as an entry
 point of the group `prefect_beluga.hooks` in pyproject.toml and loaded the first time the hook
-is needed (`core.substeps.substeps()`, `core.limits.get_limiter()`). Importing a module of the
+is needed (`core._substeps.substeps()`, `core._limits.get_limiter()`). Importing a module of the
 package changes nothing; a hook set explicitly (`install_default`, `set_limiter`) wins.
 """
 

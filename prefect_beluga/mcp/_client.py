@@ -23,7 +23,7 @@ other tasks (one per concurrent call, each a Prefect task run). The run reaches 
 through a context variable, so the tool objects themselves are long-lived (one per server tool
 definition), and so are the Prefect tasks built for them.
 
-Nothing here imports Prefect: a call is a sub-step (`prefect_beluga.core.substeps`) like a
+Nothing here imports Prefect: a call is a sub-step (`prefect_beluga.core._substeps`) like a
 function tool's, which `orchestration/` turns into a task run named after the tool.
 """
 

@@ -123,7 +123,7 @@ active_cache: ContextVar[CacheSettings | None] = ContextVar("prefect_beluga_acti
 class SubstepValueKey(CachePolicy):
     """Cache key of a pure sub-step (a model turn): its `cache_key()` and its arguments' JSON."""
 
-    step: Any = field(default=None, compare=False)  # a core.substeps.Substep with a cache_key
+    step: Any = field(default=None, compare=False)  # a core._substeps.Substep with a cache_key
 
     def compute_key(
         self,

@@ -34,7 +34,8 @@ from prefect_beluga.core import events
 from prefect_beluga.core.errors import ValidationError
 from prefect_beluga.core.runnable import Runnable
 from prefect_beluga.mcp._client import require_sdk
-from prefect_beluga.tools import Tool, render_result
+from prefect_beluga.tools import Tool
+from prefect_beluga.tools._tool import render_result
 
 logger = logging.getLogger("prefect_beluga.mcp")
 

@@ -1,6 +1,6 @@
-"""Sub-steps as Prefect task runs: the Prefect side of `prefect_beluga.core.substeps`.
+"""Sub-steps as Prefect task runs: the Prefect side of `prefect_beluga.core._substeps`.
 
-An agent's model calls and tool calls ask the hook in `core/substeps.py` to run them as
+An agent's model calls and tool calls ask the hook in `core/_substeps.py` to run them as
 observable steps. Here, inside a flow run, each one becomes a Prefect async task run named
 after the sub-step (the tool's name, the chat model's name), with its `retries`, `retry_delay`
 and `timeout` as the task's retry policy and timeout, nested under whatever task run is
@@ -38,9 +38,9 @@ from prefect.cache_policies import NONE
 from prefect.transactions import CommitMode, atransaction
 from prefect.utilities.annotations import quote
 
+from prefect_beluga.core._substeps import InlineSubsteps, Substep
 from prefect_beluga.core.config import RunConfig
 from prefect_beluga.core.streaming import current_node
-from prefect_beluga.core.substeps import InlineSubsteps, Substep
 from prefect_beluga.orchestration import _durable
 from prefect_beluga.orchestration._cache import CacheSettings, active_cache, cached_substep_options
 from prefect_beluga.orchestration._runtime import (

@@ -32,7 +32,7 @@ agent run opens it once (`Toolset.open()`), for the tools it lists, and closes i
 """
 
 from prefect_beluga.core.errors import ToolArgumentsError
-from prefect_beluga.tools._tool import Tool, render_result, tool
+from prefect_beluga.tools._tool import Tool, tool
 from prefect_beluga.tools._toolset import Toolset, ToolsetSession
 
-__all__ = ["Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "render_result", "tool"]
+__all__ = ["Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "tool"]

@@ -91,7 +91,7 @@ class Tool:
     ) -> None:
         """Set what the model sees and how a call runs, checked (also for tools without a
         Python function: an MCP server's, `prefect_beluga.mcp.MCPTool`)."""
-        from prefect_beluga.core.substeps import Substep
+        from prefect_beluga.core._substeps import Substep
 
         check_name(name)
         if not isinstance(description, str):

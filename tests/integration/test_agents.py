@@ -38,7 +38,7 @@ from prefect_beluga import (
     llms,
 )
 from prefect_beluga.agents import Agent, AgentOutputError
-from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
+from prefect_beluga.core._substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.helpers import assert_key_stored_nowhere, eventually, reaped, task_runs
@@ -544,7 +544,7 @@ def test_sub_steps_go_to_the_scoped_runner_and_a_declined_approval_reaches_the_m
 
 
 def test_inline_sub_steps_keep_retries_and_timeouts():
-    from prefect_beluga.core.substeps import Substep
+    from prefect_beluga.core._substeps import Substep
 
     attempts = []
 

@@ -226,7 +226,7 @@ def test_embedder_model_decides_dimension_and_dimensions_parameter(azure):
 
 
 async def test_every_azure_request_takes_a_rate_limit_slot_first_retries_included(azure):
-    from prefect_beluga.core import limits
+    from prefect_beluga.core import _limits as limits
 
     taken: list[str] = []
 

@@ -389,7 +389,7 @@ def test_a_killed_process_leaves_no_stdio_server_behind(openai_server, tmp_path)
         "import sys\n"
         "from prefect_beluga import llms\n"
         "from prefect_beluga.agents import Agent\n"
-        "from prefect_beluga.core.substeps import InlineSubsteps, use_substeps\n"
+        "from prefect_beluga.core._substeps import InlineSubsteps, use_substeps\n"
         "from prefect_beluga.mcp import MCPServer\n"
         f"llm = llms.OpenAIChatModel(llms.Config({config}))\n"
         f"server = MCPServer(command={relayed['command']!r}, args={relayed['args']!r})\n"

@@ -105,7 +105,7 @@ async def test_a_name_without_a_limit_is_a_clear_error_naming_ensure_rate_limit(
 
 async def test_every_retry_takes_a_slot(openai_server: OpenAIServer) -> None:
     """A step retried by Prefect sends its request again, through the limit again."""
-    from prefect_beluga.core import limits
+    from prefect_beluga.core import _limits as limits
 
     taken: list[str] = []
     prefect_limiter = limits.get_limiter()

@@ -130,7 +130,7 @@ SUBPACKAGES = {
         "cache_hits", "publish", "wait_for_signal",
     },
     "rag": {
-        "EmptyStoreWarning", "GenerationStep", "RetrievalStep", "SourceScope", "TokenTextSplitter", "batched",
+        "EmptyStoreWarning", "GenerationStep", "RetrievalStep", "SourceScope", "TokenTextSplitter",
         "build_rag_chain", "chunk_id", "format_context", "load_documents", "new_or_changed", "removed_ids",
         "source_scope", "stale_ids",
     },
@@ -145,7 +145,7 @@ SUBPACKAGES = {
         "Fault", "OpenAIServer", "PineconeServer", "PrefectServer", "RecordedRequest", "ThrowawayPostgres",
     },
     "tools": {
-        "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "render_result", "tool",
+        "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "tool",
     },
     "usage": {
         "LIMITS", "Budget", "RunUsage", "Tally", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request",

@@ -135,7 +135,7 @@ def _run(code: str) -> str:
 def test_importing_orchestration_and_limits_installs_no_hook():
     out = _run(
         "import prefect_beluga.orchestration, prefect_beluga.limits\n"
-        "from prefect_beluga.core import limits, substeps\n"
+        "from prefect_beluga.core import _limits as limits, _substeps as substeps\n"
         "print(substeps._default is None, limits._limiter is None)"
     )
     assert out == "True True"
@@ -143,7 +143,7 @@ def test_importing_orchestration_and_limits_installs_no_hook():
 
 def test_hooks_are_found_on_first_use():
     out = _run(
-        "from prefect_beluga.core import limits, substeps\n"
+        "from prefect_beluga.core import _limits as limits, _substeps as substeps\n"
         "print(type(substeps.substeps()).__name__, type(limits.get_limiter()).__name__)"
     )
     assert out == "PrefectSubsteps PrefectLimiter"
@@ -151,7 +151,7 @@ def test_hooks_are_found_on_first_use():
 
 def test_a_hook_set_explicitly_wins():
     out = _run(
-        "from prefect_beluga.core import substeps\n"
+        "from prefect_beluga.core import _substeps as substeps\n"
         "substeps.install_default(substeps.InlineSubsteps())\n"
         "print(type(substeps.substeps()).__name__)"
     )

@@ -57,6 +57,6 @@ def test_two_different_chunks_under_one_id_are_refused():
 
 
 def test_batched():
-    assert list(rag.batched([1, 2, 3, 4, 5], 2)) == [[1, 2], [3, 4], [5]]
+    assert list(rag.ingest.batched([1, 2, 3, 4, 5], 2)) == [[1, 2], [3, 4], [5]]
     with pytest.raises(ValidationError, match="batch size must be an int >= 1, got 0"):
-        list(rag.batched([1], 0))
+        list(rag.ingest.batched([1], 0))

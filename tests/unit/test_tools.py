@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 import pytest
 
+from prefect_beluga.core._substeps import InlineSubsteps, use_substeps
 from prefect_beluga.core.errors import ValidationError
-from prefect_beluga.core.substeps import InlineSubsteps, use_substeps
 from prefect_beluga.tools import Tool, ToolArgumentsError, tool
 
 

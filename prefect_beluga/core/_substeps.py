@@ -6,7 +6,7 @@ state. The agent cannot make Prefect tasks itself: only `prefect_beluga.orchestr
 how work becomes a Prefect task. So it asks through this hook:
 
     ```python
-    from prefect_beluga.core.substeps import Substep, substeps
+    from prefect_beluga.core._substeps import Substep, substeps
     result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, args)
     ```
 
