@@ -23,8 +23,9 @@ from prefect_beluga.llms.base import ChatModel, messages_from_state
 from prefect_beluga.schema import AIMessage, AnyMessage, ChatResult, HumanMessage, SystemMessage, ToolCall, ToolMessage
 from prefect_beluga.tools import Tool, Toolset
 from prefect_beluga.tools._tool import as_tool
-from prefect_beluga.usage import UsageLimits, check_limits, check_prices, priced_as
+from prefect_beluga.usage import UsageLimits
 from prefect_beluga.usage import scope as usage_scope
+from prefect_beluga.usage._limits import check_limits, check_prices, priced_as
 
 
 class Agent(Runnable):

@@ -27,7 +27,8 @@ from prefect_beluga.schema import (
     SystemMessage,
     ToolMessage,
 )
-from prefect_beluga.usage import before_request, current_budget, priced_as
+from prefect_beluga.usage._budget import before_request, current_budget
+from prefect_beluga.usage._limits import priced_as
 
 MessagesLike = str | BaseMessage | Sequence[Any]
 

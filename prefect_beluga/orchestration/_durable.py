@@ -52,7 +52,8 @@ from prefect.results import get_result_store
 from prefect.transactions import CommitMode, atransaction
 
 from prefect_beluga.core._checks import check_bool
-from prefect_beluga.usage import RunUsage, count_replayed, current_budget, tallied, usage_in
+from prefect_beluga.usage import RunUsage
+from prefect_beluga.usage._budget import count_replayed, current_budget, tallied, usage_in
 
 KEY_PREFIX = "beluga-run-"
 

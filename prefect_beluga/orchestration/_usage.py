@@ -18,7 +18,8 @@ from typing import Any
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 
-from prefect_beluga.usage import LIMITS, Budget, UsageLimits, check_limits, check_prices, priced_as, scope
+from prefect_beluga.usage import LIMITS, Budget, UsageLimits, scope
+from prefect_beluga.usage._limits import check_limits, check_prices, priced_as
 
 logger = logging.getLogger(__name__)
 

@@ -89,7 +89,8 @@ from prefect_beluga.orchestration._topology import (
 )
 from prefect_beluga.orchestration._usage import budgeted
 from prefect_beluga.orchestration._usage import setup as usage_setup
-from prefect_beluga.usage import UsageLimits, check_limits
+from prefect_beluga.usage import UsageLimits
+from prefect_beluga.usage._limits import check_limits
 
 
 class Graph(Runnable):

@@ -17,7 +17,7 @@ a copy of its caller's context, and a sync step's worker thread gets one too, so
 the same `Budget` object; its counters are guarded by one lock). A run nested inside another
 one that has limits of its own is held to both.
 
-Every chat-model request asks the budgets first (`before_request`): the request is counted
+Every chat-model request asks the budgets first (`_budget.before_request`): the request is counted
 and its input tokens (estimated with tiktoken, tools included) and input cost are reserved; if
 that would pass a limit, `UsageLimitExceeded` is raised and the request is not sent. The reply
 replaces the reservation with the reported usage (`Ticket.settle`); a reply that puts the run
@@ -40,46 +40,7 @@ graphs and workflows (and shows their usage on the run's artifact).
 """
 
 from prefect_beluga.core.errors import UsageLimitExceeded
-from prefect_beluga.usage._budget import (
-    Budget,
-    Tally,
-    Ticket,
-    before_request,
-    count_replayed,
-    current_budget,
-    current_usage,
-    scope,
-    tallied,
-    usage_in,
-)
-from prefect_beluga.usage._limits import (
-    LIMITS,
-    RunUsage,
-    UsageLimits,
-    check_limits,
-    check_prices,
-    estimate_input_tokens,
-    priced_as,
-)
+from prefect_beluga.usage._budget import Budget, current_usage, scope
+from prefect_beluga.usage._limits import LIMITS, RunUsage, UsageLimits
 
-__all__ = [
-    "Budget",
-    "LIMITS",
-    "RunUsage",
-    "Tally",
-    "Ticket",
-    "UsageLimitExceeded",
-    "UsageLimits",
-    "before_request",
-    "check_limits",
-    "check_prices",
-    "count_replayed",
-    "current_budget",
-    "current_usage",
-    "estimate_input_tokens",
-    "priced_as",
-    "scope",
-    "tallied",
-    "usage_in",
-]
-
+__all__ = ["LIMITS", "Budget", "RunUsage", "UsageLimitExceeded", "UsageLimits", "current_usage", "scope"]

@@ -30,6 +30,7 @@ from prefect_beluga.agents import Agent
 from prefect_beluga.schema import HumanMessage
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.tools import tool
+from prefect_beluga.usage._limits import estimate_input_tokens
 
 
 def chat_model(server: OpenAIServer, model: str = "gpt-4o-mini", **options) -> llms.OpenAIChatModel:
@@ -87,7 +88,7 @@ def test_requests_limit_parallel_nodes_all_finishing(openai_server):
 
 def test_input_tokens_limit_across_map_items_is_never_passed(openai_server):
     llm = chat_model(openai_server)
-    one = usage.estimate_input_tokens("gpt-4o-mini", [HumanMessage("Question item: same text")])
+    one = estimate_input_tokens("gpt-4o-mini", [HumanMessage("Question item: same text")])
     limit = 3 * one + one // 2  # room for three requests, not four
 
     async def ask(state):

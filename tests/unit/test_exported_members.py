@@ -148,9 +148,7 @@ SUBPACKAGES = {
         "Tool", "ToolArgumentsError", "Toolset", "ToolsetSession", "tool",
     },
     "usage": {
-        "LIMITS", "Budget", "RunUsage", "Tally", "Ticket", "UsageLimitExceeded", "UsageLimits", "before_request",
-        "check_limits", "check_prices", "count_replayed", "current_budget", "current_usage",
-        "estimate_input_tokens", "priced_as", "scope", "tallied", "usage_in",
+        "LIMITS", "Budget", "RunUsage", "UsageLimitExceeded", "UsageLimits", "current_usage", "scope",
     },
     "vectorstores": {
         "Filter", "InMemoryVectorStore", "PineconeVectorStore", "VectorStore", "document_id",

@@ -15,6 +15,8 @@ from prefect_beluga.core.retry import is_permanent
 from prefect_beluga.llms.offline import OfflineChatModel
 from prefect_beluga.schema import AIMessage, ChatResult, HumanMessage, Usage
 from prefect_beluga.tokens import count_message_tokens
+from prefect_beluga.usage._budget import before_request, count_replayed, tallied, usage_in
+from prefect_beluga.usage._limits import check_limits, check_prices, estimate_input_tokens
 
 
 @pytest.mark.parametrize(
@@ -29,17 +31,17 @@ def test_bad_limits_are_clear_errors(field, value):
 
 
 def test_limits_from_a_dict_and_bad_types():
-    assert usage.check_limits({"requests": 3}, "chain 'x'") == UsageLimits(requests=3)
-    assert usage.check_limits(None, "x") is None
+    assert check_limits({"requests": 3}, "chain 'x'") == UsageLimits(requests=3)
+    assert check_limits(None, "x") is None
     with pytest.raises(ValidationError, match=r"chain 'x': unknown usage limit\(s\) \['tokens'\]"):
-        usage.check_limits({"tokens": 3}, "chain 'x'")
+        check_limits({"tokens": 3}, "chain 'x'")
     with pytest.raises(ValidationError, match="usage_limits must be a prefect_beluga.UsageLimits"):
-        usage.check_limits(5, "chain 'x'")
+        check_limits(5, "chain 'x'")
     assert UsageLimits(cost_usd=0).is_set() and not UsageLimits().is_set()
 
 
 def test_no_budget_is_the_fast_path():
-    assert usage.before_request("gpt-4o-mini", "openai", [HumanMessage("hi")]) is None
+    assert before_request("gpt-4o-mini", "openai", [HumanMessage("hi")]) is None
     assert usage.current_usage() is None
 
 
@@ -60,10 +62,10 @@ def test_requests_are_refused_past_the_limit_and_not_sent():
 
 def test_input_tokens_are_estimated_before_sending():
     messages = [HumanMessage("word " * 50)]
-    estimate = usage.estimate_input_tokens("gpt-4o-mini", messages)
+    estimate = estimate_input_tokens("gpt-4o-mini", messages)
     assert estimate == count_message_tokens(messages, "gpt-4o-mini")
     tools = [{"type": "function", "function": {"name": "search", "parameters": {"type": "object"}}}]
-    assert usage.estimate_input_tokens("gpt-4o-mini", messages, tools) > estimate
+    assert estimate_input_tokens("gpt-4o-mini", messages, tools) > estimate
     with usage.scope(UsageLimits(input_tokens=estimate - 1)) as budget:
         with pytest.raises(UsageLimitExceeded, match=r"input_tokens=.*not sent \(it would need ~\d+ input tokens\)"):
             OfflineChatModel().generate(messages)
@@ -80,7 +82,7 @@ def test_a_reply_past_the_limit_raises_after_counting():
 
 def test_a_failed_request_stays_counted_and_gives_its_tokens_back():
     with usage.scope(UsageLimits(requests=5, total_tokens=1000)) as budget:
-        ticket = usage.before_request("gpt-4o-mini", "openai", [HumanMessage("hello")])
+        ticket = before_request("gpt-4o-mini", "openai", [HumanMessage("hello")])
         assert budget.in_flight == 1
         ticket.failed()
         assert budget.in_flight == 0 and budget._reserved_input == 0
@@ -133,26 +135,26 @@ def test_nested_budgets_both_hold():
 
 def test_cost_needs_a_price():
     limits = UsageLimits(cost_usd=1.0)
-    usage.check_prices(limits, [("gpt-4o-mini", "openai"), ("offline-extractive", "offline")], "x")
-    usage.check_prices(UsageLimits(requests=1), [("llama3.2", "ollama")], "x")  # no cost limit: fine
+    check_prices(limits, [("gpt-4o-mini", "openai"), ("offline-extractive", "offline")], "x")
+    check_prices(UsageLimits(requests=1), [("llama3.2", "ollama")], "x")  # no cost limit: fine
     with pytest.raises(ValidationError, match=r"x: UsageLimits\(cost_usd=1.0\) is set, but model 'llama3.2'"):
-        usage.check_prices(limits, [("llama3.2", "ollama")], "x")
+        check_prices(limits, [("llama3.2", "ollama")], "x")
     with usage.scope(limits), pytest.raises(ValidationError, match="has no known price"):
-        usage.before_request("my-model", "compatible", [HumanMessage("hi")])
+        before_request("my-model", "compatible", [HumanMessage("hi")])
     with pytest.raises(ValidationError, match="has no known price"), usage.scope(limits, models=[("m", "vllm")]):
         pass
 
 
 def test_unpriced_replies_make_the_cost_unknown_without_a_cost_limit():
     with usage.scope() as budget:
-        usage.before_request("my-model", "compatible", [HumanMessage("hi")]).settle(
+        before_request("my-model", "compatible", [HumanMessage("hi")]).settle(
             Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7))
     assert budget.usage().cost_usd is None and budget.usage().total_tokens == 7
     assert "cost unknown" in str(budget.usage())
 
 
 def test_replayed_records_count():
-    replay = lambda result: usage.count_replayed(usage.usage_in(result))  # noqa: E731
+    replay = lambda result: count_replayed(usage_in(result))  # noqa: E731
     with usage.scope(UsageLimits(requests=2)) as budget:
         replay({"output": "x", "usage": {"prompt_tokens": 3, "completion_tokens": 4,
                                          "total_tokens": 7}, "model": "gpt-4o-mini"})
@@ -169,16 +171,16 @@ def test_replayed_records_count():
 
 def test_a_tally_holds_what_its_block_used_and_nested_tallies_share_it():
     llm = OfflineChatModel()
-    with usage.scope() as budget, usage.tallied() as outer:
+    with usage.scope() as budget, tallied() as outer:
         llm.generate("one")
-        with usage.tallied() as inner:
+        with tallied() as inner:
             llm.generate("two")
-            usage.count_replayed(usage.RunUsage(requests=3, input_tokens=1, output_tokens=2, total_tokens=3,
+            count_replayed(usage.RunUsage(requests=3, input_tokens=1, output_tokens=2, total_tokens=3,
                                                 cost_usd=0.0))
     assert budget.usage() == outer.usage()
     assert (outer.usage().requests, inner.usage().requests) == (5, 4)
     assert inner.usage().total_tokens < outer.usage().total_tokens
-    with usage.tallied() as alone:  # no budget open: nothing is counted
+    with tallied() as alone:  # no budget open: nothing is counted
         llm.generate("three")
     assert alone.usage().requests == 0
 
