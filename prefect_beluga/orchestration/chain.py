@@ -6,17 +6,36 @@ Examples:
     ```python
     from prefect_beluga import Chain
 
+
+    def fetch(state):
+        return {"text": f"News about {state['input']}. More later."}
+
+
+    def summarize(state):
+        return {"summary": state["text"].split(".")[0]}
+
+
+    def publish(state):
+        return {"output": state["summary"].upper()}
+
+
     chain = Chain([fetch, summarize, publish], name="tutorial", retries=3, retry_delay=2.0)
-    chain.invoke({"input": "test"})
+    chain.invoke({"input": "test"})["output"]  # -> 'NEWS ABOUT TEST'
     ```
 
     Called inside your own flow, the chain becomes a subflow of your flow run (it costs what a
     top-level call costs: see docs/performance.md, "Composing inside a flow"):
 
     ```python
+    from prefect import flow
+
+
     @flow
     def nightly():
         return chain.invoke("today's news")
+
+
+    nightly()["output"]  # -> "NEWS ABOUT TODAY'S NEWS"
     ```
 """
 
@@ -104,9 +123,20 @@ class Chain(Runnable):
 
     Examples:
         ```python
+        from prefect_beluga import Chain, memory
+
+
+        def retrieve(state):
+            return {"context": "Prefect is a workflow orchestrator."}
+
+
+        def generate(state):
+            return {"output": f"From the docs: {state['context']}"}
+
+
         chain = Chain([retrieve, generate], name="rag", timeout=60, retries=2,
                       retry_delay=[1, 2], memory=memory.new_memory("buffer"))
-        chain.invoke("What is Prefect?")["output"]
+        chain.invoke("What is Prefect?")["output"]  # -> 'From the docs: Prefect is a workflow orchestrator.'
         ```
 
         Memory and concurrency: the two items of this batch both see "earlier" in their
@@ -114,10 +144,14 @@ class Chain(Runnable):
         conversations apart for good, give each its own `session_id` in the input.
 
         ```python
+        def reply(state):
+            return {"output": f"noted {state['input']}", "seen": state["history"].count("Human:")}
+
+
         chat = Chain([reply], memory=memory.new_memory(memory.MemoryType.BUFFER))
         chat.invoke({"input": "earlier"})
-        chat.batch([{"input": "apple"}, {"input": "banana"}])
-        chat.invoke({"input": "what did I say?"})   # history: earlier, apple, banana
+        [r["seen"] for r in chat.batch([{"input": "apple"}, {"input": "banana"}])]  # -> [1, 1]
+        chat.invoke({"input": "what did I say?"})["seen"]  # -> 3 (earlier, apple, banana)
         ```
     """
 
@@ -264,6 +298,10 @@ class Chain(Runnable):
 
         Examples:
             ```python
+            from prefect_beluga import Chain
+            from prefect_beluga.llms import OfflineChatModel
+
+            chain = Chain([OfflineChatModel()], name="answer")
             async for event in chain.astream({"input": "What is Prefect?"}, tokens=True):
                 if "__token__" in event:
                     print(event["__token__"]["text"], end="", flush=True)
@@ -363,7 +401,9 @@ def distinct_names(names: list[str]) -> tuple[str, ...]:
 
     Examples:
         ```python
-        distinct_names(["lambda", "lambda", "fetch"])  # ('lambda', 'lambda_2', 'fetch')
+        from prefect_beluga.orchestration.chain import distinct_names
+
+        distinct_names(["lambda", "lambda", "fetch"])  # -> ('lambda', 'lambda_2', 'fetch')
         ```
     """
     taken = set(names)
