@@ -3,21 +3,30 @@
 Examples:
     ```python
     from prefect_beluga import Chain, memory
+
+
+    def answer(state):
+        return {"output": f"you said {state['input']!r}"}
+
+
     chat = Chain([answer], memory=memory.new_memory(memory.MemoryType.WINDOW, k=3))
     chat.invoke({"input": "hi", "session_id": "alice"})
+    chat.invoke({"input": "again", "session_id": "alice"})["history"]  # -> "Human: hi\\nAI: you said 'hi'"
     ```
 
     Kept in files, so a scheduled deployment continues the conversation in its next run:
 
     ```python
-    store = memory.FileMemoryStore("/data/beluga-memory")
+    store = memory.FileMemoryStore("beluga-memory")
     chat = Chain([answer], memory=memory.new_memory("token_window", max_tokens=1500, store=store))
     ```
 
     Kept at most 50 turns per session, for 30 days after a session's last turn:
 
     ```python
-    store = memory.FileMemoryStore("/data/beluga-memory", max_turns=50, ttl=timedelta(days=30))
+    from datetime import timedelta
+
+    store = memory.FileMemoryStore("beluga-memory", max_turns=50, ttl=timedelta(days=30))
     ```
 """
 

@@ -16,9 +16,11 @@ class BufferMemory(BaseMemory):
 
     Examples:
         ```python
+        from prefect_beluga.memory import BufferMemory
+
         memory = BufferMemory()
         memory.save_context({"input": "hi"}, {"output": "hello"})
-        memory.load_memory_variables({})  # {'history': 'Human: hi\\nAI: hello'}
+        memory.load_memory_variables({})  # -> {'history': 'Human: hi\\nAI: hello'}
         ```
     """
 
@@ -31,6 +33,8 @@ class WindowMemory(BaseMemory):
 
     Examples:
         ```python
+        from prefect_beluga.memory import WindowMemory
+
         memory = WindowMemory(k=3)
         ```
     """
@@ -49,6 +53,8 @@ class TokenWindowMemory(BaseMemory):
 
     Examples:
         ```python
+        from prefect_beluga.memory import TokenWindowMemory
+
         memory = TokenWindowMemory(max_tokens=1000, model="gpt-4o-mini")
         ```
     """

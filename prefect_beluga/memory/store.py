@@ -147,7 +147,11 @@ class FileMemoryStore(MemoryStore):
 
     Examples:
         ```python
-        store = FileMemoryStore("~/.beluga/memory", max_turns=50, ttl=timedelta(days=30))
+        from datetime import timedelta
+
+        from prefect_beluga.memory import FileMemoryStore, new_memory
+
+        store = FileMemoryStore("beluga-memory", max_turns=50, ttl=timedelta(days=30))
         chat_memory = new_memory("window", k=10, store=store, session_id="alice")
         store.prune()   # e.g. from a daily scheduled flow: drop expired sessions
         ```
@@ -257,6 +261,9 @@ class SharedMemoryStore(MemoryStore):
     Examples:
         ```python
         import fsspec
+
+        from prefect_beluga.memory import SharedMemoryStore
+
         store = SharedMemoryStore(fsspec.filesystem("file"), "/shared/beluga-memory", max_turns=50)
         ```
     """
