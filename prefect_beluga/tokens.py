@@ -7,9 +7,9 @@ local copies of the files, checked against the SHA-256 that tiktoken itself expe
 Examples:
     ```python
     from prefect_beluga import tokens
-    tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")  # 5
-    tokens.truncate("one two three four", 2)  # 'one two'
-    tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)  # ['a b', ' b c', ' c d', ' d e']
+    tokens.count_tokens("Prefect runs flows.", model="gpt-4o-mini")  # -> 5
+    tokens.truncate("one two three four", 2)  # -> 'one two'
+    tokens.split_by_tokens("a b c d e", chunk_size=2, overlap=1)  # -> ['a b', ' b c', ' c d', ' d e']
     ```
 
 Where the files come from, in this order (the first file whose hash matches wins):
@@ -142,8 +142,10 @@ def counts_exactly(model: str | None) -> bool:
 
     Examples:
         ```python
-        counts_exactly("gpt-4o-mini")          # True
-        counts_exactly("claude-sonnet-4-5")    # False: an estimate
+        from prefect_beluga.tokens import counts_exactly
+
+        counts_exactly("gpt-4o-mini")          # -> True
+        counts_exactly("claude-sonnet-4-5")    # -> False: an estimate
         ```
     """
     if model is None:

@@ -21,6 +21,9 @@ class Embedder(Runnable, ABC):
 
     Examples:
         ```python
+        from prefect_beluga.embeddings import HashingEmbedder
+
+        embedder = HashingEmbedder()  # any Embedder: OpenAIEmbedder, AzureOpenAIEmbedder, ...
         vectors = embedder.embed_documents(["a", "b"])
         query_vector = await embedder.aembed_query("what is a?")
         ```

@@ -6,7 +6,7 @@ embedder = HashingEmbedder(dimension=384)
 query = embedder.embed_query("What is machine learning?")
 passages = embedder.embed_documents(["Machine learning learns from data.", "Bananas are yellow."])
 [round(sum(q * p for q, p in zip(query, v)), 2) for v in passages]  # cosine: vectors are unit length
-# [0.83, 0.0]
+# -> [0.83, 0.0]
 ```
 
 No network and no model files: the main job runs on it when no OpenAI key is set. It measures
@@ -76,6 +76,11 @@ class HashingEmbedder(Embedder):
         Embed chunks and a question for the embedded store:
 
         ```python
+        from prefect_beluga.embeddings import HashingEmbedder
+        from prefect_beluga.schema import Document
+        from prefect_beluga.vectorstores import InMemoryVectorStore
+
+        store, chunks = InMemoryVectorStore(), [Document(page_content="Prefect runs flows of tasks.")]
         embedder = HashingEmbedder(dimension=384)
         store.add_documents(chunks, embedder)
         docs, scores = store.similarity_search_by_query("What is Prefect?", 3, embedder)

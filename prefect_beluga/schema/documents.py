@@ -12,8 +12,10 @@ class Document(BaseModel):
 
     Examples:
         ```python
+        from prefect_beluga.schema import Document
+
         doc = Document(page_content="Prefect runs flows.", metadata={"source": "a.md"})
-        doc.get_content()  # 'Prefect runs flows.'
+        doc.get_content()  # -> 'Prefect runs flows.'
         ```
     """
 

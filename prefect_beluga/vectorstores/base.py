@@ -12,7 +12,7 @@
         Document(page_content="Prefect runs flows made of tasks.", metadata={"source": "prefect.md", "chunk": 0}),
     ], embedder)
     docs, scores = store.similarity_search_by_query("What is machine learning?", 1, embedder)
-    docs[0].metadata["source"]  # 'ml.md'
+    docs[0].metadata["source"]  # -> 'ml.md'
     ```
 
 Filters use Pinecone's metadata filter language, so a filter means the same on every store:
@@ -210,6 +210,12 @@ class VectorStore(ABC):
 
     Examples:
         ```python
+        from prefect_beluga.embeddings import HashingEmbedder
+        from prefect_beluga.schema import Document
+        from prefect_beluga.vectorstores import InMemoryVectorStore
+
+        store, embedder = InMemoryVectorStore(), HashingEmbedder()
+        chunks = [Document(page_content="ML learns from data.", metadata={"source": "ml.md"})]
         ids = store.add_documents(chunks, embedder)          # upsert: same chunks, same ids
         docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
         docs[0].get_content(), docs[0].metadata, docs[0].id

@@ -2,11 +2,14 @@
 
     ```python
     from prefect_beluga.embeddings import HashingEmbedder
+    from prefect_beluga.schema import Document
     from prefect_beluga.vectorstores import InMemoryVectorStore
+
+    chunks = [Document(page_content="Prefect runs flows."), Document(page_content="Flows are made of tasks.")]
     store = InMemoryVectorStore()
-    store.add_documents(chunks, HashingEmbedder())        # doctest: +SKIP
-    store.save("index.npz")                               # doctest: +SKIP
-    store = InMemoryVectorStore.load("index.npz")         # doctest: +SKIP
+    store.add_documents(chunks, HashingEmbedder())
+    store.save("index.npz")
+    store = InMemoryVectorStore.load("index.npz")
     store.save_changes("index.npz")  # merge, under a lock, with what others saved meanwhile
     ```
 
@@ -55,9 +58,15 @@ class InMemoryVectorStore(VectorStore):
         Build, search and persist the store:
 
         ```python
-        store = InMemoryVectorStore()
-        ids = store.add_documents(chunks, HashingEmbedder())
+        from prefect_beluga.embeddings import HashingEmbedder
+        from prefect_beluga.schema import Document
+        from prefect_beluga.vectorstores import InMemoryVectorStore
+
+        chunks = [Document(page_content="ML learns from data."), Document(page_content="Prefect runs flows.")]
+        store, embedder = InMemoryVectorStore(), HashingEmbedder()
+        ids = store.add_documents(chunks, embedder)
         docs, scores = store.similarity_search_by_query("What is ML?", 3, embedder)
+        docs[0].page_content  # -> 'ML learns from data.'
         store.save("index.npz")
         ```
 
