@@ -11,10 +11,22 @@ what is missing.
 
 Examples:
     ```python
+    from pathlib import Path
+
+    from prefect_beluga.embeddings import HashingEmbedder
+    from prefect_beluga.rag import TokenTextSplitter, load_documents, new_or_changed
+    from prefect_beluga.rag.ingest import batched
+    from prefect_beluga.vectorstores import InMemoryVectorStore
+
+    Path("docs").mkdir(exist_ok=True)
+    Path("docs/intro.md").write_text("Prefect runs flows. A flow is made of tasks.")
+    store, embedder = InMemoryVectorStore(), HashingEmbedder()
+
     chunks = TokenTextSplitter(400, 50).split_documents(load_documents("docs/"))
     todo = await new_or_changed(chunks, store)
     for batch in batched(todo, 64):
         await store.aadd_documents(batch, embedder)
+    await new_or_changed(chunks, store)  # -> []: a re-run embeds nothing
     ```
 """
 

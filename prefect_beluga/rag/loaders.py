@@ -32,8 +32,13 @@ class SourceScope:
 
     Examples:
         ```python
+        from pathlib import Path
+
+        from prefect_beluga.rag import source_scope
+
+        Path("docs").mkdir(exist_ok=True)  # the folder must exist
         scope = source_scope("docs/")
-        scope.contains(str(Path("docs/a.md").resolve()))  # True
+        scope.contains(str(Path("docs/a.md").resolve()))  # -> True
         ```
     """
 
@@ -97,8 +102,14 @@ def load_documents(location: str | os.PathLike[str], *, suffixes: tuple[str, ...
 
     Examples:
         ```python
+        from pathlib import Path
+
+        from prefect_beluga.rag import load_documents
+
+        Path("docs").mkdir(exist_ok=True)
+        Path("docs/intro.md").write_text("# Intro")
         load_documents("docs/")            # every .txt/.md/.markdown/.rst below docs/
-        load_documents("notes/*.md")
+        load_documents("notes/*.md")       # -> []: no such files
         ```
     """
     text = os.fspath(location)

@@ -28,9 +28,15 @@ class TokenTextSplitter:
 
     Examples:
         ```python
+        from pathlib import Path
+
+        from prefect_beluga.rag import TokenTextSplitter, load_documents
+
+        Path("docs").mkdir(exist_ok=True)
+        Path("docs/intro.md").write_text("# Intro")
         splitter = TokenTextSplitter(chunk_size=200, chunk_overlap=20)
         chunks = splitter.split_documents(load_documents("docs/"))
-        chunks[0].metadata  # {'source': 'docs/intro.md', 'chunk': 0}
+        chunks[0].metadata["path"], chunks[0].metadata["chunk"]  # -> ('intro.md', 0)
         ```
     """
 

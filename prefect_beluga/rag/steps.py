@@ -2,6 +2,15 @@
 
 Examples:
     ```python
+    from prefect_beluga.embeddings import HashingEmbedder
+    from prefect_beluga.llms import OfflineChatModel
+    from prefect_beluga.rag import build_rag_chain
+    from prefect_beluga.schema import Document
+    from prefect_beluga.vectorstores import InMemoryVectorStore
+
+    store, embedder, llm = InMemoryVectorStore(), HashingEmbedder(), OfflineChatModel()
+    store.add_documents([Document(page_content="Prefect is a workflow orchestrator.")], embedder)
+
     rag = build_rag_chain(store, embedder, llm, k=3, retries=2)
     answer = rag.invoke("What is Prefect?")
     answer["output"], answer["sources"]
