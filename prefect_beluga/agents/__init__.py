@@ -1,6 +1,7 @@
 """Agents: a chat model calling tools in a loop, each model call and tool call a Prefect task run.
 
     ```python
+    # example: not run (needs a real OPENAI_API_KEY)
     from prefect_beluga import llms
     from prefect_beluga.agents import Agent
     from prefect_beluga.tools import tool
@@ -10,7 +11,7 @@
         return a + b
     agent = Agent(llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini")), tools=[add],
                   system_prompt="Use the tools.", name="adder")
-    agent.invoke("What is 2 + 40?")["output"]  # '2 + 40 = 42.'
+    agent.invoke("What is 2 + 40?")["output"]  # -> '2 + 40 = 42.'
     ```
 
 The loop: the model gets the conversation and the tools' JSON schemas; when it answers with
@@ -45,7 +46,18 @@ calls and model turns are durable like chain steps (a retried run reads back the
 and a tool made with `requires_approval=True` waits for the signal `approve:<tool>`:
 
     ```python
+    from prefect_beluga import Orchestrator
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.llms import OfflineChatModel
+    from prefect_beluga.tools import tool
+    @tool(requires_approval=True)
+    def refund(order_id: str) -> str:
+        \"\"\"Refund an order.\"\"\"
+        return f"Refunded: {order_id}."
+    workflow = Orchestrator().create_workflow(Agent(OfflineChatModel(), tools=[refund]), workflow_id="refunds")
+    workflow_id, run_id = workflow.execute({"input": "Refund order A1"})   # the run pauses at the call
     workflow.signal(run_id, "approve:refund", {"approved": True})
+    workflow.get_result(workflow_id, run_id, timeout=60)["output"]  # -> '[offline model] Refunded: Refund order A1.'
     ```
 
 Streaming (docs/streaming.md): streamed with `astream(..., tokens=True)`, on its own or in a

@@ -65,13 +65,27 @@ class Agent(Runnable):
 
     Examples:
         ```python
+        from prefect_beluga.agents import Agent
+        from prefect_beluga.llms import OfflineChatModel
+        from prefect_beluga.tools import tool
+
+        @tool
+        def search_docs(query: str) -> str:
+            \"\"\"Search the Prefect docs.\"\"\"
+            return "A failed task run is retried up to its retries count."
+
+        llm = OfflineChatModel()
         agent = Agent(llm, tools=[search_docs], system_prompt="Cite the docs.")
         agent.invoke({"input": "How are Prefect tasks retried?"})["output"]
+        # -> '[offline model] A failed task run is retried up to its retries count.'
         ```
 
         Structured output:
 
         ```python
+        # example: not run (needs a model answering in JSON, e.g. OpenAI with a real OPENAI_API_KEY)
+        import pydantic
+
         class Answer(pydantic.BaseModel):
             answer: str
             sources: list[str]
@@ -81,8 +95,17 @@ class Agent(Runnable):
         As a chain step or graph node:
 
         ```python
-        Chain([prepare, agent, publish], retries=2).invoke({"input": "..."})
-        graph.add_node("research", agent)
+        from prefect_beluga import Chain, Graph
+
+        def prepare(state):
+            return {"input": state["input"].strip()}
+
+        def publish(state):
+            return {"published": state["output"]}
+
+        Chain([prepare, agent, publish], retries=2).invoke({"input": " How are tasks retried? "})["published"]
+        # -> '[offline model] A failed task run is retried up to its retries count.'
+        graph = Graph().add_node("research", agent).set_entry_point("research").set_finish_point("research")
         ```
     """
 
@@ -187,7 +210,22 @@ class Agent(Runnable):
 
         Examples:
             ```python
-            Agent(llm, tools=[add]).cache_key() != Agent(llm, tools=[add, search]).cache_key()
+            from prefect_beluga.agents import Agent
+            from prefect_beluga.llms import OfflineChatModel
+            from prefect_beluga.tools import tool
+
+            @tool
+            def add(a: int, b: int) -> int:
+                \"\"\"Add two integers.\"\"\"
+                return a + b
+
+            @tool
+            def search(query: str) -> str:
+                \"\"\"Search the docs.\"\"\"
+                return query
+
+            llm = OfflineChatModel()
+            Agent(llm, tools=[add]).cache_key() != Agent(llm, tools=[add, search]).cache_key()  # -> True
             ```
         """
         toolsets = {"toolsets": [t.cache_key() for t in self.toolsets]} if self.toolsets else {}
