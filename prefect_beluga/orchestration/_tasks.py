@@ -139,11 +139,13 @@ class StepTask(Task):
     _scoped = True  # False for sub-step tasks: their runner scopes them (see `_substeps.py`)
 
     def __init__(
-        self, fn: Callable[..., Awaitable[Any]], *args: Any, durable_as_is: bool = False, **kwargs: Any
+        self, fn: Callable[..., Awaitable[Any]], *, durable_as_is: bool = False, **options: Any
     ) -> None:
-        """`durable_as_is`: the task's own key and persisted result make it durable already
-        (a step cached across runs): inside a flow run it runs as it is."""
-        super().__init__(_stoppable(fn), *args, **kwargs)
+        """`options` are Prefect's task options. `durable_as_is`: the task's own key and
+        persisted result make it durable already (a step cached across runs): inside a flow
+        run it runs as it is."""
+        super().__init__(_stoppable(fn), **options)
+        self._made_of = (fn, options, durable_as_is)  # what `with_options` builds a copy from
         if durable_as_is:
             self._durable_variant = Task.with_options(self)
 
@@ -156,9 +158,11 @@ class StepTask(Task):
             self._durable_variant = variant
         return variant
 
-    def with_options(self, *args: Any, **kwargs: Any) -> Any:
-        task = super().with_options(*args, **kwargs)  # a plain Task
-        task.__class__ = StepTask  # stays durable-capable (e.g. a graph loop's `node[2]`)
+    def with_options(self, **changes: Any) -> StepTask:
+        """This task built again with some options changed (e.g. a graph loop's `node[2]`):
+        a StepTask too, durable inside a flow run as this one is."""
+        fn, options, durable_as_is = self._made_of
+        task = StepTask(fn, **{**options, **changes}, durable_as_is=durable_as_is)
         task._scoped = self._scoped
         return task
 

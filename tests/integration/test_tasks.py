@@ -5,7 +5,10 @@ import time
 import pytest
 
 from prefect_beluga import Chain, ValidationError
+from prefect_beluga.core.runnable import coerce_to_runnable
 from prefect_beluga.orchestration import RetryPolicy
+from prefect_beluga.orchestration._cache import CacheSettings
+from prefect_beluga.orchestration._tasks import StepTask, runnable_task
 
 
 class RateLimited(Exception):
@@ -51,3 +54,18 @@ def test_delay_per_retry_repeats_the_last_value():
 def test_bad_policies_are_rejected(options, message):
     with pytest.raises(ValidationError, match=message):
         RetryPolicy(**options)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_step_built_again_for_another_run_name_is_the_same_kind_of_step(cached):
+    """A graph loop's `node[2]`: a StepTask with the new run name and the step's options; a
+    cached step's copy keeps its own key inside a flow run (durable as it is)."""
+    step = coerce_to_runnable(lambda state: {"ok": True}, where="test")
+    cache = CacheSettings("graph 'loop'") if cached else None
+    first = runnable_task(step, name="node", where="node 'node'", policy=RetryPolicy(retries=2), cache=cache)
+    second = first.with_options(task_run_name="node[2]")
+
+    assert isinstance(second, StepTask) and second.task_run_name == "node[2]"
+    assert (second.name, second.retries, second.task_key) == (first.name, first.retries, first.task_key)
+    assert second.cache_policy == first.cache_policy
+    assert (second.durable().cache_policy == second.cache_policy) is cached
