@@ -95,6 +95,9 @@ class RetryPolicy:
 
         Examples:
             ```python
+            from prefect import task
+            from prefect_beluga.orchestration import RetryPolicy
+
             @task(**RetryPolicy(retries=3, retry_delay=[2, 10, 30]).task_options())
             async def upsert(batch): ...
             ```
