@@ -3,10 +3,15 @@ object as `module:attr`, the options of a process that listens on a port, and ru
 app with uvicorn.
 
     ```python
+    # example: not run (serves until interrupted)
+    import argparse
+
+    from prefect_beluga.core._cli import add_listen_options, run_asgi
+
     parser = argparse.ArgumentParser(prog="python -m prefect_beluga.server")
     add_listen_options(parser, token_env="BELUGA_APP_TOKEN")
     args = parser.parse_args()
-    run_asgi(app, args.host, args.port, log_level="info")
+    run_asgi(app, args.host, args.port, log_level="info")  # app: the ASGI app to serve
     ```
 
 A token is read from the environment variable `--token-env` names, never from the command line,

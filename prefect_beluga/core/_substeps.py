@@ -7,7 +7,14 @@ how work becomes a Prefect task. So it asks through this hook:
 
     ```python
     from prefect_beluga.core._substeps import Substep, substeps
-    result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, args)
+
+
+    async def search(query: str) -> str:
+        return f"docs about {query}"
+
+
+    result = await substeps().run(Substep("search_docs", retries=2, timeout=10), search, "retries")
+    result  # -> 'docs about retries'
     ```
 
 `substeps()` returns the current `SubstepRunner`. The Prefect one is found on first use (the

@@ -6,13 +6,19 @@ following the GenAI semantic conventions, and the `gen_ai.client.token.usage` an
 `gen_ai.client.operation.duration` histograms are recorded through the metrics API:
 
     ```python
+    # example: not run (needs an OTLP collector on 127.0.0.1:6006; sets the process's tracer provider)
     from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from prefect_beluga import Chain
+    from prefect_beluga.llms import OpenAIChatModel
+
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter("http://127.0.0.1:6006/v1/traces")))
     trace.set_tracer_provider(provider)
+    llm = OpenAIChatModel(model_name="gpt-4o-mini")  # or the offline model: no key needed
     Chain([llm]).invoke({"input": "What is Prefect?"})   # flow run > task run > "chat gpt-4o-mini"
     ```
 

@@ -24,6 +24,14 @@ class RunConfig:
 
     Examples:
         ```python
+        from prefect_beluga import Chain, RunConfig
+
+
+        def greet(state):
+            return {"output": f"hello, {state['input']}"}
+
+
+        chain = Chain([greet], name="greet")
         chain.invoke({"input": "hi"}, RunConfig(run_name="nightly", tags=["rag"]))
         chain.invoke({"input": "hi"}, {"tags": ["rag"]})   # a dict works too
         ```

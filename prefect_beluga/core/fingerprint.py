@@ -17,6 +17,10 @@ let two API keys share a result. This module computes the pieces (no Prefect imp
 
 Examples:
     ```python
+    from prefect_beluga.core.fingerprint import canonical_json, fingerprint
+    from prefect_beluga.llms import OpenAIChatModel
+    from prefect_beluga.schema import Document
+
     fingerprint(OpenAIChatModel(model_name="gpt-4o-mini", temperature=0.2, api_key="sk-..."))
     canonical_json({"input": "What is Prefect?", "documents": [Document(page_content="...")]})
     ```

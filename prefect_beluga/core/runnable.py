@@ -24,12 +24,18 @@ class Runnable:
 
     Examples:
         ```python
+        from prefect_beluga import Runnable
+
+
         class SimpleStep(Runnable):
             def __init__(self, name):
                 self.name = name
+
             def invoke(self, input, config=None):
                 return {"output": f"Result from {self.name}"}
-        SimpleStep("step1").invoke({"input": "test"})  # {'output': 'Result from step1'}
+
+
+        SimpleStep("step1").invoke({"input": "test"})  # -> {'output': 'Result from step1'}
         ```
     """
 
@@ -97,7 +103,18 @@ class Runnable:
 
         Examples:
             ```python
-            async for event in agent.astream({"input": "What is 2 + 40?"}, tokens=True):
+            from prefect_beluga.agents import Agent
+            from prefect_beluga.llms import OfflineChatModel
+            from prefect_beluga.tools import tool
+
+
+            @tool(description="Search the Prefect docs.")
+            def search_docs(query: str) -> str:
+                return "Prefect retries a failed task up to its `retries` times."
+
+
+            agent = Agent(OfflineChatModel(), tools=[search_docs])
+            async for event in agent.astream({"input": "How does Prefect retry tasks?"}, tokens=True):
                 if "__token__" in event:
                     print(event["__token__"]["text"], end="", flush=True)
             ```

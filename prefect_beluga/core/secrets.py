@@ -4,10 +4,28 @@ An exception raised in a task may be logged, put in a Prefect state message, or 
 persisted results; a server (or a gateway) that quotes the key back must not put it there.
 
 ```python
+from pydantic import SecretStr
+
+from prefect_beluga.core.secrets import scrub
+
+api_key = SecretStr("sk-not-a-real-key")
+
+
+def call_the_sdk():
+    raise RuntimeError("Incorrect API key provided: sk-not-a-real-key")
+
+
+def ask():
+    try:
+        call_the_sdk()
+    except Exception as exc:
+        raise scrub(exc, api_key)
+
+
 try:
-    call_the_sdk()
-except Exception as exc:
-    raise scrub(exc, api_key)
+    ask()
+except RuntimeError as error:
+    print(error)  # -> Incorrect API key provided: [redacted]
 ```
 """
 

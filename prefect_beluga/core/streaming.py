@@ -20,6 +20,8 @@ copy of the context, so it sees the sink); its chunks are handed to the caller's
 with `call_soon_threadsafe`, which keeps their order.
 
 ```python
+from prefect_beluga.core.streaming import TokenSink, current_node, emit_token
+
 sink = TokenSink(print)
 with sink.active(), current_node.set_for("answer"):
     emit_token("Hello")   # prints: {'__token__': {'node': 'answer', 'text': 'Hello'}}
@@ -152,7 +154,11 @@ def emit_tool_call(tool: str, call_id: str, arguments: Any, *, default_node: str
 
     Examples:
         ```python
-        emit_tool_call("add", "call_1", {"a": 2, "b": 40}, default_node="adder")
+        from prefect_beluga.core.streaming import TokenSink, emit_tool_call
+
+        with TokenSink(print).active():
+            emit_tool_call("add", "call_1", {"a": 2, "b": 40}, default_node="adder")
+        # prints: {'__tool_call__': {'node': 'adder', 'tool': 'add', 'id': 'call_1', 'arguments': {'a': 2, 'b': 40}}}
         ```
     """
     sink = _sink.get()
