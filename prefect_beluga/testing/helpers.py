@@ -50,13 +50,16 @@ def eventually(
     timeout: float = 60.0,
     interval: float = 0.2,
     process: subprocess.Popen[Any] | None = None,
+    raises: bool = True,
 ) -> T:
     """What `check()` returns once it is truthy, calling it every `interval` seconds; after
     `timeout` seconds an `AssertionError` naming `what` and the last value seen.
 
     An `AssertionError` raised by `check` counts as "not yet" (so a check may be a few asserts);
     any other exception ends the wait at once, and so does `process` (a child the check waits
-    on) exiting first. The one waiting loop of the test suite: tests do not write their own
+    on) exiting first (the error ends with its stderr when the test piped it). With
+    `raises=False` the wait is a barrier: after `timeout` the last value seen is returned and
+    the test goes on. The one waiting loop of the test suite: tests do not write their own
     deadline loops.
 
     Examples:
@@ -76,14 +79,21 @@ def eventually(
         if seen:
             return seen
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the child process exited ({process.returncode}) before {what}")
+            raise _exited(process, what)
         if time.monotonic() >= deadline:
+            if not raises:
+                return seen  # type: ignore[return-value]
             raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
         time.sleep(interval)
 
 
 async def aeventually(
-    check: Callable[[], Awaitable[T] | T], what: str, *, timeout: float = 60.0, interval: float = 0.2
+    check: Callable[[], Awaitable[T] | T],
+    what: str,
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    raises: bool = True,
 ) -> T:
     """`eventually` for async tests: `check` may be a coroutine function (awaited each time)."""
     deadline = time.monotonic() + timeout
@@ -95,7 +105,7 @@ async def aeventually(
             failure = ""
         except AssertionError as exc:
             seen, failure = None, f"AssertionError: {exc}"
-        if seen:
+        if seen or (not raises and time.monotonic() >= deadline):
             return seen  # type: ignore[return-value]
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
@@ -107,6 +117,16 @@ def _attempt(check: Callable[[], T]) -> tuple[T | None, str]:
         return check(), ""
     except AssertionError as exc:
         return None, f"AssertionError: {exc}"
+
+
+def _exited(process: subprocess.Popen[Any], what: str) -> AssertionError:
+    message = f"the child process exited ({process.returncode}) before {what}"
+    if process.stderr is None or process.stderr.closed:
+        return AssertionError(message)
+    tail = process.stderr.read()[-3000:]
+    if isinstance(tail, bytes):
+        tail = tail.decode(errors="replace")
+    return AssertionError(f"{message}; its stderr ends:\n{tail}")
 
 
 @contextmanager
@@ -230,11 +250,13 @@ def assert_key_stored_nowhere(key: str) -> None:
 async def task_runs(flow_run_id: Any, expected: int, timeout: float = 30.0) -> list[TaskRun]:
     """The final task runs of a flow run (nested ones included), once `expected` are in (or
     what there is after `timeout` seconds)."""
-    deadline = time.monotonic() + timeout
+    final: list[TaskRun] = []
     async with get_client() as client:
-        while True:
+
+        async def enough() -> bool:
             runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-            final = [r for r in runs if r.state and r.state.is_final()]
-            if len(final) >= expected or time.monotonic() > deadline:
-                return final
-            await asyncio.sleep(0.1)
+            final[:] = [r for r in runs if r.state and r.state.is_final()]
+            return len(final) >= expected
+
+        await aeventually(enough, f"{expected} final task runs", timeout=timeout, interval=0.1, raises=False)
+    return final

@@ -79,3 +79,18 @@ def test_eventually_stops_waiting_when_the_child_it_waits_on_has_exited():
         child.wait(30)
         with pytest.raises(AssertionError, match=r"the child process exited \(4\) before the first line"):
             eventually(lambda: False, "the first line", timeout=60, process=child)
+
+
+def test_eventually_says_what_a_piped_child_wrote_to_stderr_before_it_exited():
+    code = "import sys; sys.stderr.write('no config found'); raise SystemExit(2)"
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    with reaped(child):
+        child.wait(30)
+        with pytest.raises(AssertionError, match=r"exited \(2\) before the ready file; its stderr ends:\nno config"):
+            eventually(lambda: False, "the ready file", timeout=60, process=child)
+
+
+async def test_a_barrier_goes_on_after_its_timeout_with_the_last_value_seen():
+    assert eventually(lambda: [], "a run", timeout=0.05, interval=0.01, raises=False) == []
+    assert await aeventually(lambda: 0, "a run", timeout=0.05, interval=0.01, raises=False) == 0
+    assert eventually(lambda: "now", "a run", timeout=0, raises=False) == "now"
