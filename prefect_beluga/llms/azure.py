@@ -1,6 +1,7 @@
 """Azure OpenAI chat models, on the official SDK's Azure client (`openai.AsyncAzureOpenAI`).
 
 ```python
+# example: not run (needs an Azure OpenAI deployment and its key)
 import os
 
 from prefect_beluga import llms
@@ -19,10 +20,11 @@ llm.generate("What is Prefect?").content
 With Microsoft Entra ID instead of a key (the `azure-identity` package):
 
 ```python
+# example: not run (needs the azure-identity package and an Azure login)
 from azure.identity import DefaultAzureCredential, get_bearer_token_provider
 
 token_provider = get_bearer_token_provider(DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default")
-llms.Config(provider="azure_openai", model_name="my-gpt-4o-mini", base_url=endpoint,
+llms.Config(provider="azure_openai", model_name="my-gpt-4o-mini", base_url="https://my-resource.openai.azure.com",
             api_version="2024-10-21", azure_ad_token_provider=token_provider)
 ```
 
@@ -66,9 +68,15 @@ class AzureOpenAIChatModel(OpenAIChatModel):
 
     Examples:
         ```python
-        llm = AzureOpenAIChatModel(Config(model_name="gpt-4o-mini-prod", base_url=endpoint,
-                                          api_version="2024-10-21", api_key=key))
-        Agent(llm, tools=[search], output_type=Answer).invoke("...")
+        # example: not run (needs an Azure OpenAI deployment and its key)
+        import os
+
+        from prefect_beluga.agents import Agent
+        from prefect_beluga.llms import AzureOpenAIChatModel, Config
+
+        llm = AzureOpenAIChatModel(Config(model_name="gpt-4o-mini-prod", base_url=os.environ["AZURE_OPENAI_ENDPOINT"],
+                                          api_version="2024-10-21", api_key=os.environ["AZURE_OPENAI_API_KEY"]))
+        Agent(llm, tools=[search], output_type=Answer).invoke("...")  # search: a tool; Answer: a pydantic model
         ```
     """
 

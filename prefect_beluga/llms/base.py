@@ -56,6 +56,11 @@ class ChatModel(Runnable, ABC):
 
     Examples:
         ```python
+        from prefect_beluga import Chain
+        from prefect_beluga.llms import OfflineChatModel
+        from prefect_beluga.schema import HumanMessage, SystemMessage
+
+        llm = OfflineChatModel()  # any ChatModel: OpenAIChatModel, AzureOpenAIChatModel, ...
         reply = llm.generate([SystemMessage("Be brief."), HumanMessage("What is AI?")])
         reply.content, reply.usage.total_tokens
         for delta in llm.stream("Tell me a story"):

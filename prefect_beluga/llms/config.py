@@ -55,13 +55,23 @@ class Config(BaseModel):
 
     Examples:
         ```python
+        import os
+
+        from prefect_beluga.llms import Config, Factory
+
         config = Config(provider="openai", model_name="gpt-4o-mini",
                         api_key=os.environ.get("OPENAI_API_KEY"), temperature=0.2)
-        llm = Factory().create_provider("openai", config)
         Config(provider="offline")          # no key, no network
         Config(provider="openai", server="ollama", model_name="llama3.2")   # localhost:11434
         Config(provider="azure_openai", model_name="my-gpt-4o-mini", base_url="https://NAME.openai.azure.com",
-               api_version="2024-10-21", api_key=os.environ["AZURE_OPENAI_API_KEY"])
+               api_version="2024-10-21", api_key=os.environ.get("AZURE_OPENAI_API_KEY"))
+        ```
+
+        The model of a config (a model needs its key when it is made):
+
+        ```python
+        # example: not run (needs OPENAI_API_KEY)
+        llm = Factory().create_provider("openai", config)
         ```
     """
 

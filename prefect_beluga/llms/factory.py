@@ -38,11 +38,25 @@ class Factory:
 
     Examples:
         ```python
-        config = Config(provider="openai", model_name="gpt-4o-mini", api_key=key)
-        llm = Factory().create_provider("openai", config)
+        from prefect_beluga.llms import ChatModel, Config, Factory
+        from prefect_beluga.schema import AIMessage, ChatResult
+
+        config = Config(provider="openai", model_name="gpt-4o-mini", api_key="sk-...")
+        llm = Factory().create_provider("openai", config)  # made offline; requests need a real key
+
+
+        class EchoModel(ChatModel):
+            def __init__(self, config):
+                self.config = config
+
+            async def _agenerate(self, messages):
+                return ChatResult(message=AIMessage(messages[-1].content), model=self.config.model_name)
+
+
         Factory.register("echo", lambda config: EchoModel(config))   # your own provider
-        Factory().create_provider("echo", Config(model_name="echo-1"))
-        Factory.providers()  # ['azure_openai', 'echo', 'offline', 'openai']
+        Factory().create_provider("echo", Config(model_name="echo-1")).generate("hi").content  # -> 'hi'
+        Factory.providers()  # -> ['azure_openai', 'echo', 'offline', 'openai']
+        Factory.unregister("echo")
         ```
     """
 

@@ -6,7 +6,7 @@ llm = llms.Factory().create_provider("offline", llms.Config(provider="offline"))
 llm.generate([
     schema.SystemMessage("Context: Prefect schedules flows. Pinecone stores vectors."),
     schema.HumanMessage("What does Pinecone store?"),
-]).content  # '[offline model] Pinecone stores vectors.'
+]).content  # -> '[offline model] Pinecone stores vectors.'
 ```
 
 It is what the main job uses when no API key is set: a RAG pipeline still runs end to end and
@@ -73,9 +73,11 @@ class OfflineChatModel(ChatModel):
 
     Examples:
         ```python
+        from prefect_beluga.llms import OfflineChatModel
+
         llm = OfflineChatModel()
         llm.invoke({"input": "What is Prefect?", "system": "Prefect is an orchestrator."})
-        # {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
+        # -> {'output': '[offline model] Prefect is an orchestrator.', 'usage': {...}, 'model': 'offline-extractive'}
         ```
     """
 

@@ -1,7 +1,9 @@
 """OpenAI chat models (and any OpenAI-compatible server) through the official SDK.
 
 ```python
+# example: not run (needs a real OPENAI_API_KEY and the network)
 from prefect_beluga import Chain, llms
+
 llm = llms.OpenAIChatModel(llms.Config(model_name="gpt-4o-mini"))   # key: OPENAI_API_KEY
 llm.generate("What is Prefect?").content
 Chain([llm], retries=3, retry_delay=[1, 5, 30]).invoke({"input": "What is Prefect?"})
@@ -77,6 +79,10 @@ class OpenAIChatModel(ChatModel):
 
     Examples:
         ```python
+        # example: not run (sends requests: needs real keys, a server on :8000, the network)
+        from prefect_beluga.llms import Config, OpenAIChatModel
+        from prefect_beluga.schema import HumanMessage, SystemMessage
+
         llm = OpenAIChatModel(Config(model_name="gpt-4o-mini", api_key="sk-..."))
         llm = OpenAIChatModel(Config(model_name="llama3", base_url="http://127.0.0.1:8000/v1",
                                      api_key="unused"))   # an OpenAI-compatible server

@@ -10,9 +10,12 @@ not listed has no estimate ("unpriced": None), never a guess and never zero. Dat
 
 Examples:
     ```python
-    estimate_cost("gpt-4o-mini", Usage(prompt_tokens=1_000_000, completion_tokens=0))  # 0.15
-    estimate_cost("llama-3.3-70b-versatile", {"prompt_tokens": 10**6}, provider="groq")  # 0.59
-    estimate_cost("llama3.2", {"prompt_tokens": 10}, provider="ollama")  # None: unpriced
+    from prefect_beluga.llms.pricing import estimate_cost
+    from prefect_beluga.schema import Usage
+
+    estimate_cost("gpt-4o-mini", Usage(prompt_tokens=1_000_000, completion_tokens=0))  # -> 0.15
+    estimate_cost("llama-3.3-70b-versatile", {"prompt_tokens": 10**6}, provider="groq")  # -> 0.59
+    estimate_cost("llama3.2", {"prompt_tokens": 10}, provider="ollama")  # -> None: unpriced
     ```
 """
 

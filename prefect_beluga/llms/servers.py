@@ -11,8 +11,8 @@ name:
 from prefect_beluga import llms
 
 llm = llms.Factory().create_provider("openai", llms.Config(
-    provider="openai", server="groq", model_name="llama-3.3-70b-versatile"))  # key: GROQ_API_KEY
-llm.capabilities.json_schema_with_tools  # False: Groq's structured outputs exclude tool use
+    provider="openai", server="groq", model_name="llama-3.3-70b-versatile", api_key="gsk-..."))  # or GROQ_API_KEY
+llm.capabilities.json_schema_with_tools  # -> False: Groq's structured outputs exclude tool use
 local = llms.Config(provider="openai", server="vllm", base_url="http://gpu-1:8000/v1",
                     model_name="Qwen/Qwen3-8B", capabilities={"parallel_tool_calls": True})
 ```
