@@ -2,8 +2,14 @@
 
     ```python
     from prefect_beluga.agents import Agent
-    from prefect_beluga.mcp import MCPServer, serve
-    agent = Agent(llm, tools=[MCPServer(command="mcp-server-time")])   # a server's tools, in an agent
+    from prefect_beluga.llms import OfflineChatModel
+    from prefect_beluga.mcp import MCPServer
+    agent = Agent(OfflineChatModel(), tools=[MCPServer(command="mcp-server-time")])  # a server's tools, in an agent
+    ```
+
+    ```python
+    # example: not run (serves MCP over HTTP until the process is stopped)
+    from prefect_beluga.mcp import serve
     serve(research_chain, transport="http", port=8765)                 # a chain, as an MCP tool
     ```
 

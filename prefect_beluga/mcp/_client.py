@@ -1,11 +1,24 @@
 """MCP servers as an agent's tools: `MCPServer`, a `Toolset` on the official `mcp` SDK's client.
 
     ```python
+    import sys
+
     from prefect_beluga.agents import Agent
+    from prefect_beluga.llms import OfflineChatModel
     from prefect_beluga.mcp import MCPServer
-    time_server = MCPServer(command="mcp-server-time", args=["--local-timezone", "UTC"])
-    agent = Agent(llm, tools=[add, time_server])   # add's schema, and every tool the server lists
-    agent.invoke("What time is it in Tokyo?")
+    from prefect_beluga.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        \"\"\"Add two integers.\"\"\"
+        return a + b
+
+    # `pip install mcp-server-time`; command="mcp-server-time" where its script is on PATH
+    time_server = MCPServer(command=sys.executable, args=["-m", "mcp_server_time", "--local-timezone", "UTC"],
+                            include=["get_current_time"])
+    agent = Agent(OfflineChatModel(), tools=[add, time_server])   # add's schema, and the server's tools
+    agent.invoke("Asia/Tokyo")["output"]   # the offline model calls get_current_time(timezone="Asia/Tokyo")
+    # -> '[offline model] { "timezone": "Asia/Tokyo", "datetime": "...T...+09:00", ... }'
     ```
 
 How a run uses a server. When an agent run starts it opens one session per `MCPServer` (a
@@ -86,6 +99,8 @@ class MCPServer(Toolset):
         A stdio server from the package index:
 
         ```python
+        from prefect_beluga.mcp import MCPServer
+
         MCPServer(command="mcp-server-git", args=["--repository", "/srv/repo"], prefix="git_",
                   include=["git_status", "git_log"])
         ```
@@ -93,6 +108,9 @@ class MCPServer(Toolset):
         A streamable HTTP server with a bearer token:
 
         ```python
+        import os
+
+        token = os.environ.get("TOOLS_TOKEN", "")   # no connection is made until an agent run
         MCPServer(url="https://tools.example.com/mcp", headers={"Authorization": f"Bearer {token}"},
                   requires_approval=["delete_record"], timeout=30)
         ```

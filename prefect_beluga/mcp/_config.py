@@ -1,10 +1,17 @@
 """MCP servers from configuration: a desktop client's `mcpServers` JSON, or a saved Prefect block.
 
     ```python
+    import json
+    from pathlib import Path
+
+    from prefect_beluga.agents import Agent
+    from prefect_beluga.llms import OfflineChatModel
     from prefect_beluga.mcp import MCPServerBlock, servers_from_config
-    servers = servers_from_config("mcp.json")     # {"mcpServers": {"time": {"command": ...}, ...}}
+    llm = OfflineChatModel()
+    Path("mcp.json").write_text(json.dumps({"mcpServers": {"time": {"command": "mcp-server-time"}}}))
+    servers = servers_from_config("mcp.json")     # -> [MCPServer(command='mcp-server-time', args=[])]
     agent = Agent(llm, tools=[*servers])
-    MCPServerBlock(command="mcp-server-time").save("time-server")
+    MCPServerBlock(command="mcp-server-time").save("time-server", overwrite=True)
     agent = Agent(llm, tools=[MCPServerBlock.load("time-server").get_server()])
     ```
 
@@ -66,7 +73,10 @@ def servers_from_config(
 
     Examples:
         ```python
+        from prefect_beluga.mcp import servers_from_config
+
         servers_from_config({"mcpServers": {"time": {"command": "mcp-server-time"}}})
+        # -> [MCPServer(command='mcp-server-time', args=[])]
         ```
     """
     if isinstance(config, (str, os.PathLike)):
