@@ -1,6 +1,7 @@
 """Azure OpenAI embeddings, on the official SDK's Azure client (`openai.AsyncAzureOpenAI`).
 
 ```python
+# example: not run (needs an Azure OpenAI deployment and its key)
 from prefect_beluga.embeddings import AzureOpenAIEmbedder
 
 embedder = AzureOpenAIEmbedder(
@@ -46,7 +47,11 @@ class AzureOpenAIEmbedder(OpenAIEmbedder):
 
     Examples:
         ```python
-        AzureOpenAIEmbedder("embed-prod", model="text-embedding-3-large", dimension=1024)
+        from prefect_beluga.embeddings import AzureOpenAIEmbedder
+
+        AzureOpenAIEmbedder("embed-prod", model="text-embedding-3-large", dimension=1024,
+                            azure_endpoint="https://my-resource.openai.azure.com", api_version="2024-10-21",
+                            api_key="...")  # or AZURE_OPENAI_ENDPOINT, OPENAI_API_VERSION, AZURE_OPENAI_API_KEY
         ```
     """
 

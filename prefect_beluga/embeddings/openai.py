@@ -1,10 +1,12 @@
 """OpenAI embeddings through the official SDK, batched by count and by token budget.
 
 ```python
+# example: not run (needs a real OPENAI_API_KEY and the network)
 from prefect_beluga.embeddings import OpenAIEmbedder
+
 embedder = OpenAIEmbedder()                       # key: OPENAI_API_KEY
 vectors = embedder.embed_documents(["Prefect runs flows.", "Pinecone stores vectors."])
-len(vectors), len(vectors[0])  # (2, 1536)
+len(vectors), len(vectors[0])  # -> (2, 1536)
 ```
 
 Texts are grouped into requests of at most `batch_size` inputs and `max_batch_tokens` tokens
@@ -76,8 +78,13 @@ class OpenAIEmbedder(Embedder):
 
     Examples:
         ```python
-        OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8)
-        OpenAIEmbedder(base_url=server.base_url, api_key="sk-test")   # loopback tests
+        from prefect_beluga.embeddings import OpenAIEmbedder
+        from prefect_beluga.testing import OpenAIServer
+
+        OpenAIEmbedder("text-embedding-3-small", dimension=256, max_concurrency=8,
+                       api_key="sk-...")   # or OPENAI_API_KEY
+        with OpenAIServer() as server:   # loopback tests
+            OpenAIEmbedder(base_url=server.base_url, api_key="sk-test").embed_query("hi")
         OpenAIEmbedder("nomic-embed-text", server="ollama", dimension=768)
         ```
     """

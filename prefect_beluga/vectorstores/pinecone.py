@@ -1,12 +1,15 @@
 """A vector store on a Pinecone index, through the official `pinecone` SDK.
 
     ```python
+    # example: not run (needs a Pinecone index and its key, and a real OPENAI_API_KEY)
     from pydantic import SecretStr
+
     from prefect_beluga.embeddings import OpenAIEmbedder
     from prefect_beluga.vectorstores import PineconeVectorStore
-    store = PineconeVectorStore("docs-index", api_key=SecretStr("..."), namespace="handbook")  # doctest: +SKIP
-    store.add_documents(chunks, OpenAIEmbedder())           # doctest: +SKIP
-    docs, scores = store.similarity_search_by_query("What is ML?", 3, OpenAIEmbedder())  # doctest: +SKIP
+
+    store = PineconeVectorStore("docs-index", api_key=SecretStr("..."), namespace="handbook")
+    store.add_documents(chunks, OpenAIEmbedder())  # chunks: Documents, e.g. from rag.TokenTextSplitter
+    docs, scores = store.similarity_search_by_query("What is ML?", 3, OpenAIEmbedder())
     ```
 
 The index must exist, created with a `dimension` equal to the embedder's and the `cosine` metric.
@@ -90,18 +93,27 @@ class PineconeVectorStore(VectorStore):
         A named index, key from the environment:
 
         ```python
+        # example: not run (needs PINECONE_API_KEY)
+        from prefect_beluga.vectorstores import PineconeVectorStore
+
         store = PineconeVectorStore("docs-index", namespace="handbook")
         ```
 
         A known host, explicit key (what a Prefect block hands over):
 
         ```python
-        store = PineconeVectorStore(host="docs-abc123.svc.pinecone.io", api_key=SecretStr(key))
+        from pydantic import SecretStr
+
+        from prefect_beluga.vectorstores import PineconeVectorStore
+
+        store = PineconeVectorStore(host="docs-abc123.svc.pinecone.io", api_key=SecretStr("pcsk-..."))
         ```
 
         A loopback server in tests:
 
         ```python
+        from prefect_beluga.testing import PineconeServer
+
         with PineconeServer(dimension=64) as server:
             store = PineconeVectorStore(host=server.url, api_key=server.api_key)
         ```
