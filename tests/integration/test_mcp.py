@@ -47,7 +47,7 @@ from prefect_beluga.mcp import MCPServer
 from prefect_beluga.mcp import _session as mcp_session
 from prefect_beluga.schema import ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere, reaped, task_runs
+from prefect_beluga.testing.helpers import aeventually, assert_key_stored_nowhere, eventually, reaped, task_runs
 from prefect_beluga.testing.mcp import HTTPMCPServer, MCPTraffic
 from prefect_beluga.tools import tool
 
@@ -353,10 +353,8 @@ def test_the_session_closes_when_the_run_fails_or_is_cancelled(openai_server, tm
     async def cancelled() -> None:
         openai_server.slow_next(30)
         task = asyncio.ensure_future(agent.ainvoke("Time?"))
-        deadline = time.monotonic() + 30
-        while len(openai_server.chat_requests()) < 2:  # the slow model turn has started
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await aeventually(lambda: len(openai_server.chat_requests()) >= 2, "the slow model turn to start",
+                          timeout=30, interval=0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -398,10 +396,8 @@ def test_a_killed_process_leaves_no_stdio_server_behind(openai_server, tmp_path)
     )
     child = subprocess.Popen([sys.executable, "-c", code])
     with reaped(child):
-        deadline = time.monotonic() + 60
-        while not openai_server.chat_requests():  # the session is open and the model turn started
-            assert child.poll() is None and time.monotonic() < deadline, "the agent process did not get there"
-            time.sleep(0.05)
+        what = "the agent process to open the session and start the model turn"
+        eventually(openai_server.chat_requests, what, timeout=60, interval=0.05, process=child)
         assert traffic.count("tools/list") == 1 and len(traffic.alive(wait=0)) == 2
         child.kill()
         child.wait(10)
@@ -489,10 +485,13 @@ def test_an_mcp_tool_requiring_approval_waits_for_the_signal(openai_server, tmp_
     log = tmp_path / "time.log"
     openai_server.reply_with({"tool_calls": [call("get_current_time", timezone="UTC")]}, "Approved and done.")
     workflow_id, run_id = approval_workflow.execute({"base_url": openai_server.base_url, "log": str(log)})
-    deadline = time.monotonic() + 60
-    while approval_workflow.status(run_id) != "PAUSED":
-        assert time.monotonic() < deadline, approval_workflow.status(run_id)
-        time.sleep(0.1)
+
+    def paused() -> bool:
+        status = approval_workflow.status(run_id)
+        assert status == "PAUSED", status
+        return True
+
+    eventually(paused, "the run to pause for approval", timeout=60, interval=0.1)
     traffic = MCPTraffic(log)
     assert traffic.count("tools/list") == 1 and traffic.count("tools/call") == 0  # not before approval
     approval_workflow.signal(run_id, "approve:get_current_time", {"approved": True})
@@ -548,16 +547,18 @@ def test_a_killed_and_resumed_workflow_reads_a_finished_mcp_call_back(openai_ser
     with reaped(child):
         run_id = child.stdout.readline().strip()
         assert run_id, "the child did not start the run"
-        deadline = time.monotonic() + 120
-        # the MCP call is Completed on the API only once its result is stored: wait for that
-        while not any(r.name == "get_current_time" and r.state_type.value == "COMPLETED"
-                      for r in asyncio.run(task_runs(run_id, expected=1, timeout=0))):
-            assert time.monotonic() < deadline, "the MCP call never completed"
-            assert child.poll() is None, "the runner process died early"
-            time.sleep(0.2)
-        while not (gate.with_suffix(".log").exists() and "gated:g" in gate.with_suffix(".log").read_text()):
-            assert time.monotonic() < deadline, "`gated` never started"
-            time.sleep(0.05)
+
+        def both_started() -> bool:
+            # the MCP call is Completed on the API only once its result is stored: wait for that
+            runs = asyncio.run(task_runs(run_id, expected=1, timeout=0))
+            assert any(r.name == "get_current_time" and r.state_type.value == "COMPLETED" for r in runs), (
+                "the MCP call never completed"
+            )
+            gated_log = gate.with_suffix(".log")
+            assert gated_log.exists() and "gated:g" in gated_log.read_text(), "`gated` never started"
+            return True
+
+        eventually(both_started, "the MCP call to complete and `gated` to start", timeout=120, process=child)
         assert traffic.count("tools/call") == 1
         child.send_signal(signal.SIGKILL)
         child.wait(10)
@@ -655,14 +656,15 @@ async def test_serve_over_stdio_is_called_by_the_official_client():
         # (the session's API holds every test's runs: read this test's by their flows' names)
         named = FlowFilter(name=FlowFilterName(any_=["shout", "failing", "count-words", "sleepy"]))
         async with get_client() as prefect:
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def sleeper_ended() -> tuple:
                 flows = {f.id: f.name for f in await prefect.read_flows(flow_filter=named)}
                 runs = await prefect.read_flow_runs(flow_filter=named)
                 [sleeper] = [r for r in runs if flows.get(r.flow_id) == "sleepy"]
-                if sleeper.state.is_final() or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.2)
+                assert sleeper.state.is_final(), sleeper.state
+                return flows, runs, sleeper
+
+            flows, runs, sleeper = await aeventually(sleeper_ended, "the `sleepy` run to end", timeout=20)
         assert sleeper.state_type.value == "CANCELLED", sleeper.state
     # each call was a Prefect flow run named after the tool
     assert {"shout", "failing", "count-words"} <= {flows.get(r.flow_id) for r in runs}
@@ -678,18 +680,19 @@ def test_serve_over_http_needs_the_bearer_token(tmp_path):
         url = f"http://127.0.0.1:{port}/mcp"
 
         body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).encode()
-        deadline = time.monotonic() + 60
-        while True:  # until the server answers: without the token, 401
+
+        def answered() -> bool:  # without the token: 401 (pytest.fail ends the wait at once)
             try:
                 urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=5)
             except urllib.error.HTTPError as exc:
-                assert exc.code == 401
-                break
+                if exc.code != 401:
+                    pytest.fail(f"a request without the token got HTTP {exc.code}, not 401")
+                return True
             except OSError:
-                assert child.poll() is None and time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
-            else:
-                raise AssertionError("a request without the token got in")
+                return False  # not listening yet
+            pytest.fail("a request without the token got in")
+
+        eventually(answered, "the server to start", timeout=60, interval=0.1, process=child)
 
         async def talk() -> str:
             server = MCPServer(url=url, headers={"Authorization": f"Bearer {TOKEN}"})
