@@ -48,14 +48,21 @@ class Workflow:
         Embedded (a background runner in this process):
 
         ```python
+        from prefect_beluga import Chain, Orchestrator
+
+        def answer(state):
+            return {"output": f"You asked: {state['input']}"}
+
+        my_chain = Chain([answer], name="rag")
         wf = Orchestrator().create_workflow(my_chain, workflow_id="rag", retries=1)
         wf_id, run_id = wf.execute({"input": "What is ML?"}, idempotency_key="q-42")
-        wf.get_result(wf_id, run_id, timeout=60)
+        wf.get_result(wf_id, run_id, timeout=60)  # -> {'input': 'What is ML?', 'output': 'You asked: What is ML?'}
         ```
 
         Distributed (workers of a process work pool run it, on any machine):
 
         ```python
+        # example: not run (needs a process work pool "my-pool" and a worker polling it)
         wf.deploy(work_pool="my-pool")      # then: prefect worker start --pool my-pool
         wf_id, run_id = wf.execute({"input": "..."})   # from this or any other process
         ```
