@@ -124,14 +124,16 @@ def azure_settings(
     api_key: SecretStr | str | None,
     token_provider: Any,
     where: str,
+    endpoint_argument: str = "base_url",
 ) -> tuple[str, str, SecretStr | None]:
     """Azure's endpoint, API version and key: given, else from the environment; a clear
-    ValidationError naming each missing one. The key may be None when a token provider is given."""
+    ValidationError naming each missing one (the endpoint by the caller's own argument name).
+    The key may be None when a token provider is given."""
     endpoint = endpoint or os.environ.get(AZURE_OPENAI_ENDPOINT_ENV)
     if not endpoint:
         raise ValidationError(
-            f"{where} needs the Azure OpenAI resource endpoint: pass base_url='https://NAME.openai.azure.com' "
-            f"or set {AZURE_OPENAI_ENDPOINT_ENV}"
+            f"{where} needs the Azure OpenAI resource endpoint: pass "
+            f"{endpoint_argument}='https://NAME.openai.azure.com' or set {AZURE_OPENAI_ENDPOINT_ENV}"
         )
     if not endpoint.startswith(("http://", "https://")):
         raise ValidationError(f"{where}: the Azure endpoint must start with http:// or https://, got {endpoint!r}")

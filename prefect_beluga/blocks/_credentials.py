@@ -113,7 +113,7 @@ class AzureOpenAICredentials(CredentialsBlock):
 
         endpoint, api_version, key = azure_settings(
             endpoint=self.azure_endpoint, api_version=self.api_version, api_key=self.api_key, token_provider=None,
-            where="AzureOpenAICredentials",
+            where="AzureOpenAICredentials", endpoint_argument="azure_endpoint",
         )
         return openai.AzureOpenAI(azure_endpoint=endpoint, api_version=api_version, api_key=key.get_secret_value())
 

@@ -99,7 +99,7 @@ class AzureOpenAIEmbedder(OpenAIEmbedder):
         token_provider = self._azure["token_provider"]
         endpoint, api_version, key = azure_settings(
             endpoint=self._azure["endpoint"], api_version=self._azure["api_version"], api_key=api_key,
-            token_provider=token_provider, where=where,
+            token_provider=token_provider, where=where, endpoint_argument="azure_endpoint",
         )
         self.azure_endpoint, self.api_version = endpoint, api_version
         self._api_key = key

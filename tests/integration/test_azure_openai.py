@@ -220,6 +220,9 @@ def test_embedder_model_decides_dimension_and_dimensions_parameter(azure):
     with pytest.raises(ValidationError, match=r"AzureOpenAIEmbedder\('embed-prod'\) needs an Azure OpenAI API "
                                               r"version"):
         AzureOpenAIEmbedder("embed-prod", azure_endpoint=azure.base_url, api_key=KEY, dimension=16)
+    with pytest.raises(ValidationError, match=r"AzureOpenAIEmbedder\('embed-prod'\) needs the Azure OpenAI resource "
+                                              r"endpoint: pass azure_endpoint=.*AZURE_OPENAI_ENDPOINT"):
+        AzureOpenAIEmbedder("embed-prod", api_version=VERSION, api_key=KEY, dimension=16)
 
 
 # -- rate limits ----------------------------------------------------------------------------------
