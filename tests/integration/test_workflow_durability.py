@@ -10,7 +10,7 @@ import time
 import workflow_fixtures as fx
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool, reaped
+from prefect_beluga.testing.helpers import create_process_pool, eventually, reaped
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 
@@ -31,10 +31,15 @@ def test_a_run_whose_worker_is_killed_is_resumed_by_another_worker_by_itself(pre
         try:
             workers.append(fx.start_worker(prefect_server, pool, "doomed", tmp_path, **beat))
             _, run_id = fx.durable.execute({"n": 4, "log": str(log), "gate": str(gate)})
-            deadline = time.monotonic() + 180
-            while not (log.exists() and "step3" in log.read_text()):
-                assert time.monotonic() < deadline, (tmp_path / "doomed.log").read_text(errors="replace")[-3000:]
-                time.sleep(0.2)
+
+            def step3_started() -> bool:
+                doomed = tmp_path / "doomed.log"
+                assert log.exists() and "step3" in log.read_text(), (
+                    doomed.read_text(errors="replace")[-3000:] if doomed.exists() else ""
+                )
+                return True
+
+            eventually(step3_started, "step 3 to start on the doomed worker", timeout=180)
             workers.append(fx.start_worker(prefect_server, pool, "rescuer", tmp_path, **beat))
             flow_run_pid = int(log.read_text().splitlines()[-1].split()[1])
             os.kill(flow_run_pid, signal.SIGKILL)
@@ -73,22 +78,15 @@ def test_a_run_stopped_with_its_process_says_so_in_an_operators_words(tmp_path):
     code = f"import asyncio, workflow_fixtures as fx\nasyncio.run(fx.napper.flow({{'ready': {str(ready)!r}}}))\n"
     child = subprocess.Popen([sys.executable, "-c", code], env=fx.subprocess_env(), stderr=subprocess.PIPE, text=True)
     with reaped(child):
-        deadline = time.monotonic() + 90
-        while not ready.exists():
-            assert time.monotonic() < deadline and child.poll() is None, (
-                child.stderr.read()[-3000:] if child.poll() is not None else "slow"
-            )
-            time.sleep(0.1)
+        eventually(ready.exists, "the flow run to be ready", timeout=90, interval=0.1, process=child)
         time.sleep(0.5)
         child.send_signal(signal.SIGTERM)
         child.communicate(timeout=60)
     run_id = ready.read_text()
     assert fx.napper.status(run_id) == "CRASHED"
-    deadline = time.monotonic() + 30
-    while True:
-        lines = [m for m in run_sync(_run_logs(run_id)) if "was stopped before the run finished" in m]
-        if lines or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    [line] = lines
+
+    def stopped_lines() -> list[str]:
+        return [m for m in run_sync(_run_logs(run_id)) if "was stopped before the run finished" in m]
+
+    [line] = eventually(stopped_lines, "the run's log line saying it was stopped", timeout=30, interval=0.5)
     assert f"workflow.retry({run_id!r})" in line
