@@ -41,7 +41,7 @@ from prefect_beluga.agents import Agent, AgentOutputError
 from prefect_beluga.core._substeps import InlineSubsteps, use_substeps
 from prefect_beluga.schema import AIMessage, HumanMessage, ToolMessage
 from prefect_beluga.testing import OpenAIServer
-from prefect_beluga.testing.helpers import assert_key_stored_nowhere, eventually, reaped, task_runs
+from prefect_beluga.testing.helpers import aeventually, assert_key_stored_nowhere, eventually, reaped, task_runs
 from prefect_beluga.tools import tool
 
 TESTS = Path(__file__).parent
@@ -136,9 +136,7 @@ def test_tool_calls_of_one_turn_run_concurrently_as_task_runs(openai_server):
     async def fetch(page: str) -> str:
         """Fetch a page."""
         started.add(page)
-        deadline = time.monotonic() + 30
-        while len(started) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        await aeventually(lambda: len(started) >= 3, "all three calls", timeout=30, interval=0.01, raises=False)
         saw_all[page] = len(started) == 3
         return f"contents of {page}"
 
@@ -146,9 +144,7 @@ def test_tool_calls_of_one_turn_run_concurrently_as_task_runs(openai_server):
     def measure(page: str) -> int:
         """Measure a page (a sync tool: runs in a worker thread)."""
         started.add("measure:" + page)
-        deadline = time.monotonic() + 30
-        while len(started) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: len(started) >= 3, "all three calls", timeout=30, interval=0.01, raises=False)
         saw_all["measure:" + page] = len(started) == 3
         return len(page)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from prefect_beluga import Chain, Graph, GraphNodesFailed, Map, RunConfig, ValidationError
-from prefect_beluga.testing.helpers import eventually, read_flow_run, read_task_runs, reaped
+from prefect_beluga.testing.helpers import aeventually, eventually, read_flow_run, read_task_runs, reaped
 
 PEAKS: dict[int, Peak] = {}
 
@@ -56,9 +55,8 @@ def summarizer(peak: Peak, delay: float = 0.0, fail: dict[int, int] | None = Non
         index = state["index"]
         peak.enter(index)
         try:
-            deadline = time.monotonic() + 30
-            while peak.peak < meet and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+            in_flight = f"{meet} items in flight at once"
+            await aeventually(lambda: peak.peak >= meet, in_flight, timeout=30, interval=0.01, raises=False)
             await asyncio.sleep(delay)
             if fail.get(index, 0) > 0:
                 fail[index] -= 1
