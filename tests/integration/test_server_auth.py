@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -25,7 +24,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool
+from prefect_beluga.testing.helpers import create_process_pool, eventually
 from prefect_beluga.testing.prefect_server import (
     PrefectServer,
     postgres_bin_dir,
@@ -206,15 +205,16 @@ def test_a_served_workflow_answers_execute_from_this_process(auth_server, tmp_pa
     caller = Orchestrator().create_workflow(fx.add, workflow_id="test-adder", distributed=True)
     try:
         with auth_server.settings():
-            deadline = time.monotonic() + 120
-            while True:
+
+            def executed() -> tuple[str, str] | None:
                 try:
-                    workflow_id, run_id = caller.execute({"a": 1, "b": 2})
-                    break
+                    return caller.execute({"a": 1, "b": 2})
                 except WorkflowNotDeployed:
-                    assert served.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
-                    assert time.monotonic() < deadline, "the served deployment never appeared"
-                    time.sleep(1)
+                    if served.poll() is not None:  # it died: fail now, with its log
+                        pytest.fail((tmp_path / "serve.log").read_text(errors="replace")[-3000:])
+                    return None
+
+            workflow_id, run_id = eventually(executed, "the served deployment to appear", timeout=120, interval=1)
             result = caller.get_result(workflow_id, run_id, timeout=120)
     finally:
         stop_process_group(served)

@@ -20,6 +20,7 @@ from prefect_beluga.llms.config import Config
 from prefect_beluga.llms.offline import OfflineChatModel
 from prefect_beluga.llms.openai import OpenAIChatModel
 from prefect_beluga.testing import OpenAIServer
+from prefect_beluga.testing.helpers import eventually
 
 KEY = "sk-streaming-secret-0123456789"
 CHUNK_DELAY = 0.1  # seconds between two chunks the server writes
@@ -315,9 +316,7 @@ async def test_a_workflow_run_streams_to_a_reader_in_another_process(prefect_ser
             run_id = writer.stdout.readline().strip()
             assert run_id, (tmp_path / "writer.log").read_text()[-3000:]
             # The reader starts after the run began streaming ...
-            deadline = time.monotonic() + 120
-            while len(server.chunks) < 5 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            eventually(lambda: len(server.chunks) >= 5, "5 chunks", timeout=120, interval=0.05, raises=False)
             if len(server.chunks) < 5:  # say where the run is, for the failure message
                 with prefect_server.settings():
                     probe = Orchestrator().create_workflow(lambda state: state, workflow_id="streamed-tokens")
