@@ -38,9 +38,11 @@ class Capabilities:
 
     Examples:
         ```python
-        Capabilities().json_schema                              # True: OpenAI proper
-        SERVERS["anthropic"].capabilities.json_schema          # False: response_format ignored
-        Capabilities().with_overrides({"seed": False}).seed    # False
+        from prefect_beluga.llms import SERVERS, Capabilities
+
+        Capabilities().json_schema                              # -> True: OpenAI proper
+        SERVERS["anthropic"].capabilities.json_schema          # -> False: response_format ignored
+        Capabilities().with_overrides({"seed": False}).seed    # -> False
         ```
     """
 

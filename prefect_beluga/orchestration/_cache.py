@@ -176,9 +176,17 @@ def cache_hits() -> Iterator[CacheHits]:
 
     Examples:
         ```python
+        from prefect_beluga import Chain
+        from prefect_beluga.orchestration import cache_hits
+
+        def generate(state):
+            return {"output": f"About {state['input']}"}
+
+        chain = Chain([generate], name="faq", cache=True)
+        chain.invoke({"input": "What is Prefect?"})   # runs generate, stores its output
         with cache_hits() as record:
             chain.invoke({"input": "What is Prefect?"})
-        record.hits      # e.g. ["embed-query", "generate"] on the second call
+        record.hits      # -> ['generate']: answered from the cache on the second call
         ```
     """
     record = CacheHits()

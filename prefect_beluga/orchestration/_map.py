@@ -50,11 +50,18 @@ class Map(Runnable):
         ```python
         from prefect_beluga import Chain, Map
 
+        def retrieve(state):
+            return {"docs": ["Prefect runs flows.", "Each item: one task."]}
+
         def summarize(state):
             return {"summary": state["item"][:20]}
 
+        def combine(state):
+            return {"output": " | ".join(s["summary"] for s in state["summaries"])}
+
         chain = Chain([retrieve, Map(summarize, over="docs", into="summaries",
                                      max_concurrency=8), combine])
+        chain.invoke({"input": "docs"})["output"]  # -> 'Prefect runs flows. | Each item: one task.'
         ```
     """
 

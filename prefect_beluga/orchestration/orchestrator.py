@@ -18,12 +18,20 @@ class Orchestrator:
 
     Examples:
         ```python
+        from prefect_beluga import Orchestrator
+
+        def step1(state):
+            return {"topic": state["input"].removeprefix("What is ").rstrip("?")}
+
+        def step2(state):
+            return {"output": f"{state['topic']} is a field of AI."}
+
         orchestrator = Orchestrator()
         chain = orchestrator.create_chain([step1, step2], retries=2)
         graph = orchestrator.create_graph(name="rag")
         workflow = orchestrator.create_workflow(chain, workflow_id="rag-workflow")
         workflow_id, run_id = workflow.execute({"input": "What is ML?"})
-        workflow.get_result(workflow_id, run_id)
+        workflow.get_result(workflow_id, run_id)["output"]  # -> 'ML is a field of AI.'
         ```
     """
 

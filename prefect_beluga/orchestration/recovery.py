@@ -1,6 +1,7 @@
 """Lost and crashed runs of a deployment are finished by themselves, through two Prefect automations.
 
     ```python
+    # example: not run (needs a process work pool "beluga" on the Prefect API)
     from prefect_beluga.orchestration.recovery import ensure_recovery
     ensure_recovery(tag="beluga:recover", work_pool="beluga")   # every deployment tagged so
     ```

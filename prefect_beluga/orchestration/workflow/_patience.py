@@ -123,8 +123,17 @@ class Patience:
 
     Examples:
         ```python
-        async with Patience("status of workflow 'rag'") as api:
+        from prefect import flow
+        from prefect_beluga.orchestration.workflow._patience import Patience
+
+        @flow
+        async def rag():
+            return "done"
+
+        run_id = (await rag(return_state=True)).state_details.flow_run_id
+        async with Patience("status of flow 'rag'") as api:
             flow_run = await api(lambda client: client.read_flow_run(run_id))
+        flow_run.state.type.value  # -> 'COMPLETED'
         ```
     """
 
