@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +14,13 @@ import pytest
 
 from prefect_beluga import Chain, Orchestrator, RunConfig, WorkflowNotDeployed
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool, read_flow_run, read_task_runs, stop_process_group
+from prefect_beluga.testing.helpers import (
+    create_process_pool,
+    eventually,
+    read_flow_run,
+    read_task_runs,
+    stop_process_group,
+)
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 
@@ -99,10 +104,15 @@ def test_run_whose_worker_is_killed_is_finished_by_another_without_recomputing(p
         first = fx.start_worker(prefect_server, pool, "doomed-worker", tmp_path)
         try:
             _, run_id = fx.durable.execute({"n": 4, "log": str(log), "gate": str(gate)})
-            deadline = time.monotonic() + 180
-            while not (log.exists() and "step3" in log.read_text()):
-                assert time.monotonic() < deadline, (tmp_path / "doomed-worker.log").read_text(errors="replace")[-3000:]
-                time.sleep(0.2)
+
+            def step3_started() -> bool:
+                doomed = tmp_path / "doomed-worker.log"
+                assert log.exists() and "step3" in log.read_text(), (
+                    doomed.read_text(errors="replace")[-3000:] if doomed.exists() else ""
+                )
+                return True
+
+            eventually(step3_started, "step 3 to start on the doomed worker", timeout=180)
             flow_run_pid = int(log.read_text().splitlines()[-1].split()[1])
             os.kill(flow_run_pid, signal.SIGKILL)
             os.killpg(first.pid, signal.SIGKILL)
@@ -138,15 +148,16 @@ def test_served_workflow_runs_what_another_process_executes(prefect_server: Pref
     caller = Orchestrator().create_workflow(fx.add, workflow_id="test-adder", distributed=True)
     try:
         with prefect_server.settings():
-            deadline = time.monotonic() + 120
-            while True:
+
+            def executed() -> tuple[str, str] | None:
                 try:
-                    workflow_id, run_id = caller.execute({"a": 2, "b": 40})
-                    break
+                    return caller.execute({"a": 2, "b": 40})
                 except WorkflowNotDeployed:
-                    assert server.poll() is None, (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
-                    assert time.monotonic() < deadline, "the served deployment never appeared"
-                    time.sleep(1)
+                    if server.poll() is not None:  # it died: fail now, with its log
+                        pytest.fail((tmp_path / "serve.log").read_text(errors="replace")[-3000:])
+                    return None
+
+            workflow_id, run_id = eventually(executed, "the served deployment to appear", timeout=120, interval=1)
             result = caller.get_result(workflow_id, run_id, timeout=120)
     finally:
         stop_process_group(server)
