@@ -252,14 +252,20 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
 
     Examples:
         ```python
+        from prefect_beluga import Chain
+        from prefect_beluga.tools import tool
+
         @tool
         async def search_docs(query: str, k: int = 3) -> list[str]:
             \"\"\"Search the product docs.\"\"\"
+            return [f"passage {i} on {query}" for i in range(k)]
         @tool(retries=2, timeout=10)
         def fetch_page(url: str) -> str: ...
         @tool(requires_approval=True)
         def refund(order_id: str, amount: float) -> str: ...
+        research_chain = Chain([lambda state: {"output": f"notes on {state['input']}"}], name="research")
         research = tool(research_chain, name="research", description="Research a topic.")
+        research.to_openai()["function"]["parameters"]["required"]  # -> ['input']
         ```
     """
     unknown = set(options) - {

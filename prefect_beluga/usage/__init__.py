@@ -2,12 +2,16 @@
 
 ```python
 from prefect_beluga import Chain, UsageLimits, UsageLimitExceeded
+from prefect_beluga.llms import OfflineChatModel
 
-chain = Chain([draft, review], usage_limits=UsageLimits(requests=20, total_tokens=50_000, cost_usd=0.50))
+draft, review = OfflineChatModel(), OfflineChatModel()   # one model request each
+# cost_usd=0.50 too, with models that have a price (llms.pricing)
+chain = Chain([draft, review], usage_limits=UsageLimits(requests=1, total_tokens=50_000))
 try:
-    chain.invoke({"input": "..."})
+    chain.invoke({"input": "Draft a reply about Prefect retries."})
 except UsageLimitExceeded as exc:
     exc.limit, exc.usage.total_tokens, exc.step    # which limit, the usage so far, where
+    # -> ('requests', 48, 'offline:offline-extractive_2')
 ```
 
 A `Budget` is opened when a run of a Chain, Graph, Agent or Workflow with `usage_limits`

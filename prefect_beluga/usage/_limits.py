@@ -27,6 +27,21 @@ class UsageLimits:
 
     Examples:
         ```python
+        from prefect_beluga import Chain, Orchestrator, UsageLimits
+        from prefect_beluga.agents import Agent
+        from prefect_beluga.llms import OfflineChatModel
+        from prefect_beluga.tools import tool
+
+        @tool
+        def search(query: str) -> str:
+            \"\"\"Search the docs.\"\"\"
+            return "Failed task runs are retried."
+
+        def report(state):
+            return {"output": "nightly report"}
+
+        llm = OfflineChatModel()
+        chain = Chain([report], name="nightly")
         Agent(llm, tools=[search], usage_limits=UsageLimits(requests=8, total_tokens=20_000))
         Orchestrator().create_workflow(chain, workflow_id="nightly", usage_limits=UsageLimits(cost_usd=2.0))
         ```
