@@ -64,8 +64,17 @@ def create_app(
 
     Examples:
         ```python
+        import os
+        import secrets
+
+        from prefect_beluga import Orchestrator
         from prefect_beluga.server import create_app
-        app = create_app(workflows=[support_workflow], token=os.environ["APP_TOKEN"])
+
+        def support(ticket):
+            return {"output": f"On it: {ticket['input']}."}
+
+        support_workflow = Orchestrator().create_workflow(support, workflow_id="support")
+        app = create_app(workflows=[support_workflow], token=os.environ.get("APP_TOKEN") or secrets.token_urlsafe())
         # uvicorn module:app  — or: python -m prefect_beluga.server --workflow module:support_workflow
         ```
     """
