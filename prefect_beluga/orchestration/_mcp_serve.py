@@ -1,6 +1,7 @@
 """Runnables and Workflows as MCP tools: `serve(...)`, `create_server(...)`, `http_app(...)`.
 
     ```python
+    # example: not run (serves MCP over stdio or HTTP until the process is stopped)
     from prefect_beluga.mcp import serve
     serve(research_chain, support_workflow, name="beluga")            # stdio, for a desktop client
     serve(research_chain, transport="http", port=8765, token=token)   # streamable HTTP at /mcp
@@ -262,6 +263,7 @@ def serve(
 
     Examples:
         ```python
+        # example: not run (serves MCP over stdio or HTTP until the process is stopped)
         serve(research_chain)                                              # stdio
         serve(research_chain, transport="http", port=8765, token=os.environ["MCP_TOKEN"])
         ```
