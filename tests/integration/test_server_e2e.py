@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.deployments import run_deployment
 
-from prefect_beluga.testing.helpers import stop_process_group
+from prefect_beluga.testing.helpers import aeventually, stop_process_group
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,14 +67,18 @@ async def run(name: str, **parameters) -> object:
 
 
 async def task_runs_of(client, flow_run_id, expected: int, timeout: float = 30.0) -> dict[str, object]:
-    """The flow run's task runs by name, once `expected` of them are final (they arrive as events)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """The flow run's task runs by name, once `expected` of them are final (they arrive as events),
+    or what there is after `timeout` seconds."""
+    final: dict[str, object] = {}
+
+    async def enough() -> bool:
         runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-        final = {r.name: r for r in runs if r.state and r.state.is_final()}
-        if len(final) >= expected or time.monotonic() > deadline:
-            return final
-        await asyncio.sleep(0.5)
+        final.clear()
+        final.update({r.name: r for r in runs if r.state and r.state.is_final()})
+        return len(final) >= expected
+
+    await aeventually(enough, f"{expected} final task runs", timeout=timeout, interval=0.5, raises=False)
+    return final
 
 
 async def artifacts_of(client, flow_run_id) -> dict[str, object]:
