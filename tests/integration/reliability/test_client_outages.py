@@ -24,7 +24,7 @@ import pytest
 import workflow_fixtures as fx
 
 from prefect_beluga.core._sync import run_sync
-from prefect_beluga.testing.helpers import create_process_pool
+from prefect_beluga.testing.helpers import create_process_pool, eventually
 from prefect_beluga.testing.prefect_server import PrefectServer, postgres_bin_dir
 
 from . import outage_flows as of
@@ -61,10 +61,12 @@ def submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **kwarg
 
 
 def wait_for_lines(log: Path, count: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not (log.exists() and len(log.read_text().splitlines()) >= count):
-        assert time.monotonic() < deadline, f"{count} runs never started: {log.read_text() if log.exists() else ''}"
-        time.sleep(0.2)
+    def started() -> bool:
+        text = log.read_text() if log.exists() else ""
+        assert len(text.splitlines()) >= count, f"{count} runs never started: {text}"
+        return True
+
+    eventually(started, f"{count} runs to start", timeout=seconds)
 
 
 async def count_signals(run_id: str) -> int:
@@ -163,12 +165,17 @@ def test_a_stream_read_across_a_server_restart_yields_every_event_once(server: P
     with server.settings(), ThreadPoolExecutor(1) as pool:
         _, run_id = of.spoken.execute({"gate": str(gate)}, stream=True)  # runs here, in the background
         reader = submit(pool, read, run_id)
-        deadline = time.monotonic() + 120
+
         # The first part was read live, and the server has stored it (events it had only in memory
         # when killed would be lost to every reader, not only this one).
-        while texts() != "".join(of.BEFORE) or run_sync(count_token_events(run_id)) < len(tokens()):
-            assert time.monotonic() < deadline and not reader.done(), (texts(), reader.done() and reader.exception())
-            time.sleep(0.2)
+        def first_part_stored() -> bool:
+            stored = texts() == "".join(of.BEFORE) and run_sync(count_token_events(run_id)) >= len(tokens())
+            if not stored and reader.done():  # the reader ended: fail now
+                pytest.fail(f"the reader ended first: {(texts(), reader.exception())}")
+            assert stored, texts()
+            return True
+
+        eventually(first_part_stored, "the first part to be read live and stored", timeout=120)
         server.kill()
         time.sleep(DOWNTIME / 2)
         assert not reader.done(), reader.exception()
