@@ -21,6 +21,7 @@ import pytest
 
 from prefect_beluga.testing import OpenAIServer
 from prefect_beluga.testing.app_server import AppServer
+from prefect_beluga.testing.helpers import eventually
 from prefect_beluga.testing.prefect_server import PrefectServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,11 +116,14 @@ def test_tokens_stream_into_the_page_and_an_approval_clicked_there_resumes_the_r
     approve.click()
     # sample what a person sees while the answer streams in
     samples: list[tuple[float, int]] = []
-    deadline = time.monotonic() + 60
-    while not page.evaluate("window.belugaChat.finished"):
-        assert time.monotonic() < deadline, "the run never finished in the page"
+
+    def finished() -> bool:
+        if page.evaluate("window.belugaChat.finished"):
+            return True
         samples.append((time.monotonic(), len(answer_text(page))))
-        time.sleep(0.03)
+        return False
+
+    eventually(finished, "the run to finish in the page", timeout=60, interval=0.03)
     assert answer_text(page) == WORDS
     partial = sorted({n for _, n in samples if 0 < n < len(WORDS)})
     assert len(partial) >= 3, f"the answer did not appear progressively: {samples}"
@@ -188,8 +192,9 @@ def test_two_replicas_serve_one_run_and_closing_the_tab_leaves_it_running(browse
     other = ask(page_c, "Where is order A1?")
     page_c.wait_for_selector(".tool")
     page_c.context.close()
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{b.url}/runs/{other}", headers=b.headers).json()["status"] != "COMPLETED":
-        assert time.monotonic() < deadline, "the run did not go on after its tab closed"
-        time.sleep(0.3)
+
+    def completed() -> bool:
+        return httpx.get(f"{b.url}/runs/{other}", headers=b.headers).json()["status"] == "COMPLETED"
+
+    eventually(completed, "the run to go on after its tab closed", timeout=60, interval=0.3)
     page_b.context.close()
