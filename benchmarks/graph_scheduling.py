@@ -18,7 +18,9 @@ Runs, in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its
                   call creates its own flow run (what a user calling a graph sees);
                 * in-flow: the same graph built with `subflow=False`, awaited inside one
                   warm outer async `@flow`, so its nodes are task runs of that flow run
-                  and no flow run is created per call: the graph's node execution alone;
+                  and no flow run is created per call: the graph's node execution alone
+                  (durable, the default there: each node's result persisted; and again
+                  with `durable=False`);
                 * end-to-end with the default `artifact=True` (an outcome table + Mermaid
                   artifact written to the flow run after the nodes finish);
    - LangGraph: `StateGraph` over a TypedDict with one (Annotated, reducer) key per node,
@@ -253,8 +255,8 @@ async def run_raw_prefect(dag: Dag, tasks: dict[str, Task]) -> dict[str, Any]:
     return {k: v for f in done.values() for k, v in f.result().items()}
 
 
-def build_ours(dag: Dag, *, artifact: bool, subflow: bool = True) -> Graph:
-    graph = Graph(name=f"bench-dag-{len(dag.nodes)}", artifact=artifact, subflow=subflow)
+def build_ours(dag: Dag, *, artifact: bool, subflow: bool = True, durable: bool = True) -> Graph:
+    graph = Graph(name=f"bench-dag-{len(dag.nodes)}", artifact=artifact, subflow=subflow, durable=durable)
     for node in dag.nodes:
         graph.add_node(node, make_node(node, dag.sleep[node]))
     for node in dag.nodes:
@@ -421,6 +423,7 @@ class Bench:
         await self.time("ours end-to-end, new clients", per_run_clients(ours, self.input), tasks=True)
 
         inline = build_ours(dag, artifact=False, subflow=False)
+        inline_not_durable = build_ours(dag, artifact=False, subflow=False, durable=False)
         raw = raw_prefect_tasks(dag)
         bench = self
 
@@ -428,6 +431,7 @@ class Bench:
         async def outer() -> None:
             # Timed inside the flow run: node execution only, no flow-run creation.
             await bench.time("ours in-flow", lambda: inline.ainvoke(bench.input), tasks=True)
+            await bench.time("ours in-flow, not durable", lambda: inline_not_durable.ainvoke(bench.input), tasks=True)
             await bench.time("raw Prefect in-flow", lambda: run_raw_prefect(dag, raw), tasks=True)
 
         await API.drain()
@@ -463,6 +467,7 @@ LABELS = {
     "ours end-to-end": "ours, end-to-end (own flow run), artifact=False",
     "ours end-to-end, new clients": "diagnostic: ours end-to-end, two new API clients per run (before)",
     "ours in-flow": "ours, in-flow (subflow=False in a warm flow run), artifact=False",
+    "ours in-flow, not durable": "ours, in-flow as above, durable=False (no record persisted per node)",
     "ours end-to-end, artifact": "ours, end-to-end, artifact=True (default)",
     "raw Prefect in-flow": "reference: raw Prefect tasks, same dataflow, in-flow",
     "LangGraph": "LangGraph StateGraph (supersteps)",
@@ -532,9 +537,10 @@ def report_overhead(bench: Bench) -> None:
         if label in bench.samples:
             m = bench.median(label)
             print(f"| {title} | {m:.3f} | {m / n * 1e3:.2f} |")
+    raw = bench.median("raw Prefect in-flow")
     print(
-        f"\nours in-flow / raw Prefect tasks in-flow: "
-        f"{bench.median('ours in-flow') / bench.median('raw Prefect in-flow'):.2f}x"
+        f"\nours in-flow / raw Prefect tasks in-flow: {bench.median('ours in-flow') / raw:.2f}x durable (the "
+        f"default), {bench.median('ours in-flow, not durable') / raw:.2f}x durable=False"
     )
     if "LangGraph" in bench.samples:
         print(
