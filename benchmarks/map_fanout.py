@@ -5,18 +5,21 @@ Runs in one process on Prefect's ephemeral API (a temporary PREFECT_HOME of its 
 one warm outer async `@flow` (each part in the same flow run):
 
 1. 1,000 zero-latency items. Ours: a `Chain([Map(work, over="items")], subflow=False)`, so
-   each item is a task run of the outer flow run (`work[0]` ... `work[999]`). Raw: the same
+   each item is a task run of the outer flow run (`work[0]` ... `work[999]`), durable as every
+   step in a flow run is by default (each item's result persisted), and again with
+   `durable=False`. Raw: the same
    function as `@task(cache_policy=NONE, persist_result=False)`, `work.map(items)` on the
    flow's default task runner, then the results gathered. Wall time / 1,000 per item, median of
-   `--repeat` rounds (the two alternate, order rotating). Then peak Python memory (tracemalloc)
+   `--repeat` rounds (the three alternate, order rotating). Then peak Python memory (tracemalloc)
    of one more run of each.
 2. 200 items each sleeping 50 ms at `max_concurrency=20`: the floor is ceil(200 / 20) x 50 ms
    = 500 ms; efficiency = floor / wall (median of `--repeat`). The reference row is raw
    Prefect: the same sleep as an async `@task(cache_policy=NONE, persist_result=False)`, 200
    calls gated by an `asyncio.Semaphore(20)`: one task run per item and the same bound, without
-   Map. The two alternate (order rotating). Before each timed run the garbage collector runs
-   (not timed, as `timeit` keeps it out of the timing): otherwise a full collection of the
-   process's heap (~130 ms here) lands in one run of about four, whichever side it is.
+   Map. Map (durable and `durable=False`) and raw alternate (order rotating). Before each
+   timed run the garbage collector runs (not timed, as `timeit` keeps it out of the timing):
+   otherwise a full collection of the process's heap (~130 ms here) lands in one run of about
+   four, whichever side it is.
    Process CPU time per run is printed too: the run is CPU-bound when it nears the wall time.
 
 `--server sqlite|postgresql` runs it all against a `prefect server` in a process of its own.
@@ -68,8 +71,8 @@ async def raw_sleepy(item: int) -> dict:
     return {"y": item}
 
 
-async def run_ours(n: int) -> float:
-    chain = Chain([Map(work, over="items", name="work")], name="map-bench", subflow=False)
+async def run_ours(n: int, durable: bool = True) -> float:
+    chain = Chain([Map(work, over="items", name="work")], name="map-bench", subflow=False, durable=durable)
     start = time.perf_counter()
     result = await chain.ainvoke({"items": list(range(n))})
     wall = time.perf_counter() - start
@@ -86,9 +89,9 @@ async def run_raw(n: int) -> float:
     return wall
 
 
-async def run_bounded(n: int, limit: int) -> float:
+async def run_bounded(n: int, limit: int, durable: bool = True) -> float:
     chain = Chain([Map(sleepy, over="items", name="sleepy", max_concurrency=limit)],
-                  name="map-bounded", subflow=False)
+                  name="map-bounded", subflow=False, durable=durable)
     start = time.perf_counter()
     result = await chain.ainvoke({"items": list(range(n))})
     wall = time.perf_counter() - start
@@ -110,6 +113,11 @@ async def run_bounded_raw(n: int, limit: int) -> float:
     return wall
 
 
+def not_durable(run):
+    """`run` with the chain's `durable=False`: no result record persisted per item."""
+    return lambda *args: run(*args, durable=False)
+
+
 async def peak_memory(run, n: int) -> float:
     tracemalloc.start()
     try:
@@ -129,20 +137,23 @@ async def bench(repeat: int, items: int, parts: str) -> None:
 
 async def per_item_cost(repeat: int, items: int) -> None:
     await run_ours(50)
-    await run_raw(50)  # warm both paths
+    await run_ours(50, durable=False)
+    await run_raw(50)  # warm every path
     ours: list[float] = []
+    ours_not_durable: list[float] = []
     raw: list[float] = []
     for round_ in range(repeat):
-        order = [(run_ours, ours), (run_raw, raw)]
-        for run, times in order if round_ % 2 == 0 else order[::-1]:
+        order = [(run_ours, ours), (not_durable(run_ours), ours_not_durable), (run_raw, raw)]
+        for run, times in order[round_ % 3:] + order[:round_ % 3]:
             times.append(await run(items))
             await asyncio.sleep(1.0)  # let the API write the task runs' events
-    per_ours = statistics.median(ours) / items * 1e3
     per_raw = statistics.median(raw) / items * 1e3
     print(f"1. {items} zero-latency items, {repeat} rounds (ms per item: median [min, max])")
-    print(f"   Map:      {per_ours:.2f} ms  [{min(ours) / items * 1e3:.2f}, {max(ours) / items * 1e3:.2f}]")
-    print(f"   task.map: {per_raw:.2f} ms  [{min(raw) / items * 1e3:.2f}, {max(raw) / items * 1e3:.2f}]")
-    print(f"   ratio Map / task.map: {per_ours / per_raw:.2f}x (goal <= 1.1x)")
+    for label, times in (("Map", ours), ("Map, durable=False", ours_not_durable), ("task.map", raw)):
+        print(f"   {label + ':':20} {statistics.median(times) / items * 1e3:.2f} ms  "
+              f"[{min(times) / items * 1e3:.2f}, {max(times) / items * 1e3:.2f}]")
+    for label, times in (("Map", ours), ("Map, durable=False", ours_not_durable)):
+        print(f"   ratio {label} / task.map: {statistics.median(times) / items * 1e3 / per_raw:.2f}x (goal <= 1.1x)")
     mem_ours = await peak_memory(run_ours, items)
     await asyncio.sleep(1.0)
     mem_raw = await peak_memory(run_raw, items)
@@ -153,12 +164,13 @@ async def bounded_efficiency(repeat: int) -> None:
     n, limit, latency = 200, 20, 0.05
     floor = math.ceil(n / limit) * latency
     await run_bounded(limit, limit)
-    await run_bounded_raw(limit, limit)  # warm both paths
-    walls: dict[str, list[float]] = {"Map": [], "raw Prefect": []}
-    cpus: dict[str, list[float]] = {"Map": [], "raw Prefect": []}
-    order = [("Map", run_bounded), ("raw Prefect", run_bounded_raw)]
+    await run_bounded(limit, limit, durable=False)
+    await run_bounded_raw(limit, limit)  # warm every path
+    order = [("Map", run_bounded), ("Map, durable=False", not_durable(run_bounded)), ("raw Prefect", run_bounded_raw)]
+    walls: dict[str, list[float]] = {label: [] for label, _ in order}
+    cpus: dict[str, list[float]] = {label: [] for label, _ in order}
     for round_ in range(repeat):
-        for label, run in order if round_ % 2 == 0 else order[::-1]:
+        for label, run in order[round_ % 3:] + order[:round_ % 3]:
             await asyncio.sleep(1.0)
             gc.collect()
             cpu = time.process_time()
@@ -169,7 +181,7 @@ async def bounded_efficiency(repeat: int) -> None:
     for label, times in walls.items():
         wall = statistics.median(times)
         cpu = statistics.median(cpus[label])
-        print(f"   {label + ':':13} wall {wall * 1e3:.0f} ms [{min(times) * 1e3:.0f}, {max(times) * 1e3:.0f}], "
+        print(f"   {label + ':':20} wall {wall * 1e3:.0f} ms [{min(times) * 1e3:.0f}, {max(times) * 1e3:.0f}], "
               f"efficiency {floor / wall:.0%}, process CPU {cpu * 1e3:.0f} ms ({cpu / n * 1e3:.2f} ms per item)")
 
 
