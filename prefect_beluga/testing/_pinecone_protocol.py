@@ -213,6 +213,8 @@ class PineconeHandler(LoopbackHandler):
 
     def _send(self, path: str, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self._hold()
+        # Recorded before a byte is sent: a client that has read the reply sees it in `responses`.
+        self.server_state._answered(path, status)
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
@@ -221,7 +223,6 @@ class PineconeHandler(LoopbackHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
-        self.server_state._answered(path, status)
 
     def _json(self, path: str, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
         self._send(path, status, json.dumps(data).encode(), headers)
