@@ -105,9 +105,11 @@ async def aeventually(
             failure = ""
         except AssertionError as exc:
             seen, failure = None, f"AssertionError: {exc}"
-        if seen or (not raises and time.monotonic() >= deadline):
+        if seen:
             return seen  # type: ignore[return-value]
         if time.monotonic() >= deadline:
+            if not raises:
+                return seen  # type: ignore[return-value]
             raise AssertionError(f"waited {timeout:g}s for {what}; last saw {failure or repr(seen)}")
         await asyncio.sleep(interval)
 
