@@ -19,9 +19,10 @@ LOUD = re.compile(r"^\S+ \| (WARNING|ERROR|CRITICAL) +\|", re.MULTILINE)
 
 SCRIPT = textwrap.dedent(
     """
-    import os, time
+    import os
     from prefect.settings import get_current_settings
     from prefect_beluga import Chain, Orchestrator, wait_for_signal
+    from prefect_beluga.testing.helpers import eventually
     from prefect_beluga.orchestration.signals import paused_runs
 
     def shout(state):
@@ -34,9 +35,7 @@ SCRIPT = textwrap.dedent(
 
     workflow = Orchestrator().create_workflow(review, workflow_id="left-paused")
     workflow_id, run_id = workflow.execute({})
-    deadline = time.monotonic() + 120
-    while str(run_id) not in paused_runs() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    eventually(lambda: str(run_id) in paused_runs(), "the run to pause", timeout=120, interval=0.1, raises=False)
     print("paused:", run_id, str(run_id) in paused_runs())
     settings = get_current_settings()
     print("unchanged:", os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"),

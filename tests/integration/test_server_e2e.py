@@ -23,7 +23,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.deployments import run_deployment
 
-from prefect_beluga.testing.helpers import aeventually, stop_process_group
+from prefect_beluga.testing.helpers import stop_process_group, task_runs
 from prefect_beluga.testing.prefect_server import PrefectServer, prefect_executable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,21 +64,6 @@ async def run(name: str, **parameters) -> object:
     flow_run = await run_deployment(name, parameters=parameters, timeout=240, poll_interval=1)
     assert flow_run.state.is_completed(), f"{name}: {flow_run.state!r}"
     return flow_run
-
-
-async def task_runs_of(client, flow_run_id, expected: int, timeout: float = 30.0) -> dict[str, object]:
-    """The flow run's task runs by name, once `expected` of them are final (they arrive as events),
-    or what there is after `timeout` seconds."""
-    final: dict[str, object] = {}
-
-    async def enough() -> bool:
-        runs = await client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}))
-        final.clear()
-        final.update({r.name: r for r in runs if r.state and r.state.is_final()})
-        return len(final) >= expected
-
-    await aeventually(enough, f"{expected} final task runs", timeout=timeout, interval=0.5, raises=False)
-    return final
 
 
 async def artifacts_of(client, flow_run_id) -> dict[str, object]:
@@ -160,7 +145,7 @@ async def test_ingest_then_answer_run_on_the_worker(deployed):
         report = await (await client.read_flow_run(ingest.id)).state.aresult()
         assert report["written"] == report["chunks"] > 0
 
-        tasks = await task_runs_of(client, answer.id, expected=3)
+        tasks = {t.name: t for t in await task_runs(answer.id, expected=3)}
         states = {n: t.state_type.value for n, t in tasks.items()}
         assert states == {"embed-query": "COMPLETED", "retrieve": "COMPLETED", "generate": "COMPLETED"}
         upstream = {i.id for i in tasks["generate"].task_inputs["upstream"]}
@@ -186,7 +171,7 @@ async def test_quickstart_graph_edges_and_mermaid_artifact(deployed):
         flows = {r.id: (await client.read_flow(r.flow_id)).name for r in children}
         graph_run = next(r for r in children if flows[r.id] == "quickstart-tutorial-graph")
         assert graph_run.state.is_completed()
-        tasks = await task_runs_of(client, graph_run.id, expected=3)
+        tasks = {t.name: t for t in await task_runs(graph_run.id, expected=3)}
         for child in ("step2", "step3"):
             assert tasks["step1"].id in {i.id for i in tasks[child].task_inputs["upstream"]}
         mermaid = [a for a in (await artifacts_of(client, graph_run.id)).values() if a.type == "markdown"]

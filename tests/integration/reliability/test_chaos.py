@@ -37,7 +37,7 @@ import workflow_fixtures as fx
 
 from prefect_beluga.core._sync import run_sync
 from prefect_beluga.orchestration.recovery import RESUME_MESSAGE
-from prefect_beluga.testing.helpers import create_process_pool
+from prefect_beluga.testing.helpers import create_process_pool, eventually
 from prefect_beluga.testing.prefect_server import PrefectServer, postgres_bin_dir
 
 from .chaos_flows import chaos
@@ -108,11 +108,10 @@ class Cluster:
         return sum(1 for line in self.lines() if line[0] == what and line[1] == run)
 
     def wait(self, condition, what: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not after {timeout}s\n{self.logs()}")
-            time.sleep(0.5)
+        try:
+            eventually(condition, what, timeout=timeout, interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
 
     def wait_completed(self, runs: list[str], scenario: str, timeout: float = 400) -> None:
         """Until every run is final; Crashed is not: the recovery automations reschedule it."""
