@@ -119,20 +119,27 @@ RESOLVE_PATH_ATTR = "_resolve_path"
 
 def pending_service_items(*service_classes: Any) -> int | None:
     """Items Prefect's services of `service_classes` (the events and API log workers) hold and
-    have not finished handling, over all their instances; None when Prefect no longer says (then
-    nothing waits for them at exit, as in Prefect: it warns "Still processing items")."""
-    total = 0
+    have not taken off their queues yet, over all their instances; None when Prefect no longer
+    says (then nothing waits for them at exit, as in Prefect: it warns "Still processing items").
+
+    The queue's size, not its unfinished count: a batched service (the API log worker) never
+    marks its items done, so that count only grows; and the size is what Prefect's warning
+    counts. The instances of every service class sit in one dict of their common base."""
+    fallback = "at exit Prefect may warn that it is still sending events"
+    instances: dict[int, Any] = {}
     for cls in service_classes:
-        instances = getattr(cls, INSTANCES_ATTR, None)
-        if not isinstance(instances, dict):
-            _warn_once(f"{cls.__name__}.{INSTANCES_ATTR}", "at exit Prefect may warn that it is still sending events")
+        found = getattr(cls, INSTANCES_ATTR, None)
+        if not isinstance(found, dict):
+            _warn_once(f"{cls.__name__}.{INSTANCES_ATTR}", fallback)
             return None
-        for instance in list(instances.values()):
-            unfinished = getattr(getattr(instance, QUEUE_ATTR, None), "unfinished_tasks", None)
-            if not isinstance(unfinished, int):
-                _warn_once(f"{cls.__name__}.{QUEUE_ATTR}", "at exit Prefect may warn that it is still sending events")
-                return None
-            total += unfinished
+        instances.update({id(instance): instance for instance in list(found.values()) if isinstance(instance, cls)})
+    total = 0
+    for instance in instances.values():
+        size = getattr(getattr(instance, QUEUE_ATTR, None), "qsize", None)
+        if not callable(size):
+            _warn_once(f"{type(instance).__name__}.{QUEUE_ATTR}", fallback)
+            return None
+        total += size()
     return total
 
 

@@ -27,6 +27,7 @@ from prefect.settings import (
 from prefect_beluga import Chain, Graph
 from prefect_beluga.orchestration import _api_clients as clients
 from prefect_beluga.orchestration import _prefect_internals as internals
+from prefect_beluga.testing.helpers import eventually
 from prefect_beluga.testing.prefect_retries import PrefectClientRetries
 
 
@@ -230,6 +231,49 @@ def test_a_missing_prefect_internal_falls_back_with_one_warning(
     import prefect
 
     assert f"Prefect {prefect.__version__}" in message
+
+
+# -- at exit: Prefect's workers send what they hold --------------------------------------------
+
+
+def test_prefects_workers_hold_nothing_once_they_have_sent_it():
+    """At exit the runtime waits until Prefect's events and API log workers hold nothing
+    (`_runtime._wait_for_prefect_workers`, at most EXIT_SEND_SECONDS). Once they have sent a
+    run's logs and events, they count 0: the API log worker batches its items and never marks
+    them done, so counting unfinished items (as before) held every script's exit for the whole
+    EXIT_SEND_SECONDS after its first log line."""
+    from prefect import get_run_logger
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    def noisy(state: dict) -> dict:
+        get_run_logger().warning("a line for the API log worker")
+        return {"done": True}
+
+    assert Chain([noisy], name="runtime-logs").invoke({})["done"] is True
+    assert any(isinstance(worker, APILogWorker) for worker in APILogWorker._instances.values())
+    assert eventually(
+        lambda: internals.pending_service_items(EventsWorker, APILogWorker) == 0,
+        "Prefect's workers to have sent the run's logs and events", timeout=30,
+    )
+
+
+@pytest.mark.parametrize("attribute", ["INSTANCES_ATTR", "QUEUE_ATTR"])
+def test_without_prefects_service_attributes_nothing_waits_at_exit_and_one_warning_says_so(
+    monkeypatch, fresh_runtime, attribute
+):
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    assert Chain([add_one], name="runtime-workers").invoke({"count": 0})["count"] == 1  # the workers run
+    monkeypatch.setattr(internals, attribute, "_renamed")
+    with pytest.warns(internals.PrefectInternalsWarning) as caught:
+        assert internals.pending_service_items(EventsWorker, APILogWorker) is None
+        assert internals.pending_service_items(EventsWorker, APILogWorker) is None
+    import prefect
+
+    assert len(caught) == 1 and "._renamed" in str(caught[0].message)
+    assert f"Prefect {prefect.__version__}" in str(caught[0].message)
 
 
 # -- auth -----------------------------------------------------------------------------------------
