@@ -100,14 +100,15 @@ def _keyed(examples: list[Example]) -> list[Example]:
     return keyed
 
 
-def _not_yet_runnable() -> dict[tuple[str, str], tuple[str, str]]:
+def _not_yet_runnable() -> dict[tuple[str, str], str]:
+    """Why each listed block is skipped, by its key (skip is the one status)."""
     listed = {}
     for line in (Path(__file__).with_name("examples_not_yet_runnable.tsv")).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             status, path, first, why = line.split("\t")
             if status != "skip":
                 raise ValueError(f"examples_not_yet_runnable.tsv: status {status!r} (only 'skip'): {line!r}")
-            listed[path, first] = (status, why)
+            listed[path, first] = why
     return listed
 
 
@@ -119,10 +120,8 @@ def _params() -> list[Any]:
     params = []
     for example in EXAMPLES:
         marks = []
-        status, why = NOT_YET_RUNNABLE.get(example.key, ("", ""))
-        if example.not_run:
-            marks.append(pytest.mark.skip(reason=f"example: not run ({example.not_run})"))
-        elif status == "skip":
+        why = example.not_run or NOT_YET_RUNNABLE.get(example.key)
+        if why:
             marks.append(pytest.mark.skip(reason=f"example: not run ({why})"))
         params.append(pytest.param(example, id=example.where, marks=marks))
     return params
